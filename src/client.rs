@@ -1,0 +1,373 @@
+//! [`HeartbeatClient`]: the typed client, one method per Python function.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::policy::ErrorPolicy;
+use crate::protocol::{self, Beat, ParseError, Request, Status};
+use crate::settings::{parse_url, Settings};
+use crate::transport::{HttpRequest, Method, Transport, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT};
+
+/// A client of one heartbeat server for one application id.
+///
+/// Cheap to clone (the transport and settings are shared). Every method takes
+/// an [`ErrorPolicy`]: `Raise` returns failures as [`Error`], `Fallback(v)`
+/// logs them and returns `Ok(v)`.
+///
+/// | Python (`heartbeat.py`) | Rust |
+/// |---|---|
+/// | `hb_init(t [,e])` | [`init`](Self::init) |
+/// | `hb_ping(t [,e])` | [`ping`](Self::ping) |
+/// | `hb_done([t [,e]])` | [`done`](Self::done), [`done_now`](Self::done_now) |
+/// | `hb_list([e])` | [`list`](Self::list) |
+/// | `hb_status([ID [,e]])` | [`status`](Self::status) |
+/// | `hb_read(path [,e])` | [`get`](Self::get) |
+/// | `hb_post(path, data [,e])` | [`post`](Self::post) |
+///
+/// ```no_run
+/// # #[cfg(feature = "reqwest")]
+/// # async fn run() -> heartbeat_sdk::Result<()> {
+/// use std::time::Duration;
+/// use heartbeat_sdk::{ErrorPolicy, HeartbeatClient};
+///
+/// let client = HeartbeatClient::from_env()?; // HB_URL / HB_HOST / HB_PORT / APP_ID
+/// let granted = client.init(Duration::from_millis(500), ErrorPolicy::Raise).await?;
+/// println!("server expects us within {granted:?}");
+/// client.ping(Duration::from_secs(1), ErrorPolicy::Fallback(Duration::ZERO)).await?;
+/// client.done_now(ErrorPolicy::Raise).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct HeartbeatClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    base: String,
+    app_id: String,
+    transport: Arc<dyn Transport>,
+    request_timeout: Duration,
+    body_limit: usize,
+}
+
+impl fmt::Debug for HeartbeatClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeartbeatClient")
+            .field("url", &self.inner.base)
+            .field("app_id", &self.inner.app_id)
+            .field("transport", &self.inner.transport)
+            .field("request_timeout", &self.inner.request_timeout)
+            .finish()
+    }
+}
+
+#[cfg(any(feature = "reqwest", feature = "surf"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "reqwest", feature = "surf"))))]
+impl HeartbeatClient {
+    /// A client configured from `HB_URL`, `HB_HOST`, `HB_PORT` and `APP_ID`
+    /// (see [`Settings`]) over the [`DefaultTransport`](crate::transport::DefaultTransport).
+    pub fn from_env() -> Result<HeartbeatClient> {
+        HeartbeatClient::builder().settings(Settings::from_env()?).build()
+    }
+
+    /// A builder that uses the [`DefaultTransport`](crate::transport::DefaultTransport)
+    /// unless given another.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
+}
+
+impl HeartbeatClient {
+    /// A builder that sends through `transport`; always available, whatever
+    /// the features.
+    pub fn builder_with_transport(transport: impl Transport + 'static) -> ClientBuilder {
+        ClientBuilder::new().transport(transport)
+    }
+
+    /// The server's base URL, without a trailing `/`.
+    pub fn url(&self) -> &str {
+        &self.inner.base
+    }
+
+    /// This client's application id.
+    pub fn app_id(&self) -> &str {
+        &self.inner.app_id
+    }
+
+    /// `hb_init`: register with the promise to ping again within `timeout`;
+    /// returns the timeout the server granted (the reference adds 1 s).
+    pub async fn init(&self, timeout: Duration, policy: ErrorPolicy<Duration>) -> Result<Duration> {
+        self.beat(Beat::Init, timeout, policy).await
+    }
+
+    /// `hb_ping`: I'm alive, expect the next ping within `timeout`; returns
+    /// the granted timeout. Pinging an unknown id registers it.
+    pub async fn ping(&self, timeout: Duration, policy: ErrorPolicy<Duration>) -> Result<Duration> {
+        self.beat(Beat::Ping, timeout, policy).await
+    }
+
+    /// `hb_done`: deregister, gone within `timeout`; returns the server's
+    /// goodbye text.
+    pub async fn done(&self, timeout: Duration, policy: ErrorPolicy<String>) -> Result<String> {
+        let request = timeout_ms(timeout).map(|ms| {
+            protocol::beat_request(Beat::Done, ms, &self.inner.app_id, &protocol::cache_buster())
+        });
+        self.call(request, policy, protocol::parse_goodbye).await
+    }
+
+    /// `hb_done` with the default timeout of 0.
+    pub async fn done_now(&self, policy: ErrorPolicy<String>) -> Result<String> {
+        self.done(Duration::ZERO, policy).await
+    }
+
+    /// `/list`: the applications the server tracks, as it names them
+    /// (the reference: `ID @ IP`).
+    pub async fn list(&self, policy: ErrorPolicy<Vec<String>>) -> Result<Vec<String>> {
+        let request = Ok(protocol::list_request(&protocol::cache_buster()));
+        self.call(request, policy, protocol::parse_list).await
+    }
+
+    /// `/status`: the host's status (`None`), or one application's
+    /// (`Some(id)`), as a parsed Nagios status line.
+    pub async fn status(&self, app: Option<&str>, policy: ErrorPolicy<Status>) -> Result<Status> {
+        let request = match app {
+            Some(app) => protocol::validate_app_id(app).map(|()| Some(app)),
+            None => Ok(None),
+        }
+        .map(|app| protocol::status_request(app, &protocol::cache_buster()));
+        self.call(request, policy, Status::from_body).await
+    }
+
+    /// `GET path` (Python `hb_read`): the reply body as text.
+    pub async fn get(&self, path: &str, policy: ErrorPolicy<String>) -> Result<String> {
+        let request = Ok(protocol::raw_request(Method::Get, path, None, &protocol::cache_buster()));
+        self.call(request, policy, protocol::parse_goodbye).await
+    }
+
+    /// `POST path` with an encoded form body (Python `hb_post`): the reply
+    /// body as text.
+    pub async fn post(&self, path: &str, form: &str, policy: ErrorPolicy<String>) -> Result<String> {
+        let request = Ok(protocol::raw_request(
+            Method::Post,
+            path,
+            Some(form),
+            &protocol::cache_buster(),
+        ));
+        self.call(request, policy, protocol::parse_goodbye).await
+    }
+
+    async fn beat(&self, beat: Beat, timeout: Duration, policy: ErrorPolicy<Duration>) -> Result<Duration> {
+        let request = timeout_ms(timeout)
+            .map(|ms| protocol::beat_request(beat, ms, &self.inner.app_id, &protocol::cache_buster()));
+        self.call(request, policy, protocol::parse_granted).await
+    }
+
+    /// Send `request` (or report why it could not be built), parse a 2xx
+    /// reply with `parse`, and apply `policy` to any failure.
+    async fn call<T>(
+        &self,
+        request: Result<Request>,
+        policy: ErrorPolicy<T>,
+        parse: impl FnOnce(&[u8]) -> Result<T, ParseError>,
+    ) -> Result<T> {
+        let result = match request {
+            Ok(request) => self.exchange(&request, parse).await.map_err(|e| (request.target, e)),
+            Err(e) => Err((String::new(), e)),
+        };
+        match result {
+            Ok(value) => Ok(value),
+            Err((path, error)) => {
+                tracing::error!(url = %self.inner.base, path = %path, error = %error, "heartbeat request failed");
+                policy.fallback().ok_or(error)
+            }
+        }
+    }
+
+    async fn exchange<T>(
+        &self,
+        request: &Request,
+        parse: impl FnOnce(&[u8]) -> Result<T, ParseError>,
+    ) -> Result<T> {
+        let url = format!("{}{}", self.inner.base, request.target);
+        tracing::debug!(method = request.method.as_str(), %url, "heartbeat request");
+        let http = HttpRequest {
+            method: request.method,
+            url: url.clone(),
+            form: request.form.clone(),
+            timeout: self.inner.request_timeout,
+            body_limit: self.inner.body_limit,
+        };
+        let response = match self.inner.transport.send(http).await {
+            Ok(response) => response,
+            Err(source) => return Err(Error::Transport { url, source }),
+        };
+        let body = || String::from_utf8_lossy(&response.body).into_owned();
+        if !(200..300).contains(&response.status) {
+            return Err(Error::Status {
+                url,
+                status: response.status,
+                body: body(),
+            });
+        }
+        parse(&response.body).map_err(|e| Error::Parse {
+            url,
+            reason: e.reason().to_owned(),
+            body: body(),
+        })
+    }
+}
+
+fn timeout_ms(timeout: Duration) -> Result<u64> {
+    protocol::timeout_ms(timeout)
+}
+
+/// Configures a [`HeartbeatClient`].
+///
+/// ```
+/// use std::time::Duration;
+/// # #[cfg(feature = "reqwest")] {
+/// let client = heartbeat_sdk::HeartbeatClient::builder()
+///     .url("127.0.0.1:8888")
+///     .app_id("kiosk-7")
+///     .request_timeout(Duration::from_secs(2))
+///     .build()
+///     .unwrap();
+/// assert_eq!(client.url(), "http://127.0.0.1:8888");
+/// # }
+/// ```
+#[must_use]
+pub struct ClientBuilder {
+    url: Option<String>,
+    settings: Option<Settings>,
+    app_id: Option<String>,
+    transport: Option<Arc<dyn Transport>>,
+    request_timeout: Duration,
+    #[cfg(any(feature = "reqwest", feature = "surf"))]
+    connect_timeout: Duration,
+    body_limit: usize,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("url", &self.url)
+            .field("app_id", &self.app_id)
+            .field("transport", &self.transport)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    fn new() -> Self {
+        Self {
+            url: None,
+            settings: None,
+            app_id: None,
+            transport: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            #[cfg(any(feature = "reqwest", feature = "surf"))]
+            connect_timeout: crate::transport::DEFAULT_CONNECT_TIMEOUT,
+            body_limit: DEFAULT_BODY_LIMIT,
+        }
+    }
+
+    /// Start from `settings` (e.g. [`Settings::from_env`]); `url` and `app_id`
+    /// still override them.
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = Some(settings);
+        self
+    }
+
+    /// The server URL (`http://host:port`, or `host:port` meaning `http://`).
+    /// Default: `http://127.0.0.1:8888`.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// The application id. Default: [`DEFAULT_APP_ID`](crate::settings::DEFAULT_APP_ID).
+    pub fn app_id(mut self, app_id: impl Into<String>) -> Self {
+        self.app_id = Some(app_id.into());
+        self
+    }
+
+    /// Send through `transport` instead of the default one.
+    pub fn transport(mut self, transport: impl Transport + 'static) -> Self {
+        self.transport = Some(Arc::new(transport));
+        self
+    }
+
+    /// Total time allowed per request (default 4 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Connect timeout of the default transport (default 2 s); ignored when
+    /// a transport is given.
+    #[cfg(any(feature = "reqwest", feature = "surf"))]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "reqwest", feature = "surf"))))]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Largest reply body accepted (default 64 KiB).
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// Validate the settings and build the client.
+    pub fn build(self) -> Result<HeartbeatClient> {
+        let defaults = self.settings;
+        let url: Url = match (self.url, &defaults) {
+            (Some(url), _) => parse_url(&url)?,
+            (None, Some(settings)) => settings.url.clone(),
+            (None, None) => parse_url(&format!(
+                "{}:{}",
+                crate::settings::DEFAULT_HOST,
+                crate::settings::DEFAULT_PORT
+            ))?,
+        };
+        let app_id = match (self.app_id, defaults) {
+            (Some(app_id), _) => app_id,
+            (None, Some(settings)) => settings.app_id,
+            (None, None) => crate::settings::DEFAULT_APP_ID.to_owned(),
+        };
+        protocol::validate_app_id(&app_id)?;
+        let transport = match self.transport {
+            Some(transport) => transport,
+            #[cfg(any(feature = "reqwest", feature = "surf"))]
+            None => Arc::new(default_transport(self.connect_timeout, self.request_timeout)?),
+            #[cfg(not(any(feature = "reqwest", feature = "surf")))]
+            None => return Err(Error::NoTransport),
+        };
+        Ok(HeartbeatClient {
+            inner: Arc::new(Inner {
+                base: url.as_str().trim_end_matches('/').to_owned(),
+                app_id,
+                transport,
+                request_timeout: self.request_timeout,
+                body_limit: self.body_limit,
+            }),
+        })
+    }
+}
+
+#[cfg(any(feature = "reqwest", feature = "surf"))]
+fn default_transport(connect: Duration, total: Duration) -> Result<crate::transport::DefaultTransport> {
+    crate::transport::DefaultTransport::builder()
+        .connect_timeout(connect)
+        .timeout(total)
+        .build()
+        .map_err(|source| Error::Transport {
+            url: String::new(),
+            source,
+        })
+}

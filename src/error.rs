@@ -1,0 +1,230 @@
+//! The crate's one error type, and the transport error every backend maps into.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Everything that can go wrong in a heartbeat call.
+///
+/// Marked `#[non_exhaustive]`: match the variants you care about and keep a
+/// wildcard arm.
+///
+/// ```
+/// use heartbeat_sdk::Error;
+///
+/// fn describe(err: &Error) -> &'static str {
+///     match err {
+///         Error::Transport { source, .. } if source.is_connect() => "server not reachable",
+///         Error::Transport { source, .. } if source.is_timeout() => "server too slow",
+///         Error::Status { .. } => "server said no",
+///         Error::Parse { .. } => "server said something odd",
+///         _ => "bad configuration or argument",
+///     }
+/// }
+/// # let _ = describe;
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server URL cannot be used (no host, unsupported scheme, bad port...).
+    #[error("invalid server URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The application id cannot be used (empty, too long).
+    #[error("invalid application id: {reason}")]
+    InvalidAppId {
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A timeout that the protocol cannot carry (more than
+    /// [`MAX_TIMEOUT_MS`](crate::protocol::MAX_TIMEOUT_MS) milliseconds).
+    #[error("timeout {requested:?} is out of range (the protocol carries at most {max_ms} ms)")]
+    InvalidTimeout {
+        /// The timeout that was asked for.
+        requested: Duration,
+        /// The largest timeout in milliseconds the protocol carries.
+        max_ms: u64,
+    },
+    /// No transport was given to a builder and none is compiled in by default.
+    #[error("no HTTP transport: enable feature `reqwest` or `surf`, or pass one to the builder")]
+    NoTransport,
+    /// The request did not get an HTTP reply (refused, timed out, cut off...).
+    #[error("request to {url} failed: {source}")]
+    Transport {
+        /// The full URL of the request.
+        url: String,
+        /// What the transport reported.
+        #[source]
+        source: TransportError,
+    },
+    /// The server answered with a status other than 2xx.
+    #[error("server answered HTTP {status} to {url}: {body}")]
+    Status {
+        /// The full URL of the request.
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+        /// The reply body (lossily decoded as UTF-8).
+        body: String,
+    },
+    /// The server answered 2xx but the body is not what the protocol says.
+    #[error("cannot parse the reply from {url} ({reason}): {body:?}")]
+    Parse {
+        /// The full URL of the request.
+        url: String,
+        /// What was wrong with it.
+        reason: String,
+        /// The reply body (lossily decoded as UTF-8), kept so that you can see
+        /// what the server actually said.
+        body: String,
+    },
+}
+
+impl Error {
+    /// The transport error behind this error, if it is a transport failure.
+    pub fn transport_error(&self) -> Option<&TransportError> {
+        match self {
+            Error::Transport { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// True when the server could not be reached (refused, unreachable, DNS).
+    pub fn is_connect(&self) -> bool {
+        self.transport_error().is_some_and(TransportError::is_connect)
+    }
+
+    /// True when the request timed out.
+    pub fn is_timeout(&self) -> bool {
+        self.transport_error().is_some_and(TransportError::is_timeout)
+    }
+}
+
+/// A convenient alias for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What kind of transport failure happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportErrorKind {
+    /// Connection refused, host unreachable, name not resolved.
+    Connect,
+    /// The connect or total timeout fired.
+    Timeout,
+    /// The reply body was larger than the request's body limit.
+    BodyTooLarge,
+    /// Anything else (protocol error, connection reset mid-reply...).
+    Other,
+}
+
+/// A failure reported by a [`Transport`](crate::Transport), opaque so that no
+/// backend's error type leaks into this crate's API.
+///
+/// ```
+/// use heartbeat_sdk::TransportError;
+///
+/// let err = TransportError::timeout("no reply within 4s");
+/// assert!(err.is_timeout());
+/// assert!(!err.is_connect());
+/// ```
+pub struct TransportError {
+    kind: TransportErrorKind,
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl TransportError {
+    /// A new error of the given kind with a message.
+    pub fn new(kind: TransportErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Connection refused or host unreachable.
+    pub fn connect(message: impl Into<String>) -> Self {
+        Self::new(TransportErrorKind::Connect, message)
+    }
+
+    /// The request timed out.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(TransportErrorKind::Timeout, message)
+    }
+
+    /// The reply body exceeded `limit` bytes.
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            TransportErrorKind::BodyTooLarge,
+            format!("reply body larger than {limit} bytes"),
+        )
+    }
+
+    /// Any other failure.
+    pub fn other(message: impl Into<String>) -> Self {
+        Self::new(TransportErrorKind::Other, message)
+    }
+
+    /// Attach the underlying cause, shown by [`std::error::Error::source`].
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> TransportErrorKind {
+        self.kind
+    }
+
+    /// True when the server could not be reached.
+    pub fn is_connect(&self) -> bool {
+        self.kind == TransportErrorKind::Connect
+    }
+
+    /// True when the request timed out.
+    pub fn is_timeout(&self) -> bool {
+        self.kind == TransportErrorKind::Timeout
+    }
+
+    /// True when the reply body was over the limit.
+    pub fn is_body_too_large(&self) -> bool {
+        self.kind == TransportErrorKind::BodyTooLarge
+    }
+}
+
+impl fmt::Debug for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransportError")
+            .field("kind", &self.kind)
+            .field("message", &self.message)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            TransportErrorKind::Connect => "cannot connect",
+            TransportErrorKind::Timeout => "timed out",
+            TransportErrorKind::BodyTooLarge => "reply too large",
+            TransportErrorKind::Other => "transport error",
+        };
+        write!(f, "{kind}: {}", self.message)
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}

@@ -1,0 +1,56 @@
+//! # heartbeat-sdk
+//!
+//! Take part in the heartbeat protocol from Rust: register with a heartbeat
+//! server (`hb_init`), promise to ping again within a timeout (`hb_ping`),
+//! sign off (`hb_done`), and ask the server who is alive (`/list`,
+//! `/status` in Nagios plugin format).
+//!
+//! ```no_run
+//! # #[cfg(feature = "reqwest")]
+//! # async fn run() -> heartbeat_sdk::Result<()> {
+//! use std::time::Duration;
+//! use heartbeat_sdk::{ErrorPolicy, HeartbeatClient};
+//!
+//! let client = HeartbeatClient::builder().url("127.0.0.1:8888").app_id("kiosk-7").build()?;
+//! client.init(Duration::from_millis(500), ErrorPolicy::Raise).await?;
+//! client.ping(Duration::from_secs(1), ErrorPolicy::Raise).await?;
+//! let status = client.status(Some("kiosk-7"), ErrorPolicy::Raise).await?;
+//! println!("{} (exit code {})", status, status.state().exit_code());
+//! client.done_now(ErrorPolicy::Raise).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layers
+//!
+//! - [`protocol`]: pure request building and reply parsing, including the
+//!   typed Nagios [`Status`].
+//! - [`Transport`]: one HTTP request in, status and body out. Backends are
+//!   chosen by cargo feature.
+//! - [`HeartbeatClient`]: the typed client; every call takes an
+//!   [`ErrorPolicy`] (raise, or return your fallback value).
+//!
+//! ## Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `reqwest` | yes | [`transport::ReqwestTransport`], the default transport |
+//! | `rustls` | yes | `https://` through rustls |
+//! | `native-tls` | no | `https://` through the platform's TLS |
+//! | `mock` | no | an in-memory mock transport for tests |
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod client;
+mod error;
+mod policy;
+pub mod protocol;
+pub mod settings;
+pub mod transport;
+
+pub use client::{ClientBuilder, HeartbeatClient};
+pub use error::{Error, Result, TransportError, TransportErrorKind};
+pub use policy::ErrorPolicy;
+pub use protocol::{State, Status};
+pub use settings::Settings;
+pub use transport::Transport;

@@ -1,0 +1,115 @@
+//! Parsing the replies of PROTOCOL.md (the status line has its own file).
+
+use std::fmt;
+use std::time::Duration;
+
+/// Why a reply body does not parse. The client wraps it into
+/// [`Error::Parse`](crate::Error::Parse) together with the URL and the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    reason: String,
+}
+
+impl ParseError {
+    pub(crate) fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+
+    /// What was wrong with the body.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// The body as UTF-8 text, or a parse error.
+pub(crate) fn text(body: &[u8]) -> Result<&str, ParseError> {
+    std::str::from_utf8(body).map_err(|e| ParseError::new(format!("reply is not UTF-8 ({e})")))
+}
+
+/// The reply to `hb_init` / `hb_ping`: the granted timeout in decimal
+/// milliseconds (surrounding whitespace allowed).
+///
+/// ```
+/// use heartbeat_sdk::protocol::parse_granted;
+/// assert_eq!(parse_granted(b"3000\n").unwrap().as_millis(), 3000);
+/// assert!(parse_granted(b"-1").is_err());
+/// assert!(parse_granted(b"").is_err());
+/// ```
+pub fn parse_granted(body: &[u8]) -> Result<Duration, ParseError> {
+    let text = text(body)?.trim();
+    if text.is_empty() {
+        return Err(ParseError::new("expected the granted timeout, got an empty reply"));
+    }
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ParseError::new(
+            "expected the granted timeout as a non-negative decimal number of milliseconds",
+        ));
+    }
+    let ms: u64 = text
+        .parse()
+        .map_err(|_| ParseError::new("granted timeout does not fit in 64 bits"))?;
+    Ok(Duration::from_millis(ms))
+}
+
+/// The reply to `/list`: one application per line, empty lines skipped.
+///
+/// ```
+/// use heartbeat_sdk::protocol::parse_list;
+/// assert_eq!(parse_list(b"A @ 127.0.0.1\nB @ 127.0.0.1\n").unwrap(), ["A @ 127.0.0.1", "B @ 127.0.0.1"]);
+/// assert!(parse_list(b"").unwrap().is_empty());
+/// ```
+pub fn parse_list(body: &[u8]) -> Result<Vec<String>, ParseError> {
+    Ok(text(body)?
+        .lines()
+        .map(|line| line.trim_end_matches('\r'))
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The reply to `hb_done`: any goodbye text, returned as sent.
+pub fn parse_goodbye(body: &[u8]) -> Result<String, ParseError> {
+    text(body).map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn granted_timeouts() {
+        assert_eq!(parse_granted(b"3000").unwrap(), Duration::from_millis(3000));
+        assert_eq!(parse_granted(b" 1500\r\n").unwrap(), Duration::from_millis(1500));
+        for bad in [&b""[..], b"  ", b"-5", b"+5", b"12.5", b"abc", b"3000ms", b"\xff\xfe"] {
+            assert!(parse_granted(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_granted(b"99999999999999999999999").is_err());
+    }
+
+    #[test]
+    fn lists_with_zero_one_and_three_entries() {
+        assert!(parse_list(b"").unwrap().is_empty());
+        assert_eq!(parse_list(b"A @ 127.0.0.1\n").unwrap(), ["A @ 127.0.0.1"]);
+        assert_eq!(
+            parse_list(b"A @ 1.2.3.4\nB @ 1.2.3.4\r\nC @ 1.2.3.4\n").unwrap(),
+            ["A @ 1.2.3.4", "B @ 1.2.3.4", "C @ 1.2.3.4"]
+        );
+        assert!(parse_list(b"\xc3\x28").is_err());
+    }
+
+    #[test]
+    fn goodbye_is_kept_verbatim() {
+        let text = "So Long, and Thanks for All the Fish!";
+        assert_eq!(parse_goodbye(text.as_bytes()).unwrap(), text);
+    }
+}

@@ -1,0 +1,175 @@
+//! Where the server is and who we are: `HB_URL`, `HB_HOST`, `HB_PORT`, `APP_ID`.
+
+use url::Url;
+
+use crate::error::Error;
+use crate::protocol::validate_app_id;
+
+/// The host used when neither `HB_URL` nor `HB_HOST` is set.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// The port used when neither `HB_URL` nor `HB_PORT` is set.
+pub const DEFAULT_PORT: u16 = 8888;
+/// The application id used when `APP_ID` is not set.
+pub const DEFAULT_APP_ID: &str = "rust_heartbeat_client_demo";
+
+/// The server URL and application id, as PROTOCOL.md reads them from the
+/// environment.
+///
+/// `HB_URL` wins when set; otherwise `http://HB_HOST:HB_PORT` with defaults
+/// `127.0.0.1` and `8888`. A URL without a scheme means `http://`. Variables
+/// set to an empty string count as unset.
+///
+/// ```
+/// use heartbeat_sdk::Settings;
+///
+/// let vars = |name: &str| match name {
+///     "HB_PORT" => Some("9999".to_owned()),
+///     "APP_ID" => Some("kiosk-3".to_owned()),
+///     _ => None,
+/// };
+/// let settings = Settings::from_vars(vars).unwrap();
+/// assert_eq!(settings.url.as_str(), "http://127.0.0.1:9999/");
+/// assert_eq!(settings.app_id, "kiosk-3");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The server's base URL.
+    pub url: Url,
+    /// This application's id.
+    pub app_id: String,
+}
+
+impl Settings {
+    /// Read the process environment.
+    pub fn from_env() -> Result<Settings, Error> {
+        Settings::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Read the settings through `var`, a lookup such as `std::env::var`;
+    /// handy in tests, which should not change the process environment.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Settings, Error> {
+        let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let url = match var("HB_URL") {
+            Some(url) => parse_url(&url)?,
+            None => {
+                let host = var("HB_HOST").unwrap_or_else(|| DEFAULT_HOST.to_owned());
+                let port = match var("HB_PORT") {
+                    None => DEFAULT_PORT,
+                    Some(port) => port.trim().parse().map_err(|_| Error::InvalidUrl {
+                        url: format!("http://{host}:{port}"),
+                        reason: format!("HB_PORT {port:?} is not a port number (1-65535)"),
+                    })?,
+                };
+                let host = if host.contains(':') && !host.starts_with('[') {
+                    format!("[{host}]")
+                } else {
+                    host
+                };
+                parse_url(&format!("http://{host}:{port}"))?
+            }
+        };
+        let app_id = var("APP_ID").unwrap_or_else(|| DEFAULT_APP_ID.to_owned());
+        validate_app_id(&app_id)?;
+        Ok(Settings { url, app_id })
+    }
+}
+
+/// Parse a server URL: `http` or `https`, a host, a port in range; a URL
+/// without a scheme means `http://`.
+///
+/// ```
+/// use heartbeat_sdk::settings::parse_url;
+/// assert_eq!(parse_url("127.0.0.1:8888").unwrap().as_str(), "http://127.0.0.1:8888/");
+/// assert!(parse_url("ftp://example.org").is_err());
+/// assert!(parse_url("http://127.0.0.1:99999").is_err());
+/// ```
+pub fn parse_url(input: &str) -> Result<Url, Error> {
+    let input = input.trim();
+    let invalid = |reason: String| Error::InvalidUrl {
+        url: input.to_owned(),
+        reason,
+    };
+    let with_scheme = if input.contains("://") {
+        input.to_owned()
+    } else {
+        format!("http://{input}")
+    };
+    let url = Url::parse(&with_scheme).map_err(|e| invalid(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "unsupported scheme {:?} (use http or https)",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("no host".to_owned()));
+    }
+    if url.port() == Some(0) {
+        return Err(invalid("port 0 cannot be connected to".to_owned()));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("a server URL takes no query or fragment".to_owned()));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Settings, Error> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_vars(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let s = from(&[]).unwrap();
+        assert_eq!(s.url.as_str(), "http://127.0.0.1:8888/");
+        assert_eq!(s.app_id, DEFAULT_APP_ID);
+    }
+
+    #[test]
+    fn host_and_port_build_the_url() {
+        let s = from(&[("HB_HOST", "10.1.2.3"), ("HB_PORT", "9000")]).unwrap();
+        assert_eq!(s.url.as_str(), "http://10.1.2.3:9000/");
+        let s = from(&[("HB_HOST", "::1")]).unwrap();
+        assert_eq!(s.url.as_str(), "http://[::1]:8888/");
+    }
+
+    #[test]
+    fn hb_url_wins_and_may_omit_the_scheme() {
+        let s = from(&[("HB_URL", "hb.example:7000"), ("HB_HOST", "x"), ("HB_PORT", "1")]).unwrap();
+        assert_eq!(s.url.as_str(), "http://hb.example:7000/");
+        let s = from(&[("HB_URL", "https://hb.example/base")]).unwrap();
+        assert_eq!(s.url.as_str(), "https://hb.example/base");
+    }
+
+    #[test]
+    fn empty_variables_count_as_unset() {
+        let s = from(&[("HB_URL", ""), ("HB_PORT", " "), ("APP_ID", "")]).unwrap();
+        assert_eq!(s.url.as_str(), "http://127.0.0.1:8888/");
+        assert_eq!(s.app_id, DEFAULT_APP_ID);
+    }
+
+    #[test]
+    fn bad_values_are_typed_errors() {
+        for pairs in [
+            &[("HB_PORT", "99999")][..],
+            &[("HB_PORT", "eighty")],
+            &[("HB_PORT", "0")],
+            &[("HB_URL", "ftp://x:1")],
+            &[("HB_URL", "http://")],
+            &[("HB_URL", "http://x:70000")],
+            &[("HB_URL", "http://x:1/?q=1")],
+        ] {
+            assert!(matches!(from(pairs), Err(Error::InvalidUrl { .. })), "{pairs:?}");
+        }
+        let long = "x".repeat(10_000);
+        assert!(matches!(from(&[("APP_ID", &long)]), Err(Error::InvalidAppId { .. })));
+    }
+}

@@ -1,0 +1,146 @@
+//! [`ReqwestTransport`]: the default backend, one pooled `reqwest::Client`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{
+    push_capped, HttpRequest, HttpResponse, Method, Transport, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT,
+};
+use crate::error::TransportError;
+
+/// A [`Transport`] over one pooled [`reqwest::Client`] (feature `reqwest`).
+///
+/// Built with [`ReqwestTransport::new`] it bypasses system proxies, connects
+/// within 2 s and gives a request 4 s in all; [`ReqwestTransport::builder`]
+/// changes those. Wrap a client of your own with `From<reqwest::Client>`.
+///
+/// ```
+/// use std::time::Duration;
+/// use heartbeat_sdk::transport::ReqwestTransport;
+///
+/// let transport = ReqwestTransport::builder()
+///     .connect_timeout(Duration::from_millis(500))
+///     .build()
+///     .expect("a TLS backend is available");
+/// # let _ = transport;
+/// ```
+#[derive(Debug, Clone)]
+pub struct ReqwestTransport {
+    client: reqwest::Client,
+}
+
+impl ReqwestTransport {
+    /// A transport with the default timeouts and no proxy.
+    pub fn new() -> Result<Self, TransportError> {
+        Self::builder().build()
+    }
+
+    /// A builder to set the timeouts.
+    pub fn builder() -> ReqwestTransportBuilder {
+        ReqwestTransportBuilder::default()
+    }
+
+    /// The wrapped reqwest client.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+impl From<reqwest::Client> for ReqwestTransport {
+    fn from(client: reqwest::Client) -> Self {
+        Self { client }
+    }
+}
+
+/// Configures a [`ReqwestTransport`].
+#[derive(Debug, Clone)]
+pub struct ReqwestTransportBuilder {
+    connect_timeout: Duration,
+    timeout: Duration,
+}
+
+impl Default for ReqwestTransportBuilder {
+    fn default() -> Self {
+        Self {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+impl ReqwestTransportBuilder {
+    /// Time allowed to establish a connection (default 2 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Time allowed for a whole request when the request itself does not say
+    /// (default 4 s). Each [`HttpRequest::timeout`] overrides it.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Build the transport.
+    pub fn build(self) -> Result<ReqwestTransport, TransportError> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.timeout)
+            .build()
+            .map_err(convert)?;
+        Ok(ReqwestTransport { client })
+    }
+}
+
+#[async_trait]
+impl Transport for ReqwestTransport {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+        let builder = match request.method {
+            Method::Get => self.client.get(&request.url),
+            Method::Post => self.client.post(&request.url),
+        };
+        let builder = match request.form {
+            Some(form) => builder
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(form),
+            None => builder,
+        };
+        let mut response = builder
+            .timeout(request.timeout)
+            .send()
+            .await
+            .map_err(convert)?;
+        let status = response.status().as_u16();
+        if response
+            .content_length()
+            .is_some_and(|len| len > request.body_limit as u64)
+        {
+            return Err(TransportError::body_too_large(request.body_limit));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(convert)? {
+            push_capped(&mut body, &chunk, request.body_limit)?;
+        }
+        Ok(HttpResponse { status, body })
+    }
+}
+
+/// Map a reqwest error onto our kinds; a connect timeout counts as a timeout.
+fn convert(err: reqwest::Error) -> TransportError {
+    let message = err.to_string();
+    let kind = if err.is_timeout() {
+        TransportError::timeout(message)
+    } else if err.is_connect() {
+        TransportError::connect(message)
+    } else {
+        TransportError::other(message)
+    };
+    kind.with_source(err)
+}

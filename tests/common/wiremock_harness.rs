@@ -1,0 +1,76 @@
+//! [`Harness`] over a wiremock `MockServer` for any real HTTP transport.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use heartbeat_sdk::{HeartbeatClient, Transport};
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use super::{Harness, Recorder, Reply, Seen, APP, CLIENT_TIMEOUT};
+
+/// Drives a transport made by `make` against a fresh wiremock server per case.
+pub struct WiremockHarness<F>(pub F);
+
+struct ServerRecorder(Option<MockServer>);
+
+#[async_trait]
+impl Recorder for ServerRecorder {
+    async fn seen(&self) -> Vec<Seen> {
+        let Some(server) = &self.0 else { return Vec::new() };
+        let requests = server.received_requests().await.unwrap_or_default();
+        requests.iter().map(seen).collect()
+    }
+}
+
+/// Convert a wiremock request into what the scenario compares.
+pub fn seen(r: &wiremock::Request) -> Seen {
+    Seen {
+        method: r.method.to_string(),
+        path: r.url.path().to_owned(),
+        query: r.url.query().unwrap_or_default().to_owned(),
+        form: (!r.body.is_empty()).then(|| String::from_utf8_lossy(&r.body).into_owned()),
+        content_type: r
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    }
+}
+
+/// An address where nothing listens.
+pub fn refused_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+#[async_trait]
+impl<T, F> Harness for WiremockHarness<F>
+where
+    T: Transport + 'static,
+    F: Fn() -> T + Send + Sync,
+{
+    async fn client_replying(&self, reply: Reply) -> (HeartbeatClient, Box<dyn Recorder>) {
+        let builder = HeartbeatClient::builder_with_transport((self.0)())
+            .app_id(APP)
+            .request_timeout(CLIENT_TIMEOUT);
+        let template = match reply {
+            Reply::Refused => {
+                let client = builder.url(refused_url()).build().unwrap();
+                return (client, Box::new(ServerRecorder(None)));
+            }
+            Reply::Text(status, body) => ResponseTemplate::new(status).set_body_string(body),
+            Reply::Bytes(bytes) => ResponseTemplate::new(200).set_body_bytes(bytes),
+            Reply::Slow => ResponseTemplate::new(200)
+                .set_body_string("1000")
+                .set_delay(CLIENT_TIMEOUT + Duration::from_secs(2)),
+        };
+        let server = MockServer::start().await;
+        Mock::given(any()).respond_with(template).mount(&server).await;
+        let client = builder.url(server.uri()).build().unwrap();
+        (client, Box::new(ServerRecorder(Some(server))))
+    }
+}
