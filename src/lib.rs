@@ -45,6 +45,9 @@ mod client;
 mod error;
 mod policy;
 pub mod protocol;
+#[cfg(any(feature = "server", feature = "mock"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "server", feature = "mock"))))]
+pub mod server;
 pub mod settings;
 pub mod transport;
 

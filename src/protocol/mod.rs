@@ -13,6 +13,7 @@
 //! assert_eq!(protocol::parse_granted(b"3000").unwrap().as_millis(), 3000);
 //! ```
 
+pub mod command;
 mod reply;
 mod request;
 mod status;

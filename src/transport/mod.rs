@@ -13,6 +13,11 @@ use async_trait::async_trait;
 
 use crate::error::TransportError;
 
+#[cfg(feature = "mock")]
+mod mock;
+#[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
+pub use self::mock::{MockFailure, MockTransport};
 #[cfg(feature = "reqwest")]
 mod reqwest;
 #[cfg(feature = "reqwest")]
@@ -132,7 +137,7 @@ pub type DefaultTransport = ReqwestTransport;
 /// Append `chunk` to `body`, failing once `body` would exceed `limit` bytes.
 ///
 /// Shared by the backends so that every transport enforces the cap the same way.
-#[allow(dead_code)]
+#[cfg_attr(not(any(feature = "reqwest", feature = "surf", feature = "mock")), allow(dead_code))]
 pub(crate) fn push_capped(
     body: &mut Vec<u8>,
     chunk: &[u8],

@@ -134,6 +134,8 @@ impl Transport for ReqwestTransport {
 
 /// Map a reqwest error onto our kinds; a connect timeout counts as a timeout.
 fn convert(err: reqwest::Error) -> TransportError {
+    // The client error already names the URL; keep the message short.
+    let err = err.without_url();
     let message = err.to_string();
     let kind = if err.is_timeout() {
         TransportError::timeout(message)

@@ -11,6 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use heartbeat_sdk::{Error, ErrorPolicy, HeartbeatClient, State};
 
+#[cfg(feature = "mock")]
+pub mod mock_harness;
+pub mod raw_http;
 pub mod wiremock_harness;
 
 /// What the server does with the next request.

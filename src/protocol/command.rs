@@ -1,0 +1,729 @@
+//! Parsing of a request-target (`/path?query`) and optional form body into a
+//! heartbeat [`Command`].
+//!
+//! Rules (see `PROTOCOL.md`):
+//! - the command is the **last** path segment (`/x/hb_ping` is `hb_ping`);
+//! - the query is `TIMEOUT&name=value&...`: its first element is the bare
+//!   timeout in milliseconds (empty means 0). If that first element contains
+//!   `=`, it is taken as a named parameter and the timeout counts as absent
+//!   (0);
+//! - the query is split on `&` and `=` **before** percent-decoding, so
+//!   `appid=a%26b` is the id `a&b`; `+` decodes to a space;
+//! - `appid` comes from the query, or, when absent there, from an
+//!   `application/x-www-form-urlencoded` body; the first `appid` wins;
+//! - unknown parameters (`cache_buster=...`) are ignored without validation;
+//! - `list`, `status` and `metrics` ignore the timeout element.
+
+use std::borrow::Cow;
+use std::fmt;
+
+pub use super::{MAX_APP_ID_LEN, MAX_TIMEOUT_MS};
+
+/// Longest echo of a rejected timeout value inside an error message, in chars.
+const MAX_ECHO_CHARS: usize = 64;
+
+/// A parsed heartbeat request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `hb_init`: register (or refresh) `app`, expecting a ping within
+    /// `timeout_ms`.
+    Init {
+        /// The application id, percent-decoded.
+        app: String,
+        /// The requested timeout in milliseconds.
+        timeout_ms: u64,
+    },
+    /// `hb_ping`: `app` is alive; the next ping is due within `timeout_ms`.
+    Ping {
+        /// The application id, percent-decoded.
+        app: String,
+        /// The requested timeout in milliseconds.
+        timeout_ms: u64,
+    },
+    /// `hb_done`: deregister `app`.
+    Done {
+        /// The application id, percent-decoded.
+        app: String,
+        /// The announced shutdown delay in milliseconds (informational).
+        timeout_ms: u64,
+    },
+    /// `list`: one line per tracked application.
+    List,
+    /// `status`: status of one application, or of the whole host.
+    Status {
+        /// The queried id, or `None` for the host status.
+        app: Option<String>,
+    },
+    /// `metrics`: Prometheus text exposition.
+    Metrics,
+}
+
+impl Command {
+    /// The command's name as it appears in the path (`hb_init`, `list`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Init { .. } => "hb_init",
+            Command::Ping { .. } => "hb_ping",
+            Command::Done { .. } => "hb_done",
+            Command::List => "list",
+            Command::Status { .. } => "status",
+            Command::Metrics => "metrics",
+        }
+    }
+}
+
+/// Limits applied while parsing; [`Default`] gives [`MAX_APP_ID_LEN`] and
+/// [`MAX_TIMEOUT_MS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseLimits {
+    /// Longest accepted application id, in bytes after decoding.
+    pub max_app_id_len: usize,
+    /// Largest accepted timeout, in milliseconds.
+    pub max_timeout_ms: u64,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        ParseLimits {
+            max_app_id_len: MAX_APP_ID_LEN,
+            max_timeout_ms: MAX_TIMEOUT_MS,
+        }
+    }
+}
+
+/// Why a request could not be turned into a [`Command`].
+///
+/// `Display` gives a one-line reason; the HTTP layer answers
+/// `ERROR: {reason}` with [`CommandError::http_status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandError {
+    /// The last path segment names no known command. `target` is the
+    /// request-target, with control characters escaped.
+    UnknownCommand {
+        /// The offending request-target (sanitised).
+        target: String,
+    },
+    /// The timeout element is not a decimal number.
+    NonNumericTimeout {
+        /// The decoded timeout element (sanitised, truncated).
+        raw: String,
+    },
+    /// The timeout element is negative.
+    NegativeTimeout {
+        /// The decoded timeout element (sanitised, truncated).
+        raw: String,
+    },
+    /// The timeout exceeds the configured maximum.
+    TimeoutTooLarge {
+        /// The decoded timeout element (sanitised, truncated).
+        raw: String,
+        /// The maximum accepted timeout in milliseconds.
+        max_ms: u64,
+    },
+    /// `hb_init`/`hb_ping`/`hb_done` without any `appid`.
+    MissingAppId {
+        /// The command name.
+        command: &'static str,
+    },
+    /// `appid=` with an empty value.
+    EmptyAppId {
+        /// The command name.
+        command: &'static str,
+    },
+    /// The decoded application id is longer than allowed (HTTP 414).
+    AppIdTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The maximum length in bytes.
+        max: usize,
+    },
+    /// The decoded application id contains a control character (such as a
+    /// newline), which would break the line-based replies.
+    AppIdControlChar,
+    /// A `%` not followed by two hex digits.
+    InvalidPercentEncoding {
+        /// Which part of the request (`timeout` or `appid`).
+        component: &'static str,
+    },
+    /// The percent-decoded bytes are not UTF-8.
+    InvalidUtf8 {
+        /// Which part of the request (`timeout` or `appid`).
+        component: &'static str,
+    },
+}
+
+impl CommandError {
+    /// The HTTP status this error deserves: 414 for an over-long id, else 400.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            CommandError::AppIdTooLong { .. } => 414,
+            _ => 400,
+        }
+    }
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandError::UnknownCommand { target } => {
+                write!(f, "cannot process your request: [{target}]")
+            }
+            CommandError::NonNumericTimeout { raw } => write!(
+                f,
+                "timeout must be a whole number of milliseconds, got [{raw}]"
+            ),
+            CommandError::NegativeTimeout { raw } => {
+                write!(f, "timeout must not be negative, got [{raw}]")
+            }
+            CommandError::TimeoutTooLarge { raw, max_ms } => {
+                write!(f, "timeout [{raw}] exceeds the maximum of {max_ms} ms")
+            }
+            CommandError::MissingAppId { command } => {
+                write!(f, "missing appid parameter for {command}")
+            }
+            CommandError::EmptyAppId { command } => write!(f, "empty appid for {command}"),
+            CommandError::AppIdTooLong { len, max } => {
+                write!(f, "appid is {len} bytes long, the maximum is {max}")
+            }
+            CommandError::AppIdControlChar => {
+                write!(f, "appid must not contain control characters")
+            }
+            CommandError::InvalidPercentEncoding { component } => {
+                write!(f, "invalid percent-encoding in {component}")
+            }
+            CommandError::InvalidUtf8 { component } => {
+                write!(f, "{component} is not valid UTF-8 after percent-decoding")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+/// A `%` at byte `offset` is not followed by two hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PercentDecodeError {
+    /// Byte offset of the offending `%` in the input.
+    pub offset: usize,
+}
+
+impl fmt::Display for PercentDecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid percent-escape at byte {}", self.offset)
+    }
+}
+
+impl std::error::Error for PercentDecodeError {}
+
+/// Percent-decodes `input` (`%XX`, either hex case); with `plus_as_space`,
+/// `+` becomes a space (form encoding). Borrows when nothing needs decoding.
+///
+/// # Errors
+/// [`PercentDecodeError`] when a `%` is not followed by two hex digits.
+pub fn percent_decode(
+    input: &[u8],
+    plus_as_space: bool,
+) -> Result<Cow<'_, [u8]>, PercentDecodeError> {
+    let needs_work = input
+        .iter()
+        .any(|&b| b == b'%' || (plus_as_space && b == b'+'));
+    if !needs_work {
+        return Ok(Cow::Borrowed(input));
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'%' => {
+                let hi = input.get(i + 1).copied().and_then(hex_value);
+                let lo = input.get(i + 2).copied().and_then(hex_value);
+                match (hi, lo) {
+                    (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
+                    _ => return Err(PercentDecodeError { offset: i }),
+                }
+                i += 3;
+            }
+            b'+' if plus_as_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Ok(Cow::Owned(out))
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Parses a request with the default [`ParseLimits`]. See the module docs.
+///
+/// # Errors
+/// See [`parse_command_with`].
+pub fn parse_command(target: &str, form_body: Option<&[u8]>) -> Result<Command, CommandError> {
+    parse_command_with(target, form_body, &ParseLimits::default())
+}
+
+/// Parses a request-target (`/path?query`) and optional form body into a
+/// [`Command`], applying `limits`. Never panics.
+///
+/// # Errors
+/// A [`CommandError`] for an unknown command, a bad timeout (init, ping and
+/// done only), a missing, empty, over-long or malformed `appid`.
+pub fn parse_command_with(
+    target: &str,
+    form_body: Option<&[u8]>,
+    limits: &ParseLimits,
+) -> Result<Command, CommandError> {
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, query),
+        None => (target, ""),
+    };
+    let name = path.rsplit('/').next().unwrap_or("");
+    let command: &'static str = match name {
+        "hb_init" => "hb_init",
+        "hb_ping" => "hb_ping",
+        "hb_done" => "hb_done",
+        "list" => return Ok(Command::List),
+        "metrics" => return Ok(Command::Metrics),
+        "status" => "status",
+        _ => {
+            return Err(CommandError::UnknownCommand {
+                target: sanitize(target, usize::MAX),
+            })
+        }
+    };
+
+    let mut elements = query.as_bytes().split(|&b| b == b'&');
+    let first = elements.next().unwrap_or(b"");
+    let (timeout_element, first_param) = if first.contains(&b'=') {
+        (&b""[..], Some(first))
+    } else {
+        (first, None)
+    };
+    let params = first_param.into_iter().chain(elements);
+
+    if command == "status" {
+        let app = match find_appid(params)? {
+            Some(app) => Some(app),
+            None => match form_body {
+                Some(body) => find_appid(body.split(|&b| b == b'&'))?,
+                None => None,
+            },
+        };
+        if let Some(app) = &app {
+            validate_app(app, command, limits)?;
+        }
+        return Ok(Command::Status { app });
+    }
+
+    let timeout_ms = parse_timeout(timeout_element, limits)?;
+    let app = match find_appid(params)? {
+        Some(app) => app,
+        None => match form_body {
+            Some(body) => find_appid(body.split(|&b| b == b'&'))?,
+            None => None,
+        }
+        .ok_or(CommandError::MissingAppId { command })?,
+    };
+    validate_app(&app, command, limits)?;
+    Ok(match command {
+        "hb_init" => Command::Init { app, timeout_ms },
+        "hb_ping" => Command::Ping { app, timeout_ms },
+        _ => Command::Done { app, timeout_ms },
+    })
+}
+
+/// Percent-decodes one query/form component into UTF-8 text.
+fn decode_text(raw: &[u8], component: &'static str) -> Result<String, CommandError> {
+    let bytes = percent_decode(raw, true)
+        .map_err(|_| CommandError::InvalidPercentEncoding { component })?;
+    String::from_utf8(bytes.into_owned()).map_err(|_| CommandError::InvalidUtf8 { component })
+}
+
+fn parse_timeout(raw: &[u8], limits: &ParseLimits) -> Result<u64, CommandError> {
+    let text = decode_text(raw, "timeout")?;
+    if text.is_empty() {
+        return Ok(0);
+    }
+    let echo = || sanitize(&text, MAX_ECHO_CHARS);
+    if let Some(rest) = text.strip_prefix('-') {
+        if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(CommandError::NegativeTimeout { raw: echo() });
+        }
+        return Err(CommandError::NonNumericTimeout { raw: echo() });
+    }
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(CommandError::NonNumericTimeout { raw: echo() });
+    }
+    let too_large = || CommandError::TimeoutTooLarge {
+        raw: echo(),
+        max_ms: limits.max_timeout_ms,
+    };
+    // All ASCII digits: the only possible parse failure is overflow.
+    let value: u64 = text.parse().map_err(|_| too_large())?;
+    if value > limits.max_timeout_ms {
+        return Err(too_large());
+    }
+    Ok(value)
+}
+
+/// Returns the decoded value of the first `appid` parameter, if any.
+/// Parameters whose names do not decode are not `appid` and are ignored.
+fn find_appid<'a>(params: impl Iterator<Item = &'a [u8]>) -> Result<Option<String>, CommandError> {
+    for param in params {
+        if param.is_empty() {
+            continue;
+        }
+        let (name, value) = match param.iter().position(|&b| b == b'=') {
+            Some(eq) => (&param[..eq], &param[eq + 1..]),
+            None => (param, &b""[..]),
+        };
+        let is_appid = name == b"appid"
+            || matches!(percent_decode(name, true), Ok(decoded) if *decoded == *b"appid");
+        if is_appid {
+            return decode_text(value, "appid").map(Some);
+        }
+    }
+    Ok(None)
+}
+
+fn validate_app(
+    app: &str,
+    command: &'static str,
+    limits: &ParseLimits,
+) -> Result<(), CommandError> {
+    if app.is_empty() {
+        return Err(CommandError::EmptyAppId { command });
+    }
+    if app.len() > limits.max_app_id_len {
+        return Err(CommandError::AppIdTooLong {
+            len: app.len(),
+            max: limits.max_app_id_len,
+        });
+    }
+    if app.chars().any(char::is_control) {
+        return Err(CommandError::AppIdControlChar);
+    }
+    Ok(())
+}
+
+/// Escapes control characters and truncates to `max_chars` (adding `...`), so
+/// that an echoed value keeps an error message on one line.
+fn sanitize(text: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_chars.saturating_add(3)));
+    for (i, c) in text.chars().enumerate() {
+        if i >= max_chars {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(target: &str) -> Command {
+        parse_command(target, None).unwrap()
+    }
+
+    fn err(target: &str) -> CommandError {
+        parse_command(target, None).unwrap_err()
+    }
+
+    fn ping(app: &str, timeout_ms: u64) -> Command {
+        Command::Ping {
+            app: app.into(),
+            timeout_ms,
+        }
+    }
+
+    #[test]
+    fn parses_the_three_heartbeat_commands() {
+        assert_eq!(
+            ok("/hb_init?2000&appid=Tetris&cache_buster=1.2"),
+            Command::Init {
+                app: "Tetris".into(),
+                timeout_ms: 2000
+            }
+        );
+        assert_eq!(ok("/hb_ping?2000&appid=Tetris"), ping("Tetris", 2000));
+        assert_eq!(
+            ok("/hb_done?0&appid=Tetris"),
+            Command::Done {
+                app: "Tetris".into(),
+                timeout_ms: 0
+            }
+        );
+    }
+
+    #[test]
+    fn command_is_the_last_path_segment() {
+        assert_eq!(ok("/x/y/hb_ping?5&appid=a"), ping("a", 5));
+        assert_eq!(ok("http://h:8888/hb_ping?5&appid=a"), ping("a", 5));
+        assert_eq!(ok("/anything/list"), Command::List);
+        assert_eq!(ok("/metrics?junk"), Command::Metrics);
+    }
+
+    #[test]
+    fn empty_or_absent_timeout_is_zero() {
+        assert_eq!(ok("/hb_ping?&appid=X"), ping("X", 0));
+        assert_eq!(ok("/hb_ping?appid=X"), ping("X", 0));
+        assert_eq!(ok("/hb_ping?0003000&appid=X"), ping("X", 3000));
+    }
+
+    #[test]
+    fn list_and_status_ignore_the_timeout() {
+        assert_eq!(ok("/list?abc"), Command::List);
+        assert_eq!(ok("/status"), Command::Status { app: None });
+        assert_eq!(ok("/status?abc"), Command::Status { app: None });
+        assert_eq!(
+            ok("/status?-5&appid=T"),
+            Command::Status {
+                app: Some("T".into())
+            }
+        );
+    }
+
+    #[test]
+    fn bad_timeouts_are_rejected() {
+        assert!(matches!(
+            err("/hb_init?abc&appid=y"),
+            CommandError::NonNumericTimeout { .. }
+        ));
+        assert!(matches!(
+            err("/hb_ping?-5&appid=y"),
+            CommandError::NegativeTimeout { .. }
+        ));
+        assert!(matches!(
+            err("/hb_ping?-&appid=y"),
+            CommandError::NonNumericTimeout { .. }
+        ));
+        assert!(matches!(
+            err("/hb_ping?99999999999999999999&appid=y"),
+            CommandError::TimeoutTooLarge { .. }
+        ));
+        assert!(matches!(
+            err("/hb_ping?4294967296&appid=y"),
+            CommandError::TimeoutTooLarge { .. }
+        ));
+        assert_eq!(ok("/hb_ping?4294967295&appid=y"), ping("y", MAX_TIMEOUT_MS));
+        assert!(matches!(
+            err("/hb_ping?1.5&appid=y"),
+            CommandError::NonNumericTimeout { .. }
+        ));
+        assert!(matches!(
+            err("/hb_ping?+5&appid=y"),
+            CommandError::NonNumericTimeout { .. }
+        ));
+        assert!(matches!(
+            err("/hb_ping?%zz&appid=y"),
+            CommandError::InvalidPercentEncoding {
+                component: "timeout"
+            }
+        ));
+        assert_eq!(ok("/hb_ping?%32%30&appid=y"), ping("y", 20));
+    }
+
+    #[test]
+    fn appid_must_be_present_and_non_empty() {
+        assert_eq!(
+            err("/hb_ping?2000"),
+            CommandError::MissingAppId { command: "hb_ping" }
+        );
+        assert_eq!(
+            err("/hb_init"),
+            CommandError::MissingAppId { command: "hb_init" }
+        );
+        assert_eq!(
+            err("/hb_done?0&appid="),
+            CommandError::EmptyAppId { command: "hb_done" }
+        );
+        assert_eq!(
+            err("/hb_done?0&appid"),
+            CommandError::EmptyAppId { command: "hb_done" }
+        );
+        assert_eq!(
+            err("/status?0&appid="),
+            CommandError::EmptyAppId { command: "status" }
+        );
+    }
+
+    #[test]
+    fn percent_decoding_happens_after_splitting() {
+        assert_eq!(ok("/hb_ping?1&appid=a%26b"), ping("a&b", 1));
+        assert_eq!(ok("/hb_ping?1&appid=a%3Db%3fc"), ping("a=b?c", 1));
+        assert_eq!(ok("/hb_ping?1&appid=a=b"), ping("a=b", 1));
+        assert_eq!(ok("/hb_ping?1&appid=my+app"), ping("my app", 1));
+        assert_eq!(ok("/hb_ping?1&appid=caf%C3%A9"), ping("café", 1));
+        assert_eq!(ok("/hb_ping?1&%61ppid=x"), ping("x", 1));
+        assert_eq!(ok("/hb_ping?1&appid=first&appid=second"), ping("first", 1));
+    }
+
+    #[test]
+    fn bad_encodings_are_rejected() {
+        for target in [
+            "/hb_ping?1&appid=a%",
+            "/hb_ping?1&appid=a%2",
+            "/hb_ping?1&appid=%g0",
+        ] {
+            assert_eq!(
+                err(target),
+                CommandError::InvalidPercentEncoding { component: "appid" },
+                "{target}"
+            );
+        }
+        assert_eq!(
+            err("/hb_ping?1&appid=%FF%FE"),
+            CommandError::InvalidUtf8 { component: "appid" }
+        );
+        assert_eq!(
+            err("/hb_ping?1&appid=a%0Ab"),
+            CommandError::AppIdControlChar
+        );
+    }
+
+    #[test]
+    fn unknown_parameters_are_ignored_even_if_malformed() {
+        assert_eq!(
+            ok("/hb_ping?1&cache_buster=%zz&&x&appid=a&y=%FF"),
+            ping("a", 1)
+        );
+    }
+
+    #[test]
+    fn unknown_commands_echo_the_target() {
+        let e = err("/hb_pong?1&appid=a");
+        assert_eq!(e.http_status(), 400);
+        assert_eq!(
+            e.to_string(),
+            "cannot process your request: [/hb_pong?1&appid=a]"
+        );
+        for target in ["", "/", "*", "/hb_ping/", "/HB_PING?1&appid=a"] {
+            assert!(matches!(err(target), CommandError::UnknownCommand { .. }));
+        }
+        assert_eq!(
+            err("/x\ny").to_string(),
+            "cannot process your request: [/x\\ny]"
+        );
+    }
+
+    #[test]
+    fn appid_length_limit_gives_414() {
+        let long = "a".repeat(MAX_APP_ID_LEN + 1);
+        let e = err(&format!("/hb_ping?1&appid={long}"));
+        assert_eq!(e.http_status(), 414);
+        let max = "a".repeat(MAX_APP_ID_LEN);
+        assert_eq!(ok(&format!("/hb_ping?1&appid={max}")), ping(&max, 1));
+        let limits = ParseLimits {
+            max_app_id_len: 3,
+            ..ParseLimits::default()
+        };
+        assert_eq!(
+            parse_command_with("/hb_ping?1&appid=abcd", None, &limits),
+            Err(CommandError::AppIdTooLong { len: 4, max: 3 })
+        );
+    }
+
+    #[test]
+    fn appid_from_form_body_when_absent_from_query() {
+        let body: &[u8] = b"appid=Te%26tris&other=1";
+        assert_eq!(
+            parse_command("/hb_init?2000&cache_buster=1", Some(body)).unwrap(),
+            Command::Init {
+                app: "Te&tris".into(),
+                timeout_ms: 2000
+            }
+        );
+        assert_eq!(
+            parse_command("/hb_init?2000&appid=q", Some(body)).unwrap(),
+            Command::Init {
+                app: "q".into(),
+                timeout_ms: 2000
+            }
+        );
+        assert_eq!(
+            parse_command("/status", Some(b"appid=S")).unwrap(),
+            Command::Status {
+                app: Some("S".into())
+            }
+        );
+        assert_eq!(
+            parse_command("/hb_done", Some(b"{\"json\":1}")).unwrap_err(),
+            CommandError::MissingAppId { command: "hb_done" }
+        );
+        assert_eq!(
+            parse_command("/hb_done", Some(b"appid=%FF")).unwrap_err(),
+            CommandError::InvalidUtf8 { component: "appid" }
+        );
+    }
+
+    #[test]
+    fn error_messages_are_single_lines() {
+        let targets = [
+            "/hb_ping?abc\n&appid=a",
+            "/hb_ping?%0A&appid=a",
+            "/hb_ping?-1&appid=a",
+            "/hb_ping?99999999999999999999999999999999999999999999999999999999999999999999999&appid=a",
+            "/hb_ping?1",
+            "/nope\r\n",
+        ];
+        for target in targets {
+            let e = err(target);
+            assert!(!e.to_string().contains(['\n', '\r']), "{e}");
+            assert!(e.to_string().len() < 200, "{e}");
+        }
+    }
+
+    #[test]
+    fn percent_decoder() {
+        assert_eq!(&*percent_decode(b"a+b%41%6a", true).unwrap(), b"a bAj");
+        assert_eq!(&*percent_decode(b"a+b", false).unwrap(), b"a+b");
+        assert!(matches!(
+            percent_decode(b"plain", true).unwrap(),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            percent_decode(b"ab%4", true).unwrap_err(),
+            PercentDecodeError { offset: 2 }
+        );
+        // Multi-byte UTF-8 right after '%' must not panic.
+        assert!(percent_decode("%é".as_bytes(), true).is_err());
+    }
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        let samples = [
+            "",
+            "?",
+            "??",
+            "&",
+            "/?&&&",
+            "/hb_ping?%",
+            "/hb_ping?%%",
+            "/hb_init?=&=",
+            "/hb_done?é&appid=é",
+            "/status?&appid=%C3",
+            "/hb_ping?\u{0}&appid=\u{0}",
+        ];
+        for s in samples {
+            let _ = parse_command(s, Some(s.as_bytes()));
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The HTTP front end: hyper's HTTP/1 server over tokio around a [`SharedRegistry`].
+
+use std::convert::Infallible;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::clock::{Clock, SystemClock};
+use super::registry::RegistryConfig;
+use super::service::Reply;
+use super::shared::SharedRegistry;
+use crate::error::Error;
+use crate::settings::Settings;
+
+/// Largest request body read (form bodies are `appid=ID`).
+const MAX_REQUEST_BODY: usize = 16 * 1024;
+/// Largest request head (request line and headers) accepted.
+const MAX_HEAD: usize = 16 * 1024;
+/// How long a client may take to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The embedded heartbeat server (feature `server`).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// use heartbeat_sdk::server::Server;
+///
+/// let server = Server::bind("127.0.0.1:0".parse().unwrap()).start().await?;
+/// println!("listening on {}", server.url());
+/// server.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct Server {
+    addr: SocketAddr,
+    config: RegistryConfig,
+    clock: Arc<dyn Clock>,
+    head_timeout: Duration,
+}
+
+impl Server {
+    /// A server that will listen on `addr` (port 0 picks a free port).
+    pub fn bind(addr: SocketAddr) -> Server {
+        Server {
+            addr,
+            config: RegistryConfig::default(),
+            clock: Arc::new(SystemClock),
+            head_timeout: HEAD_TIMEOUT,
+        }
+    }
+
+    /// A server on the address of `HB_URL`, or `HB_HOST`:`HB_PORT`
+    /// (default `127.0.0.1:8888`), like the reference server.
+    pub fn from_env() -> Result<Server, Error> {
+        let settings = Settings::from_env()?;
+        Ok(Server::bind(bind_address(&settings)?))
+    }
+
+    /// Registry settings (tolerance, thresholds, keys, app limit).
+    pub fn config(mut self, config: RegistryConfig) -> Server {
+        self.config = config;
+        self
+    }
+
+    /// The largest number of applications tracked; past it new ones get `503`.
+    pub fn max_apps(mut self, max_apps: usize) -> Server {
+        self.config.max_apps = max_apps;
+        self
+    }
+
+    /// Run the registry on `clock` instead of the system clock.
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Server {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How long a client may take to send its request head before the
+    /// connection is closed (default 10 s).
+    pub fn head_timeout(mut self, timeout: Duration) -> Server {
+        self.head_timeout = timeout;
+        self
+    }
+
+    /// Bind and start serving in a tokio task; returns once listening.
+    pub async fn start(self) -> io::Result<ServerHandle> {
+        let listener = TcpListener::bind(self.addr).await?;
+        let local_addr = listener.local_addr()?;
+        if !local_addr.ip().is_loopback() {
+            tracing::warn!(%local_addr, "heartbeat server bound to a non-loopback address: anyone who can reach it can register and query applications");
+        }
+        let state = Arc::new(SharedRegistry::new(self.config, self.clock));
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(serve(listener, state.clone(), self.head_timeout, stopped));
+        tracing::info!(%local_addr, "heartbeat server listening");
+        Ok(ServerHandle {
+            local_addr,
+            state,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+}
+
+/// The address `settings.url` names, for binding.
+fn bind_address(settings: &Settings) -> Result<SocketAddr, Error> {
+    let invalid = |reason: &str| Error::InvalidUrl {
+        url: settings.url.to_string(),
+        reason: reason.to_owned(),
+    };
+    let port = settings
+        .url
+        .port_or_known_default()
+        .ok_or_else(|| invalid("no port"))?;
+    let ip: IpAddr = match settings.url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.into(),
+        Some(url::Host::Ipv6(ip)) => ip.into(),
+        Some(url::Host::Domain("localhost")) => IpAddr::from([127, 0, 0, 1]),
+        _ => return Err(invalid("a server binds to an IP address or localhost")),
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// A running server: its address, its state, and a graceful shutdown.
+///
+/// Dropping the handle without [`shutdown`](ServerHandle::shutdown) stops
+/// accepting at once and aborts connections in flight.
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    state: Arc<SharedRegistry>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://ADDR`, for a client's `HB_URL`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// The registry the server answers from.
+    pub fn registry(&self) -> &SharedRegistry {
+        &self.state
+    }
+
+    /// Stop accepting, let requests in flight finish (up to 5 s), and return.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    state: Arc<SharedRegistry>,
+    head_timeout: Duration,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout)
+        .max_buf_size(MAX_HEAD)
+        .keep_alive(true);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // e.g. out of file descriptors: back off instead of spinning
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = &mut stopped => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let peer = peer.ip().to_canonical();
+        let service = service_fn(move |request| respond(state.clone(), peer, request));
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+}
+
+async fn respond(
+    state: Arc<SharedRegistry>,
+    peer: IpAddr,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if !matches!(*request.method(), Method::GET | Method::POST | Method::HEAD) {
+        let mut response = reply(Reply::error(
+            405,
+            format!("method {} not allowed: use GET or POST", request.method()),
+        ));
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, POST, HEAD"));
+        return Ok(response);
+    }
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
+    let body = match Limited::new(request.into_body(), MAX_REQUEST_BODY)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return Ok(reply(Reply::error(
+                413,
+                format!("request body over {MAX_REQUEST_BODY} bytes or cut short"),
+            )))
+        }
+    };
+    let form = (!body.is_empty()).then_some(&body[..]);
+    Ok(reply(state.handle(&target, form, peer)))
+}
+
+fn reply(reply: Reply) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+    *response.status_mut() =
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(url: &str) -> Settings {
+        Settings {
+            url: crate::settings::parse_url(url).unwrap(),
+            app_id: "x".into(),
+        }
+    }
+
+    #[test]
+    fn bind_addresses_come_from_the_url() {
+        assert_eq!(
+            bind_address(&settings("127.0.0.1:8888")).unwrap(),
+            "127.0.0.1:8888".parse().unwrap()
+        );
+        assert_eq!(
+            bind_address(&settings("http://localhost:9")).unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
+        assert_eq!(
+            bind_address(&settings("http://[::1]:7")).unwrap(),
+            "[::1]:7".parse().unwrap()
+        );
+        assert!(bind_address(&settings("http://example.org:7")).is_err());
+    }
+}

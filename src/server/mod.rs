@@ -1,0 +1,28 @@
+//! The heartbeat server: a pure [`Registry`] and, with feature `server`, an
+//! HTTP front end that is a drop-in for the reference server.
+//!
+//! The same registry answers the [`MockTransport`](crate::transport::MockTransport)
+//! (feature `mock`), so offline tests see real protocol semantics.
+//!
+//! - [`registry`]: the state machine, no I/O, clock injected.
+//! - [`service`]: the one mapping from a request to a reply.
+//! - [`metrics`]: Prometheus text exposition.
+//! - [`SharedRegistry`]: the registry behind a lock, with its [`Clock`].
+//! - `Server` / `ServerHandle` (feature `server`): HTTP/1.0 and 1.1 over tokio and hyper.
+
+mod clock;
+pub mod metrics;
+pub mod registry;
+pub mod service;
+mod shared;
+
+#[cfg(feature = "server")]
+mod http;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use registry::{Registry, RegistryConfig};
+pub use shared::SharedRegistry;
+
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub use http::{Server, ServerHandle};

@@ -1,0 +1,57 @@
+//! [`SharedRegistry`]: the registry behind a lock, with its clock; what the
+//! HTTP server and the mock transport both answer from.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use super::clock::{Clock, SystemClock};
+use super::registry::{Registry, RegistryConfig};
+use super::service::{handle, Reply};
+
+/// A [`Registry`] shared between connections, with the clock it runs on.
+///
+/// Every request goes through [`SharedRegistry::handle`]: decode, update,
+/// reply, then log what happened (construction, update, destruction, expiry)
+/// through `tracing` at info level, as the reference server does.
+#[derive(Debug)]
+pub struct SharedRegistry {
+    registry: Mutex<Registry>,
+    clock: Arc<dyn Clock>,
+}
+
+impl SharedRegistry {
+    /// A registry with `config` running on `clock`.
+    pub fn new(config: RegistryConfig, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            registry: Mutex::new(Registry::new(config)),
+            clock,
+        }
+    }
+
+    /// Answer one request (`target` is `/path?query`).
+    pub fn handle(&self, target: &str, form_body: Option<&[u8]>, peer: IpAddr) -> Reply {
+        let (reply, events) = self.with_registry(|registry, now| {
+            let reply = handle(registry, target, form_body, peer, now);
+            (reply, registry.take_events())
+        });
+        for event in events {
+            tracing::info!(key = event.key(), "{event}");
+        }
+        reply
+    }
+
+    /// Run `f` on the registry at the clock's current time (for inspection
+    /// in tests and tools).
+    pub fn with_registry<R>(&self, f: impl FnOnce(&mut Registry, Instant) -> R) -> R {
+        let now = self.clock.now();
+        let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut registry, now)
+    }
+}
+
+impl Default for SharedRegistry {
+    fn default() -> Self {
+        Self::new(RegistryConfig::default(), Arc::new(SystemClock))
+    }
+}

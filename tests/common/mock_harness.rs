@@ -1,0 +1,56 @@
+//! [`Harness`] over the in-memory mock transport, scripted per case.
+
+use async_trait::async_trait;
+use heartbeat_sdk::transport::{MockFailure, MockTransport};
+use heartbeat_sdk::HeartbeatClient;
+
+use super::{Harness, Recorder, Reply, Seen, APP, CLIENT_TIMEOUT};
+
+/// Drives a fresh [`MockTransport`] per case.
+pub struct MockHarness;
+
+struct MockRecorder(MockTransport);
+
+#[async_trait]
+impl Recorder for MockRecorder {
+    async fn seen(&self) -> Vec<Seen> {
+        self.0
+            .requests()
+            .into_iter()
+            .map(|r| {
+                let url = url::Url::parse(&r.url).unwrap();
+                Seen {
+                    method: r.method.as_str().to_owned(),
+                    path: url.path().to_owned(),
+                    query: url.query().unwrap_or_default().to_owned(),
+                    // the Transport contract: a form is sent as urlencoded
+                    content_type: r
+                        .form
+                        .as_ref()
+                        .map(|_| "application/x-www-form-urlencoded".to_owned()),
+                    form: r.form,
+                }
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Harness for MockHarness {
+    async fn client_replying(&self, reply: Reply) -> (HeartbeatClient, Box<dyn Recorder>) {
+        let mock = MockTransport::new();
+        let failure = match reply {
+            Reply::Refused => MockFailure::Refused,
+            Reply::Slow => MockFailure::Timeout,
+            Reply::Text(status, body) => MockFailure::status(status, body),
+            Reply::Bytes(bytes) => MockFailure::body(bytes),
+        };
+        mock.fail_next(usize::MAX, failure);
+        let client = HeartbeatClient::builder_with_transport(mock.clone())
+            .app_id(APP)
+            .request_timeout(CLIENT_TIMEOUT)
+            .build()
+            .unwrap();
+        (client, Box::new(MockRecorder(mock)))
+    }
+}
