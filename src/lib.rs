@@ -36,12 +36,16 @@
 //! | `reqwest` | yes | [`transport::ReqwestTransport`], the default transport |
 //! | `rustls` | yes | `https://` through rustls |
 //! | `native-tls` | no | `https://` through the platform's TLS |
+//! | `surf` | no | `transport::SurfTransport` (surf over curl); the default transport when `reqwest` is off |
 //! | `mock` | no | an in-memory mock transport for tests |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod demo;
 mod error;
 mod policy;
 pub mod protocol;

@@ -1,6 +1,9 @@
 //! Wire-level behaviour every HTTP transport must share: HTTP/1.0
 //! close-delimited replies (how the reference server answers), the body
 //! cap, a reply dripped slower than the timeout, and exact raw queries.
+//! Every test here needs an HTTP transport; with none compiled in there is
+//! nothing to test.
+#![cfg(any(feature = "reqwest", feature = "surf"))]
 
 mod common;
 
@@ -25,31 +28,27 @@ impl Match for RawQuery {
     }
 }
 
-async fn reads_http10_close_delimited_replies(transport: impl Transport + 'static) {
+async fn reads_http10_close_delimited_replies(transport: impl Transport + Clone + 'static) {
     let status = "OK - fine application [x @ 127.0.0.1]| od=0.52;3;5;0;6 delay=3000ms;;; ";
     let url = serve_raw(http10("3000"), 1);
-    let client = HeartbeatClient::builder_with_transport(transport).url(url).build().unwrap();
-    let granted = client.ping(Duration::from_secs(2), ErrorPolicy::Raise).await.unwrap();
+    let client = HeartbeatClient::builder_with_transport(transport.clone())
+        .url(url)
+        .build()
+        .unwrap();
+    let granted = client
+        .ping(Duration::from_secs(2), ErrorPolicy::Raise)
+        .await
+        .unwrap();
     assert_eq!(granted, Duration::from_millis(3000));
 
     let url = serve_raw(http10(status), 1);
-    let client = client_at(&client, url);
+    let client = HeartbeatClient::builder_with_transport(transport)
+        .url(url)
+        .build()
+        .unwrap();
     let got = client.status(Some("x"), ErrorPolicy::Raise).await.unwrap();
     assert_eq!(got.state(), State::Ok);
     assert_eq!(got.to_string(), status);
-}
-
-fn client_at(like: &HeartbeatClient, url: String) -> HeartbeatClient {
-    let _ = like;
-    HeartbeatClient::builder_with_transport(default_like())
-        .url(url)
-        .build()
-        .unwrap()
-}
-
-#[cfg(feature = "reqwest")]
-fn default_like() -> heartbeat_sdk::transport::ReqwestTransport {
-    heartbeat_sdk::transport::ReqwestTransport::new().unwrap()
 }
 
 async fn caps_the_body(transport: impl Transport + 'static) {
@@ -65,7 +64,10 @@ async fn caps_the_body(transport: impl Transport + 'static) {
     let err = transport.send(request.clone()).await.unwrap_err();
     assert!(err.is_body_too_large(), "{err:?}");
     let ok = transport
-        .send(HttpRequest { body_limit: 100_000, ..request })
+        .send(HttpRequest {
+            body_limit: 100_000,
+            ..request
+        })
         .await
         .unwrap();
     assert_eq!(ok.body.len(), 100_000);
@@ -78,7 +80,10 @@ async fn a_dripping_reply_hits_the_total_timeout(transport: impl Transport + 'st
         .request_timeout(Duration::from_millis(500))
         .build()
         .unwrap();
-    let err = client.ping(Duration::from_secs(1), ErrorPolicy::Raise).await.unwrap_err();
+    let err = client
+        .ping(Duration::from_secs(1), ErrorPolicy::Raise)
+        .await
+        .unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
 }
 
@@ -117,7 +122,213 @@ mod reqwest {
     }
 }
 
-#[cfg(feature = "reqwest")]
+#[cfg(feature = "surf")]
+mod surf {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use common::raw_http::http10 as http10_reply;
+    use common::wiremock_harness::refused_url;
+    use heartbeat_sdk::transport::SurfTransport;
+
+    fn transport() -> SurfTransport {
+        SurfTransport::new().unwrap()
+    }
+
+    fn get(url: &str, timeout: Duration) -> HttpRequest {
+        HttpRequest {
+            method: Method::Get,
+            url: format!("{url}/hb_ping?1&appid=x"),
+            form: None,
+            timeout,
+            body_limit: 1024,
+        }
+    }
+
+    #[tokio::test]
+    async fn http10() {
+        reads_http10_close_delimited_replies(transport()).await;
+    }
+
+    #[tokio::test]
+    async fn body_cap() {
+        caps_the_body(transport()).await;
+    }
+
+    #[tokio::test]
+    async fn dripping() {
+        a_dripping_reply_hits_the_total_timeout(transport()).await;
+    }
+
+    /// Counts the requests that pass through the surf client it is added to.
+    #[derive(Debug, Default, Clone)]
+    struct Counter(Arc<AtomicUsize>);
+
+    #[async_trait::async_trait]
+    impl ::surf::middleware::Middleware for Counter {
+        async fn handle(
+            &self,
+            req: ::surf::Request,
+            client: ::surf::Client,
+            next: ::surf::middleware::Next<'_>,
+        ) -> ::surf::Result<::surf::Response> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            next.run(req, client).await
+        }
+    }
+
+    #[tokio::test]
+    async fn from_a_surf_client() {
+        let counter = Counter::default();
+        let client = transport().client().clone().with(counter.clone());
+        reads_http10_close_delimited_replies(SurfTransport::from(client)).await;
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            2,
+            "requests must go through the given client"
+        );
+    }
+
+    /// A surf backend that never answers: only the transport's own timer can
+    /// end a request sent through it.
+    #[derive(Debug)]
+    struct Silent;
+
+    #[async_trait::async_trait]
+    impl ::surf::HttpClient for Silent {
+        async fn send(
+            &self,
+            _req: ::surf::http::Request,
+        ) -> ::surf::Result<::surf::http::Response> {
+            futures_lite::future::pending().await
+        }
+    }
+
+    /// What a runtime could break: curl's reply waking the task, the
+    /// transport's timer, connect errors.
+    async fn works_here() {
+        let url = serve_raw(http10_reply("3000"), 1);
+        let client = HeartbeatClient::builder_with_transport(transport())
+            .url(url)
+            .build()
+            .unwrap();
+        let granted = client
+            .ping(Duration::from_secs(1), ErrorPolicy::Raise)
+            .await
+            .unwrap();
+        assert_eq!(granted, Duration::from_millis(3000));
+
+        let silent = SurfTransport::from(::surf::Client::with_http_client(Silent));
+        let started = Instant::now();
+        let err = silent
+            .send(get("http://127.0.0.1:9", Duration::from_millis(300)))
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout(), "{err:?}");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+
+        let err = transport()
+            .send(get(&refused_url(), Duration::from_secs(2)))
+            .await
+            .unwrap_err();
+        assert!(err.is_connect(), "{err:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn works_in_a_current_thread_runtime() {
+        works_here().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn works_in_a_multi_thread_runtime() {
+        works_here().await;
+    }
+
+    #[test]
+    fn works_without_a_runtime() {
+        assert!(tokio::runtime::Handle::try_current().is_err());
+        futures_lite::future::block_on(works_here());
+    }
+
+    #[tokio::test]
+    async fn a_non_ascii_header_value_does_not_panic() {
+        let reply = b"HTTP/1.0 200 OK\r\nContent-type: text/plain\r\nX-Place: caf\xc3\xa9 \x80\xff\r\n\r\n3000";
+        let url = serve_raw(reply.to_vec(), 2);
+        let client = HeartbeatClient::builder_with_transport(transport())
+            .url(&url)
+            .build()
+            .unwrap();
+        let granted = client
+            .ping(Duration::from_secs(1), ErrorPolicy::Raise)
+            .await
+            .unwrap();
+        assert_eq!(granted, Duration::from_millis(3000));
+
+        // the value reaches surf with each byte past ASCII replaced
+        let mut response = transport().client().get(&url).await.unwrap();
+        assert_eq!(response.header("x-place").unwrap().as_str(), "caf?? ??");
+        assert_eq!(response.body_string().await.unwrap(), "3000");
+    }
+
+    #[tokio::test]
+    async fn status_codes_unknown_to_surf_are_kept() {
+        for code in [200, 299, 404, 499, 599] {
+            let url = serve_raw(format!("HTTP/1.0 {code} Odd\r\n\r\nbody").into_bytes(), 1);
+            let reply = transport()
+                .send(get(&url, Duration::from_secs(2)))
+                .await
+                .unwrap();
+            assert_eq!((reply.status, reply.body.as_slice()), (code, &b"body"[..]));
+        }
+        let url = serve_raw(b"HTTP/1.0 499 Client Closed\r\n\r\nbye".to_vec(), 1);
+        let client = HeartbeatClient::builder_with_transport(transport())
+            .url(url)
+            .build()
+            .unwrap();
+        let err = client
+            .ping(Duration::from_secs(1), ErrorPolicy::Raise)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Status { status: 499, body, .. } if body == "bye"),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_request_timeout_overrides_the_builder_timeout() {
+        // about 0.9 s to drip the whole reply
+        let slow = || serve_dripping(http10_reply("3000"), Duration::from_millis(10), 1);
+        let transport = SurfTransport::builder()
+            .timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
+
+        // straight through the surf client, the builder's timeout applies
+        let err = transport
+            .client()
+            .get(slow())
+            .recv_bytes()
+            .await
+            .unwrap_err();
+        let curl = err.downcast_ref::<isahc::Error>();
+        assert!(matches!(curl, Some(isahc::Error::Timeout)), "{err}");
+
+        // a request's own, longer timeout wins over it
+        let reply = transport
+            .send(get(&slow(), Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!((reply.status, reply.body.as_slice()), (200, &b"3000"[..]));
+    }
+}
+
 #[tokio::test]
 async fn raw_queries_match_exactly_with_a_custom_matcher() {
     let server = MockServer::start().await;
@@ -132,12 +343,18 @@ async fn raw_queries_match_exactly_with_a_custom_matcher() {
         .expect(0)
         .mount(&server)
         .await;
-    let client = HeartbeatClient::builder().url(server.uri()).app_id("demo").build().unwrap();
-    let granted = client.ping(Duration::from_secs(1), ErrorPolicy::Raise).await.unwrap();
+    let client = HeartbeatClient::builder()
+        .url(server.uri())
+        .app_id("demo")
+        .build()
+        .unwrap();
+    let granted = client
+        .ping(Duration::from_secs(1), ErrorPolicy::Raise)
+        .await
+        .unwrap();
     assert_eq!(granted, Duration::from_millis(2000));
 }
 
-#[cfg(feature = "reqwest")]
 #[tokio::test]
 async fn invalid_arguments_are_refused_before_sending() {
     let server = MockServer::start().await;
@@ -146,21 +363,34 @@ async fn invalid_arguments_are_refused_before_sending() {
         .expect(0)
         .mount(&server)
         .await;
-    let client = HeartbeatClient::builder().url(server.uri()).build().unwrap();
+    let client = HeartbeatClient::builder()
+        .url(server.uri())
+        .build()
+        .unwrap();
     let too_long = Duration::from_millis(heartbeat_sdk::protocol::MAX_TIMEOUT_MS + 1);
     let err = client.init(too_long, ErrorPolicy::Raise).await.unwrap_err();
     assert!(matches!(err, Error::InvalidTimeout { .. }), "{err:?}");
     // a fallback still applies to an invalid argument
-    let got = client.ping(too_long, ErrorPolicy::Fallback(Duration::ZERO)).await.unwrap();
+    let got = client
+        .ping(too_long, ErrorPolicy::Fallback(Duration::ZERO))
+        .await
+        .unwrap();
     assert_eq!(got, Duration::ZERO);
-    let err = client.status(Some(""), ErrorPolicy::Raise).await.unwrap_err();
+    let err = client
+        .status(Some(""), ErrorPolicy::Raise)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::InvalidAppId { .. }), "{err:?}");
 }
 
-#[cfg(feature = "reqwest")]
 #[test]
 fn bad_configuration_is_a_typed_error() {
-    for url in ["ftp://host:1", "http://", "http://host:65536", "http://host:0"] {
+    for url in [
+        "ftp://host:1",
+        "http://",
+        "http://host:65536",
+        "http://host:0",
+    ] {
         let err = HeartbeatClient::builder().url(url).build().unwrap_err();
         assert!(matches!(err, Error::InvalidUrl { .. }), "{url}: {err:?}");
     }

@@ -36,7 +36,7 @@ impl SharedRegistry {
             (reply, registry.take_events())
         });
         for event in events {
-            tracing::info!(key = event.key(), "{event}");
+            tracing::info!("{event}");
         }
         reply
     }

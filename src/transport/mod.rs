@@ -23,6 +23,11 @@ mod reqwest;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use self::reqwest::{ReqwestTransport, ReqwestTransportBuilder};
+#[cfg(feature = "surf")]
+mod surf;
+#[cfg(feature = "surf")]
+#[cfg_attr(docsrs, doc(cfg(feature = "surf")))]
+pub use self::surf::{SurfTransport, SurfTransportBuilder};
 
 /// The connect timeout backends use unless told otherwise (the reference
 /// shell client's value).
@@ -129,10 +134,18 @@ impl<T: Transport + ?Sized> Transport for &T {
 }
 
 /// The transport used by [`HeartbeatClient::from_env`](crate::HeartbeatClient::from_env)
-/// and the builder when none is given: reqwest when its feature is on.
+/// and the builder when none is given: reqwest when its feature is on,
+/// otherwise surf.
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "reqwest", feature = "surf"))))]
 pub type DefaultTransport = ReqwestTransport;
+
+/// The transport used by [`HeartbeatClient::from_env`](crate::HeartbeatClient::from_env)
+/// and the builder when none is given: reqwest when its feature is on,
+/// otherwise surf.
+#[cfg(all(feature = "surf", not(feature = "reqwest")))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "reqwest", feature = "surf"))))]
+pub type DefaultTransport = SurfTransport;
 
 /// Append `chunk` to `body`, failing once `body` would exceed `limit` bytes.
 ///

@@ -1,0 +1,220 @@
+//! Shared by the benches: the embedded server in a child process, the bare
+//! hyper client used as baseline and load generator, machine load, and
+//! criterion's estimates.
+//!
+//! The server runs in a child process (the bench binary re-executed with
+//! `HB_BENCH_CHILD=server`), as a real deployment would, so that its peak RSS
+//! can be read from `/proc` and a callgrind run of the bench counts only the
+//! client's instructions.
+#![allow(dead_code)] // each bench uses its own part of this module
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+const CHILD_ENV: &str = "HB_BENCH_CHILD";
+const WORKERS_ENV: &str = "HB_BENCH_SERVER_WORKERS";
+
+/// Call first thing in `main`: when this process is the server child, serve
+/// until stdin closes, then exit.
+pub fn run_child_if_asked() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    let workers = std::env::var(WORKERS_ENV)
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(2);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let addr = "127.0.0.1:0".parse().expect("address");
+        let server = heartbeat_sdk::server::Server::bind(addr)
+            .start()
+            .await
+            .expect("server starts");
+        println!("{}", server.local_addr());
+        std::io::stdout().flush().expect("stdout");
+        // The parent closes our stdin (or dies): stop then.
+        tokio::task::spawn_blocking(|| {
+            let mut sink = String::new();
+            while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
+        })
+        .await
+        .expect("stdin watcher");
+        server.shutdown().await;
+    });
+    std::process::exit(0);
+}
+
+/// The embedded server running in a child process; killed on drop.
+pub struct ServerProcess {
+    child: Child,
+    _stdout: BufReader<ChildStdout>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Start the embedded server (tokio multi-thread runtime, 2 workers: one
+    /// per core of the reference machine) in a child process.
+    pub fn start() -> ServerProcess {
+        let exe = std::env::current_exe().expect("current exe");
+        let mut child = Command::new(exe)
+            .env(CHILD_ENV, "server")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the server child");
+        let mut stdout = BufReader::new(child.stdout.take().expect("child stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("child prints its address");
+        let addr = line.trim().parse().expect("a socket address");
+        ServerProcess {
+            child,
+            _stdout: stdout,
+            addr,
+        }
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident set size so far (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        proc_status_kib(self.child.id(), "VmHWM")
+    }
+
+    /// Current resident set size (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        proc_status_kib(self.child.id(), "VmRSS")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take()); // asks the child to stop
+        if self.child.try_wait().ok().flatten().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A field of `/proc/PID/status` given in kB, e.g. `VmHWM`.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        rest.trim().strip_suffix("kB")?.trim().parse().ok()
+    })
+}
+
+/// A bare hyper HTTP/1.1 client on one kept-alive TCP connection: what a GET
+/// over loopback costs with no SDK at all.
+pub struct BareClient {
+    sender: SendRequest<Empty<Bytes>>,
+    host: String,
+}
+
+impl BareClient {
+    /// Connect and handshake; the connection task runs on the current runtime.
+    pub async fn connect(addr: SocketAddr) -> BareClient {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        BareClient {
+            sender,
+            host: addr.to_string(),
+        }
+    }
+
+    /// `GET target`; returns the status and the whole body.
+    pub async fn get(&mut self, target: &str) -> (u16, Bytes) {
+        let request = hyper::Request::get(target)
+            .header(hyper::header::HOST, &self.host)
+            .body(Empty::new())
+            .expect("request");
+        self.sender.ready().await.expect("connection ready");
+        let response = self.sender.send_request(request).await.expect("response");
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, body)
+    }
+}
+
+/// A ping target as `HeartbeatClient::ping` sends it, with a unique buster.
+pub fn ping_target(app: &str, timeout_ms: u64, seq: u64) -> String {
+    format!("/hb_ping?{timeout_ms}&appid={app}&cache_buster={seq}")
+}
+
+/// `/proc/loadavg`'s first three fields, to note with each run.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// Print the machine load, so every figure is read with it.
+pub fn print_load(when: &str) {
+    println!("[load] {when}: load average {}", load_average());
+}
+
+/// Criterion's output directory, found as criterion finds it:
+/// `$CRITERION_HOME`, else `criterion/` in `$CARGO_TARGET_DIR`, else in the
+/// target directory this bench binary was built into.
+pub fn criterion_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return PathBuf::from(home);
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(target).join("criterion");
+    }
+    // <target>/release/deps/<bench>-<hash>
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join("criterion")))
+        .unwrap_or_else(|| PathBuf::from("target/criterion"))
+}
+
+/// Criterion's latest estimate for `group/function`, in nanoseconds per
+/// iteration: `(median, mean)`.
+pub fn estimate_ns(group: &str, function: &str) -> Option<(f64, f64)> {
+    let path = criterion_home()
+        .join(group)
+        .join(function)
+        .join("new")
+        .join("estimates.json");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let point = |name: &str| json.get(name)?.get("point_estimate")?.as_f64();
+    Some((point("median")?, point("mean")?))
+}

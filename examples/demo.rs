@@ -1,0 +1,99 @@
+//! The Python client's command-line demo, in Rust.
+//!
+//! Random promises of 100–2000 ms, random sleeps of up to seven times the
+//! promise, every beat logged; Ctrl+C or SIGTERM prints the list and status,
+//! sends `hb_done`, and prints them again.
+//!
+//! With `HB_URL` unset it starts the embedded server on a free loopback port
+//! first, so one command runs the whole thing on a fresh machine:
+//!
+//! ```sh
+//! cargo run --example demo --features server
+//! HB_URL=http://127.0.0.1:8888 cargo run --example demo --features server  # against your server
+//! HB_DEMO_BEATS=5 cargo run --example demo --features server                # stop after 5 pings
+//! ```
+
+#[cfg(any(feature = "reqwest", feature = "surf"))]
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    use heartbeat_sdk::demo::{run, DemoOptions};
+    use heartbeat_sdk::server::Server;
+    use heartbeat_sdk::{HeartbeatClient, Settings};
+
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+
+    let settings = Settings::from_env()?;
+    let hb_url_set = std::env::var("HB_URL").is_ok_and(|url| !url.trim().is_empty());
+    let server = if hb_url_set {
+        None
+    } else {
+        let server = Server::bind(([127, 0, 0, 1], 0).into()).start().await?;
+        println!(
+            "HB_URL is not set: started the embedded heartbeat server at {}",
+            server.url()
+        );
+        Some(server)
+    };
+    let mut builder = HeartbeatClient::builder().settings(settings);
+    if let Some(server) = &server {
+        builder = builder.url(server.url());
+    }
+    let client = builder.build()?;
+    println!("APP_ID: {}  HB_URL: {}  (Ctrl+C to stop)", client.app_id(), client.url());
+
+    let max_beats = match std::env::var("HB_DEMO_BEATS") {
+        Ok(beats) => Some(beats.parse::<u64>()?),
+        Err(_) => None,
+    };
+    let options = DemoOptions {
+        max_beats,
+        ..DemoOptions::default()
+    };
+    let report = run(&client, &options, stop_signal()).await?;
+
+    println!("beats: {}, overdue: {}, failed: {}", report.beats, report.overdue, report.failed);
+    println!("list before hb_done: {:?}", report.list_before);
+    println!("status before hb_done: {}", report.status_before);
+    println!("hb_done: {}", report.goodbye);
+    println!("list after hb_done: {:?}", report.list_after);
+    println!("status after hb_done: {}", report.status_after);
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Completes on Ctrl+C or SIGTERM.
+#[cfg(any(feature = "reqwest", feature = "surf"))]
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(not(any(feature = "reqwest", feature = "surf")))]
+fn main() {
+    eprintln!("this example needs a transport: enable feature `reqwest` (default) or `surf`");
+    std::process::exit(2);
+}

@@ -1,0 +1,202 @@
+//! The command line, as clap derives it.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::exit;
+
+/// `heartbeat`: talk to a heartbeat server, watch one, wrap a program in
+/// heartbeats, or run the server.
+#[derive(Debug, Parser)]
+#[command(name = "heartbeat", version, about, after_help = exit::HELP)]
+pub struct Cli {
+    /// Options shared by every subcommand.
+    #[command(flatten)]
+    pub global: Global,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the server is, who we are, and how requests are sent.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Server URL; without it, http://HB_HOST:HB_PORT (default http://127.0.0.1:8888).
+    #[arg(long, global = true, env = "HB_URL", value_name = "URL")]
+    pub url: Option<String>,
+    /// Application id sent by init, ping, done and wrap [default: rust_heartbeat_client_demo].
+    #[arg(long, global = true, env = "APP_ID", value_name = "ID")]
+    pub app_id: Option<String>,
+    /// HTTP transport, among those compiled in.
+    #[arg(long, global = true, value_enum, default_value_t = TransportKind::Reqwest)]
+    pub transport: TransportKind,
+    /// Total time allowed per request, in milliseconds.
+    #[arg(
+        long,
+        global = true,
+        value_name = "MS",
+        default_value_t = 4000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub timeout: u64,
+}
+
+/// The HTTP transports compiled into this binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransportKind {
+    /// reqwest over tokio (always built into the binary).
+    Reqwest,
+    /// surf over libcurl (only with feature `surf`).
+    #[cfg(feature = "surf")]
+    Surf,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send hb_init (register; ping again within TIMEOUT_MS), print the granted timeout.
+    Init {
+        /// The promised timeout in milliseconds.
+        #[arg(value_name = "TIMEOUT_MS", default_value_t = DEFAULT_INIT_MS)]
+        timeout_ms: u64,
+    },
+    /// Send hb_ping (alive; next ping within TIMEOUT_MS), print the granted timeout.
+    Ping {
+        /// The promised timeout in milliseconds.
+        #[arg(value_name = "TIMEOUT_MS", default_value_t = DEFAULT_PING_MS)]
+        timeout_ms: u64,
+    },
+    /// Send hb_done (deregister, gone within TIMEOUT_MS), print the server's goodbye.
+    Done {
+        /// The timeout in milliseconds.
+        #[arg(value_name = "TIMEOUT_MS", default_value_t = 0)]
+        timeout_ms: u64,
+    },
+    /// Print the applications the server tracks, one per line.
+    List,
+    /// Print the host's status line, or APP_ID's.
+    Status {
+        /// The application to ask about; the whole host when omitted.
+        #[arg(value_name = "APP_ID")]
+        app: Option<String>,
+    },
+    /// Nagios plugin: print the status line, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    Check {
+        /// The application to check; the whole host when omitted.
+        #[arg(value_name = "APP_ID")]
+        app: Option<String>,
+    },
+    /// Run CMD with heartbeats: init before, pings while it runs, done after.
+    Wrap(WrapArgs),
+    /// `wrap --all`: init, pings and done around CMD (the reference's hb_dummy.sh).
+    Dummy(WrapArgs),
+    /// Run the heartbeat server until Ctrl+C or SIGTERM.
+    Serve(ServeArgs),
+    /// The demo session: random promises and sleeps until Ctrl+C or SIGTERM.
+    Demo(DemoArgs),
+}
+
+/// The timeout `heartbeat init` promises by default (the reference wrapper's `HB_INIT_TIMEOUT`).
+pub const DEFAULT_INIT_MS: u64 = 10_000;
+/// The timeout `heartbeat ping` promises by default (the reference wrapper's `HB_PING_INTERVAL`).
+pub const DEFAULT_PING_MS: u64 = 9_000;
+
+/// Options of `heartbeat wrap` and `heartbeat dummy`.
+///
+/// The environment variables are those of the reference's `hb_wrapper.sh`.
+#[derive(Debug, Clone, Args)]
+pub struct WrapArgs {
+    /// Send hb_init before CMD starts.
+    #[arg(long, env = "HB_SEND_INIT")]
+    pub init: bool,
+    /// Send hb_ping every --interval while CMD runs.
+    #[arg(long, env = "HB_SEND_PING")]
+    pub ping: bool,
+    /// Send hb_done after CMD exits.
+    #[arg(long, env = "HB_SEND_DONE")]
+    pub done: bool,
+    /// All three: --init --ping --done.
+    #[arg(long)]
+    pub all: bool,
+    /// Ping period in milliseconds; each ping promises this timeout.
+    #[arg(
+        long,
+        env = "HB_PING_INTERVAL",
+        value_name = "MS",
+        default_value_t = DEFAULT_PING_MS,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub interval: u64,
+    /// The timeout hb_init promises, in milliseconds.
+    #[arg(long, env = "HB_INIT_TIMEOUT", value_name = "MS", default_value_t = DEFAULT_INIT_MS)]
+    pub init_timeout: u64,
+    /// The timeout hb_done announces, in milliseconds.
+    #[arg(long, env = "HB_DONE_TIMEOUT", value_name = "MS", default_value_t = 0)]
+    pub done_timeout: u64,
+    /// The program to run and its arguments (after `--`).
+    #[arg(
+        value_name = "CMD",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// Options of `heartbeat serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: the host and port of --url / HB_URL, else HB_HOST:HB_PORT].
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<SocketAddr>,
+    /// Largest number of applications tracked; new ones past it get 503.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_apps: Option<u64>,
+}
+
+/// Options of `heartbeat demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Stop by itself after N pings.
+    #[arg(long, value_name = "N")]
+    pub beats: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn wrap_takes_the_command_verbatim() {
+        let cli = Cli::try_parse_from(["heartbeat", "wrap", "--ping", "--interval", "50", "--", "sh", "-c", "exit 7"]).unwrap();
+        let Command::Wrap(wrap) = cli.command else { panic!("{:?}", cli.command) };
+        assert!(wrap.ping && !wrap.init && !wrap.done && !wrap.all);
+        assert_eq!(wrap.interval, 50);
+        assert_eq!(wrap.command, ["sh", "-c", "exit 7"]);
+        // without `--`, options after CMD belong to CMD
+        let cli = Cli::try_parse_from(["heartbeat", "dummy", "ls", "--init"]).unwrap();
+        let Command::Dummy(wrap) = cli.command else { panic!() };
+        assert!(!wrap.init);
+        assert_eq!(wrap.command, ["ls", "--init"]);
+    }
+
+    #[test]
+    fn global_options_go_anywhere_and_bad_values_are_refused() {
+        let cli = Cli::try_parse_from(["heartbeat", "ping", "500", "--url", "x:1", "--timeout", "100"]).unwrap();
+        assert_eq!(cli.global.url.as_deref(), Some("x:1"));
+        assert_eq!(cli.global.timeout, 100);
+        assert!(matches!(cli.command, Command::Ping { timeout_ms: 500 }));
+        assert!(Cli::try_parse_from(["heartbeat", "ping", "abc"]).is_err());
+        assert!(Cli::try_parse_from(["heartbeat", "ping", "--timeout", "0"]).is_err());
+        assert!(Cli::try_parse_from(["heartbeat", "list", "--transport", "carrier-pigeon"]).is_err());
+        assert!(Cli::try_parse_from(["heartbeat", "wrap"]).is_err(), "CMD is required");
+    }
+}

@@ -1,0 +1,89 @@
+//! `init`, `ping`, `done`, `list` and `status`: one request, its answer on stdout.
+
+use std::time::Duration;
+
+use heartbeat_sdk::{Error, ErrorPolicy, HeartbeatClient};
+
+use crate::args::Global;
+use crate::{connect, exit};
+
+/// Which heartbeat command to send.
+#[derive(Debug, Clone, Copy)]
+pub enum Beat {
+    /// `hb_init`
+    Init,
+    /// `hb_ping`
+    Ping,
+    /// `hb_done`
+    Done,
+}
+
+impl Beat {
+    fn name(self) -> &'static str {
+        match self {
+            Beat::Init => "init",
+            Beat::Ping => "ping",
+            Beat::Done => "done",
+        }
+    }
+}
+
+/// Send `beat` promising `timeout_ms`; print the granted timeout in
+/// milliseconds (init, ping) or the goodbye (done).
+pub async fn beat(global: &Global, beat: Beat, timeout_ms: u64) -> u8 {
+    let timeout = Duration::from_millis(timeout_ms);
+    let reply = async {
+        let client = connect::client(global)?;
+        Ok::<_, Error>(match beat {
+            Beat::Init => millis(client.init(timeout, ErrorPolicy::Raise).await?),
+            Beat::Ping => millis(client.ping(timeout, ErrorPolicy::Raise).await?),
+            Beat::Done => client.done(timeout, ErrorPolicy::Raise).await?,
+        })
+    };
+    print_or_report(beat.name(), reply.await)
+}
+
+/// Print the tracked applications, one per line.
+pub async fn list(global: &Global) -> u8 {
+    let reply = async {
+        let client = connect::client(global)?;
+        let apps = client.list(ErrorPolicy::Raise).await?;
+        Ok(apps.iter().map(|app| format!("{app}\n")).collect::<String>())
+    };
+    match reply.await {
+        Ok(lines) => {
+            print!("{lines}");
+            exit::OK
+        }
+        Err(error) => exit::report("list", &error),
+    }
+}
+
+/// Print the status line of the host (`app` = `None`) or of one application.
+pub async fn status(global: &Global, app: Option<&str>) -> u8 {
+    print_or_report("status", query_status(global, app).await.map(|s| s.raw().to_owned()))
+}
+
+/// Ask the server for the status of the host or of `app`.
+pub async fn query_status(
+    global: &Global,
+    app: Option<&str>,
+) -> Result<heartbeat_sdk::Status, Error> {
+    let client: HeartbeatClient = connect::client(global)?;
+    client.status(app, ErrorPolicy::Raise).await
+}
+
+fn millis(granted: Duration) -> String {
+    granted.as_millis().to_string()
+}
+
+/// Print `reply` as one line on stdout, or report the error on stderr.
+fn print_or_report(what: &str, reply: Result<String, Error>) -> u8 {
+    match reply {
+        Ok(text) => {
+            println!("{}", text.trim_end_matches(['\r', '\n']));
+            exit::OK
+        }
+        Err(error) => exit::report(what, &error),
+    }
+}

@@ -1,0 +1,49 @@
+//! From the global options to [`Settings`] and a [`HeartbeatClient`].
+
+use std::time::Duration;
+
+use heartbeat_sdk::transport::DEFAULT_CONNECT_TIMEOUT;
+use heartbeat_sdk::{Error, HeartbeatClient, Settings, TransportError};
+
+use crate::args::{Global, TransportKind};
+
+/// The settings: `--url` and `--app-id` (which clap already fills from
+/// `HB_URL` and `APP_ID`) over the library's environment rules
+/// (`HB_HOST`, `HB_PORT`, defaults).
+pub fn settings(global: &Global) -> Result<Settings, Error> {
+    Settings::from_vars(|name| match name {
+        "HB_URL" if global.url.is_some() => global.url.clone(),
+        "APP_ID" if global.app_id.is_some() => global.app_id.clone(),
+        _ => std::env::var(name).ok(),
+    })
+}
+
+/// A client over the chosen transport, with `--timeout` as the total
+/// per-request time (and as the connect timeout when shorter than 2 s).
+pub fn client(global: &Global) -> Result<HeartbeatClient, Error> {
+    let settings = settings(global)?;
+    let total = Duration::from_millis(global.timeout);
+    let connect = total.min(DEFAULT_CONNECT_TIMEOUT);
+    let built = |source: TransportError| Error::Transport {
+        url: settings.url.to_string(),
+        source,
+    };
+    let builder = match global.transport {
+        TransportKind::Reqwest => HeartbeatClient::builder_with_transport(
+            heartbeat_sdk::transport::ReqwestTransport::builder()
+                .connect_timeout(connect)
+                .timeout(total)
+                .build()
+                .map_err(built)?,
+        ),
+        #[cfg(feature = "surf")]
+        TransportKind::Surf => HeartbeatClient::builder_with_transport(
+            heartbeat_sdk::transport::SurfTransport::builder()
+                .connect_timeout(connect)
+                .timeout(total)
+                .build()
+                .map_err(built)?,
+        ),
+    };
+    builder.settings(settings).request_timeout(total).build()
+}

@@ -1,0 +1,63 @@
+//! Exit codes, and the one-line failure message every subcommand prints.
+
+use heartbeat_sdk::Error;
+
+/// Success.
+pub const OK: u8 = 0;
+/// The server could not be reached, or did not answer in time.
+pub const UNREACHABLE: u8 = 1;
+/// Bad command line or settings (clap's usage errors use 2 as well).
+pub const USAGE: u8 = 2;
+/// The server answered, but with an error status or an unreadable reply.
+pub const SERVER_ERROR: u8 = 3;
+/// `wrap`: CMD was found but could not be started.
+pub const CANNOT_RUN: u8 = 126;
+/// `wrap`: CMD was not found.
+pub const NOT_FOUND: u8 = 127;
+
+/// The exit-code table shown at the end of `heartbeat --help`.
+pub const HELP: &str = "\
+Exit codes:
+  0    success
+  1    server unreachable or too slow (--timeout)
+  2    bad command line or settings (URL, app id, timeout)
+  3    server answered with an error status or an unreadable reply
+  check: 0 OK, 1 WARNING, 2 CRITICAL (also: server unreachable), 3 UNKNOWN
+  wrap:  CMD's exit code, 128+N if CMD was killed by signal N, 126 cannot run, 127 not found";
+
+/// The exit code for a failed request.
+pub fn for_error(error: &Error) -> u8 {
+    match error {
+        Error::Transport { .. } => UNREACHABLE,
+        Error::Status { .. } | Error::Parse { .. } => SERVER_ERROR,
+        _ => USAGE,
+    }
+}
+
+/// Print `heartbeat WHAT: ERROR` on stderr and return the exit code for `error`.
+pub fn report(what: &str, error: &Error) -> u8 {
+    eprintln!("heartbeat {what}: {error}");
+    for_error(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use heartbeat_sdk::TransportError;
+
+    #[test]
+    fn errors_map_to_their_codes() {
+        let transport = Error::Transport {
+            url: "u".into(),
+            source: TransportError::timeout("slow"),
+        };
+        assert_eq!(for_error(&transport), UNREACHABLE);
+        let status = Error::Status {
+            url: "u".into(),
+            status: 400,
+            body: "ERROR: x".into(),
+        };
+        assert_eq!(for_error(&status), SERVER_ERROR);
+        assert_eq!(for_error(&Error::InvalidAppId { reason: "empty".into() }), USAGE);
+    }
+}

@@ -1,0 +1,75 @@
+//! `heartbeat`: the command line of heartbeat-sdk (feature `cli`).
+//!
+//! One module per concern: [`args`] (clap), [`connect`] (settings and
+//! client), [`beat`] (init, ping, done, list, status), [`check`] (Nagios),
+//! [`wrap`] (wrap, dummy), [`serve`], [`demo`]; [`exit`] holds the exit codes.
+#![forbid(unsafe_code)]
+
+mod args;
+mod beat;
+mod check;
+mod connect;
+mod demo;
+mod exit;
+mod serve;
+mod signals;
+mod wrap;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use args::{Cli, Command};
+use beat::Beat;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.command);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("heartbeat: cannot start the async runtime: {error}");
+            return ExitCode::from(exit::UNREACHABLE);
+        }
+    };
+    ExitCode::from(runtime.block_on(run(cli)))
+}
+
+/// Run the subcommand; returns the exit code.
+async fn run(cli: Cli) -> u8 {
+    let global = &cli.global;
+    match cli.command {
+        Command::Init { timeout_ms } => beat::beat(global, Beat::Init, timeout_ms).await,
+        Command::Ping { timeout_ms } => beat::beat(global, Beat::Ping, timeout_ms).await,
+        Command::Done { timeout_ms } => beat::beat(global, Beat::Done, timeout_ms).await,
+        Command::List => beat::list(global).await,
+        Command::Status { app } => beat::status(global, app.as_deref()).await,
+        Command::Check { app } => check::run(global, app.as_deref()).await,
+        Command::Wrap(args) => wrap::run(global, args, false).await,
+        Command::Dummy(args) => wrap::run(global, args, true).await,
+        Command::Serve(args) => serve::run(global, &args).await,
+        Command::Demo(args) => demo::run(global, &args).await,
+    }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG`; without it `serve` and `demo`
+/// log at info, and the one-shot commands log nothing (their failures are
+/// reported in one line by the command itself).
+fn init_tracing(command: &Command) {
+    let default = match command {
+        Command::Serve(_) | Command::Demo(_) => "info",
+        _ => "off",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
