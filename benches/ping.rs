@@ -172,11 +172,23 @@ fn interleaved_ratios(rt: &Runtime, server: &ServerProcess) -> Vec<(&'static str
     })
 }
 
+/// `HB_BENCH_PROFILE=reqwest:10000`: which transport to run alone, how often.
+fn profile_request() -> Option<(String, u64)> {
+    let spec = std::env::var("HB_BENCH_PROFILE").ok()?;
+    let (name, count) = spec.split_once(':')?;
+    Some((name.to_owned(), count.parse().ok()?))
+}
+
 fn main() {
     common::run_child_if_asked();
     let mut c = Criterion::default().configure_from_args();
     let rt = runtime();
     let server = ServerProcess::start();
+    if let Some((name, count)) = profile_request() {
+        // For `valgrind --tool=callgrind`: only `count` pings, no criterion.
+        rt.block_on(async { Contenders::new(&server).await.run(&name, count).await });
+        return;
+    }
     common::print_load("ping: start");
     bench_ping(&mut c, &rt, &server);
     common::print_load("ping: after criterion");

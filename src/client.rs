@@ -2,15 +2,18 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use url::Url;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TransportError};
 use crate::policy::ErrorPolicy;
 use crate::protocol::{self, Beat, ParseError, Request, Status};
+use crate::retry::RetryPolicy;
 use crate::settings::{parse_url, Settings};
-use crate::transport::{HttpRequest, Method, Transport, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT};
+use crate::transport::{
+    HttpRequest, HttpResponse, Method, Transport, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT,
+};
 
 /// A client of one heartbeat server for one application id.
 ///
@@ -52,6 +55,7 @@ struct Inner {
     transport: Arc<dyn Transport>,
     request_timeout: Duration,
     body_limit: usize,
+    retry: RetryPolicy,
 }
 
 impl fmt::Debug for HeartbeatClient {
@@ -193,31 +197,66 @@ impl HeartbeatClient {
         parse: impl FnOnce(&[u8]) -> Result<T, ParseError>,
     ) -> Result<T> {
         let url = format!("{}{}", self.inner.base, request.target);
+        let body = (self.inner.retry)
+            .run(self.inner.request_timeout, |timeout| {
+                self.send_once(request, &url, timeout)
+            })
+            .await?;
+        parse(&body).map_err(|e| Error::Parse {
+            url,
+            reason: e.reason().to_owned(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    /// One attempt: send, and turn a non-2xx reply into an error.
+    async fn send_once(&self, request: &Request, url: &str, timeout: Duration) -> Result<Vec<u8>> {
         tracing::debug!(method = request.method.as_str(), %url, "heartbeat request");
         let http = HttpRequest {
             method: request.method,
-            url: url.clone(),
+            url: url.to_owned(),
             form: request.form.clone(),
-            timeout: self.inner.request_timeout,
+            timeout,
             body_limit: self.inner.body_limit,
         };
-        let response = match self.inner.transport.send(http).await {
+        let response = match self.send_http(http).await {
             Ok(response) => response,
-            Err(source) => return Err(Error::Transport { url, source }),
+            Err(source) => {
+                return Err(Error::Transport {
+                    url: url.to_owned(),
+                    source,
+                })
+            }
         };
-        let body = || String::from_utf8_lossy(&response.body).into_owned();
         if !(200..300).contains(&response.status) {
             return Err(Error::Status {
-                url,
+                url: url.to_owned(),
                 status: response.status,
-                body: body(),
+                body: String::from_utf8_lossy(&response.body).into_owned(),
             });
         }
-        parse(&response.body).map_err(|e| Error::Parse {
-            url,
-            reason: e.reason().to_owned(),
-            body: body(),
-        })
+        Ok(response.body)
+    }
+
+    /// Send through the transport. A `GET` whose connection was closed under
+    /// it before the reply was complete ([`TransportError::is_closed`], e.g.
+    /// a kept-alive connection the server had just timed out) is sent once
+    /// more at once, within what is left of its timeout: a `GET` is
+    /// idempotent, and the fresh connection is not stale.
+    async fn send_http(&self, http: HttpRequest) -> Result<HttpResponse, TransportError> {
+        let started = Instant::now();
+        let again = (http.method == Method::Get).then(|| http.clone());
+        match (self.inner.transport.send(http).await, again) {
+            (Err(error), Some(mut again)) if error.is_closed() => {
+                again.timeout = again.timeout.saturating_sub(started.elapsed());
+                if again.timeout.is_zero() {
+                    return Err(error);
+                }
+                tracing::debug!(url = %again.url, %error, "connection closed under a GET; sending it once more");
+                self.inner.transport.send(again).await
+            }
+            (result, _) => result,
+        }
     }
 }
 
@@ -249,6 +288,7 @@ pub struct ClientBuilder {
     #[cfg(any(feature = "reqwest", feature = "surf"))]
     connect_timeout: Duration,
     body_limit: usize,
+    retry: RetryPolicy,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -263,7 +303,7 @@ impl fmt::Debug for ClientBuilder {
 }
 
 impl ClientBuilder {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             url: None,
             settings: None,
@@ -273,6 +313,7 @@ impl ClientBuilder {
             #[cfg(any(feature = "reqwest", feature = "surf"))]
             connect_timeout: crate::transport::DEFAULT_CONNECT_TIMEOUT,
             body_limit: DEFAULT_BODY_LIMIT,
+            retry: RetryPolicy::none(),
         }
     }
 
@@ -323,6 +364,25 @@ impl ClientBuilder {
         self
     }
 
+    /// Retry failed calls by `policy` (default [`RetryPolicy::none`]: one
+    /// attempt); see [`RetryPolicy`] for what is retried.
+    ///
+    /// ```
+    /// # #[cfg(feature = "reqwest")] {
+    /// use std::time::Duration;
+    /// use heartbeat_sdk::{HeartbeatClient, RetryPolicy};
+    ///
+    /// let client = HeartbeatClient::builder()
+    ///     .retry(RetryPolicy::new(3).budget(Duration::from_secs(5)))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = client; }
+    /// ```
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
     /// Validate the settings and build the client.
     pub fn build(self) -> Result<HeartbeatClient> {
         let defaults = self.settings;
@@ -355,6 +415,7 @@ impl ClientBuilder {
                 transport,
                 request_timeout: self.request_timeout,
                 body_limit: self.body_limit,
+                retry: self.retry,
             }),
         })
     }

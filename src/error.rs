@@ -116,6 +116,10 @@ pub enum TransportErrorKind {
     Timeout,
     /// The reply body was larger than the request's body limit.
     BodyTooLarge,
+    /// The connection was closed or reset before the reply was complete,
+    /// typically a kept-alive connection the server had just closed. A
+    /// `GET` that fails this way is sent once more on a fresh connection.
+    Closed,
     /// Anything else (protocol error, connection reset mid-reply...).
     Other,
 }
@@ -164,6 +168,11 @@ impl TransportError {
         )
     }
 
+    /// The connection was closed or reset before the reply was complete.
+    pub fn closed(message: impl Into<String>) -> Self {
+        Self::new(TransportErrorKind::Closed, message)
+    }
+
     /// Any other failure.
     pub fn other(message: impl Into<String>) -> Self {
         Self::new(TransportErrorKind::Other, message)
@@ -197,6 +206,12 @@ impl TransportError {
     pub fn is_body_too_large(&self) -> bool {
         self.kind == TransportErrorKind::BodyTooLarge
     }
+
+    /// True when the connection was closed or reset before the reply was
+    /// complete.
+    pub fn is_closed(&self) -> bool {
+        self.kind == TransportErrorKind::Closed
+    }
 }
 
 impl fmt::Debug for TransportError {
@@ -215,6 +230,7 @@ impl fmt::Display for TransportError {
             TransportErrorKind::Connect => "cannot connect",
             TransportErrorKind::Timeout => "timed out",
             TransportErrorKind::BodyTooLarge => "reply too large",
+            TransportErrorKind::Closed => "connection closed",
             TransportErrorKind::Other => "transport error",
         };
         write!(f, "{kind}: {}", self.message)

@@ -160,7 +160,11 @@ impl KeepAlive {
     }
 
     fn backoff(&self, interval: Duration, failures: u32) -> Duration {
-        jitter(exponential(interval, self.max_backoff.max(interval), failures))
+        jitter(exponential(
+            interval,
+            self.max_backoff.max(interval),
+            failures,
+        ))
     }
 }
 
@@ -202,7 +206,8 @@ pub struct KeepAliveState {
     pub last_granted: Option<Duration>,
     /// The error of the last failed beat (kept after a later success).
     pub last_error: Option<Arc<Error>>,
-    /// True once the task has ended (after its `hb_done`, if any).
+    /// True once the task has stopped on [`KeepAliveHandle::shutdown`] and
+    /// sent its `hb_done` (an aborted task never sets it).
     pub stopped: bool,
 }
 
@@ -288,7 +293,11 @@ impl HeartbeatClient {
     /// # Ok(()) }
     /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "keepalive")))]
-    pub fn keep_alive_on(&self, runtime: &tokio::runtime::Handle, config: KeepAlive) -> KeepAliveHandle {
+    pub fn keep_alive_on(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        config: KeepAlive,
+    ) -> KeepAliveHandle {
         let (control, control_rx) = watch::channel(Control {
             interval: config.interval,
             stopping: false,
@@ -326,7 +335,8 @@ impl KeepAliveHandle {
     /// # }
     /// ```
     pub fn set_interval(&self, interval: Duration) {
-        self.control.send_modify(|control| control.interval = interval);
+        self.control
+            .send_modify(|control| control.interval = interval);
     }
 
     /// The interval last set.
@@ -385,8 +395,12 @@ impl KeepAliveHandle {
         let abort = task.abort_handle();
         match tokio::time::timeout(self.shutdown_timeout, task).await {
             Ok(Ok(Some(result))) => result,
-            Ok(Ok(None)) => Err(self.error(TransportError::other("keep-alive task ended without hb_done"))),
-            Ok(Err(join)) => Err(self.error(TransportError::other(format!("keep-alive task failed: {join}")))),
+            Ok(Ok(None)) => Err(self.error(TransportError::other(
+                "keep-alive task ended without hb_done",
+            ))),
+            Ok(Err(join)) => Err(self.error(TransportError::other(format!(
+                "keep-alive task failed: {join}"
+            )))),
             Err(_) => {
                 abort.abort();
                 Err(self.error(TransportError::timeout(format!(
@@ -514,7 +528,10 @@ mod tests {
         let s = Duration::from_secs;
         assert_eq!(KeepAlive::every(s(3)).promise(), s(6));
         assert_eq!(KeepAlive::every(s(3)).margin(s(1)).promise(), s(4));
-        assert_eq!(KeepAlive::every(s(3)).margin(s(1)).promise_for(s(10)), s(11));
+        assert_eq!(
+            KeepAlive::every(s(3)).margin(s(1)).promise_for(s(10)),
+            s(11)
+        );
         assert_eq!(KeepAlive::every(Duration::MAX).promise(), Duration::MAX);
     }
 
@@ -539,6 +556,9 @@ mod tests {
     fn after_never_overflows() {
         let now = Instant::now();
         assert!(after(now, Duration::MAX) > now);
-        assert_eq!(after(now, Duration::from_secs(1)), now + Duration::from_secs(1));
+        assert_eq!(
+            after(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
     }
 }

@@ -38,17 +38,25 @@
 //! | `native-tls` | no | `https://` through the platform's TLS |
 //! | `surf` | no | `transport::SurfTransport` (surf over curl); the default transport when `reqwest` is off |
 //! | `mock` | no | an in-memory mock transport for tests |
+//! | `keepalive` | yes | `HeartbeatClient::keep_alive`: a background task that inits, pings and signs off |
+//! | `blocking` | no | `blocking::HeartbeatClient`, a synchronous client usable in and out of tokio |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "blocking")]
+#[cfg_attr(docsrs, doc(cfg(feature = "blocking")))]
+pub mod blocking;
 mod client;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod demo;
 mod error;
+#[cfg(feature = "keepalive")]
+mod keepalive;
 mod policy;
 pub mod protocol;
+mod retry;
 #[cfg(any(feature = "server", feature = "mock"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "server", feature = "mock"))))]
 pub mod server;
@@ -57,7 +65,11 @@ pub mod transport;
 
 pub use client::{ClientBuilder, HeartbeatClient};
 pub use error::{Error, Result, TransportError, TransportErrorKind};
+#[cfg(feature = "keepalive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "keepalive")))]
+pub use keepalive::{KeepAlive, KeepAliveHandle, KeepAliveState};
 pub use policy::ErrorPolicy;
 pub use protocol::{State, Status};
+pub use retry::RetryPolicy;
 pub use settings::Settings;
 pub use transport::Transport;

@@ -143,7 +143,11 @@ impl RetryPolicy {
 
     /// Run `attempt` until it succeeds, fails for good, or the attempts or
     /// the budget run out. `attempt` gets the timeout to use for its request.
-    pub(crate) async fn run<T, F, Fut>(&self, request_timeout: Duration, mut attempt: F) -> Result<T>
+    pub(crate) async fn run<T, F, Fut>(
+        &self,
+        request_timeout: Duration,
+        mut attempt: F,
+    ) -> Result<T>
     where
         F: FnMut(Duration) -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -192,7 +196,10 @@ fn is_retryable(error: &Error) -> bool {
 /// `initial × 2^(n-1)`, capped at `cap` (n counts from 1).
 pub(crate) fn exponential(initial: Duration, cap: Duration, n: u32) -> Duration {
     let factor = 1u32 << n.saturating_sub(1).min(31);
-    initial.checked_mul(factor).unwrap_or(Duration::MAX).min(cap)
+    initial
+        .checked_mul(factor)
+        .unwrap_or(Duration::MAX)
+        .min(cap)
 }
 
 /// A uniformly random duration between `d / 2` and `d`.
@@ -321,9 +328,16 @@ mod tests {
     fn jitter_stays_between_half_and_all_and_varies() {
         let d = Duration::from_millis(1000);
         let samples: Vec<Duration> = (0..200).map(|_| jitter(d)).collect();
-        assert!(samples.iter().all(|s| *s >= d / 2 && *s <= d), "{samples:?}");
+        assert!(
+            samples.iter().all(|s| *s >= d / 2 && *s <= d),
+            "{samples:?}"
+        );
         let distinct: std::collections::HashSet<_> = samples.iter().collect();
-        assert!(distinct.len() > 150, "jitter must vary: {} distinct", distinct.len());
+        assert!(
+            distinct.len() > 150,
+            "jitter must vary: {} distinct",
+            distinct.len()
+        );
         assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
         assert!(jitter(Duration::MAX) >= Duration::MAX / 2);
     }
@@ -359,23 +373,24 @@ mod tests {
     fn the_thread_timer_works_without_any_runtime() {
         let start = Instant::now();
         let mut calls = 0;
-        let result: Result<u32> = block_on(RetryPolicy::new(3).initial_backoff(Duration::from_millis(10)).run(
-            Duration::from_secs(1),
-            |_| {
-                calls += 1;
-                let attempt = calls;
-                async move {
-                    if attempt < 3 {
-                        Err(Error::Transport {
-                            url: "u".into(),
-                            source: TransportError::connect("refused"),
-                        })
-                    } else {
-                        Ok(attempt)
+        let result: Result<u32> = block_on(
+            RetryPolicy::new(3)
+                .initial_backoff(Duration::from_millis(10))
+                .run(Duration::from_secs(1), |_| {
+                    calls += 1;
+                    let attempt = calls;
+                    async move {
+                        if attempt < 3 {
+                            Err(Error::Transport {
+                                url: "u".into(),
+                                source: TransportError::connect("refused"),
+                            })
+                        } else {
+                            Ok(attempt)
+                        }
                     }
-                }
-            },
-        ));
+                }),
+        );
         assert_eq!(result.unwrap(), 3);
         // two waits of at least 5 ms and 10 ms (half of 10 and 20)
         assert!(start.elapsed() >= Duration::from_millis(15));

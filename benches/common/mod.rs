@@ -189,9 +189,10 @@ pub fn print_load(when: &str) {
     println!("[load] {when}: load average {}", load_average());
 }
 
-/// Criterion's output directory, found as criterion finds it:
+/// Criterion's output directory, found the way criterion 0.8 finds it:
 /// `$CRITERION_HOME`, else `criterion/` in `$CARGO_TARGET_DIR`, else in the
-/// target directory this bench binary was built into.
+/// target directory `cargo metadata` names (under `cargo bench`), else
+/// `target/criterion`.
 pub fn criterion_home() -> PathBuf {
     if let Some(home) = std::env::var_os("CRITERION_HOME") {
         return PathBuf::from(home);
@@ -199,10 +200,16 @@ pub fn criterion_home() -> PathBuf {
     if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(target).join("criterion");
     }
-    // <target>/release/deps/<bench>-<hash>
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join("criterion")))
+    let from_metadata = || {
+        let output = Command::new(std::env::var_os("CARGO")?)
+            .args(["metadata", "--format-version", "1", "--no-deps"])
+            .output()
+            .ok()?;
+        let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+        Some(PathBuf::from(metadata.get("target_directory")?.as_str()?))
+    };
+    from_metadata()
+        .map(|target| target.join("criterion"))
         .unwrap_or_else(|| PathBuf::from("target/criterion"))
 }
 

@@ -197,6 +197,9 @@ async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(head_timeout)
         .max_buf_size(MAX_HEAD)
+        // a client that shuts its write side after the request (`nc -N`,
+        // some shell scripts) still gets its reply
+        .half_close(true)
         .keep_alive(true);
     loop {
         let (stream, peer) = tokio::select! {

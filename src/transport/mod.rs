@@ -149,8 +149,8 @@ pub type DefaultTransport = SurfTransport;
 
 /// Append `chunk` to `body`, failing once `body` would exceed `limit` bytes.
 ///
-/// Shared by the backends so that every transport enforces the cap the same way.
-#[cfg_attr(not(any(feature = "reqwest", feature = "surf", feature = "mock")), allow(dead_code))]
+/// Shared by the HTTP backends so that every transport enforces the cap the same way.
+#[cfg_attr(not(any(feature = "reqwest", feature = "surf")), allow(dead_code))]
 pub(crate) fn push_capped(
     body: &mut Vec<u8>,
     chunk: &[u8],

@@ -141,8 +141,36 @@ fn convert(err: reqwest::Error) -> TransportError {
         TransportError::timeout(message)
     } else if err.is_connect() {
         TransportError::connect(message)
+    } else if closed_under_us(&err) {
+        TransportError::closed(message)
     } else {
         TransportError::other(message)
     };
     kind.with_source(err)
+}
+
+/// True when the connection was closed or reset before the reply was
+/// complete, e.g. a pooled keep-alive connection the server had just closed.
+fn closed_under_us(err: &reqwest::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cause {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(|e| e.is_incomplete_message() || e.is_canceled())
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{
+                BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof,
+            };
+            if matches!(
+                io.kind(),
+                BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        cause = e.source();
+    }
+    false
 }

@@ -1,6 +1,6 @@
 //! [`SurfTransport`]: surf sending through curl (isahc), feature `surf`.
 //!
-//! surf has had no release since 2022 and both sentry-rust and
+//! surf has had no commit since 2022 and both sentry-rust and
 //! opentelemetry-rust dropped their surf backends, so this one is kept
 //! isolated, off by default, and tested against raw sockets.
 //!
@@ -42,7 +42,7 @@ use crate::error::TransportError;
 /// The transport owns one curl client (one background thread and one
 /// connection cache); clone the transport to share it.
 ///
-/// surf itself is unmaintained upstream (no release since 2022): prefer the
+/// surf itself is unmaintained upstream (no commit since 2022): prefer the
 /// default reqwest transport unless your program already lives on surf.
 ///
 /// ```
@@ -109,8 +109,10 @@ impl SurfTransport {
 ///
 /// This crate builds surf without a default backend, so build the client
 /// with `surf::Client::with_http_client`, take one from
-/// [`SurfTransport::client`], or enable a surf backend feature yourself.
-/// Whatever its backend, each request's timeout is still enforced.
+/// [`SurfTransport::client`], or enable a surf backend feature yourself
+/// (note that surf's own `curl-client` glue panics on a reply header value
+/// that is not visible ASCII, and on status codes `http-types` does not
+/// list). Whatever its backend, each request's timeout is still enforced.
 impl From<surf::Client> for SurfTransport {
     fn from(client: surf::Client) -> Self {
         Self { client }

@@ -85,13 +85,7 @@ async fn one_request(recorder: &dyn Recorder) -> (Seen, String) {
     (Seen { query, ..seen }, buster)
 }
 
-fn expect(
-    seen: &Seen,
-    method: &str,
-    path: &str,
-    query: &str,
-    form: Option<&str>,
-) {
+fn expect(seen: &Seen, method: &str, path: &str, query: &str, form: Option<&str>) {
     assert_eq!(seen.method, method, "{seen:?}");
     assert_eq!(seen.path, path, "{seen:?}");
     assert_eq!(seen.query, query, "{seen:?}");
@@ -118,27 +112,60 @@ async fn commands_go_out_as_the_protocol_says(h: &dyn Harness) {
     let form = format!("appid={APP_ENC}");
 
     let (client, rec) = h.client_replying(Reply::Text(200, "1500")).await;
-    let granted = client.init(Duration::from_millis(500), ErrorPolicy::Raise).await.unwrap();
+    let granted = client
+        .init(Duration::from_millis(500), ErrorPolicy::Raise)
+        .await
+        .unwrap();
     assert_eq!(granted, Duration::from_millis(1500));
     let (seen, _) = one_request(&*rec).await;
-    expect(&seen, "POST", "/hb_init", &format!("500&appid={APP_ENC}"), Some(&form));
+    expect(
+        &seen,
+        "POST",
+        "/hb_init",
+        &format!("500&appid={APP_ENC}"),
+        Some(&form),
+    );
 
     let (client, rec) = h.client_replying(Reply::Text(200, "2000")).await;
-    let granted = client.ping(Duration::from_millis(1000), ErrorPolicy::Raise).await.unwrap();
+    let granted = client
+        .ping(Duration::from_millis(1000), ErrorPolicy::Raise)
+        .await
+        .unwrap();
     assert_eq!(granted, Duration::from_millis(2000));
     let (seen, _) = one_request(&*rec).await;
-    expect(&seen, "GET", "/hb_ping", &format!("1000&appid={APP_ENC}"), None);
+    expect(
+        &seen,
+        "GET",
+        "/hb_ping",
+        &format!("1000&appid={APP_ENC}"),
+        None,
+    );
 
     let (client, rec) = h.client_replying(Reply::Text(200, GOODBYE)).await;
-    let bye = client.done(Duration::from_millis(2), ErrorPolicy::Raise).await.unwrap();
+    let bye = client
+        .done(Duration::from_millis(2), ErrorPolicy::Raise)
+        .await
+        .unwrap();
     assert_eq!(bye, GOODBYE);
     let (seen, _) = one_request(&*rec).await;
-    expect(&seen, "POST", "/hb_done", &format!("2&appid={APP_ENC}"), Some(&form));
+    expect(
+        &seen,
+        "POST",
+        "/hb_done",
+        &format!("2&appid={APP_ENC}"),
+        Some(&form),
+    );
 
     let (client, rec) = h.client_replying(Reply::Text(200, GOODBYE)).await;
     client.done_now(ErrorPolicy::Raise).await.unwrap();
     let (seen, _) = one_request(&*rec).await;
-    expect(&seen, "POST", "/hb_done", &format!("0&appid={APP_ENC}"), Some(&form));
+    expect(
+        &seen,
+        "POST",
+        "/hb_done",
+        &format!("0&appid={APP_ENC}"),
+        Some(&form),
+    );
 
     let (client, rec) = h.client_replying(Reply::Text(200, "")).await;
     assert!(client.list(ErrorPolicy::Raise).await.unwrap().is_empty());
@@ -151,12 +178,18 @@ async fn commands_go_out_as_the_protocol_says(h: &dyn Harness) {
     expect(&seen, "GET", "/status", "0", None);
 
     let (client, rec) = h.client_replying(Reply::Text(200, OK_LINE)).await;
-    client.status(Some("other app"), ErrorPolicy::Raise).await.unwrap();
+    client
+        .status(Some("other app"), ErrorPolicy::Raise)
+        .await
+        .unwrap();
     let (seen, _) = one_request(&*rec).await;
     expect(&seen, "GET", "/status", "0&appid=other%20app", None);
 
     let (client, rec) = h.client_replying(Reply::Text(200, "raw")).await;
-    assert_eq!(client.get("/list", ErrorPolicy::Raise).await.unwrap(), "raw");
+    assert_eq!(
+        client.get("/list", ErrorPolicy::Raise).await.unwrap(),
+        "raw"
+    );
     let (seen, _) = one_request(&*rec).await;
     expect(&seen, "GET", "/list", "", None);
 
@@ -194,7 +227,11 @@ async fn replies_are_parsed(h: &dyn Harness) {
         let status = client.status(Some("ID"), ErrorPolicy::Raise).await.unwrap();
         assert_eq!(status.state(), state, "{line}");
         assert_eq!(status.overdue_ratio(), od, "{line}");
-        assert_eq!(status.to_string(), line, "Display must give the line back byte for byte");
+        assert_eq!(
+            status.to_string(),
+            line,
+            "Display must give the line back byte for byte"
+        );
     }
 }
 
@@ -222,9 +259,16 @@ async fn failures_are_typed_and_fallbacks_returned(h: &dyn Harness) {
     assert!(err.is_timeout(), "slow reply: {err:?}");
 
     let err = ping_fails(h, Reply::Text(500, "boom")).await;
-    assert!(matches!(&err, Error::Status { status: 500, body, .. } if body == "boom"), "{err:?}");
+    assert!(
+        matches!(&err, Error::Status { status: 500, body, .. } if body == "boom"),
+        "{err:?}"
+    );
 
-    let err = ping_fails(h, Reply::Text(400, "ERROR: cannot process your request: [/x]")).await;
+    let err = ping_fails(
+        h,
+        Reply::Text(400, "ERROR: cannot process your request: [/x]"),
+    )
+    .await;
     assert!(matches!(&err, Error::Status { status: 400, .. }), "{err:?}");
 
     let err = ping_fails(h, Reply::Text(200, "<html>not a number</html>")).await;
@@ -240,20 +284,41 @@ async fn failures_are_typed_and_fallbacks_returned(h: &dyn Harness) {
     let (client, _) = h.client_replying(Reply::Text(500, "boom")).await;
     let policy = ErrorPolicy::Fallback(vec!["fallback".to_owned()]);
     assert_eq!(client.list(policy).await.unwrap(), ["fallback"]);
-    let bye = client.done_now(ErrorPolicy::Fallback("no".into())).await.unwrap();
+    let bye = client
+        .done_now(ErrorPolicy::Fallback("no".into()))
+        .await
+        .unwrap();
     assert_eq!(bye, "no");
     let fallback = heartbeat_sdk::Status::parse("UNKNOWN - offline").unwrap();
-    let status = client.status(None, ErrorPolicy::Fallback(fallback.clone())).await.unwrap();
+    let status = client
+        .status(None, ErrorPolicy::Fallback(fallback.clone()))
+        .await
+        .unwrap();
     assert_eq!(status, fallback);
     assert!(client.get("/x", ErrorPolicy::Raise).await.is_err());
-    assert_eq!(client.get("/x", ErrorPolicy::Fallback("f".into())).await.unwrap(), "f");
-    assert_eq!(client.post("/x", "a=b", ErrorPolicy::Fallback("f".into())).await.unwrap(), "f");
+    assert_eq!(
+        client
+            .get("/x", ErrorPolicy::Fallback("f".into()))
+            .await
+            .unwrap(),
+        "f"
+    );
+    assert_eq!(
+        client
+            .post("/x", "a=b", ErrorPolicy::Fallback("f".into()))
+            .await
+            .unwrap(),
+        "f"
+    );
 }
 
 async fn cache_busters_differ(h: &dyn Harness) {
     let (client, rec) = h.client_replying(Reply::Text(200, "1000")).await;
     for _ in 0..20 {
-        client.ping(Duration::ZERO, ErrorPolicy::Raise).await.unwrap();
+        client
+            .ping(Duration::ZERO, ErrorPolicy::Raise)
+            .await
+            .unwrap();
     }
     let busters: std::collections::HashSet<String> = rec
         .seen()

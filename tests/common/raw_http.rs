@@ -76,3 +76,149 @@ pub fn http10(body: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// Like [`serve_raw`], but writes `head` at once and then `body` one byte
+/// every `pause`: the reply starts in time and never finishes in time.
+pub fn serve_head_then_drip(head: Vec<u8>, body: Vec<u8>, pause: Duration, count: usize) -> String {
+    serve_with(count, move |mut stream| {
+        if stream.write_all(&head).is_err() {
+            return;
+        }
+        for byte in &body {
+            let _ = stream.flush();
+            thread::sleep(pause);
+            if stream.write_all(&[*byte]).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// When a [`KeepAliveServer`] closes a kept-alive connection.
+#[derive(Debug, Clone, Copy)]
+pub enum Closing {
+    /// After this long without a request, like a server's idle timeout.
+    AfterIdle(Duration),
+    /// As soon as the next request on it arrives, without answering: the
+    /// race of an idle timeout firing just as the client reuses the
+    /// connection, made certain.
+    OnNextRequest,
+}
+
+/// A raw HTTP/1.1 server that answers with keep-alive and then closes its
+/// connections as [`Closing`] says. One thread per connection.
+pub struct KeepAliveServer {
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    /// Requests answered.
+    pub answered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Connections closed for being idle ([`Closing::AfterIdle`]).
+    pub closed_idle: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Requests that arrived on a connection and were cut off unanswered
+    /// ([`Closing::OnNextRequest`]).
+    pub cut_off: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl KeepAliveServer {
+    /// Start serving every request with `200` and `body`, until the process ends.
+    pub fn start(body: &'static str, closing: Closing) -> KeepAliveServer {
+        use std::sync::atomic::Ordering::SeqCst;
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = KeepAliveServer {
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            answered: Default::default(),
+            closed_idle: Default::default(),
+            cut_off: Default::default(),
+        };
+        let (answered, closed_idle, cut_off) = (
+            server.answered.clone(),
+            server.closed_idle.clone(),
+            server.cut_off.clone(),
+        );
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (answered, closed_idle, cut_off) =
+                    (answered.clone(), closed_idle.clone(), cut_off.clone());
+                thread::spawn(move || {
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let mut wait = Duration::from_secs(5);
+                    let mut served = false;
+                    loop {
+                        match read_request(&mut stream, wait) {
+                            Request::Complete
+                                if served && matches!(closing, Closing::OnNextRequest) =>
+                            {
+                                cut_off.fetch_add(1, SeqCst);
+                                return;
+                            }
+                            Request::Complete => {
+                                if stream.write_all(reply.as_bytes()).is_err() {
+                                    return;
+                                }
+                                answered.fetch_add(1, SeqCst);
+                                served = true;
+                                if let Closing::AfterIdle(idle) = closing {
+                                    wait = idle;
+                                }
+                            }
+                            Request::Idle => {
+                                closed_idle.fetch_add(1, SeqCst);
+                                return;
+                            }
+                            Request::Closed => return,
+                        }
+                    }
+                });
+            }
+        });
+        server
+    }
+}
+
+enum Request {
+    Complete,
+    Idle,
+    Closed,
+}
+
+/// Read one request head (and its Content-Length body) within `wait`.
+fn read_request(stream: &mut TcpStream, wait: Duration) -> Request {
+    stream.set_read_timeout(Some(wait)).ok();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Request::Closed,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return if buf.is_empty() {
+                    Request::Idle
+                } else {
+                    Request::Closed
+                };
+            }
+            Err(_) => return Request::Closed,
+        }
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                return Request::Complete;
+            }
+        }
+    }
+}

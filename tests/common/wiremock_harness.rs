@@ -18,7 +18,9 @@ struct ServerRecorder(Option<MockServer>);
 #[async_trait]
 impl Recorder for ServerRecorder {
     async fn seen(&self) -> Vec<Seen> {
-        let Some(server) = &self.0 else { return Vec::new() };
+        let Some(server) = &self.0 else {
+            return Vec::new();
+        };
         let requests = server.received_requests().await.unwrap_or_default();
         requests.iter().map(seen).collect()
     }
@@ -69,7 +71,10 @@ where
                 .set_delay(CLIENT_TIMEOUT + Duration::from_secs(2)),
         };
         let server = MockServer::start().await;
-        Mock::given(any()).respond_with(template).mount(&server).await;
+        Mock::given(any())
+            .respond_with(template)
+            .mount(&server)
+            .await;
         let client = builder.url(server.uri()).build().unwrap();
         (client, Box::new(ServerRecorder(Some(server))))
     }

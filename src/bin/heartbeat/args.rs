@@ -10,7 +10,12 @@ use crate::exit;
 /// `heartbeat`: talk to a heartbeat server, watch one, wrap a program in
 /// heartbeats, or run the server.
 #[derive(Debug, Parser)]
-#[command(name = "heartbeat", version, about, after_help = exit::HELP)]
+#[command(
+    name = "heartbeat",
+    version,
+    about = "Send heartbeats, query and check a heartbeat server (Nagios), wrap a program in heartbeats, or run the server.",
+    after_help = exit::HELP
+)]
 pub struct Cli {
     /// Options shared by every subcommand.
     #[command(flatten)]
@@ -120,7 +125,7 @@ pub struct WrapArgs {
     /// All three: --init --ping --done.
     #[arg(long)]
     pub all: bool,
-    /// Ping period in milliseconds; each ping promises this timeout.
+    /// Ping period in milliseconds; each ping promises twice this.
     #[arg(
         long,
         env = "HB_PING_INTERVAL",
@@ -176,27 +181,56 @@ mod tests {
 
     #[test]
     fn wrap_takes_the_command_verbatim() {
-        let cli = Cli::try_parse_from(["heartbeat", "wrap", "--ping", "--interval", "50", "--", "sh", "-c", "exit 7"]).unwrap();
-        let Command::Wrap(wrap) = cli.command else { panic!("{:?}", cli.command) };
+        let cli = Cli::try_parse_from([
+            "heartbeat",
+            "wrap",
+            "--ping",
+            "--interval",
+            "50",
+            "--",
+            "sh",
+            "-c",
+            "exit 7",
+        ])
+        .unwrap();
+        let Command::Wrap(wrap) = cli.command else {
+            panic!("{:?}", cli.command)
+        };
         assert!(wrap.ping && !wrap.init && !wrap.done && !wrap.all);
         assert_eq!(wrap.interval, 50);
         assert_eq!(wrap.command, ["sh", "-c", "exit 7"]);
         // without `--`, options after CMD belong to CMD
         let cli = Cli::try_parse_from(["heartbeat", "dummy", "ls", "--init"]).unwrap();
-        let Command::Dummy(wrap) = cli.command else { panic!() };
+        let Command::Dummy(wrap) = cli.command else {
+            panic!()
+        };
         assert!(!wrap.init);
         assert_eq!(wrap.command, ["ls", "--init"]);
     }
 
     #[test]
     fn global_options_go_anywhere_and_bad_values_are_refused() {
-        let cli = Cli::try_parse_from(["heartbeat", "ping", "500", "--url", "x:1", "--timeout", "100"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "heartbeat",
+            "ping",
+            "500",
+            "--url",
+            "x:1",
+            "--timeout",
+            "100",
+        ])
+        .unwrap();
         assert_eq!(cli.global.url.as_deref(), Some("x:1"));
         assert_eq!(cli.global.timeout, 100);
         assert!(matches!(cli.command, Command::Ping { timeout_ms: 500 }));
         assert!(Cli::try_parse_from(["heartbeat", "ping", "abc"]).is_err());
         assert!(Cli::try_parse_from(["heartbeat", "ping", "--timeout", "0"]).is_err());
-        assert!(Cli::try_parse_from(["heartbeat", "list", "--transport", "carrier-pigeon"]).is_err());
-        assert!(Cli::try_parse_from(["heartbeat", "wrap"]).is_err(), "CMD is required");
+        assert!(
+            Cli::try_parse_from(["heartbeat", "list", "--transport", "carrier-pigeon"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["heartbeat", "wrap"]).is_err(),
+            "CMD is required"
+        );
     }
 }

@@ -48,7 +48,10 @@ pub async fn list(global: &Global) -> u8 {
     let reply = async {
         let client = connect::client(global)?;
         let apps = client.list(ErrorPolicy::Raise).await?;
-        Ok(apps.iter().map(|app| format!("{app}\n")).collect::<String>())
+        Ok(apps
+            .iter()
+            .map(|app| format!("{app}\n"))
+            .collect::<String>())
     };
     match reply.await {
         Ok(lines) => {
@@ -61,7 +64,10 @@ pub async fn list(global: &Global) -> u8 {
 
 /// Print the status line of the host (`app` = `None`) or of one application.
 pub async fn status(global: &Global, app: Option<&str>) -> u8 {
-    print_or_report("status", query_status(global, app).await.map(|s| s.raw().to_owned()))
+    print_or_report(
+        "status",
+        query_status(global, app).await.map(|s| s.raw().to_owned()),
+    )
 }
 
 /// Ask the server for the status of the host or of `app`.

@@ -18,7 +18,7 @@ pub async fn run(global: &Global, app: Option<&str>) -> u8 {
         }
         Err(error) => {
             println!("{NO_STATUS}");
-            eprintln!("heartbeat check: {error}");
+            eprintln!("heartbeat check: {}", crate::exit::one_line(&error));
             2
         }
     }

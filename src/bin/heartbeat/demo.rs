@@ -23,7 +23,10 @@ pub async fn run(global: &Global, args: &DemoArgs) -> u8 {
     } else {
         match Server::bind(([127, 0, 0, 1], 0).into()).start().await {
             Ok(server) => {
-                println!("no server configured: started the embedded heartbeat server at {}", server.url());
+                println!(
+                    "no server configured: started the embedded heartbeat server at {}",
+                    server.url()
+                );
                 Some(server)
             }
             Err(error) => {
@@ -55,13 +58,20 @@ async fn session(
         })?,
         None => connect::client(global)?,
     };
-    println!("APP_ID: {}  HB_URL: {}  (Ctrl+C to stop)", client.app_id(), client.url());
+    println!(
+        "APP_ID: {}  HB_URL: {}  (Ctrl+C to stop)",
+        client.app_id(),
+        client.url()
+    );
     let options = DemoOptions {
         max_beats: args.beats,
         ..DemoOptions::default()
     };
     let report = run_demo(&client, &options, stop).await?;
-    println!("beats: {}, overdue: {}, failed: {}", report.beats, report.overdue, report.failed);
+    println!(
+        "beats: {}, overdue: {}, failed: {}",
+        report.beats, report.overdue, report.failed
+    );
     println!("list before hb_done: {:?}", report.list_before);
     println!("status before hb_done: {}", report.status_before);
     println!("hb_done: {}", report.goodbye);

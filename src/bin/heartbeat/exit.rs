@@ -34,10 +34,28 @@ pub fn for_error(error: &Error) -> u8 {
     }
 }
 
-/// Print `heartbeat WHAT: ERROR` on stderr and return the exit code for `error`.
+/// Print `heartbeat WHAT: ERROR (ROOT CAUSE)` as one line on stderr and
+/// return the exit code for `error`.
 pub fn report(what: &str, error: &Error) -> u8 {
-    eprintln!("heartbeat {what}: {error}");
+    eprintln!("heartbeat {what}: {}", one_line(error));
     for_error(error)
+}
+
+/// `error`, followed by its innermost cause when that adds something (for
+/// a refused connection: `Connection refused (os error 111)`).
+pub fn one_line(error: &Error) -> String {
+    let message = error.to_string();
+    let mut root: &dyn std::error::Error = error;
+    while let Some(source) = root.source() {
+        root = source;
+    }
+    let cause = root.to_string();
+    let line = if message.contains(&cause) {
+        message
+    } else {
+        format!("{message} ({cause})")
+    };
+    line.replace(['\r', '\n'], " ")
 }
 
 #[cfg(test)]
@@ -58,6 +76,11 @@ mod tests {
             body: "ERROR: x".into(),
         };
         assert_eq!(for_error(&status), SERVER_ERROR);
-        assert_eq!(for_error(&Error::InvalidAppId { reason: "empty".into() }), USAGE);
+        assert_eq!(
+            for_error(&Error::InvalidAppId {
+                reason: "empty".into()
+            }),
+            USAGE
+        );
     }
 }

@@ -49,8 +49,9 @@ async fn run(cli: Cli) -> u8 {
         Command::Ping { timeout_ms } => beat::beat(global, Beat::Ping, timeout_ms).await,
         Command::Done { timeout_ms } => beat::beat(global, Beat::Done, timeout_ms).await,
         Command::List => beat::list(global).await,
-        Command::Status { app } => beat::status(global, app.as_deref()).await,
-        Command::Check { app } => check::run(global, app.as_deref()).await,
+        // an empty APP_ID (an unset `$ARG1$` in a Nagios command) means the host
+        Command::Status { app } => beat::status(global, non_empty(app.as_deref())).await,
+        Command::Check { app } => check::run(global, non_empty(app.as_deref())).await,
         Command::Wrap(args) => wrap::run(global, args, false).await,
         Command::Dummy(args) => wrap::run(global, args, true).await,
         Command::Serve(args) => serve::run(global, &args).await,
@@ -58,12 +59,18 @@ async fn run(cli: Cli) -> u8 {
     }
 }
 
+/// `app`, unless it is empty.
+fn non_empty(app: Option<&str>) -> Option<&str> {
+    app.filter(|app| !app.is_empty())
+}
+
 /// Logs go to stderr, filtered by `RUST_LOG`; without it `serve` and `demo`
-/// log at info, and the one-shot commands log nothing (their failures are
-/// reported in one line by the command itself).
+/// log at info, `wrap` logs the keep-alive's failed pings, and the one-shot
+/// commands log nothing (each reports its failure in one line itself).
 fn init_tracing(command: &Command) {
     let default = match command {
         Command::Serve(_) | Command::Demo(_) => "info",
+        Command::Wrap(_) | Command::Dummy(_) => "heartbeat_sdk::keepalive=warn",
         _ => "off",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

@@ -18,7 +18,9 @@ use crate::{connect, exit, signals};
 pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     let server = match (args.bind, &global.url) {
         (Some(addr), _) => Ok(Server::bind(addr)),
-        (None, Some(_)) => connect::settings(global).and_then(|s| bind_address(&s.url)).map(Server::bind),
+        (None, Some(_)) => connect::settings(global)
+            .and_then(|s| bind_address(&s.url))
+            .map(Server::bind),
         (None, None) => Server::from_env(),
     };
     let mut server = match server {
@@ -60,9 +62,15 @@ fn bind_address(url: &url::Url) -> Result<SocketAddr, Error> {
         Some(url::Host::Ipv4(ip)) => ip.into(),
         Some(url::Host::Ipv6(ip)) => ip.into(),
         Some(url::Host::Domain("localhost")) => IpAddr::from([127, 0, 0, 1]),
-        _ => return Err(invalid("the server binds to an IP address or localhost: use --bind")),
+        _ => {
+            return Err(invalid(
+                "the server binds to an IP address or localhost: use --bind",
+            ))
+        }
     };
-    let port = url.port_or_known_default().ok_or_else(|| invalid("no port"))?;
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| invalid("no port"))?;
     Ok(SocketAddr::new(ip, port))
 }
 
@@ -73,10 +81,19 @@ mod tests {
     #[test]
     fn urls_name_bind_addresses() {
         let addr = |u: &str| bind_address(&heartbeat_sdk::settings::parse_url(u).unwrap());
-        assert_eq!(addr("127.0.0.1:9000").unwrap(), "127.0.0.1:9000".parse().unwrap());
-        assert_eq!(addr("http://localhost:1").unwrap(), "127.0.0.1:1".parse().unwrap());
+        assert_eq!(
+            addr("127.0.0.1:9000").unwrap(),
+            "127.0.0.1:9000".parse().unwrap()
+        );
+        assert_eq!(
+            addr("http://localhost:1").unwrap(),
+            "127.0.0.1:1".parse().unwrap()
+        );
         assert_eq!(addr("http://[::1]:2").unwrap(), "[::1]:2".parse().unwrap());
-        assert_eq!(addr("http://0.0.0.0").unwrap(), "0.0.0.0:80".parse().unwrap());
+        assert_eq!(
+            addr("http://0.0.0.0").unwrap(),
+            "0.0.0.0:80".parse().unwrap()
+        );
         assert!(addr("http://example.org:3").is_err());
     }
 }

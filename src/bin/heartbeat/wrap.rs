@@ -2,8 +2,10 @@
 //! reference's `hb_wrapper.sh` and `hb_dummy.sh`.
 //!
 //! Order: signal handlers, `hb_init`, spawn CMD, pings every `--interval`
-//! while it runs (each promising `--interval`), then `hb_done` once it has
-//! exited. Heartbeat failures are reported on stderr and never stop CMD.
+//! while it runs (the library's keep-alive task: each beat promises twice
+//! the interval, failures are retried with backoff and logged), then
+//! `hb_done` once it has exited. Heartbeat failures are reported on stderr
+//! and never stop CMD.
 //! SIGINT and SIGTERM received by the wrapper are sent on to CMD (which
 //! stays in the wrapper's process group, so a terminal's Ctrl+C reaches it
 //! directly too); the wrapper then waits for CMD and exits with its code,
@@ -14,20 +16,19 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use heartbeat_sdk::{ErrorPolicy, HeartbeatClient};
+use heartbeat_sdk::{ErrorPolicy, HeartbeatClient, KeepAlive, KeepAliveHandle};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::Command;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::oneshot;
-use tokio::time::{interval, MissedTickBehavior};
 
 use crate::args::{Global, WrapArgs};
 use crate::{connect, exit};
 
 /// Run `args.command` with the heartbeats `args` asks for (all of them when
-/// `all`); returns the exit code to leave with.
+/// `all`, as for `dummy`); returns the exit code to leave with.
 pub async fn run(global: &Global, args: WrapArgs, all: bool) -> u8 {
+    let all = all || args.all;
     let (init, ping, done) = (args.init || all, args.ping || all, args.done || all);
     let mut signals = match Signals::new() {
         Ok(signals) => signals,
@@ -48,18 +49,24 @@ pub async fn run(global: &Global, args: WrapArgs, all: bool) -> u8 {
         client,
         interval: Duration::from_millis(args.interval),
     };
-    let mut inited = false;
     if init {
-        inited = beats.send_init(Duration::from_millis(args.init_timeout)).await;
+        beats
+            .send_init(Duration::from_millis(args.init_timeout))
+            .await;
     }
 
     let (program, program_args) = args.command.split_first().expect("clap requires CMD");
     let mut child = match Command::new(program).args(program_args).spawn() {
         Ok(child) => child,
         Err(error) => {
-            eprintln!("heartbeat wrap: cannot run {}: {error}", program.to_string_lossy());
+            eprintln!(
+                "heartbeat wrap: cannot run {}: {error}",
+                program.to_string_lossy()
+            );
             if done {
-                beats.send_done(Duration::from_millis(args.done_timeout)).await;
+                beats
+                    .send_done(Duration::from_millis(args.done_timeout))
+                    .await;
             }
             return match error.kind() {
                 io::ErrorKind::NotFound => exit::NOT_FOUND,
@@ -67,9 +74,17 @@ pub async fn run(global: &Global, args: WrapArgs, all: bool) -> u8 {
             };
         }
     };
-    let pid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
+    let pid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(Pid::from_raw);
 
-    let pinger = ping.then(|| beats.start_pinging(inited));
+    let pinger = ping.then(|| {
+        beats.start_pinging(
+            Duration::from_millis(args.done_timeout),
+            Duration::from_millis(global.timeout),
+        )
+    });
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
@@ -81,11 +96,14 @@ pub async fn run(global: &Global, args: WrapArgs, all: bool) -> u8 {
             }
         }
     };
-    if let Some(pinger) = pinger {
-        pinger.stop().await;
-    }
-    if done {
-        beats.send_done(Duration::from_millis(args.done_timeout)).await;
+    match pinger {
+        Some(pinger) => stop_pinging(pinger, done).await,
+        None if done => {
+            beats
+                .send_done(Duration::from_millis(args.done_timeout))
+                .await
+        }
+        None => {}
     }
     match status {
         Ok(status) => exit_code(status),
@@ -135,15 +153,14 @@ struct Beats {
 }
 
 impl Beats {
-    /// Send `hb_init`; true when the server accepted it.
-    async fn send_init(&self, timeout: Duration) -> bool {
-        let Some(client) = &self.client else { return false };
-        match client.init(timeout, ErrorPolicy::Raise).await {
-            Ok(_) => true,
-            Err(error) => {
-                eprintln!("heartbeat wrap: init failed (running CMD anyway): {error}");
-                false
-            }
+    /// Send `hb_init`.
+    async fn send_init(&self, timeout: Duration) {
+        let Some(client) = &self.client else { return };
+        if let Err(error) = client.init(timeout, ErrorPolicy::Raise).await {
+            eprintln!(
+                "heartbeat wrap: init failed (running CMD anyway): {}",
+                exit::one_line(&error)
+            );
         }
     }
 
@@ -151,59 +168,33 @@ impl Beats {
     async fn send_done(&self, timeout: Duration) {
         let Some(client) = &self.client else { return };
         if let Err(error) = client.done(timeout, ErrorPolicy::Raise).await {
-            eprintln!("heartbeat wrap: done failed: {error}");
+            eprintln!("heartbeat wrap: done failed: {}", exit::one_line(&error));
         }
     }
 
-    /// Ping every interval in a task (the first one at once unless `inited`).
-    fn start_pinging(&self, inited: bool) -> Pinger {
-        let client = self.client.clone().expect("a client when pinging");
-        let period = self.interval;
-        let (stop, mut stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let mut ticks = interval(period);
-            // after a stall, ping once and go on at the same rate: no burst
-            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            if inited {
-                ticks.tick().await; // the first tick is immediate: init just went out
-            }
-            let mut failing = false;
-            loop {
-                tokio::select! {
-                    _ = &mut stopped => break,
-                    _ = ticks.tick() => {}
-                }
-                // a ping in flight is finished before stopping, so that it
-                // cannot reach the server after the done that follows
-                match client.ping(period, ErrorPolicy::Raise).await {
-                    Ok(_) if failing => {
-                        failing = false;
-                        eprintln!("heartbeat wrap: pings succeed again");
-                    }
-                    Ok(_) => {}
-                    Err(error) if !failing => {
-                        failing = true;
-                        eprintln!("heartbeat wrap: ping failed (will keep trying): {error}");
-                    }
-                    Err(_) => {}
-                }
-            }
-        });
-        Pinger { stop, task }
+    /// Ping every interval through the library's keep-alive task (its first
+    /// beat is an init, which re-registers just the same; each beat promises
+    /// twice the interval; failures are logged and retried with backoff).
+    fn start_pinging(&self, done_timeout: Duration, request_timeout: Duration) -> KeepAliveHandle {
+        let client = self.client.as_ref().expect("a client when pinging");
+        client.keep_alive(
+            KeepAlive::every(self.interval)
+                .done_timeout(done_timeout)
+                // a ping in flight, then the done: each bounded by --timeout
+                .shutdown_timeout(request_timeout * 2 + Duration::from_secs(1)),
+        )
     }
 }
 
-/// The running ping task.
-struct Pinger {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Pinger {
-    /// Stop pinging, after the ping in flight if any.
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
+/// Stop pinging: with `done`, let a ping in flight finish and send the done
+/// (so no ping can reach the server after it); otherwise stop at once.
+async fn stop_pinging(pinger: KeepAliveHandle, done: bool) {
+    if done {
+        if let Err(error) = pinger.shutdown().await {
+            eprintln!("heartbeat wrap: done failed: {}", exit::one_line(&error));
+        }
+    } else {
+        drop(pinger);
     }
 }
 
@@ -215,7 +206,11 @@ mod tests {
     fn exit_codes_follow_the_shell() {
         assert_eq!(exit_code(ExitStatus::from_raw(7 << 8)), 7);
         assert_eq!(exit_code(ExitStatus::from_raw(0)), 0);
-        assert_eq!(exit_code(ExitStatus::from_raw(15)), 143, "killed by SIGTERM");
+        assert_eq!(
+            exit_code(ExitStatus::from_raw(15)),
+            143,
+            "killed by SIGTERM"
+        );
         assert_eq!(exit_code(ExitStatus::from_raw(9)), 137, "killed by SIGKILL");
     }
 }

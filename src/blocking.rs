@@ -1,0 +1,626 @@
+//! A synchronous client for programs without an async runtime (feature
+//! `blocking`).
+//!
+//! [`HeartbeatClient`] has the async client's methods, minus `async`. Each
+//! client owns a worker thread that runs a small current-thread tokio runtime;
+//! a call hands its request to the worker and blocks the calling thread until
+//! the reply comes back over a standard channel.
+//!
+//! Unlike `reqwest::blocking`, it is safe to create, use and drop from
+//! anywhere, tokio runtimes included: the calling thread only waits on a
+//! channel, never enters or drops a runtime. (Blocking a runtime thread is
+//! still a bad idea in async code: prefer the async client there, or
+//! `spawn_blocking`.)
+//!
+//! ```no_run
+//! # fn main() -> heartbeat_sdk::Result<()> {
+//! use std::time::Duration;
+//! use heartbeat_sdk::blocking::HeartbeatClient;
+//! use heartbeat_sdk::ErrorPolicy;
+//!
+//! let client = HeartbeatClient::builder().url("127.0.0.1:8888").app_id("kiosk-7").build()?;
+//! client.init(Duration::from_millis(500), ErrorPolicy::Raise)?;
+//! client.ping(Duration::from_secs(1), ErrorPolicy::Raise)?;
+//! println!("{}", client.status(Some("kiosk-7"), ErrorPolicy::Raise)?);
+//! client.done_now(ErrorPolicy::Raise)?;
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::error::{Error, Result, TransportError};
+use crate::keepalive::{KeepAlive, KeepAliveState};
+use crate::policy::ErrorPolicy;
+use crate::protocol::Status;
+use crate::retry::RetryPolicy;
+use crate::settings::Settings;
+use crate::transport::Transport;
+
+type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The worker: a thread running a current-thread runtime that spawns every
+/// job it is sent. It ends when the last sender (client or keep-alive
+/// handle) is dropped; nobody ever joins it.
+#[derive(Clone)]
+struct Worker {
+    jobs: mpsc::UnboundedSender<Job>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// The worker thread stopped (it never should); the call did not run.
+struct WorkerGone;
+
+impl Worker {
+    fn start() -> Result<Worker> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                worker_error(
+                    TransportError::other("cannot build the worker runtime").with_source(e),
+                )
+            })?;
+        let handle = runtime.handle().clone();
+        let (jobs, mut receiver) = mpsc::unbounded_channel::<Job>();
+        std::thread::Builder::new()
+            .name("heartbeat-blocking".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    while let Some(job) = receiver.recv().await {
+                        tokio::spawn(job);
+                    }
+                });
+                // all senders gone: drop the runtime here, on its own thread
+                runtime.shutdown_background();
+            })
+            .map_err(|e| {
+                worker_error(TransportError::other("cannot start the worker thread").with_source(e))
+            })?;
+        Ok(Worker {
+            jobs,
+            runtime: handle,
+        })
+    }
+
+    /// Run `future` on the worker and block until it is done.
+    fn run<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, WorkerGone> {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let job: Job = Box::pin(async move {
+            let _ = reply.send(future.await);
+        });
+        self.jobs.send(job).map_err(|_| WorkerGone)?;
+        answer.recv().map_err(|_| WorkerGone)
+    }
+}
+
+fn worker_error(source: TransportError) -> Error {
+    Error::Transport {
+        url: String::new(),
+        source,
+    }
+}
+
+fn worker_gone() -> TransportError {
+    TransportError::other("the blocking client's worker thread has stopped")
+}
+
+/// A synchronous client of one heartbeat server for one application id.
+///
+/// Same methods as the async [`crate::HeartbeatClient`], blocking. Cheap to
+/// clone: clones share the worker thread. Dropping the last clone (and the
+/// last [`KeepAliveHandle`]) lets the worker thread end by itself; `Drop`
+/// never joins or blocks.
+///
+/// ```no_run
+/// # fn main() -> heartbeat_sdk::Result<()> {
+/// use std::time::Duration;
+/// use heartbeat_sdk::blocking::HeartbeatClient;
+/// use heartbeat_sdk::ErrorPolicy;
+///
+/// let client = HeartbeatClient::from_env()?; // HB_URL / HB_HOST / HB_PORT / APP_ID
+/// let granted = client.init(Duration::from_millis(500), ErrorPolicy::Raise)?;
+/// println!("server expects us within {granted:?}");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct HeartbeatClient {
+    client: crate::HeartbeatClient,
+    worker: Worker,
+}
+
+impl fmt::Debug for HeartbeatClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("blocking::HeartbeatClient")
+            .field(&self.client)
+            .finish()
+    }
+}
+
+#[cfg(any(feature = "reqwest", feature = "surf"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "reqwest", feature = "surf"))))]
+impl HeartbeatClient {
+    /// A client configured from `HB_URL`, `HB_HOST`, `HB_PORT` and `APP_ID`
+    /// over the default transport, like [`crate::HeartbeatClient::from_env`].
+    ///
+    /// ```no_run
+    /// let client = heartbeat_sdk::blocking::HeartbeatClient::from_env().unwrap();
+    /// # let _ = client;
+    /// ```
+    pub fn from_env() -> Result<HeartbeatClient> {
+        HeartbeatClient::builder()
+            .settings(Settings::from_env()?)
+            .build()
+    }
+
+    /// A builder over the default transport unless given another.
+    ///
+    /// ```
+    /// let client = heartbeat_sdk::blocking::HeartbeatClient::builder().url("127.0.0.1:8888").build().unwrap();
+    /// assert_eq!(client.url(), "http://127.0.0.1:8888");
+    /// ```
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder {
+            inner: crate::ClientBuilder::new(),
+        }
+    }
+}
+
+impl HeartbeatClient {
+    /// A builder that sends through `transport`; always available.
+    ///
+    /// ```
+    /// # #[cfg(feature = "mock")] {
+    /// use heartbeat_sdk::transport::MockTransport;
+    /// let client = heartbeat_sdk::blocking::HeartbeatClient::builder_with_transport(MockTransport::new())
+    ///     .app_id("kiosk")
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(client.app_id(), "kiosk");
+    /// # }
+    /// ```
+    pub fn builder_with_transport(transport: impl Transport + 'static) -> ClientBuilder {
+        ClientBuilder {
+            inner: crate::ClientBuilder::new().transport(transport),
+        }
+    }
+
+    /// Wrap an async client (it keeps its transport, settings and retry
+    /// policy) and start a worker thread for it.
+    ///
+    /// ```
+    /// # #[cfg(feature = "mock")] {
+    /// use heartbeat_sdk::transport::MockTransport;
+    /// let client = heartbeat_sdk::HeartbeatClient::builder_with_transport(MockTransport::new()).build().unwrap();
+    /// let blocking = heartbeat_sdk::blocking::HeartbeatClient::from_async(client).unwrap();
+    /// # let _ = blocking;
+    /// # }
+    /// ```
+    pub fn from_async(client: crate::HeartbeatClient) -> Result<HeartbeatClient> {
+        Ok(HeartbeatClient {
+            client,
+            worker: Worker::start()?,
+        })
+    }
+
+    /// The async client behind this one.
+    ///
+    /// ```no_run
+    /// # fn run(client: heartbeat_sdk::blocking::HeartbeatClient) {
+    /// let async_client: &heartbeat_sdk::HeartbeatClient = client.as_async();
+    /// # let _ = async_client; }
+    /// ```
+    pub fn as_async(&self) -> &crate::HeartbeatClient {
+        &self.client
+    }
+
+    /// The server's base URL, without a trailing `/`.
+    ///
+    /// ```no_run
+    /// # fn run(client: heartbeat_sdk::blocking::HeartbeatClient) {
+    /// println!("{}", client.url());
+    /// # }
+    /// ```
+    pub fn url(&self) -> &str {
+        self.client.url()
+    }
+
+    /// This client's application id.
+    ///
+    /// ```no_run
+    /// # fn run(client: heartbeat_sdk::blocking::HeartbeatClient) {
+    /// println!("{}", client.app_id());
+    /// # }
+    /// ```
+    pub fn app_id(&self) -> &str {
+        self.client.app_id()
+    }
+
+    /// `hb_init`: register, promising a ping within `timeout`; returns the
+    /// granted timeout. See [`crate::HeartbeatClient::init`].
+    ///
+    /// ```no_run
+    /// # fn run(client: heartbeat_sdk::blocking::HeartbeatClient) -> heartbeat_sdk::Result<()> {
+    /// use std::time::Duration;
+    /// let granted = client.init(Duration::from_secs(2), heartbeat_sdk::ErrorPolicy::Raise)?;
+    /// # let _ = granted; Ok(()) }
+    /// ```
+    pub fn init(&self, timeout: Duration, policy: ErrorPolicy<Duration>) -> Result<Duration> {
+        self.call(policy, move |c, p| async move { c.init(timeout, p).await })
+    }
+
+    /// `hb_ping`: alive, next ping within `timeout`; returns the granted
+    /// timeout. See [`crate::HeartbeatClient::ping`].
+    ///
+    /// ```no_run
+    /// # fn run(client: heartbeat_sdk::blocking::HeartbeatClient) -> heartbeat_sdk::Result<()> {
+    /// use std::time::Duration;
+    /// use heartbeat_sdk::ErrorPolicy;
+    /// client.ping(Duration::from_secs(2), ErrorPolicy::Fallback(Duration::ZERO))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn ping(&self, timeout: Duration, policy: ErrorPolicy<Duration>) -> Result<Duration> {
+        self.call(policy, move |c, p| async move { c.ping(timeout, p).await })
+    }
+
+    /// `hb_done`: deregister, gone within `timeout`; returns the goodbye.
+    ///
+    /// ```no_run
+    /// # fn run(client: heartbeat_sdk::blocking::HeartbeatClient) -> heartbeat_sdk::Result<()> {
+    /// use std::time::Duration;
+    /// client.done(Duration::from_secs(1), heartbeat_sdk::ErrorPolicy::Raise)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn done(&self, timeout: Duration, policy: ErrorPolicy<String>) -> Result<String> {
+        self.call(policy, move |c, p| async move { c.done(timeout, p).await })
+    }
+
+    /// `hb_done` with the default timeout of 0.
+    ///
+    /// ```no_run
+    /// # fn run(client: heartbeat_sdk::blocking::HeartbeatClient) -> heartbeat_sdk::Result<()> {
+    /// client.done_now(heartbeat_sdk::ErrorPolicy::Raise)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn done_now(&self, policy: ErrorPolicy<String>) -> Result<String> {
+        self.call(policy, |c, p| async move { c.done_now(p).await })
+    }
+
+    /// `/list`: the applications the server tracks.
+    ///
+    /// ```no_run
+    /// # fn run(client: heartbeat_sdk::blocking::HeartbeatClient) -> heartbeat_sdk::Result<()> {
+    /// for app in client.list(heartbeat_sdk::ErrorPolicy::Raise)? {
+    ///     println!("{app}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn list(&self, policy: ErrorPolicy<Vec<String>>) -> Result<Vec<String>> {
+        self.call(policy, |c, p| async move { c.list(p).await })
+    }
+
+    /// `/status`: the host's status (`None`) or one application's.
+    ///
+    /// ```no_run
+    /// # fn run(client: heartbeat_sdk::blocking::HeartbeatClient) -> heartbeat_sdk::Result<()> {
+    /// let status = client.status(Some("kiosk-7"), heartbeat_sdk::ErrorPolicy::Raise)?;
+    /// std::process::exit(status.state().exit_code());
+    /// # }
+    /// ```
+    pub fn status(&self, app: Option<&str>, policy: ErrorPolicy<Status>) -> Result<Status> {
+        let app = app.map(str::to_owned);
+        self.call(policy, move |c, p| async move {
+            c.status(app.as_deref(), p).await
+        })
+    }
+
+    /// `GET path`: the reply body as text.
+    ///
+    /// ```no_run
+    /// # fn run(client: heartbeat_sdk::blocking::HeartbeatClient) -> heartbeat_sdk::Result<()> {
+    /// let metrics = client.get("/metrics", heartbeat_sdk::ErrorPolicy::Raise)?;
+    /// # let _ = metrics; Ok(()) }
+    /// ```
+    pub fn get(&self, path: &str, policy: ErrorPolicy<String>) -> Result<String> {
+        let path = path.to_owned();
+        self.call(policy, move |c, p| async move { c.get(&path, p).await })
+    }
+
+    /// `POST path` with an encoded form body: the reply body as text.
+    ///
+    /// ```no_run
+    /// # fn run(client: heartbeat_sdk::blocking::HeartbeatClient) -> heartbeat_sdk::Result<()> {
+    /// client.post("/hb_done?0&appid=x", "appid=x", heartbeat_sdk::ErrorPolicy::Raise)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn post(&self, path: &str, form: &str, policy: ErrorPolicy<String>) -> Result<String> {
+        let (path, form) = (path.to_owned(), form.to_owned());
+        self.call(
+            policy,
+            move |c, p| async move { c.post(&path, &form, p).await },
+        )
+    }
+
+    /// Start a keep-alive task on the worker thread (see
+    /// [`crate::HeartbeatClient::keep_alive`] and [`KeepAlive`]); it runs
+    /// until the handle is shut down or dropped, whatever the calling thread
+    /// does meanwhile.
+    ///
+    /// ```no_run
+    /// # fn main() -> heartbeat_sdk::Result<()> {
+    /// use std::time::Duration;
+    /// use heartbeat_sdk::KeepAlive;
+    ///
+    /// let client = heartbeat_sdk::blocking::HeartbeatClient::from_env()?;
+    /// let keep_alive = client.keep_alive(KeepAlive::every(Duration::from_secs(5)));
+    /// // ... the program's own synchronous work ...
+    /// keep_alive.shutdown()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn keep_alive(&self, config: KeepAlive) -> KeepAliveHandle {
+        KeepAliveHandle {
+            inner: self.client.keep_alive_on(&self.worker.runtime, config),
+            worker: self.worker.clone(),
+        }
+    }
+
+    /// Run one async call on the worker; apply `policy` to a dead worker too.
+    fn call<T, F, Fut>(&self, policy: ErrorPolicy<T>, f: F) -> Result<T>
+    where
+        T: Clone + Send + 'static,
+        F: FnOnce(crate::HeartbeatClient, ErrorPolicy<T>) -> Fut,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        let fallback = policy.clone().fallback();
+        match self.worker.run(f(self.client.clone(), policy)) {
+            Ok(result) => result,
+            Err(WorkerGone) => {
+                let error = Error::Transport {
+                    url: self.client.url().to_owned(),
+                    source: worker_gone(),
+                };
+                tracing::error!(url = %self.client.url(), %error, "heartbeat request failed");
+                fallback.ok_or(error)
+            }
+        }
+    }
+}
+
+/// Configures a blocking [`HeartbeatClient`]; the same settings as
+/// [`crate::ClientBuilder`].
+///
+/// ```
+/// use std::time::Duration;
+/// let client = heartbeat_sdk::blocking::HeartbeatClient::builder()
+///     .url("127.0.0.1:8888")
+///     .app_id("kiosk-7")
+///     .request_timeout(Duration::from_secs(2))
+///     .build()
+///     .unwrap();
+/// assert_eq!(client.app_id(), "kiosk-7");
+/// ```
+#[must_use]
+#[derive(Debug)]
+pub struct ClientBuilder {
+    inner: crate::ClientBuilder,
+}
+
+impl ClientBuilder {
+    /// Start from `settings`; see [`crate::ClientBuilder::settings`].
+    ///
+    /// ```no_run
+    /// let builder = heartbeat_sdk::blocking::HeartbeatClient::builder()
+    ///     .settings(heartbeat_sdk::Settings::from_env().unwrap());
+    /// # let _ = builder;
+    /// ```
+    pub fn settings(self, settings: Settings) -> Self {
+        Self {
+            inner: self.inner.settings(settings),
+        }
+    }
+
+    /// The server URL; see [`crate::ClientBuilder::url`].
+    ///
+    /// ```
+    /// let builder = heartbeat_sdk::blocking::HeartbeatClient::builder().url("10.0.0.2:8888");
+    /// # let _ = builder;
+    /// ```
+    pub fn url(self, url: impl Into<String>) -> Self {
+        Self {
+            inner: self.inner.url(url),
+        }
+    }
+
+    /// The application id; see [`crate::ClientBuilder::app_id`].
+    ///
+    /// ```
+    /// let builder = heartbeat_sdk::blocking::HeartbeatClient::builder().app_id("kiosk-7");
+    /// # let _ = builder;
+    /// ```
+    pub fn app_id(self, app_id: impl Into<String>) -> Self {
+        Self {
+            inner: self.inner.app_id(app_id),
+        }
+    }
+
+    /// Send through `transport`; see [`crate::ClientBuilder::transport`].
+    ///
+    /// ```
+    /// # #[cfg(feature = "mock")] {
+    /// let builder = heartbeat_sdk::blocking::HeartbeatClient::builder()
+    ///     .transport(heartbeat_sdk::transport::MockTransport::new());
+    /// # let _ = builder; }
+    /// ```
+    pub fn transport(self, transport: impl Transport + 'static) -> Self {
+        Self {
+            inner: self.inner.transport(transport),
+        }
+    }
+
+    /// Total time per request; see [`crate::ClientBuilder::request_timeout`].
+    ///
+    /// ```
+    /// let builder = heartbeat_sdk::blocking::HeartbeatClient::builder()
+    ///     .request_timeout(std::time::Duration::from_secs(1));
+    /// # let _ = builder;
+    /// ```
+    pub fn request_timeout(self, timeout: Duration) -> Self {
+        Self {
+            inner: self.inner.request_timeout(timeout),
+        }
+    }
+
+    /// Connect timeout of the default transport; see
+    /// [`crate::ClientBuilder::connect_timeout`].
+    ///
+    /// ```
+    /// let builder = heartbeat_sdk::blocking::HeartbeatClient::builder()
+    ///     .connect_timeout(std::time::Duration::from_millis(500));
+    /// # let _ = builder;
+    /// ```
+    #[cfg(any(feature = "reqwest", feature = "surf"))]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "reqwest", feature = "surf"))))]
+    pub fn connect_timeout(self, timeout: Duration) -> Self {
+        Self {
+            inner: self.inner.connect_timeout(timeout),
+        }
+    }
+
+    /// Largest reply body accepted; see [`crate::ClientBuilder::body_limit`].
+    ///
+    /// ```
+    /// let builder = heartbeat_sdk::blocking::HeartbeatClient::builder().body_limit(4096);
+    /// # let _ = builder;
+    /// ```
+    pub fn body_limit(self, bytes: usize) -> Self {
+        Self {
+            inner: self.inner.body_limit(bytes),
+        }
+    }
+
+    /// Retry failed calls; see [`crate::ClientBuilder::retry`].
+    ///
+    /// ```
+    /// let builder = heartbeat_sdk::blocking::HeartbeatClient::builder()
+    ///     .retry(heartbeat_sdk::RetryPolicy::new(3));
+    /// # let _ = builder;
+    /// ```
+    pub fn retry(self, policy: RetryPolicy) -> Self {
+        Self {
+            inner: self.inner.retry(policy),
+        }
+    }
+
+    /// Validate the settings, build the client and start its worker thread.
+    ///
+    /// ```
+    /// assert!(heartbeat_sdk::blocking::HeartbeatClient::builder().app_id("").build().is_err());
+    /// ```
+    pub fn build(self) -> Result<HeartbeatClient> {
+        HeartbeatClient::from_async(self.inner.build()?)
+    }
+}
+
+/// A keep-alive task running on a blocking client's worker thread (see
+/// [`HeartbeatClient::keep_alive`]).
+///
+/// Dropping it without [`shutdown`](Self::shutdown) aborts the task and sends
+/// **no** `hb_done`, exactly like the async
+/// [`KeepAliveHandle`](crate::KeepAliveHandle); `Drop` never blocks.
+///
+/// ```no_run
+/// # fn run(client: heartbeat_sdk::blocking::HeartbeatClient) -> heartbeat_sdk::Result<()> {
+/// use std::time::Duration;
+/// let keep_alive = client.keep_alive(heartbeat_sdk::KeepAlive::every(Duration::from_secs(1)));
+/// keep_alive.set_interval(Duration::from_secs(10));
+/// println!("{} beats so far", keep_alive.state().beats_ok);
+/// keep_alive.shutdown()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use = "dropping a KeepAliveHandle stops the keep-alive at once, without hb_done"]
+pub struct KeepAliveHandle {
+    inner: crate::KeepAliveHandle,
+    worker: Worker,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Worker")
+    }
+}
+
+impl KeepAliveHandle {
+    /// Change the interval; see [`crate::KeepAliveHandle::set_interval`]
+    /// (a beat now, then the new rate; zero pauses).
+    ///
+    /// ```no_run
+    /// # fn run(keep_alive: heartbeat_sdk::blocking::KeepAliveHandle) {
+    /// keep_alive.set_interval(std::time::Duration::ZERO); // pause
+    /// # }
+    /// ```
+    pub fn set_interval(&self, interval: Duration) {
+        self.inner.set_interval(interval);
+    }
+
+    /// The interval last set.
+    ///
+    /// ```no_run
+    /// # fn run(keep_alive: heartbeat_sdk::blocking::KeepAliveHandle) {
+    /// println!("{:?}", keep_alive.interval());
+    /// # }
+    /// ```
+    pub fn interval(&self) -> Duration {
+        self.inner.interval()
+    }
+
+    /// A snapshot of what the task has done so far.
+    ///
+    /// ```no_run
+    /// # fn run(keep_alive: heartbeat_sdk::blocking::KeepAliveHandle) {
+    /// assert_eq!(keep_alive.state().consecutive_failures, 0);
+    /// # }
+    /// ```
+    pub fn state(&self) -> KeepAliveState {
+        self.inner.state()
+    }
+
+    /// A receiver told of every state change (its `borrow` and
+    /// `has_changed` work without a runtime).
+    ///
+    /// ```no_run
+    /// # fn run(keep_alive: heartbeat_sdk::blocking::KeepAliveHandle) {
+    /// let states = keep_alive.subscribe();
+    /// println!("{}", states.borrow().beats_ok);
+    /// # }
+    /// ```
+    pub fn subscribe(&self) -> watch::Receiver<KeepAliveState> {
+        self.inner.subscribe()
+    }
+
+    /// Stop the task, send `hb_done` and return the goodbye, bounded by
+    /// [`KeepAlive::shutdown_timeout`]; see
+    /// [`crate::KeepAliveHandle::shutdown`].
+    ///
+    /// ```no_run
+    /// # fn run(keep_alive: heartbeat_sdk::blocking::KeepAliveHandle) -> heartbeat_sdk::Result<()> {
+    /// let goodbye = keep_alive.shutdown()?;
+    /// # let _ = goodbye; Ok(()) }
+    /// ```
+    pub fn shutdown(self) -> Result<String> {
+        let KeepAliveHandle { inner, worker } = self;
+        worker.run(inner.shutdown()).unwrap_or_else(|WorkerGone| {
+            Err(Error::Transport {
+                url: String::new(),
+                source: worker_gone(),
+            })
+        })
+    }
+}

@@ -1,0 +1,260 @@
+//! The blocking client: the same calls, synchronous, and no panic when it is
+//! created, used or dropped from a plain thread, from `spawn_blocking`, or
+//! directly inside a multi-thread or current-thread tokio runtime (where
+//! `reqwest::blocking` panics).
+#![cfg(all(feature = "blocking", feature = "mock"))]
+
+use std::time::{Duration, Instant};
+
+use heartbeat_sdk::blocking::{HeartbeatClient, KeepAliveHandle};
+use heartbeat_sdk::transport::{MockFailure, MockTransport};
+use heartbeat_sdk::{ErrorPolicy, KeepAlive, KeepAliveState, State};
+
+const GOODBYE: &str = "So Long, and Thanks for All the Fish!";
+
+fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+/// Poll the handle's state (real time) until `done` holds, for at most 10 s.
+fn wait(handle: &KeepAliveHandle, mut done: impl FnMut(&KeepAliveState) -> bool) -> KeepAliveState {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = handle.state();
+        if done(&state) {
+            return state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not reached within 10 s: {state:?}"
+        );
+        std::thread::sleep(ms(5));
+    }
+}
+
+/// Every call and a keep-alive over the mock, checked against its registry.
+fn exercise_mock(app: &str) {
+    let mock = MockTransport::new();
+    let client = HeartbeatClient::builder_with_transport(mock.clone())
+        .app_id(app)
+        .build()
+        .unwrap();
+    let key = format!("{app} @ 127.0.0.1");
+    assert_eq!(client.init(ms(500), ErrorPolicy::Raise).unwrap(), ms(1500));
+    assert_eq!(client.ping(ms(2000), ErrorPolicy::Raise).unwrap(), ms(3000));
+    assert_eq!(client.list(ErrorPolicy::Raise).unwrap(), [key.as_str()]);
+    let status = client.status(Some(app), ErrorPolicy::Raise).unwrap();
+    assert_eq!(status.state(), State::Ok, "{status}");
+    assert_eq!(
+        client.status(None, ErrorPolicy::Raise).unwrap().state(),
+        State::Ok
+    );
+    assert_eq!(
+        client.get("/list", ErrorPolicy::Raise).unwrap(),
+        format!("{key}\n")
+    );
+    assert_eq!(client.done(ms(5), ErrorPolicy::Raise).unwrap(), GOODBYE);
+    assert!(client.list(ErrorPolicy::Raise).unwrap().is_empty());
+    let form = format!("appid={app}");
+    let reply = client
+        .post(&format!("/hb_init?100&{form}"), &form, ErrorPolicy::Raise)
+        .unwrap();
+    assert_eq!(reply, "1100");
+    assert_eq!(client.done_now(ErrorPolicy::Raise).unwrap(), GOODBYE);
+
+    // failures keep their types, and fallbacks apply
+    mock.fail_next(1, MockFailure::Refused);
+    assert!(client
+        .ping(ms(1), ErrorPolicy::Raise)
+        .unwrap_err()
+        .is_connect());
+    mock.fail_next(1, MockFailure::status(500, "boom"));
+    assert_eq!(
+        client.ping(ms(1), ErrorPolicy::Fallback(ms(7))).unwrap(),
+        ms(7)
+    );
+
+    // the keep-alive runs on the worker while this thread blocks
+    let keep_alive = client.keep_alive(KeepAlive::every(ms(20)));
+    let state = wait(&keep_alive, |s| s.beats_ok >= 3);
+    assert_eq!(state.inits_ok, 1);
+    assert!(!client.list(ErrorPolicy::Raise).unwrap().is_empty());
+    keep_alive.set_interval(ms(10));
+    assert_eq!(keep_alive.interval(), ms(10));
+    assert_eq!(keep_alive.shutdown().unwrap(), GOODBYE);
+    assert!(client.list(ErrorPolicy::Raise).unwrap().is_empty());
+    drop(client);
+}
+
+#[test]
+fn works_from_a_plain_thread() {
+    std::thread::spawn(|| exercise_mock("plain-thread"))
+        .join()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn works_directly_inside_a_current_thread_runtime() {
+    // created, used and dropped on the runtime's only thread
+    exercise_mock("current-thread-direct");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_directly_inside_a_multi_thread_runtime() {
+    exercise_mock("multi-thread-direct");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn works_inside_spawn_blocking_of_a_current_thread_runtime() {
+    tokio::task::spawn_blocking(|| exercise_mock("current-thread-spawn-blocking"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_inside_spawn_blocking_of_a_multi_thread_runtime() {
+    tokio::task::spawn_blocking(|| exercise_mock("multi-thread-spawn-blocking"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn created_in_a_runtime_and_dropped_in_another_context() {
+    let mock = MockTransport::new();
+    let client = HeartbeatClient::builder_with_transport(mock.clone())
+        .build()
+        .unwrap();
+    let keep_alive = client.keep_alive(KeepAlive::every(ms(10)));
+    // the client goes first; the keep-alive's worker lives on without it
+    drop(client);
+    let state = wait(&keep_alive, |s| s.beats_ok >= 2);
+    assert_eq!(state.beats_failed, 0);
+    // dropped from another thread, no done sent
+    std::thread::spawn(move || drop(keep_alive)).join().unwrap();
+    let dones = mock
+        .requests()
+        .iter()
+        .filter(|r| r.url.contains("/hb_done"))
+        .count();
+    assert_eq!(dones, 0);
+}
+
+#[test]
+fn a_client_made_from_an_async_one_keeps_its_settings() {
+    let mock = MockTransport::new();
+    let inner = heartbeat_sdk::HeartbeatClient::builder_with_transport(mock.clone())
+        .url("10.1.2.3:99")
+        .app_id("wrapped")
+        .retry(heartbeat_sdk::RetryPolicy::new(3).initial_backoff(ms(1)))
+        .build()
+        .unwrap();
+    let client = HeartbeatClient::from_async(inner).unwrap();
+    assert_eq!(client.url(), "http://10.1.2.3:99");
+    assert_eq!(client.app_id(), "wrapped");
+    assert_eq!(client.as_async().app_id(), "wrapped");
+    mock.fail_next(2, MockFailure::Refused);
+    client.init(ms(100), ErrorPolicy::Raise).unwrap();
+    assert_eq!(mock.requests().len(), 3, "the retry policy came along");
+}
+
+#[test]
+fn builder_errors_are_reported_not_panicked() {
+    assert!(
+        HeartbeatClient::builder_with_transport(MockTransport::new())
+            .app_id("")
+            .build()
+            .is_err()
+    );
+    assert!(
+        HeartbeatClient::builder_with_transport(MockTransport::new())
+            .url("ftp://x")
+            .build()
+            .is_err()
+    );
+}
+
+#[cfg(all(feature = "server", feature = "reqwest"))]
+mod real_server {
+    use super::*;
+    use heartbeat_sdk::server::Server;
+
+    /// Every call and a keep-alive over reqwest against the embedded server.
+    fn exercise_server(url: &str, app: &str) {
+        let client = HeartbeatClient::builder()
+            .url(url)
+            .app_id(app)
+            .build()
+            .unwrap();
+        let key = format!("{app} @ 127.0.0.1");
+        assert_eq!(client.init(ms(500), ErrorPolicy::Raise).unwrap(), ms(1500));
+        assert_eq!(client.ping(ms(500), ErrorPolicy::Raise).unwrap(), ms(1500));
+        let status = client.status(Some(app), ErrorPolicy::Raise).unwrap();
+        assert_eq!(status.state(), State::Ok, "{status}");
+        assert!(client.list(ErrorPolicy::Raise).unwrap().contains(&key));
+        assert_eq!(client.done_now(ErrorPolicy::Raise).unwrap(), GOODBYE);
+        assert!(!client.list(ErrorPolicy::Raise).unwrap().contains(&key));
+
+        let keep_alive = client.keep_alive(KeepAlive::every(ms(50)));
+        wait(&keep_alive, |s| s.beats_ok >= 2);
+        assert!(client.list(ErrorPolicy::Raise).unwrap().contains(&key));
+        assert_eq!(keep_alive.shutdown().unwrap(), GOODBYE);
+        assert!(!client.list(ErrorPolicy::Raise).unwrap().contains(&key));
+    }
+
+    #[test]
+    fn against_a_real_server_from_a_plain_thread() {
+        // the server runs on its own runtime's worker threads
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let server = runtime
+            .block_on(Server::bind("127.0.0.1:0".parse().unwrap()).start())
+            .unwrap();
+        let url = server.url();
+        std::thread::spawn(move || exercise_server(&url, "blocking-plain"))
+            .join()
+            .unwrap();
+        runtime.block_on(server.shutdown());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn against_a_real_server_from_spawn_blocking_in_a_current_thread_runtime() {
+        // the server shares this one thread; spawn_blocking leaves it free
+        let server = Server::bind("127.0.0.1:0".parse().unwrap())
+            .start()
+            .await
+            .unwrap();
+        let url = server.url();
+        tokio::task::spawn_blocking(move || exercise_server(&url, "blocking-ct"))
+            .await
+            .unwrap();
+        server.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn against_a_real_server_from_spawn_blocking_in_a_multi_thread_runtime() {
+        let server = Server::bind("127.0.0.1:0".parse().unwrap())
+            .start()
+            .await
+            .unwrap();
+        let url = server.url();
+        tokio::task::spawn_blocking(move || exercise_server(&url, "blocking-mt"))
+            .await
+            .unwrap();
+        server.shutdown().await;
+    }
+
+    #[test]
+    fn an_unreachable_server_is_an_error_or_the_fallback() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let client = HeartbeatClient::builder().url(url).build().unwrap();
+        assert!(client
+            .ping(ms(100), ErrorPolicy::Raise)
+            .unwrap_err()
+            .is_connect());
+        assert_eq!(
+            client.ping(ms(100), ErrorPolicy::Fallback(ms(1))).unwrap(),
+            ms(1)
+        );
+    }
+}

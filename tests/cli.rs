@@ -1,0 +1,679 @@
+//! The `heartbeat` binary end to end: every subcommand run as a process
+//! against the embedded server started in this test (on 127.0.0.1:0), its
+//! stdout, stderr and exit code checked. Every wait is bounded.
+#![cfg(feature = "cli")]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use heartbeat_sdk::server::{ManualClock, Server, ServerHandle};
+
+const BIN: &str = env!("CARGO_BIN_EXE_heartbeat");
+/// The longest any single step may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(30);
+const GOODBYE: &str = "So Long, and Thanks for All the Fish!";
+const NO_STATUS: &str = "CRITICAL - cannot get heartbeat status from HB server!";
+
+/// What a finished run left behind.
+#[derive(Debug)]
+struct Output {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// `heartbeat ARGS` with none of the settings variables of the test's own
+/// environment.
+fn heartbeat(args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    for var in [
+        "HB_URL",
+        "HB_HOST",
+        "HB_PORT",
+        "APP_ID",
+        "RUST_LOG",
+        "HB_SEND_INIT",
+        "HB_SEND_PING",
+        "HB_SEND_DONE",
+        "HB_PING_INTERVAL",
+        "HB_INIT_TIMEOUT",
+        "HB_DONE_TIMEOUT",
+    ] {
+        command.env_remove(var);
+    }
+    command.args(args);
+    command
+}
+
+/// `heartbeat --url URL ARGS`.
+fn against(url: &str, args: &[&str]) -> Command {
+    let mut command = heartbeat(&["--url", url]);
+    command.args(args);
+    command
+}
+
+/// A started process whose stdout arrives line by line.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: JoinHandle<String>,
+}
+
+impl Running {
+    fn start(mut command: Command) -> Running {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the heartbeat binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        Running {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// The next stdout line, within the deadline.
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(DEADLINE)
+            .expect("a line on stdout in time")
+    }
+
+    /// Send `signal` (`TERM`, `INT`) to the process.
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Wait for the exit (killing the process at the deadline) and collect
+    /// the rest of its output.
+    fn finish(mut self) -> Output {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("heartbeat did not exit within {DEADLINE:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut stdout = String::new();
+        while let Ok(line) = self.lines.recv_timeout(DEADLINE) {
+            stdout.push_str(&line);
+            stdout.push('\n');
+        }
+        Output {
+            code: status.code(),
+            stdout,
+            stderr: self.stderr.join().unwrap(),
+        }
+    }
+}
+
+/// Run `command` to the end on a blocking thread.
+async fn run(command: Command) -> Output {
+    tokio::task::spawn_blocking(move || Running::start(command).finish())
+        .await
+        .unwrap()
+}
+
+/// Assert a successful run printing exactly `stdout`.
+#[track_caller]
+fn assert_ok(output: &Output, stdout: &str) {
+    assert_eq!(output.code, Some(0), "{output:?}");
+    assert_eq!(output.stdout, stdout, "{output:?}");
+    assert_eq!(output.stderr, "", "{output:?}");
+}
+
+/// Assert a failed run: exit `code`, nothing on stdout, one line on stderr
+/// starting with `prefix`.
+#[track_caller]
+fn assert_failed(output: &Output, code: i32, prefix: &str) {
+    assert_eq!(output.code, Some(code), "{output:?}");
+    assert_eq!(output.stdout, "", "{output:?}");
+    assert!(output.stderr.starts_with(prefix), "{output:?}");
+    assert_eq!(output.stderr.lines().count(), 1, "one line: {output:?}");
+}
+
+async fn start() -> ServerHandle {
+    Server::bind("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap()
+}
+
+fn list(server: &ServerHandle) -> String {
+    server
+        .registry()
+        .with_registry(|registry, now| registry.list(now))
+}
+
+/// Poll `condition` until it holds, failing at the deadline.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A port on which nothing listens.
+fn closed_port_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    url
+}
+
+/// A path in the temp dir unique to this test process.
+fn temp_path(name: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("heartbeat-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beats_list_and_status_print_the_server_answer() {
+    let server = start().await;
+    let url = server.url();
+    let with_app = |args: &[&str]| against(&url, &[args, &["--app-id", "cli-app"][..]].concat());
+    let key = "cli-app @ 127.0.0.1";
+
+    assert_ok(&run(against(&url, &["list"])).await, "");
+    assert_ok(
+        &run(against(&url, &["status"])).await,
+        "UNKNOWN - no heartbeat clients at the moment...\n",
+    );
+    assert_ok(&run(with_app(&["init", "500"])).await, "1500\n");
+    assert_ok(&run(against(&url, &["list"])).await, &format!("{key}\n"));
+    assert_ok(&run(with_app(&["ping", "2000"])).await, "3000\n");
+    for query in [&["status", "cli-app"][..], &["status"]] {
+        let output = run(against(&url, query)).await;
+        assert_eq!(output.code, Some(0), "{output:?}");
+        assert!(
+            output
+                .stdout
+                .starts_with(&format!("OK - fine application [{key}]| od=0.")),
+            "{output:?}"
+        );
+        assert!(
+            output.stdout.ends_with(";3;5;0;6 delay=3000ms;;; \n"),
+            "raw line, trailing space kept: {output:?}"
+        );
+    }
+    assert_ok(&run(with_app(&["done"])).await, &format!("{GOODBYE}\n"));
+    assert_ok(&run(against(&url, &["list"])).await, "");
+    assert_ok(
+        &run(against(&url, &["status", "cli-app"])).await,
+        &format!("CRITICAL - no application record for queried ID: [{key}]\n"),
+    );
+
+    // defaults: init 10000 ms, ping 9000 ms (plus the server's 1000)
+    assert_ok(&run(with_app(&["init"])).await, "11000\n");
+    assert_ok(&run(with_app(&["ping"])).await, "10000\n");
+
+    // the settings come from HB_URL and APP_ID, or HB_HOST and HB_PORT
+    let mut env_url = heartbeat(&["ping", "100"]);
+    env_url.env("HB_URL", &url).env("APP_ID", "from-env");
+    assert_ok(&run(env_url).await, "1100\n");
+    let mut host_port = heartbeat(&["ping", "200", "--app-id", "host-port"]);
+    host_port
+        .env("HB_HOST", "127.0.0.1")
+        .env("HB_PORT", server.local_addr().port().to_string());
+    assert_ok(&run(host_port).await, "1200\n");
+    assert_eq!(
+        list(&server),
+        format!("{key}\nfrom-env @ 127.0.0.1\nhost-port @ 127.0.0.1\n")
+    );
+    server.shutdown().await;
+}
+
+#[cfg(feature = "surf")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_surf_transport_can_be_chosen() {
+    let server = start().await;
+    let output = run(against(
+        &server.url(),
+        &["--transport", "surf", "ping", "1000", "--app-id", "s"],
+    ))
+    .await;
+    assert_ok(&output, "2000\n");
+    assert_eq!(list(&server), "s @ 127.0.0.1\n");
+    server.shutdown().await;
+}
+
+#[cfg(not(feature = "surf"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transports_not_compiled_in_are_refused() {
+    let output = run(heartbeat(&["--transport", "surf", "list"])).await;
+    assert_eq!(output.code, Some(2), "{output:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_one_line_on_stderr_with_the_documented_exit_code() {
+    // 1: nothing listens
+    let output = run(against(&closed_port_url(), &["ping", "1000"])).await;
+    assert_failed(&output, 1, "heartbeat ping: request to http://127.0.0.1:");
+    assert!(output.stderr.contains("cannot connect"), "{output:?}");
+
+    // 1: a server that accepts but never answers, past --timeout
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let started = Instant::now();
+    let output = run(against(&silent_url, &["--timeout", "300", "list"])).await;
+    assert_failed(&output, 1, "heartbeat list: ");
+    assert!(output.stderr.contains("timed out"), "{output:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "--timeout bounds the wait"
+    );
+    drop(silent);
+
+    // 2: bad settings or arguments, before anything is sent
+    let output = run(against("ftp://x", &["list"])).await;
+    assert_failed(&output, 2, "heartbeat list: invalid server URL");
+    let output = run(against("127.0.0.1:1", &["init", "5000000000"])).await;
+    assert_failed(&output, 2, "heartbeat init: timeout");
+    let mut bad_port = heartbeat(&["list"]);
+    bad_port.env("HB_PORT", "eighty");
+    assert_failed(
+        &run(bad_port).await,
+        2,
+        "heartbeat list: invalid server URL",
+    );
+    let output = run(heartbeat(&["ping", "soon"])).await;
+    assert_eq!(output.code, Some(2), "clap's usage error: {output:?}");
+
+    // 3: the server answers with an error (registry full: 503)
+    let server = Server::bind("127.0.0.1:0".parse().unwrap())
+        .max_apps(1)
+        .start()
+        .await
+        .unwrap();
+    let url = server.url();
+    assert_ok(
+        &run(against(&url, &["ping", "1000", "--app-id", "a"])).await,
+        "2000\n",
+    );
+    let output = run(against(&url, &["ping", "1000", "--app-id", "b"])).await;
+    assert_failed(&output, 3, "heartbeat ping: server answered HTTP 503");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_exits_with_each_nagios_state() {
+    let clock = ManualClock::new();
+    let server = Server::bind("127.0.0.1:0".parse().unwrap())
+        .clock(clock.clone())
+        .start()
+        .await
+        .unwrap();
+    let url = server.url();
+    let check = |args: &[&str]| run(against(&url, &[&["check"][..], args].concat()));
+
+    let output = check(&[]).await;
+    assert_eq!(
+        (output.code, output.stdout.as_str()),
+        (Some(3), "UNKNOWN - no heartbeat clients at the moment...\n")
+    );
+
+    assert_ok(
+        &run(against(&url, &["ping", "2000", "--app-id", "ID"])).await,
+        "3000\n",
+    );
+    for (advance_ms, code, line) in [
+        (1_560, 0, "OK - fine application [ID @ 127.0.0.1]| od=0.52;3;5;0;6 delay=3000ms;;; "),
+        (7_740, 1, "WARNING - somewhat late application [ID @ 127.0.0.1]| od=3.10;3;5;0;6 delay=3000ms;;; "),
+        (5_910, 2, "CRITICAL - quite late application [ID @ 127.0.0.1]| od=5.07;3;5;0;6 delay=3000ms;;; "),
+    ] {
+        clock.advance(Duration::from_millis(advance_ms));
+        let output = check(&["ID"]).await;
+        assert_eq!(output.code, Some(code), "{output:?}");
+        assert_eq!(output.stdout, format!("{line}\n"));
+        assert_eq!(output.stderr, "");
+        assert_eq!(check(&[]).await.code, Some(code), "one app: the host's state is its state");
+    }
+    clock.advance(Duration::from_millis(2_790)); // od 6: dropped
+    let output = check(&["ID"]).await;
+    assert_eq!(output.code, Some(2), "{output:?}");
+    assert_eq!(
+        output.stdout,
+        "CRITICAL - no application record for queried ID: [ID @ 127.0.0.1]\n"
+    );
+
+    for app in ["A", "B"] {
+        assert_ok(
+            &run(against(&url, &["init", "1000", "--app-id", app])).await,
+            "2000\n",
+        );
+    }
+    let output = check(&[""]).await; // an empty $ARG1$ means the host
+    assert_eq!(output.code, Some(1), "{output:?}");
+    assert_eq!(
+        output.stdout,
+        "WARNING - multiple (2) applications: [A @ 127.0.0.1,B @ 127.0.0.1]\n"
+    );
+    server.shutdown().await;
+
+    // unreachable: the reference check's exact words, exit 2, the reason on stderr
+    for url in [closed_port_url(), "ftp://nowhere".to_owned()] {
+        let output = run(against(&url, &["check"])).await;
+        assert_eq!(output.code, Some(2), "{output:?}");
+        assert_eq!(output.stdout, format!("{NO_STATUS}\n"));
+        assert!(output.stderr.starts_with("heartbeat check: "), "{output:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrap_exits_with_the_child_exit_code() {
+    let url = closed_port_url();
+    let output = run(against(
+        &url,
+        &["wrap", "--", "sh", "-c", "echo child; exit 7"],
+    ))
+    .await;
+    assert_eq!(output.code, Some(7), "{output:?}");
+    assert_eq!(
+        output.stdout, "child\n",
+        "CMD writes to the wrapper's stdout"
+    );
+    assert_eq!(output.stderr, "", "no heartbeats asked for, none tried");
+
+    let output = run(against(&url, &["wrap", "true"])).await;
+    assert_eq!(output.code, Some(0), "{output:?}");
+
+    // killed by a signal: 128 + N
+    let output = run(against(&url, &["wrap", "--", "sh", "-c", "kill -KILL $$"])).await;
+    assert_eq!(output.code, Some(128 + 9), "{output:?}");
+
+    let output = run(against(
+        &url,
+        &["wrap", "--", "no-such-program-hb-cli-test"],
+    ))
+    .await;
+    assert_eq!(output.code, Some(127), "{output:?}");
+    assert!(
+        output
+            .stderr
+            .starts_with("heartbeat wrap: cannot run no-such-program-hb-cli-test"),
+        "{output:?}"
+    );
+
+    // heartbeats that fail are reported and do not stop CMD
+    let output = run(against(&url, &["dummy", "--", "sh", "-c", "exit 5"])).await;
+    assert_eq!(output.code, Some(5), "{output:?}");
+    assert!(
+        output
+            .stderr
+            .contains("heartbeat wrap: init failed (running CMD anyway)"),
+        "{output:?}"
+    );
+    assert!(
+        output.stderr.contains("heartbeat wrap: done failed"),
+        "{output:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrap_sends_init_pings_while_the_child_runs_and_done_after() {
+    let server = start().await;
+    let url = server.url();
+    let release = temp_path("release");
+    let script = format!(
+        "while [ ! -e '{}' ]; do sleep 0.02; done; exit 3",
+        release.display()
+    );
+    let counters = || {
+        server
+            .registry()
+            .with_registry(|registry, _| registry.counters())
+    };
+
+    for subcommand in [&["wrap", "--all"][..], &["dummy"]] {
+        let before = counters();
+        let args = [
+            subcommand,
+            &[
+                "--app-id",
+                "wrapped",
+                "--interval",
+                "100",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ][..],
+        ]
+        .concat();
+        let running = Running::start(against(&url, &args));
+        // the keep-alive's first beat is an init too
+        eventually("init and two pings", || {
+            let now = counters();
+            now.inits > before.inits && now.pings >= before.pings + 2
+        })
+        .await;
+        assert_eq!(
+            list(&server),
+            "wrapped @ 127.0.0.1\n",
+            "registered while CMD runs"
+        );
+        std::fs::write(&release, "").unwrap();
+        let output = tokio::task::spawn_blocking(move || running.finish())
+            .await
+            .unwrap();
+        assert_eq!(output.code, Some(3), "{output:?}");
+        assert_eq!(output.stderr, "", "{output:?}");
+        assert_eq!(list(&server), "", "done was sent when CMD exited");
+        assert_eq!(counters().dones, before.dones + 1);
+        std::fs::remove_file(&release).unwrap();
+    }
+
+    // only what is asked for: --init --done, no pings
+    let before = counters();
+    let output = run(against(
+        &url,
+        &[
+            "wrap", "--init", "--done", "--app-id", "quiet", "--", "true",
+        ],
+    ))
+    .await;
+    assert_eq!(output.code, Some(0), "{output:?}");
+    let after = counters();
+    assert_eq!(
+        (after.inits, after.pings, after.dones),
+        (before.inits + 1, before.pings, before.dones + 1)
+    );
+
+    // the reference wrapper's environment variables turn the beats on
+    let before = counters();
+    let mut by_env = against(&url, &["wrap", "--app-id", "env", "--", "true"]);
+    by_env
+        .env("HB_SEND_INIT", "true")
+        .env("HB_SEND_DONE", "false");
+    assert_eq!(run(by_env).await.code, Some(0));
+    let after = counters();
+    assert_eq!((after.inits, after.dones), (before.inits + 1, before.dones));
+    assert_eq!(list(&server), "env @ 127.0.0.1\n");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrap_forwards_sigterm_and_sigint_to_the_child() {
+    let server = start().await;
+    let url = server.url();
+    for (signal, script, expected) in [
+        // CMD traps the signal: its own exit code comes back
+        (
+            "TERM",
+            "trap 'kill $!; exit 42' TERM; touch \"$0\"; sleep 30 & wait",
+            42,
+        ),
+        (
+            "INT",
+            "trap 'kill $!; exit 43' INT; touch \"$0\"; sleep 30 & wait",
+            43,
+        ),
+        // CMD dies of the signal: 128 + 15
+        ("TERM", "touch \"$0\"; exec sleep 30", 128 + 15),
+    ] {
+        let ready = temp_path(&format!("ready-{expected}"));
+        let ready_arg = ready.display().to_string();
+        let args = [
+            "dummy", "--app-id", "sig", "--", "sh", "-c", script, &ready_arg,
+        ];
+        let running = Running::start(against(&url, &args));
+        eventually("CMD to be ready", || ready.exists()).await;
+        assert_eq!(list(&server), "sig @ 127.0.0.1\n");
+        running.signal(signal);
+        let output = tokio::task::spawn_blocking(move || running.finish())
+            .await
+            .unwrap();
+        assert_eq!(output.code, Some(expected), "SIG{signal}: {output:?}");
+        assert_eq!(list(&server), "", "done sent after the forwarded signal");
+        let _ = std::fs::remove_file(&ready);
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_prints_its_address_answers_and_stops_on_sigterm() {
+    let running = Running::start(heartbeat(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--max-apps",
+        "1",
+    ]));
+    let first = tokio::task::spawn_blocking(move || (running.line(), running))
+        .await
+        .unwrap();
+    let (line, running) = first;
+    let url = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first line: {line:?}"))
+        .to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+
+    assert_ok(
+        &run(against(&url, &["ping", "1000", "--app-id", "served"])).await,
+        "2000\n",
+    );
+    assert_ok(&run(against(&url, &["list"])).await, "served @ 127.0.0.1\n");
+    assert_eq!(run(against(&url, &["check", "served"])).await.code, Some(0));
+    let full = run(against(&url, &["ping", "1000", "--app-id", "second"])).await;
+    assert_failed(&full, 3, "heartbeat ping: server answered HTTP 503");
+    assert_ok(
+        &run(against(&url, &["done", "--app-id", "served"])).await,
+        &format!("{GOODBYE}\n"),
+    );
+
+    running.signal("TERM");
+    let output = tokio::task::spawn_blocking(move || running.finish())
+        .await
+        .unwrap();
+    assert_eq!(output.code, Some(0), "{output:?}");
+    for event in [
+        "Construction of [served @ 127.0.0.1]",
+        "Refusal of [second @ 127.0.0.1]",
+        "Destruction of [served @ 127.0.0.1]",
+    ] {
+        assert!(
+            output.stderr.contains(event),
+            "logged {event:?}: {output:?}"
+        );
+    }
+    let output = run(against(&url, &["list"])).await;
+    assert_eq!(output.code, Some(1), "stopped listening: {output:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_what_it_cannot_bind() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = run(heartbeat(&["serve", "--bind", &addr])).await;
+    assert_failed(&output, 1, "heartbeat serve: cannot listen");
+    let output = run(heartbeat(&["--url", "http://example.org:1", "serve"])).await;
+    assert_failed(&output, 2, "heartbeat serve: invalid server URL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_beats_until_sigterm_then_signs_off() {
+    let server = start().await;
+    let running = Running::start(against(&server.url(), &["demo", "--app-id", "demo-app"]));
+    eventually("the demo's init", || {
+        list(&server) == "demo-app @ 127.0.0.1\n"
+    })
+    .await;
+    running.signal("TERM");
+    let output = tokio::task::spawn_blocking(move || running.finish())
+        .await
+        .unwrap();
+    assert_eq!(output.code, Some(0), "{output:?}");
+    assert!(
+        output.stdout.contains(&format!("hb_done: {GOODBYE}\n")),
+        "{output:?}"
+    );
+    assert!(
+        output
+            .stdout
+            .contains("list before hb_done: [\"demo-app @ 127.0.0.1\"]\n"),
+        "{output:?}"
+    );
+    assert!(
+        output.stdout.contains("list after hb_done: []\n"),
+        "{output:?}"
+    );
+    assert_eq!(list(&server), "");
+    server.shutdown().await;
+
+    // no server named: the demo starts its own
+    let running = Running::start(heartbeat(&["demo"]));
+    let (line, running) = tokio::task::spawn_blocking(move || (running.line(), running))
+        .await
+        .unwrap();
+    assert!(
+        line.starts_with(
+            "no server configured: started the embedded heartbeat server at http://127.0.0.1:"
+        ),
+        "{line}"
+    );
+    running.signal("INT");
+    let output = tokio::task::spawn_blocking(move || running.finish())
+        .await
+        .unwrap();
+    assert_eq!(output.code, Some(0), "{output:?}");
+    assert!(
+        output.stdout.contains(&format!("hb_done: {GOODBYE}\n")),
+        "{output:?}"
+    );
+}

@@ -1,0 +1,442 @@
+//! Faults the client must ride out (issue 7):
+//!
+//! - a server that closes idle kept-alive connections sooner than the ping
+//!   interval, or just as the next request arrives: no failed ping, because
+//!   a `GET` whose connection was closed under it is sent once more;
+//! - the server restarted under a running keep-alive: the app is back to OK
+//!   within one interval, with no failed beat;
+//! - Ctrl+C (the stop future) while a demo request is in flight: `hb_done`
+//!   is still sent.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use heartbeat_sdk::transport::{HttpRequest, HttpResponse, Method, Transport};
+use heartbeat_sdk::{Error, ErrorPolicy, HeartbeatClient, TransportError, TransportErrorKind};
+
+/// Fails its first `failures` requests with `kind`, then answers `3000`;
+/// records the method and timeout of every request.
+#[derive(Debug)]
+struct FailingFirst {
+    failures: AtomicUsize,
+    kind: TransportErrorKind,
+    seen: Mutex<Vec<(Method, Duration)>>,
+}
+
+impl FailingFirst {
+    fn new(failures: usize, kind: TransportErrorKind) -> Arc<Self> {
+        Arc::new(FailingFirst {
+            failures: AtomicUsize::new(failures),
+            kind,
+            seen: Mutex::default(),
+        })
+    }
+
+    fn seen(&self) -> Vec<(Method, Duration)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Transport for FailingFirst {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+        self.seen
+            .lock()
+            .unwrap()
+            .push((request.method, request.timeout));
+        let failing = self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(TransportError::new(self.kind, "scripted failure"));
+        }
+        Ok(HttpResponse {
+            status: 200,
+            body: b"3000".to_vec(),
+        })
+    }
+}
+
+fn client_over(transport: Arc<FailingFirst>) -> HeartbeatClient {
+    HeartbeatClient::builder_with_transport(transport)
+        .app_id("app")
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+}
+
+/// The rule itself, transport-agnostic: a `GET` closed under it is sent
+/// once more, once; nothing else is.
+#[tokio::test]
+async fn a_get_closed_under_it_is_sent_once_more_and_only_a_get_only_once() {
+    let ping = |client: HeartbeatClient| async move {
+        client
+            .ping(Duration::from_secs(1), ErrorPolicy::Raise)
+            .await
+    };
+
+    let transport = FailingFirst::new(1, TransportErrorKind::Closed);
+    let granted = ping(client_over(transport.clone())).await.unwrap();
+    assert_eq!(granted, Duration::from_millis(3000));
+    let seen = transport.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen[1].1 <= seen[0].1,
+        "the second try gets what is left of the timeout: {seen:?}"
+    );
+
+    let transport = FailingFirst::new(2, TransportErrorKind::Closed);
+    let err = ping(client_over(transport.clone())).await.unwrap_err();
+    assert!(
+        err.transport_error().is_some_and(TransportError::is_closed),
+        "{err:?}"
+    );
+    assert_eq!(transport.seen().len(), 2, "a single retry, not a loop");
+
+    // list, status and raw GETs are retried like pings
+    let transport = FailingFirst::new(1, TransportErrorKind::Closed);
+    let client = client_over(transport.clone());
+    assert_eq!(
+        client.get("/anything", ErrorPolicy::Raise).await.unwrap(),
+        "3000"
+    );
+    assert_eq!(transport.seen().len(), 2);
+
+    // POSTs (init, done) are not repeated by the client
+    for post in ["init", "done"] {
+        let transport = FailingFirst::new(1, TransportErrorKind::Closed);
+        let client = client_over(transport.clone());
+        let err = match post {
+            "init" => client
+                .init(Duration::from_secs(1), ErrorPolicy::Raise)
+                .await
+                .unwrap_err(),
+            _ => client.done_now(ErrorPolicy::Raise).await.unwrap_err(),
+        };
+        assert!(
+            err.transport_error().is_some_and(TransportError::is_closed),
+            "{err:?}"
+        );
+        assert_eq!(
+            transport.seen(),
+            [(Method::Post, Duration::from_secs(2))],
+            "{post}"
+        );
+    }
+
+    // other failures are not "closed under it": no immediate retry
+    for kind in [
+        TransportErrorKind::Connect,
+        TransportErrorKind::Timeout,
+        TransportErrorKind::Other,
+    ] {
+        let transport = FailingFirst::new(1, kind);
+        let err = ping(client_over(transport.clone())).await.unwrap_err();
+        assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+        assert_eq!(transport.seen().len(), 1, "{kind:?}");
+    }
+}
+
+#[cfg(any(feature = "reqwest", feature = "surf"))]
+mod dropped_connections {
+    use super::*;
+    use common::raw_http::{Closing, KeepAliveServer};
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokio::time::Instant;
+
+    /// Poll `count` until it reaches `at_least`, for at most 5 s.
+    async fn until(count: &AtomicUsize, at_least: usize, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while count.load(SeqCst) < at_least {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {} of {at_least}",
+                count.load(SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn client_of(transport: impl Transport + 'static, url: &str) -> HeartbeatClient {
+        HeartbeatClient::builder_with_transport(transport)
+            .url(url)
+            .app_id("kept-alive")
+            .request_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap()
+    }
+
+    /// `posts_reconnect`: the backend itself resends a request whose reused
+    /// connection died before any reply (curl does; hyper does not).
+    async fn no_ping_fails(transport: impl Transport + Clone + 'static, posts_reconnect: bool) {
+        // The server drops every connection 100 ms after its last reply;
+        // the client pings every time the server has just done so.
+        let server = KeepAliveServer::start("3000", Closing::AfterIdle(Duration::from_millis(100)));
+        let client = client_of(transport.clone(), &server.url);
+        for beat in 1..=3 {
+            let granted = client
+                .ping(Duration::from_secs(2), ErrorPolicy::Raise)
+                .await;
+            assert_eq!(granted.unwrap(), Duration::from_millis(3000), "ping {beat}");
+            until(
+                &server.closed_idle,
+                beat,
+                "idle connections closed by the server",
+            )
+            .await;
+        }
+        assert_eq!(server.answered.load(SeqCst), 3);
+
+        // The same race made certain: the server closes each kept-alive
+        // connection as the next request arrives on it, unanswered.
+        let server = KeepAliveServer::start("3000", Closing::OnNextRequest);
+        let client = client_of(transport.clone(), &server.url);
+        for beat in 1..=5 {
+            let granted = client
+                .ping(Duration::from_secs(2), ErrorPolicy::Raise)
+                .await;
+            assert_eq!(granted.unwrap(), Duration::from_millis(3000), "ping {beat}");
+        }
+        assert_eq!(
+            client.get("/list", ErrorPolicy::Raise).await.unwrap(),
+            "3000"
+        );
+        assert_eq!(server.answered.load(SeqCst), 6);
+        assert_eq!(
+            server.cut_off.load(SeqCst),
+            5,
+            "every request after the first met a closed connection"
+        );
+
+        let init = client
+            .init(Duration::from_secs(2), ErrorPolicy::Raise)
+            .await;
+        if posts_reconnect {
+            assert_eq!(init.unwrap(), Duration::from_millis(3000));
+        } else {
+            let err = init.unwrap_err();
+            assert!(
+                err.transport_error().is_some_and(TransportError::is_closed),
+                "{err:?}"
+            );
+            assert_eq!(
+                server.answered.load(SeqCst),
+                6,
+                "a POST is not resent by the client"
+            );
+
+            // the fault is real: below the client, a GET on the stale
+            // connection fails, and is reported as closed under it
+            let get = |url: &str| HttpRequest {
+                method: Method::Get,
+                url: format!("{url}/hb_ping?1&appid=x"),
+                form: None,
+                timeout: Duration::from_secs(2),
+                body_limit: 1024,
+            };
+            let server = KeepAliveServer::start("3000", Closing::OnNextRequest);
+            transport.send(get(&server.url)).await.unwrap();
+            let err = transport.send(get(&server.url)).await.unwrap_err();
+            assert!(err.is_closed(), "{err:?}");
+        }
+    }
+
+    #[cfg(feature = "reqwest")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reqwest_no_ping_fails_when_the_server_drops_kept_alive_connections() {
+        no_ping_fails(
+            heartbeat_sdk::transport::ReqwestTransport::new().unwrap(),
+            false,
+        )
+        .await;
+    }
+
+    #[cfg(feature = "surf")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn surf_no_ping_fails_when_the_server_drops_kept_alive_connections() {
+        no_ping_fails(
+            heartbeat_sdk::transport::SurfTransport::new().unwrap(),
+            true,
+        )
+        .await;
+    }
+}
+
+#[cfg(all(feature = "server", feature = "keepalive", feature = "reqwest"))]
+mod restart {
+    use super::*;
+    use heartbeat_sdk::server::{Server, ServerHandle};
+    use heartbeat_sdk::{KeepAlive, State};
+    use std::net::SocketAddr;
+    use tokio::time::Instant;
+
+    async fn start(addr: SocketAddr) -> ServerHandle {
+        Server::bind(addr).start().await.unwrap()
+    }
+
+    /// Whether `server` tracks `key`.
+    fn tracks(server: &ServerHandle, key: &str) -> bool {
+        server
+            .registry()
+            .with_registry(|r, now| r.apps(now).any(|a| a.key == key))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_server_restart_the_app_is_back_to_ok_within_one_interval() {
+        let interval = Duration::from_millis(300);
+        let first = start("127.0.0.1:0".parse().unwrap()).await;
+        let addr = first.local_addr();
+        let app = "restarted-under-me";
+        let key = format!("{app} @ 127.0.0.1");
+        let client = HeartbeatClient::builder()
+            .url(first.url())
+            .app_id(app)
+            .request_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let handle = client.keep_alive(KeepAlive::every(interval));
+        let mut states = handle.subscribe();
+        tokio::time::timeout(Duration::from_secs(5), states.wait_for(|s| s.beats_ok >= 2))
+            .await
+            .expect("two beats")
+            .unwrap();
+
+        // restart between two beats: the new server starts empty
+        states.borrow_and_update();
+        tokio::time::timeout(Duration::from_secs(5), states.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        first.shutdown().await;
+        let rebind_deadline = Instant::now() + Duration::from_secs(5);
+        let second = loop {
+            // the port was ours a moment ago; rebinding it can take a few tries
+            match Server::bind(addr).start().await {
+                Ok(server) => break server,
+                Err(e) if Instant::now() < rebind_deadline => eprintln!("rebinding {addr}: {e}"),
+                Err(e) => panic!("cannot rebind {addr}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let restarted = Instant::now();
+        assert!(!tracks(&second, &key));
+
+        let deadline = restarted + 3 * interval;
+        while !tracks(&second, &key) {
+            assert!(
+                Instant::now() < deadline,
+                "not back after {:?}: {:?}",
+                restarted.elapsed(),
+                handle.state()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let back_after = restarted.elapsed();
+        assert!(
+            back_after <= interval + Duration::from_millis(100),
+            "back after {back_after:?}"
+        );
+        let status = client.status(Some(app), ErrorPolicy::Raise).await.unwrap();
+        assert_eq!(status.state(), State::Ok, "{status}");
+        let state = handle.state();
+        assert_eq!(
+            state.beats_failed, 0,
+            "no beat failed across the restart: {state:?}"
+        );
+
+        handle.shutdown().await.unwrap();
+        assert!(!tracks(&second, &key), "done reached the new server");
+        second.shutdown().await;
+    }
+}
+
+#[cfg(all(feature = "server", feature = "reqwest"))]
+mod demo_interrupted {
+    use super::*;
+    use heartbeat_sdk::demo::{run, DemoOptions};
+    use heartbeat_sdk::server::Server;
+    use heartbeat_sdk::transport::ReqwestTransport;
+    use tokio::sync::Notify;
+    use tokio::time::Instant;
+
+    /// Sends through reqwest, except that every `hb_ping` stalls like a
+    /// server that stopped answering, after announcing itself.
+    #[derive(Debug, Clone)]
+    struct StallingPings {
+        inner: ReqwestTransport,
+        in_flight: Arc<Notify>,
+        paths: Arc<Mutex<Vec<String>>>,
+        finished_pings: Arc<AtomicUsize>,
+    }
+
+    #[async_trait]
+    impl Transport for StallingPings {
+        async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+            let path = url::Url::parse(&request.url).unwrap().path().to_owned();
+            self.paths.lock().unwrap().push(path.clone());
+            if path == "/hb_ping" {
+                self.in_flight.notify_one();
+                tokio::time::sleep(request.timeout).await;
+                self.finished_pings.fetch_add(1, Ordering::SeqCst);
+                return Err(TransportError::timeout("stalled"));
+            }
+            self.inner.send(request).await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ctrl_c_while_a_ping_is_in_flight_still_sends_done() {
+        let server = Server::bind("127.0.0.1:0".parse().unwrap())
+            .start()
+            .await
+            .unwrap();
+        let transport = StallingPings {
+            inner: ReqwestTransport::new().unwrap(),
+            in_flight: Arc::default(),
+            paths: Arc::default(),
+            finished_pings: Arc::default(),
+        };
+        let request_timeout = Duration::from_secs(10);
+        let client = HeartbeatClient::builder_with_transport(transport.clone())
+            .url(server.url())
+            .app_id("demo-interrupted")
+            .request_timeout(request_timeout)
+            .build()
+            .unwrap();
+        let options = DemoOptions {
+            min_promise: Duration::from_millis(10),
+            max_promise: Duration::from_millis(20),
+            max_sleep_factor: 1,
+            max_beats: None,
+        };
+        let in_flight = transport.in_flight.clone();
+        let stop = async move { in_flight.notified().await }; // "Ctrl+C" once a ping hangs
+        let started = Instant::now();
+        let report = run(&client, &options, stop).await.unwrap();
+        let took = started.elapsed();
+
+        assert!(
+            took < request_timeout / 4,
+            "the stalled ping was abandoned, not waited for: {took:?}"
+        );
+        assert_eq!(transport.finished_pings.load(Ordering::SeqCst), 0);
+        assert_eq!(report.beats, 1);
+        assert_eq!(report.list_before, ["demo-interrupted @ 127.0.0.1"]);
+        assert_eq!(report.goodbye, "So Long, and Thanks for All the Fish!");
+        assert!(report.list_after.is_empty(), "{:?}", report.list_after);
+        let paths = transport.paths.lock().unwrap().clone();
+        assert_eq!(
+            paths,
+            ["/hb_init", "/hb_ping", "/list", "/status", "/hb_done", "/list", "/status"]
+        );
+        let counters = server.registry().with_registry(|r, _| r.counters());
+        assert_eq!((counters.inits, counters.dones), (1, 1));
+        assert!(server.registry().with_registry(|r, _| r.is_empty()));
+        server.shutdown().await;
+    }
+}

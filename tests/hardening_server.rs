@@ -1,0 +1,971 @@
+//! Hardening of the embedded server against bad input (issue 7):
+//!
+//! - 10 000 generated sequences of request-targets and form bodies through
+//!   `SharedRegistry::handle`, checked against a model of the registry;
+//! - 300 generated raw byte requests over TCP to the real hyper server;
+//! - the limits, each with a clear reply: id length (414), tracked apps
+//!   (503, no growth), request head size (431), body size (413), clients
+//!   that connect and send nothing (closed after `head_timeout`);
+//! - the warning when binding beyond loopback.
+#![cfg(feature = "server")]
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use heartbeat_sdk::protocol::command::{parse_command, Command};
+use heartbeat_sdk::protocol::{encode_component, MAX_APP_ID_LEN};
+use heartbeat_sdk::server::service::GOODBYE;
+use heartbeat_sdk::server::{ManualClock, RegistryConfig, Server, ServerHandle, SharedRegistry};
+use proptest::prelude::*;
+
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+// ---------------------------------------------------------------------------
+// The grammar of generated requests
+// ---------------------------------------------------------------------------
+
+/// Turns one `u64` into one request through a small grammar. proptest then
+/// only generates and shrinks vectors of seeds (shrinking drops requests
+/// one by one): its structured strategies cost ~100× more per value in a
+/// debug build, which would put 10 000 cases past a minute.
+struct Gen(u64);
+
+impl Gen {
+    /// splitmix64
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn range(&mut self, low: u64, high: u64) -> u64 {
+        low + self.next() % (high - low + 1)
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())]
+    }
+
+    /// The index of the arm chosen with these relative weights.
+    fn arm(&mut self, weights: &[u32]) -> usize {
+        let mut roll = self.below(weights.iter().sum::<u32>() as usize) as u32;
+        for (i, w) in weights.iter().enumerate() {
+            if roll < *w {
+                return i;
+            }
+            roll -= w;
+        }
+        unreachable!()
+    }
+
+    fn bytes(&mut self, max: usize) -> Vec<u8> {
+        let len = self.below(max + 1);
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+
+    /// Characters that mean something in a query, control characters,
+    /// and multi-byte ones.
+    fn nasty(&mut self, max: usize) -> String {
+        const ALPHABET: &[char] = &[
+            'a',
+            'z',
+            '0',
+            '9',
+            '%',
+            '&',
+            '=',
+            '?',
+            '#',
+            '+',
+            '/',
+            ' ',
+            '.',
+            '-',
+            '\0',
+            '\n',
+            '\r',
+            '\t',
+            '\u{7f}',
+            'é',
+            '€',
+            '\u{10ffff}',
+            '\u{202e}',
+        ];
+        let len = self.below(max + 1);
+        (0..len).map(|_| self.pick(ALPHABET)).collect()
+    }
+
+    /// Any Unicode scalar values, ASCII half of the time.
+    fn unicode(&mut self, max: usize) -> String {
+        let len = self.below(max + 1);
+        (0..len)
+            .map(|_| match self.below(2) {
+                0 => char::from(self.range(0, 0x7f) as u8),
+                _ => char::from_u32(self.range(0x80, 0x10_ffff) as u32).unwrap_or('\u{fffd}'),
+            })
+            .collect()
+    }
+}
+
+/// Ids the model sees again and again, so that refreshes, dones of known
+/// ids and the app limit are all exercised.
+const IDS: [&str; 6] = ["a", "B", "kiosk 7", "Zürich", "a&b", "x=y?#"];
+
+fn percent_bytes(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("%{b:02X}")).collect()
+}
+
+fn timeout_element(g: &mut Gen) -> String {
+    match g.arm(&[4, 1, 1, 1, 1, 1, 1, 1]) {
+        0 => g.range(0, 5_000).to_string(),
+        1 => g.range(0, u64::from(u32::MAX)).to_string(),
+        2 => g.next().to_string(),
+        3 => String::new(),
+        4 => format!("-{}", g.range(1, 100_000)),
+        5 => (0..g.range(20, 40))
+            .map(|_| char::from(b'0' + g.below(10) as u8))
+            .collect(),
+        6 => g
+            .pick(&[
+                "abc",
+                "1.5",
+                "+5",
+                "-",
+                "%32%30",
+                "%zz",
+                "%",
+                "0x10",
+                "1e3",
+                "%FF",
+                "%00",
+                " 5",
+                "4294967296",
+            ])
+            .to_owned(),
+        _ => g.nasty(12),
+    }
+}
+
+/// The value of an `appid=` parameter, as it appears in the query.
+fn app_value(g: &mut Gen) -> String {
+    match g.arm(&[6, 1, 1, 1, 1, 1]) {
+        0 => encode_component(g.pick(&IDS)),
+        1 => encode_component(&g.unicode(12)),
+        2 => percent_bytes(&g.bytes(24)),
+        3 => g.nasty(16),
+        4 => "x".repeat(g.range(MAX_APP_ID_LEN as u64 - 2, MAX_APP_ID_LEN as u64 + 2) as usize),
+        _ => String::new(),
+    }
+}
+
+fn param(g: &mut Gen) -> String {
+    match g.arm(&[4, 1, 1, 2, 1]) {
+        0 => format!("appid={}", app_value(g)),
+        1 => "appid".to_owned(),
+        2 => format!("%61ppid={}", app_value(g)),
+        3 => format!("cache_buster={}-{}", g.next(), g.below(10_000)),
+        _ => g.nasty(12),
+    }
+}
+
+fn command_name(g: &mut Gen) -> String {
+    match g.arm(&[8, 1, 1]) {
+        0 => g
+            .pick(&["hb_init", "hb_ping", "hb_done", "list", "status", "metrics"])
+            .to_owned(),
+        1 => g
+            .pick(&[
+                "HB_PING",
+                "hb_pong",
+                "hb_ping/",
+                "",
+                "hb_init%00",
+                "st atus",
+                "list/..",
+            ])
+            .to_owned(),
+        _ => g.nasty(10),
+    }
+}
+
+fn target(g: &mut Gen) -> String {
+    match g.arm(&[10, 1, 1]) {
+        0 => {
+            let prefix = g.pick(&["/", "/x/y/", "", "http://h:1/", "//", "/%2F"]);
+            let mut target = format!("{prefix}{}", command_name(g));
+            if g.below(100) < 85 {
+                target.push('?');
+                target.push_str(&timeout_element(g));
+                for _ in 0..g.below(4) {
+                    target.push('&');
+                    target.push_str(&param(g));
+                }
+            }
+            target
+        }
+        1 => g.unicode(40),
+        _ => g.nasty(40),
+    }
+}
+
+fn form_body(g: &mut Gen) -> Option<Vec<u8>> {
+    match g.arm(&[4, 2, 1]) {
+        0 => None,
+        1 => Some(format!("appid={}", app_value(g)).into_bytes()),
+        _ => Some(g.bytes(40)),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Req {
+    target: String,
+    form: Option<Vec<u8>>,
+    peer: IpAddr,
+    /// Clock advance before the request; at most 15 × 150 ms per case, so
+    /// no record reaches an overdue ratio of 3 (granted ≥ 1000 ms) and the
+    /// model needs no clock.
+    advance_ms: u64,
+}
+
+fn req(seed: u64) -> Req {
+    let g = &mut Gen(seed);
+    let peers = [
+        LOCAL,
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ];
+    Req {
+        target: target(g),
+        form: form_body(g),
+        peer: g.pick(&peers),
+        advance_ms: g.range(0, 150),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    max_apps: usize,
+    key_by_peer: bool,
+    requests: Vec<Req>,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        prop_oneof![Just(RegistryConfig::default().max_apps), 1usize..5],
+        any::<bool>(),
+        prop::collection::vec(any::<u64>(), 1..16),
+    )
+        .prop_map(|(max_apps, key_by_peer, seeds)| Case {
+            max_apps,
+            key_by_peer,
+            requests: seeds.into_iter().map(req).collect(),
+        })
+}
+
+// ---------------------------------------------------------------------------
+// The handler against a model
+// ---------------------------------------------------------------------------
+
+/// Run one case and compare every reply with what a set of keys predicts.
+fn check_case(case: &Case) -> Result<(), TestCaseError> {
+    let config = RegistryConfig {
+        max_apps: case.max_apps,
+        key_by_peer: case.key_by_peer,
+        ..RegistryConfig::default()
+    };
+    let clock = ManualClock::new();
+    let shared = SharedRegistry::new(config, Arc::new(clock.clone()));
+    let mut model: BTreeSet<String> = BTreeSet::new();
+    let key = |app: &str, peer: IpAddr| match case.key_by_peer {
+        true => format!("{app} @ {}", peer.to_canonical()),
+        false => app.to_owned(),
+    };
+    for r in &case.requests {
+        clock.advance(Duration::from_millis(r.advance_ms));
+        let form = r.form.as_deref();
+        let reply = shared.handle(&r.target, form, r.peer);
+        let status = reply.status;
+        let body = reply.body.as_str();
+        prop_assert!(matches!(status, 200 | 400 | 414 | 503), "{r:?} -> {status}");
+        if status != 200 {
+            prop_assert!(body.starts_with("ERROR: "), "{r:?} -> {body:?}");
+            prop_assert!(!body.contains(['\n', '\r']), "one line: {body:?}");
+            prop_assert!(
+                body.len() <= 200 + 4 * r.target.len(),
+                "bounded echo: {} bytes",
+                body.len()
+            );
+        }
+        match parse_command(&r.target, form) {
+            Err(e) => prop_assert_eq!(status, e.http_status(), "{:?}: {}", r, body),
+            Ok(Command::Init { app, timeout_ms } | Command::Ping { app, timeout_ms }) => {
+                let key = key(&app, r.peer);
+                if model.contains(&key) || model.len() < case.max_apps {
+                    let granted = (timeout_ms + 1000).to_string();
+                    prop_assert_eq!((status, body), (200, granted.as_str()));
+                    model.insert(key);
+                } else {
+                    prop_assert_eq!(status, 503, "{:?}: {}", r, body);
+                    prop_assert!(body.starts_with("ERROR: registry full"), "{body}");
+                }
+            }
+            Ok(Command::Done { app, .. }) => {
+                prop_assert_eq!((status, body), (200, GOODBYE));
+                model.remove(&key(&app, r.peer));
+            }
+            Ok(Command::List) => {
+                let expected: String = model.iter().map(|k| format!("{k}\n")).collect();
+                prop_assert_eq!((status, body), (200, expected.as_str()));
+            }
+            Ok(Command::Status { app: None }) => {
+                prop_assert_eq!(status, 200);
+                match model.len() {
+                    0 => prop_assert_eq!(body, "UNKNOWN - no heartbeat clients at the moment..."),
+                    1 => {
+                        let only = model.iter().next().unwrap();
+                        let expected = format!("OK - fine application [{only}]| od=");
+                        prop_assert!(body.starts_with(&expected), "{body}");
+                    }
+                    n => {
+                        let all: Vec<&str> = model.iter().map(String::as_str).collect();
+                        let expected =
+                            format!("WARNING - multiple ({n}) applications: [{}]", all.join(","));
+                        prop_assert_eq!(body, expected.as_str());
+                    }
+                }
+            }
+            Ok(Command::Status { app: Some(app) }) => {
+                prop_assert_eq!(status, 200);
+                let key = key(&app, r.peer);
+                if model.contains(&key) {
+                    let expected = format!("OK - fine application [{key}]| od=");
+                    prop_assert!(body.starts_with(&expected), "{body}");
+                } else {
+                    let expected =
+                        format!("CRITICAL - no application record for queried ID: [{key}]");
+                    prop_assert_eq!(body, expected.as_str());
+                }
+            }
+            Ok(Command::Metrics) => prop_assert_eq!(status, 200),
+        }
+        let tracked = shared.with_registry(|registry, _| registry.len());
+        prop_assert_eq!(tracked, model.len());
+        prop_assert!(tracked <= case.max_apps);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 10_000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// 10 000 sequences of 1 to 15 requests (about 80 000 requests): no
+    /// panic, only 200/400/414/503, one-line `ERROR:` bodies, and replies and
+    /// registry contents exactly as a model of the protocol predicts.
+    #[test]
+    fn the_handler_never_panics_and_agrees_with_a_model(case in case()) {
+        check_case(&case)?;
+    }
+}
+
+/// The generators reach every branch of the model (a fuzz test that only
+/// produced 400s would prove little).
+#[test]
+fn the_generators_reach_every_kind_of_request() {
+    let mut seen = BTreeSet::new();
+    for n in 0..2_000u64 {
+        let case = Case {
+            max_apps: [1, 100_000][n as usize % 2],
+            key_by_peer: true,
+            requests: (0..8).map(|i| req(n * 8 + i)).collect(),
+        };
+        let config = RegistryConfig {
+            max_apps: case.max_apps,
+            ..RegistryConfig::default()
+        };
+        let shared = SharedRegistry::new(config, Arc::new(ManualClock::new()));
+        for r in &case.requests {
+            let reply = shared.handle(&r.target, r.form.as_deref(), r.peer);
+            let kind = match parse_command(&r.target, r.form.as_deref()) {
+                Ok(command) => format!("{} {}", command.name(), reply.status),
+                Err(_) => reply.status.to_string(),
+            };
+            seen.insert(kind);
+        }
+    }
+    for kind in [
+        "hb_init 200",
+        "hb_ping 200",
+        "hb_done 200",
+        "list 200",
+        "status 200",
+        "metrics 200",
+        "hb_init 503",
+        "hb_ping 503",
+        "400",
+        "414",
+    ] {
+        assert!(
+            seen.contains(kind),
+            "never generated: {kind} (saw {seen:?})"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw bytes over TCP to the real server
+// ---------------------------------------------------------------------------
+
+/// A request built from parts, possibly cut short.
+#[derive(Debug, Clone)]
+struct RawCase {
+    bytes: Vec<u8>,
+    /// The head ends with its blank line: the server owes a reply.
+    complete: bool,
+    head_request: bool,
+}
+
+fn raw_case(seed: u64) -> RawCase {
+    let g = &mut Gen(seed);
+    if g.below(10) < 2 {
+        return RawCase {
+            bytes: g.bytes(300),
+            complete: false,
+            head_request: false,
+        };
+    }
+    let method = match g.arm(&[6, 1]) {
+        0 => g.pick(&["GET", "POST", "HEAD"]),
+        _ => g.pick(&[
+            "PUT", "DELETE", "OPTIONS", "get", "G\0T", "", "CONNECT", "TRACE",
+        ]),
+    };
+    let target = match g.arm(&[6, 1, 1]) {
+        0 => uri_safe(&target(g)),
+        1 => target(g),
+        _ => g
+            .pick(&["*", "http://h/list", "", "/list#frag", "/ list", "/%"])
+            .to_owned(),
+    };
+    let version = match g.arm(&[6, 1]) {
+        0 => g.pick(&["HTTP/1.1", "HTTP/1.0"]),
+        _ => g.pick(&[
+            "HTTP/0.9",
+            "HTTP/2.0",
+            "HTTP/1.2",
+            "http/1.1",
+            "",
+            "HTTP/1.1 x",
+            "HTTP/11",
+        ]),
+    };
+    let eol = g.pick(&["\r\n", "\n"]);
+    let mut bytes = format!("{method} {target} {version}{eol}").into_bytes();
+    for _ in 0..g.below(5) {
+        let name = match g.arm(&[8, 1]) {
+            0 => g.pick(&[
+                "Host",
+                "Content-Length",
+                "Transfer-Encoding",
+                "Connection",
+                "Expect",
+                "Content-Type",
+                "X-Junk",
+            ]),
+            _ => g.pick(&["", " Host", "Bad Name", "X\u{e9}"]),
+        };
+        let value = match g.arm(&[6, 1, 1]) {
+            0 => g
+                .pick(&[
+                    "0",
+                    "7",
+                    "-1",
+                    "99999999999999999999",
+                    "chunked",
+                    "close",
+                    "keep-alive",
+                    "100-continue",
+                    "application/x-www-form-urlencoded",
+                    "x",
+                ])
+                .to_owned(),
+            1 => (0..g.below(20))
+                .map(|_| char::from(g.range(0x20, 0x7e) as u8))
+                .collect(),
+            _ => g.unicode(12),
+        };
+        bytes.extend_from_slice(format!("{name}: {value}{eol}").as_bytes());
+    }
+    bytes.extend_from_slice(eol.as_bytes());
+    match g.arm(&[2, 2, 1, 1]) {
+        0 => {}
+        1 => bytes.extend_from_slice(format!("appid={}", app_value(g)).as_bytes()),
+        2 => bytes.extend_from_slice(b"5\r\nappid\r\n0\r\n\r\n"),
+        _ => bytes.extend(g.bytes(64)),
+    }
+    let complete = g.below(10) < 8;
+    if !complete {
+        bytes.truncate(g.below(bytes.len()));
+    }
+    RawCase {
+        bytes,
+        complete,
+        head_request: method == "HEAD",
+    }
+}
+
+/// Percent-encode every byte that may not appear in a request-target, so
+/// that most generated requests get past hyper to the service.
+fn uri_safe(target: &str) -> String {
+    let mut out = String::new();
+    for b in target.bytes() {
+        if b.is_ascii_graphic() && b != b'#' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Check that `reply` is a sequence of well-formed HTTP/1.x responses and
+/// return their status codes.
+fn parse_responses(mut reply: &[u8], head_request: bool) -> Result<Vec<u16>, String> {
+    let mut statuses = Vec::new();
+    while !reply.is_empty() {
+        let end = reply
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or("response head without its blank line")?;
+        let head = std::str::from_utf8(&reply[..end]).map_err(|_| "response head is not UTF-8")?;
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default();
+        let code = parts.next().unwrap_or_default();
+        if !matches!(version, "HTTP/1.0" | "HTTP/1.1") || code.len() != 3 {
+            return Err(format!("bad status line {status_line:?}"));
+        }
+        let code: u16 = code
+            .parse()
+            .map_err(|_| format!("bad status code in {status_line:?}"))?;
+        if !(100..600).contains(&code) {
+            return Err(format!("status out of range: {status_line:?}"));
+        }
+        let mut length = 0usize;
+        for line in lines {
+            let (name, value) = line
+                .split_once(':')
+                .ok_or(format!("bad header line {line:?}"))?;
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("bad length {line:?}"))?;
+            }
+        }
+        let has_body = !(100..200).contains(&code) && !(statuses.is_empty() && head_request);
+        let body_len = if has_body { length } else { 0 };
+        if reply.len() < end + 4 + body_len {
+            return Err(format!("body shorter than its content-length {length}"));
+        }
+        reply = &reply[end + 4 + body_len..];
+        statuses.push(code);
+    }
+    Ok(statuses)
+}
+
+/// Send `bytes`, shut the write side, read until the server closes.
+fn exchange(addr: SocketAddr, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // the server may close early (e.g. after a 400), cutting our write short
+    let _ = stream.write_all(bytes);
+    let _ = stream.shutdown(Shutdown::Write);
+    let mut reply = Vec::new();
+    match stream.read_to_end(&mut reply) {
+        Ok(_) => Ok(reply),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(reply),
+        Err(e) => Err(format!(
+            "server neither answered nor closed within 5 s: {e}"
+        )),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// 300 generated raw requests (whole, cut short, or noise) to the real
+/// server: every one gets well-formed HTTP responses or, when the head was
+/// incomplete, a clean close; the server keeps serving afterwards.
+#[test]
+fn raw_bytes_over_tcp_get_well_formed_replies() {
+    let rt = runtime();
+    let server = rt
+        .block_on(
+            Server::bind("127.0.0.1:0".parse().unwrap())
+                .max_apps(20)
+                .start(),
+        )
+        .unwrap();
+    let addr = server.local_addr();
+    let counts = Mutex::new(std::collections::BTreeMap::<String, usize>::new());
+    let config = ProptestConfig {
+        cases: 300,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    runner
+        .run(&any::<u64>(), |seed| {
+            let case = raw_case(seed);
+            let reply = exchange(addr, &case.bytes).map_err(TestCaseError::fail)?;
+            let statuses = parse_responses(&reply, case.head_request).map_err(|e| {
+                TestCaseError::fail(format!("{e}: {:?}", String::from_utf8_lossy(&reply)))
+            })?;
+            let h2_preface = case.bytes.starts_with(b"PRI * HTTP/2.0");
+            if case.complete && !h2_preface {
+                prop_assert!(
+                    !statuses.is_empty(),
+                    "no reply to a complete head {:?}",
+                    String::from_utf8_lossy(&case.bytes)
+                );
+            }
+            let key = match statuses.first() {
+                Some(code) => code.to_string(),
+                None => "closed".to_owned(),
+            };
+            *counts.lock().unwrap().entry(key).or_default() += 1;
+            Ok(())
+        })
+        .unwrap();
+    let counts = counts.into_inner().unwrap();
+    println!("first status of {} raw requests: {counts:?}", 300);
+    // the fuzzing must have reached the service, not only hyper's parser
+    for code in ["200", "400"] {
+        assert!(counts.contains_key(code), "no {code} among {counts:?}");
+    }
+    assert!(counts.len() >= 4, "too little variety: {counts:?}");
+    let reply = exchange(addr, b"GET /hb_ping?1&appid=after HTTP/1.0\r\n\r\n").unwrap();
+    assert!(
+        reply.ends_with(b"\r\n\r\n1001"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert!(server.registry().with_registry(|r, _| r.len()) <= 20);
+    rt.block_on(server.shutdown());
+}
+
+// ---------------------------------------------------------------------------
+// Limits
+// ---------------------------------------------------------------------------
+
+/// One request on a fresh connection: `(status, body)`; the connection is
+/// read until the server closes it.
+fn call(addr: SocketAddr, request: &str) -> (u16, String) {
+    let reply = exchange(addr, request.as_bytes()).unwrap();
+    let codes = parse_responses(&reply, false)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&reply)));
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (codes[0], body)
+}
+
+fn get(addr: SocketAddr, target: &str) -> (u16, String) {
+    call(
+        addr,
+        &format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+async fn start(server: Server) -> ServerHandle {
+    server.start().await.unwrap()
+}
+
+fn local() -> Server {
+    Server::bind("127.0.0.1:0".parse().unwrap())
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_id_length_is_limited_with_414_and_heads_with_431() {
+    let server = start(local()).await;
+    let addr = server.local_addr();
+    let max = "i".repeat(MAX_APP_ID_LEN);
+    let over = "i".repeat(MAX_APP_ID_LEN + 1);
+    let huge = "i".repeat(10_000);
+    let beyond_head = "i".repeat(20_000);
+    blocking(move || {
+        assert_eq!(get(addr, &format!("/hb_ping?1&appid={max}")), (200, "1001".into()));
+        let (status, body) = get(addr, &format!("/hb_ping?1&appid={over}"));
+        assert_eq!((status, body.as_str()), (414, "ERROR: appid is 1025 bytes long, the maximum is 1024"));
+        assert_eq!(get(addr, &format!("/hb_init?1&appid={huge}")).0, 414);
+        assert_eq!(get(addr, &format!("/status?0&appid={huge}")).0, 414);
+        // a form body cannot smuggle a long id past the limit either
+        let form = format!("appid={huge}");
+        let request = format!(
+            "POST /hb_init?1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{form}",
+            form.len()
+        );
+        assert_eq!(call(addr, &request).0, 414);
+        // past the 16 KiB head limit, hyper answers 431 before we see it
+        assert_eq!(get(addr, &format!("/hb_ping?1&appid={beyond_head}")), (431, String::new()));
+        let (_, list) = get(addr, "/list");
+        assert_eq!(list.lines().count(), 1, "only the 1024-byte id was registered");
+    })
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_heads_and_bodies_get_431_and_413() {
+    let server = start(local()).await;
+    let addr = server.local_addr();
+    blocking(move || {
+        let header = |size: usize| format!("GET /list HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n", "h".repeat(size));
+        assert_eq!(call(addr, &header(15_000)).0, 200, "under the 16 KiB head limit");
+        assert_eq!(call(addr, &header(20_000)).0, 431);
+        let mut many = String::from("GET /list HTTP/1.1\r\nHost: x\r\n");
+        for i in 0..150 {
+            many.push_str(&format!("X-{i}: y\r\n"));
+        }
+        many.push_str("\r\n");
+        assert_eq!(call(addr, &many).0, 431, "more than hyper's 100 headers");
+        let body = "appid=x&pad=".to_owned() + &"p".repeat(20_000);
+        let request = format!(
+            "POST /hb_init?1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (status, reply) = call(addr, &request);
+        assert_eq!(status, 413, "{reply}");
+        assert!(reply.starts_with("ERROR: request body over 16384 bytes"), "{reply}");
+        assert_eq!(get(addr, "/list"), (200, String::new()), "nothing registered");
+    })
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_apps_new_ids_get_503_and_the_registry_does_not_grow() {
+    let server = start(local().max_apps(3)).await;
+    let addr = server.local_addr();
+    let tracked = |server: &ServerHandle| server.registry().with_registry(|r, _| r.len());
+    blocking(move || {
+        for app in ["a", "b", "c"] {
+            assert_eq!(
+                get(addr, &format!("/hb_init?0&appid={app}")),
+                (200, "1000".into())
+            );
+        }
+        for i in 0..50 {
+            let command = ["hb_init", "hb_ping"][i % 2];
+            let (status, body) = get(addr, &format!("/{command}?0&appid=new{i}"));
+            assert_eq!(status, 503, "{body}");
+            assert_eq!(
+                body,
+                "ERROR: registry full: already tracking the maximum of 3 applications"
+            );
+        }
+        assert_eq!(
+            get(addr, "/hb_ping?5&appid=b"),
+            (200, "1005".into()),
+            "known ids still beat"
+        );
+        assert_eq!(
+            get(addr, "/list").1,
+            "a @ 127.0.0.1\nb @ 127.0.0.1\nc @ 127.0.0.1\n"
+        );
+    })
+    .await;
+    assert_eq!(tracked(&server), 3);
+    assert_eq!(
+        server.registry().with_registry(|r, _| r.counters().refused),
+        50
+    );
+    blocking(move || {
+        assert_eq!(get(addr, "/hb_done?0&appid=a").0, 200);
+        assert_eq!(
+            get(addr, "/hb_init?0&appid=late"),
+            (200, "1000".into()),
+            "room again after a done"
+        );
+    })
+    .await;
+    assert_eq!(tracked(&server), 3);
+    server.shutdown().await;
+}
+
+/// How long until the server closes `stream` (EOF or reset), reading and
+/// discarding whatever it sends; fails past `limit`.
+fn time_to_close(stream: &mut TcpStream, since: Instant, limit: Duration) -> Duration {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return since.elapsed(),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return since.elapsed(),
+            Err(e) => panic!(
+                "the server kept a silent connection open for {:?}: {e}",
+                since.elapsed()
+            ),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_send_nothing_are_disconnected_after_the_head_timeout() {
+    let head_timeout = Duration::from_millis(300);
+    let server = start(local().head_timeout(head_timeout)).await;
+    let addr = server.local_addr();
+    let limit = Duration::from_secs(3);
+    let silent = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        time_to_close(&mut stream, Instant::now(), limit)
+    });
+    let partial = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let since = Instant::now();
+        stream
+            .write_all(b"GET /list HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        time_to_close(&mut stream, since, limit)
+    });
+    let slow_loris = std::thread::spawn(move || {
+        // one header byte every 50 ms: each byte arrives well within any
+        // per-read timeout, the head never completes
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let since = Instant::now();
+        let mut head = b"GET /list HTTP/1.1\r\nX-Slow: "
+            .iter()
+            .chain(std::iter::repeat(&b'z'));
+        while since.elapsed() < limit {
+            if stream.write_all(&[*head.next().unwrap()]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            stream.set_nonblocking(true).unwrap();
+            let mut buf = [0u8; 64];
+            let closed = matches!(stream.read(&mut buf), Ok(0));
+            stream.set_nonblocking(false).unwrap();
+            if closed {
+                break;
+            }
+        }
+        time_to_close(&mut stream, since, limit)
+    });
+    let idle_keep_alive = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"GET /list HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        stream.set_read_timeout(Some(limit)).unwrap();
+        let n = stream.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK\r\n"));
+        time_to_close(&mut stream, Instant::now(), limit)
+    });
+    // while four connections stall, the server answers everyone else at once
+    let started = Instant::now();
+    let (status, _) = blocking(move || get(addr, "/list")).await;
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() < head_timeout,
+        "stalled clients must not delay others"
+    );
+
+    for (name, handle) in [
+        ("silent", silent),
+        ("partial head", partial),
+        ("slow loris", slow_loris),
+        ("idle keep-alive", idle_keep_alive),
+    ] {
+        let took = blocking(move || handle.join().unwrap()).await;
+        assert!(
+            took >= head_timeout - Duration::from_millis(50),
+            "{name}: closed after {took:?}, before the timeout"
+        );
+        assert!(
+            took < head_timeout + Duration::from_secs(1),
+            "{name}: closed only after {took:?}"
+        );
+    }
+    server.shutdown().await;
+}
+
+/// A `MakeWriter` that keeps everything written to it.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn binding_beyond_loopback_is_warned_about() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let loopback = start(local()).await;
+    loopback.shutdown().await;
+    assert!(
+        !captured.text().contains("non-loopback"),
+        "no warning on 127.0.0.1: {}",
+        captured.text()
+    );
+
+    let everywhere = start(Server::bind("0.0.0.0:0".parse().unwrap())).await;
+    let port = everywhere.local_addr().port();
+    everywhere.shutdown().await;
+    let log = captured.text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("non-loopback"))
+        .unwrap_or_else(|| panic!("no warning for 0.0.0.0: {log:?}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains(&format!("0.0.0.0:{port}")), "{line}");
+}
