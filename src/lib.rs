@@ -33,7 +33,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `reqwest` | yes | [`transport::ReqwestTransport`], the default transport |
+//! | `reqwest` | yes | `transport::ReqwestTransport`, the default transport |
 //! | `rustls` | yes | `https://` through rustls |
 //! | `native-tls` | no | `https://` through the platform's TLS |
 //! | `surf` | no | `transport::SurfTransport` (surf over curl); the default transport when `reqwest` is off |

@@ -208,7 +208,7 @@ async fn soak() {
                 rng ^= rng << 17;
                 rng % n
             };
-            let mut beat = |result: heartbeat_sdk::Result<Duration>, which: usize| match result {
+            let beat = |result: heartbeat_sdk::Result<Duration>, which: usize| match result {
                 Ok(_) => sent[which].fetch_add(1, Ordering::Relaxed),
                 Err(_) => failures.fetch_add(1, Ordering::Relaxed),
             };
