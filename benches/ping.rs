@@ -43,7 +43,10 @@ fn sdk_client(transport: impl heartbeat_sdk::Transport + 'static, url: &str) -> 
 }
 
 async fn ping(client: &HeartbeatClient) {
-    let granted = client.ping(TIMEOUT, ErrorPolicy::Raise).await.expect("ping");
+    let granted = client
+        .ping(TIMEOUT, ErrorPolicy::Raise)
+        .await
+        .expect("ping");
     assert_eq!(granted, Duration::from_millis(TIMEOUT_MS + 1000));
 }
 

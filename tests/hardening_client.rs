@@ -5,10 +5,11 @@
 //!
 //! The basics are in `conformance.rs` and `transport_wire.rs`; this file
 //! adds the edges and runs them through the same harnesses.
+#![cfg(any(feature = "reqwest", feature = "surf", feature = "mock"))]
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Harness, Recorder, Reply, Seen, APP_ENC};
 use heartbeat_sdk::protocol::{encode_component, MAX_APP_ID_LEN, MAX_TIMEOUT_MS};
@@ -265,7 +266,7 @@ async fn bad_replies(h: &dyn Harness) {
         (Call::Status, "OK | od=NaN", ""),
     ];
     for (call_kind, body, why) in parse_errors {
-        let (client, _) = h.client_replying(Reply::Text(200, *body)).await;
+        let (client, _) = h.client_replying(Reply::Text(200, body)).await;
         match call(&client, *call_kind).await {
             Err(Error::Parse {
                 reason, body: kept, ..
@@ -343,6 +344,7 @@ async fn bad_input(h: &dyn Harness) {
 mod http {
     use super::*;
     use common::raw_http::{http10, serve_head_then_drip};
+    use std::time::Instant;
 
     /// A reply whose head arrives at once and whose body then drips one
     /// byte per second: the total request timeout must still fire.
@@ -384,9 +386,9 @@ mod http {
     }
 
     /// Run the futures concurrently (they each wait out a timeout).
-    async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
+    async fn futures_join<F>(futures: Vec<F>) -> Vec<F::Output>
     where
-        F: Send + 'static,
+        F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
         let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();

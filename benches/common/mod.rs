@@ -79,7 +79,9 @@ impl ServerProcess {
             .expect("spawn the server child");
         let mut stdout = BufReader::new(child.stdout.take().expect("child stdout"));
         let mut line = String::new();
-        stdout.read_line(&mut line).expect("child prints its address");
+        stdout
+            .read_line(&mut line)
+            .expect("child prints its address");
         let addr = line.trim().parse().expect("a socket address");
         ServerProcess {
             child,
@@ -111,8 +113,13 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        drop(self.child.stdin.take()); // asks the child to stop
-        if self.child.try_wait().ok().flatten().is_none() {
+        // Closing its stdin asks the child to stop; give it time to shut
+        // down cleanly (longer under valgrind).
+        drop(self.child.stdin.take());
+        for _ in 0..200 {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         let _ = self.child.kill();
@@ -221,7 +228,8 @@ pub fn estimate_ns(group: &str, function: &str) -> Option<(f64, f64)> {
         .join(function)
         .join("new")
         .join("estimates.json");
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     let point = |name: &str| json.get(name)?.get("point_estimate")?.as_f64();
     Some((point("median")?, point("mean")?))
 }

@@ -344,10 +344,15 @@ pub fn parse_command_with(
 }
 
 /// Percent-decodes one query/form component into UTF-8 text.
-fn decode_text(raw: &[u8], component: &'static str) -> Result<String, CommandError> {
+/// Borrows when nothing needs decoding (the timeout of every ping).
+fn decode_text<'a>(raw: &'a [u8], component: &'static str) -> Result<Cow<'a, str>, CommandError> {
     let bytes = percent_decode(raw, true)
         .map_err(|_| CommandError::InvalidPercentEncoding { component })?;
-    String::from_utf8(bytes.into_owned()).map_err(|_| CommandError::InvalidUtf8 { component })
+    let text = match bytes {
+        Cow::Borrowed(bytes) => std::str::from_utf8(bytes).ok().map(Cow::Borrowed),
+        Cow::Owned(bytes) => String::from_utf8(bytes).ok().map(Cow::Owned),
+    };
+    text.ok_or(CommandError::InvalidUtf8 { component })
 }
 
 fn parse_timeout(raw: &[u8], limits: &ParseLimits) -> Result<u64, CommandError> {
@@ -391,7 +396,7 @@ fn find_appid<'a>(params: impl Iterator<Item = &'a [u8]>) -> Result<Option<Strin
         let is_appid = name == b"appid"
             || matches!(percent_decode(name, true), Ok(decoded) if *decoded == *b"appid");
         if is_appid {
-            return decode_text(value, "appid").map(Some);
+            return decode_text(value, "appid").map(|app| Some(app.into_owned()));
         }
     }
     Ok(None)

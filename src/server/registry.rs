@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -438,11 +438,23 @@ impl Registry {
     }
 
     fn key_for(&self, app: &str, peer: IpAddr) -> String {
-        if self.config.key_by_peer {
-            format!("{app} @ {}", peer.to_canonical())
-        } else {
-            app.to_owned()
+        if !self.config.key_by_peer {
+            return app.to_owned();
         }
+        // `format!("{app} @ {peer}")` without the formatting machinery: it
+        // was half the cost of a ping (benches/registry.rs).
+        let mut key = String::with_capacity(app.len() + " @ ".len() + 39);
+        key.push_str(app);
+        key.push_str(" @ ");
+        match peer.to_canonical() {
+            IpAddr::V4(ip) => push_ipv4(&mut key, ip),
+            ip @ IpAddr::V6(_) => {
+                use fmt::Write as _;
+                // Writing to a String cannot fail.
+                let _ = write!(key, "{ip}");
+            }
+        }
+        key
     }
 
     /// First instant (µs offset) at which the record counts as expired.
@@ -499,6 +511,22 @@ impl Registry {
     }
 }
 
+/// Appends `ip` in dotted-decimal form, as its `Display` does.
+fn push_ipv4(out: &mut String, ip: Ipv4Addr) {
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+}
+
 fn micros_since(base: Instant, now: Instant) -> u64 {
     u64::try_from(now.saturating_duration_since(base).as_micros()).unwrap_or(u64::MAX)
 }
@@ -513,6 +541,25 @@ mod tests {
 
     fn ms(t0: Instant, n: u64) -> Instant {
         t0 + Duration::from_millis(n)
+    }
+
+    #[test]
+    fn keys_print_the_peer_as_display_does() {
+        let r = Registry::default();
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "127.0.0.1",
+            "255.255.255.255",
+            "1.2.3.4",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(r.key_for("T", ip), format!("T @ {ip}"));
+        }
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(r.key_for("T", v6), "T @ 2001:db8::1");
+        let mapped: IpAddr = "::ffff:10.0.0.7".parse().unwrap();
+        assert_eq!(r.key_for("T", mapped), "T @ 10.0.0.7");
     }
 
     #[test]

@@ -223,9 +223,8 @@ fn plain_target(url: &str) -> Option<&str> {
             .is_some(),
         None => host.parse::<std::net::Ipv4Addr>().is_ok() || is_plain_domain(host),
     };
-    let port_ok = port.map_or(true, |p| {
-        p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
-    });
+    let port_ok =
+        port.is_none_or(|p| p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok());
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let path_ok = path
         .bytes()
@@ -244,7 +243,8 @@ fn is_plain_domain(host: &str) -> bool {
             && l.len() <= 63
             && !l.starts_with('-')
             && !l.ends_with('-')
-            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     };
     host.len() <= 253
         && host.split('.').all(label_ok)
@@ -271,26 +271,30 @@ mod tests {
         ];
         for url in urls {
             let parsed = url::Url::parse(url).unwrap();
-            assert_eq!(plain_target(url), Some(&parsed[url::Position::BeforePath..]), "{url}");
+            assert_eq!(
+                plain_target(url),
+                Some(&parsed[url::Position::BeforePath..]),
+                "{url}"
+            );
         }
     }
 
     #[test]
     fn anything_unusual_goes_to_url_parse() {
         let urls = [
-            "http://h",                        // no path
-            "http://h?x=1",                    // no path, query
-            "http://u:p@h/hb_ping",            // user info
-            "http://h:99999/hb_ping",          // bad port
-            "http://256.0.0.1/hb_ping",        // bad IPv4
-            "http://1.2.3/hb_ping",            // IPv4 shorthand
-            "http://Host/hb_ping",             // upper case host
-            "http://h/a/../hb_ping",           // dot segments
-            "http://h/hb_ping?a b",            // a space
-            "http://h/hb_ping#frag",           // a fragment
-            "http://h/hb_ping?appid=\u{e9}",  // non-ASCII
-            "ftp://h/hb_ping",                 // another scheme
-            "http://[::1/hb_ping",             // broken IPv6
+            "http://h",                      // no path
+            "http://h?x=1",                  // no path, query
+            "http://u:p@h/hb_ping",          // user info
+            "http://h:99999/hb_ping",        // bad port
+            "http://256.0.0.1/hb_ping",      // bad IPv4
+            "http://1.2.3/hb_ping",          // IPv4 shorthand
+            "http://Host/hb_ping",           // upper case host
+            "http://h/a/../hb_ping",         // dot segments
+            "http://h/hb_ping?a b",          // a space
+            "http://h/hb_ping#frag",         // a fragment
+            "http://h/hb_ping?appid=\u{e9}", // non-ASCII
+            "ftp://h/hb_ping",               // another scheme
+            "http://[::1/hb_ping",           // broken IPv6
         ];
         for url in urls {
             assert_eq!(plain_target(url), None, "{url}");
