@@ -15,8 +15,7 @@ async fn main() -> Result<(), heartbeat_sdk::Error> {
 
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
 
@@ -25,17 +24,26 @@ async fn main() -> Result<(), heartbeat_sdk::Error> {
     println!("HB_URL: {}", client.url());
 
     let granted = client
-        .init(Duration::from_millis(500), ErrorPolicy::Fallback(Duration::ZERO))
+        .init(
+            Duration::from_millis(500),
+            ErrorPolicy::Fallback(Duration::ZERO),
+        )
         .await?;
     println!("hb_init(500) -> {} ms", granted.as_millis());
 
     let granted = client
-        .ping(Duration::from_millis(1000), ErrorPolicy::Fallback(Duration::ZERO))
+        .ping(
+            Duration::from_millis(1000),
+            ErrorPolicy::Fallback(Duration::ZERO),
+        )
         .await?;
     println!("hb_ping(1000) -> {} ms", granted.as_millis());
 
     let goodbye = client
-        .done(Duration::from_millis(2), ErrorPolicy::Fallback(String::from("(no reply)")))
+        .done(
+            Duration::from_millis(2),
+            ErrorPolicy::Fallback(String::from("(no reply)")),
+        )
         .await?;
     println!("hb_done(2) -> {goodbye}");
     Ok(())

@@ -22,8 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
 
@@ -44,7 +43,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         builder = builder.url(server.url());
     }
     let client = builder.build()?;
-    println!("APP_ID: {}  HB_URL: {}  (Ctrl+C to stop)", client.app_id(), client.url());
+    println!(
+        "APP_ID: {}  HB_URL: {}  (Ctrl+C to stop)",
+        client.app_id(),
+        client.url()
+    );
 
     let max_beats = match std::env::var("HB_DEMO_BEATS") {
         Ok(beats) => Some(beats.parse::<u64>()?),
@@ -56,7 +59,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let report = run(&client, &options, stop_signal()).await?;
 
-    println!("beats: {}, overdue: {}, failed: {}", report.beats, report.overdue, report.failed);
+    println!(
+        "beats: {}, overdue: {}, failed: {}",
+        report.beats, report.overdue, report.failed
+    );
     println!("list before hb_done: {:?}", report.list_before);
     println!("status before hb_done: {}", report.status_before);
     println!("hb_done: {}", report.goodbye);

@@ -75,7 +75,9 @@ impl HeartbeatClient {
     /// A client configured from `HB_URL`, `HB_HOST`, `HB_PORT` and `APP_ID`
     /// (see [`Settings`]) over the [`DefaultTransport`](crate::transport::DefaultTransport).
     pub fn from_env() -> Result<HeartbeatClient> {
-        HeartbeatClient::builder().settings(Settings::from_env()?).build()
+        HeartbeatClient::builder()
+            .settings(Settings::from_env()?)
+            .build()
     }
 
     /// A builder that uses the [`DefaultTransport`](crate::transport::DefaultTransport)
@@ -118,7 +120,12 @@ impl HeartbeatClient {
     /// goodbye text.
     pub async fn done(&self, timeout: Duration, policy: ErrorPolicy<String>) -> Result<String> {
         let request = timeout_ms(timeout).map(|ms| {
-            protocol::beat_request(Beat::Done, ms, &self.inner.app_id, &protocol::cache_buster())
+            protocol::beat_request(
+                Beat::Done,
+                ms,
+                &self.inner.app_id,
+                &protocol::cache_buster(),
+            )
         });
         self.call(request, policy, protocol::parse_goodbye).await
     }
@@ -148,13 +155,23 @@ impl HeartbeatClient {
 
     /// `GET path` (Python `hb_read`): the reply body as text.
     pub async fn get(&self, path: &str, policy: ErrorPolicy<String>) -> Result<String> {
-        let request = Ok(protocol::raw_request(Method::Get, path, None, &protocol::cache_buster()));
+        let request = Ok(protocol::raw_request(
+            Method::Get,
+            path,
+            None,
+            &protocol::cache_buster(),
+        ));
         self.call(request, policy, protocol::parse_goodbye).await
     }
 
     /// `POST path` with an encoded form body (Python `hb_post`): the reply
     /// body as text.
-    pub async fn post(&self, path: &str, form: &str, policy: ErrorPolicy<String>) -> Result<String> {
+    pub async fn post(
+        &self,
+        path: &str,
+        form: &str,
+        policy: ErrorPolicy<String>,
+    ) -> Result<String> {
         let request = Ok(protocol::raw_request(
             Method::Post,
             path,
@@ -164,9 +181,15 @@ impl HeartbeatClient {
         self.call(request, policy, protocol::parse_goodbye).await
     }
 
-    async fn beat(&self, beat: Beat, timeout: Duration, policy: ErrorPolicy<Duration>) -> Result<Duration> {
-        let request = timeout_ms(timeout)
-            .map(|ms| protocol::beat_request(beat, ms, &self.inner.app_id, &protocol::cache_buster()));
+    async fn beat(
+        &self,
+        beat: Beat,
+        timeout: Duration,
+        policy: ErrorPolicy<Duration>,
+    ) -> Result<Duration> {
+        let request = timeout_ms(timeout).map(|ms| {
+            protocol::beat_request(beat, ms, &self.inner.app_id, &protocol::cache_buster())
+        });
         self.call(request, policy, protocol::parse_granted).await
     }
 
@@ -179,7 +202,10 @@ impl HeartbeatClient {
         parse: impl FnOnce(&[u8]) -> Result<T, ParseError>,
     ) -> Result<T> {
         let result = match request {
-            Ok(request) => self.exchange(&request, parse).await.map_err(|e| (request.target, e)),
+            Ok(request) => self
+                .exchange(&request, parse)
+                .await
+                .map_err(|e| (request.target, e)),
             Err(e) => Err((String::new(), e)),
         };
         match result {
@@ -404,7 +430,10 @@ impl ClientBuilder {
         let transport = match self.transport {
             Some(transport) => transport,
             #[cfg(any(feature = "reqwest", feature = "surf"))]
-            None => Arc::new(default_transport(self.connect_timeout, self.request_timeout)?),
+            None => Arc::new(default_transport(
+                self.connect_timeout,
+                self.request_timeout,
+            )?),
             #[cfg(not(any(feature = "reqwest", feature = "surf")))]
             None => return Err(Error::NoTransport),
         };
@@ -422,7 +451,10 @@ impl ClientBuilder {
 }
 
 #[cfg(any(feature = "reqwest", feature = "surf"))]
-fn default_transport(connect: Duration, total: Duration) -> Result<crate::transport::DefaultTransport> {
+fn default_transport(
+    connect: Duration,
+    total: Duration,
+) -> Result<crate::transport::DefaultTransport> {
     crate::transport::DefaultTransport::builder()
         .connect_timeout(connect)
         .timeout(total)

@@ -91,12 +91,18 @@ pub async fn run(
         None => ErrorPolicy::Raise,
     };
     let list_before = client.list(ErrorPolicy::Fallback(Vec::new())).await?;
-    let status_before = client.status(Some(client.app_id()), status(no_status())).await?;
+    let status_before = client
+        .status(Some(client.app_id()), status(no_status()))
+        .await?;
     tracing::info!(list = ?list_before, status = %status_before, "before hb_done");
-    let goodbye = client.done_now(ErrorPolicy::Fallback(String::new())).await?;
+    let goodbye = client
+        .done_now(ErrorPolicy::Fallback(String::new()))
+        .await?;
     tracing::info!(%goodbye, "hb_done");
     let list_after = client.list(ErrorPolicy::Fallback(Vec::new())).await?;
-    let status_after = client.status(Some(client.app_id()), status(no_status())).await?;
+    let status_after = client
+        .status(Some(client.app_id()), status(no_status()))
+        .await?;
     tracing::info!(list = ?list_after, status = %status_after, "after hb_done");
     Ok(DemoReport {
         beats: counts.beats,
@@ -121,7 +127,11 @@ async fn beat(client: &HeartbeatClient, options: &DemoOptions, counts: &mut Coun
     let mut rng = Rng::seeded();
     let mut promise = rng.between(options.min_promise, options.max_promise);
     match client.init(promise, ErrorPolicy::Raise).await {
-        Ok(granted) => tracing::info!(promise_ms = promise.as_millis() as u64, granted_ms = granted.as_millis() as u64, "hb_init"),
+        Ok(granted) => tracing::info!(
+            promise_ms = promise.as_millis() as u64,
+            granted_ms = granted.as_millis() as u64,
+            "hb_init"
+        ),
         Err(error) => tracing::warn!(%error, "hb_init failed; pinging anyway"),
     }
     while options.max_beats.is_none_or(|max| counts.beats < max) {

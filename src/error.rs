@@ -94,12 +94,14 @@ impl Error {
 
     /// True when the server could not be reached (refused, unreachable, DNS).
     pub fn is_connect(&self) -> bool {
-        self.transport_error().is_some_and(TransportError::is_connect)
+        self.transport_error()
+            .is_some_and(TransportError::is_connect)
     }
 
     /// True when the request timed out.
     pub fn is_timeout(&self) -> bool {
-        self.transport_error().is_some_and(TransportError::is_timeout)
+        self.transport_error()
+            .is_some_and(TransportError::is_timeout)
     }
 }
 

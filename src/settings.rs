@@ -108,7 +108,9 @@ pub fn parse_url(input: &str) -> Result<Url, Error> {
         return Err(invalid("port 0 cannot be connected to".to_owned()));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid("a server URL takes no query or fragment".to_owned()));
+        return Err(invalid(
+            "a server URL takes no query or fragment".to_owned(),
+        ));
     }
     Ok(url)
 }
@@ -143,7 +145,12 @@ mod tests {
 
     #[test]
     fn hb_url_wins_and_may_omit_the_scheme() {
-        let s = from(&[("HB_URL", "hb.example:7000"), ("HB_HOST", "x"), ("HB_PORT", "1")]).unwrap();
+        let s = from(&[
+            ("HB_URL", "hb.example:7000"),
+            ("HB_HOST", "x"),
+            ("HB_PORT", "1"),
+        ])
+        .unwrap();
         assert_eq!(s.url.as_str(), "http://hb.example:7000/");
         let s = from(&[("HB_URL", "https://hb.example/base")]).unwrap();
         assert_eq!(s.url.as_str(), "https://hb.example/base");
@@ -167,9 +174,15 @@ mod tests {
             &[("HB_URL", "http://x:70000")],
             &[("HB_URL", "http://x:1/?q=1")],
         ] {
-            assert!(matches!(from(pairs), Err(Error::InvalidUrl { .. })), "{pairs:?}");
+            assert!(
+                matches!(from(pairs), Err(Error::InvalidUrl { .. })),
+                "{pairs:?}"
+            );
         }
         let long = "x".repeat(10_000);
-        assert!(matches!(from(&[("APP_ID", &long)]), Err(Error::InvalidAppId { .. })));
+        assert!(matches!(
+            from(&[("APP_ID", &long)]),
+            Err(Error::InvalidAppId { .. })
+        ));
     }
 }

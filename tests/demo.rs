@@ -22,7 +22,9 @@ async fn a_bounded_session_beats_then_signs_off() {
         max_beats: Some(5),
         ..DemoOptions::default()
     };
-    let report = run(&client(&mock), &options, std::future::pending()).await.unwrap();
+    let report = run(&client(&mock), &options, std::future::pending())
+        .await
+        .unwrap();
     assert_eq!(report.beats, 5);
     assert!(report.overdue <= 5);
     assert_eq!(report.failed, 0);
@@ -40,7 +42,11 @@ async fn a_bounded_session_beats_then_signs_off() {
     assert_eq!(paths[0], "/hb_init");
     assert_eq!(paths.iter().filter(|p| *p == "/hb_ping").count(), 5);
     assert_eq!(paths.iter().filter(|p| *p == "/hb_done").count(), 1);
-    let done = mock.requests().into_iter().find(|r| r.url.contains("/hb_done")).unwrap();
+    let done = mock
+        .requests()
+        .into_iter()
+        .find(|r| r.url.contains("/hb_done"))
+        .unwrap();
     assert_eq!(done.method, Method::Post);
 }
 
@@ -48,8 +54,13 @@ async fn a_bounded_session_beats_then_signs_off() {
 async fn stopping_ends_the_loop_and_still_sends_done() {
     let mock = MockTransport::new();
     let stop = tokio::time::sleep(Duration::from_secs(30));
-    let report = run(&client(&mock), &DemoOptions::default(), stop).await.unwrap();
-    assert!(report.beats >= 1, "30 s of beats with promises of at most 2 s");
+    let report = run(&client(&mock), &DemoOptions::default(), stop)
+        .await
+        .unwrap();
+    assert!(
+        report.beats >= 1,
+        "30 s of beats with promises of at most 2 s"
+    );
     assert_eq!(report.list_before, ["demo @ 127.0.0.1"]);
     assert!(report.list_after.is_empty());
 }
@@ -62,8 +73,14 @@ async fn failed_beats_are_counted_not_fatal() {
         max_beats: Some(4),
         ..DemoOptions::default()
     };
-    let report = run(&client(&mock), &options, std::future::pending()).await.unwrap();
+    let report = run(&client(&mock), &options, std::future::pending())
+        .await
+        .unwrap();
     assert_eq!(report.beats, 4);
     assert_eq!(report.failed, 2);
-    assert_eq!(report.list_before, ["demo @ 127.0.0.1"], "a later ping registered it");
+    assert_eq!(
+        report.list_before,
+        ["demo @ 127.0.0.1"],
+        "a later ping registered it"
+    );
 }

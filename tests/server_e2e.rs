@@ -12,7 +12,10 @@ use heartbeat_sdk::server::{ManualClock, Server, ServerHandle};
 use heartbeat_sdk::{ErrorPolicy, HeartbeatClient, State, Transport};
 
 async fn start() -> ServerHandle {
-    Server::bind("127.0.0.1:0".parse().unwrap()).start().await.unwrap()
+    Server::bind("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap()
 }
 
 async fn start_with(clock: &ManualClock) -> ServerHandle {
@@ -26,7 +29,9 @@ async fn start_with(clock: &ManualClock) -> ServerHandle {
 /// Send raw bytes on a new connection, read until the server closes it.
 fn raw(addr: SocketAddr, request: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     stream.write_all(request.as_bytes()).unwrap();
     let mut reply = Vec::new();
     stream.read_to_end(&mut reply).unwrap();
@@ -60,11 +65,25 @@ async fn life_cycle(transport: impl Transport + 'static, url: String, app: &str)
         .build()
         .unwrap();
     let key = format!("{app} @ 127.0.0.1");
-    assert!(!client.list(ErrorPolicy::Raise).await.unwrap().contains(&key));
-    let granted = client.init(Duration::from_millis(500), ErrorPolicy::Raise).await.unwrap();
+    assert!(!client
+        .list(ErrorPolicy::Raise)
+        .await
+        .unwrap()
+        .contains(&key));
+    let granted = client
+        .init(Duration::from_millis(500), ErrorPolicy::Raise)
+        .await
+        .unwrap();
     assert_eq!(granted, Duration::from_millis(1500));
-    assert!(client.list(ErrorPolicy::Raise).await.unwrap().contains(&key));
-    let granted = client.ping(Duration::from_millis(2000), ErrorPolicy::Raise).await.unwrap();
+    assert!(client
+        .list(ErrorPolicy::Raise)
+        .await
+        .unwrap()
+        .contains(&key));
+    let granted = client
+        .ping(Duration::from_millis(2000), ErrorPolicy::Raise)
+        .await
+        .unwrap();
     assert_eq!(granted, Duration::from_millis(3000));
     let status = client.status(Some(app), ErrorPolicy::Raise).await.unwrap();
     assert_eq!(status.state(), State::Ok, "{status}");
@@ -72,9 +91,16 @@ async fn life_cycle(transport: impl Transport + 'static, url: String, app: &str)
     assert_eq!(status.delay(), Some(Duration::from_millis(3000)));
     let bye = client.done_now(ErrorPolicy::Raise).await.unwrap();
     assert_eq!(bye, "So Long, and Thanks for All the Fish!");
-    assert!(!client.list(ErrorPolicy::Raise).await.unwrap().contains(&key));
+    assert!(!client
+        .list(ErrorPolicy::Raise)
+        .await
+        .unwrap()
+        .contains(&key));
     let status = client.status(Some(app), ErrorPolicy::Raise).await.unwrap();
-    assert_eq!(status.to_string(), format!("CRITICAL - no application record for queried ID: [{key}]"));
+    assert_eq!(
+        status.to_string(),
+        format!("CRITICAL - no application record for queried ID: [{key}]")
+    );
 }
 
 #[cfg(feature = "reqwest")]
@@ -110,7 +136,13 @@ async fn replies_are_byte_identical_to_the_protocol_samples() {
     let addr = server.local_addr();
     let get = move |target: &'static str| blocking(move || call(addr, "GET", target));
 
-    assert_eq!(get("/status").await, (200, "UNKNOWN - no heartbeat clients at the moment...".into()));
+    assert_eq!(
+        get("/status").await,
+        (
+            200,
+            "UNKNOWN - no heartbeat clients at the moment...".into()
+        )
+    );
     assert_eq!(get("/list").await, (200, String::new()));
     assert_eq!(get("/hb_ping?2000&appid=ID").await, (200, "3000".into()));
     assert_eq!(get("/list").await, (200, "ID @ 127.0.0.1\n".into()));
@@ -126,7 +158,10 @@ async fn replies_are_byte_identical_to_the_protocol_samples() {
     clock.advance(Duration::from_millis(2_790)); // od = 6.0: dropped
     assert_eq!(
         get("/status?0&appid=ID").await,
-        (200, "CRITICAL - no application record for queried ID: [ID @ 127.0.0.1]".into())
+        (
+            200,
+            "CRITICAL - no application record for queried ID: [ID @ 127.0.0.1]".into()
+        )
     );
     assert_eq!(get("/list").await, (200, String::new()));
 
@@ -136,11 +171,24 @@ async fn replies_are_byte_identical_to_the_protocol_samples() {
     }
     assert_eq!(
         get("/status").await,
-        (200, "WARNING - multiple (3) applications: [A @ 127.0.0.1,B @ 127.0.0.1,C @ 127.0.0.1]".into())
+        (
+            200,
+            "WARNING - multiple (3) applications: [A @ 127.0.0.1,B @ 127.0.0.1,C @ 127.0.0.1]"
+                .into()
+        )
     );
-    assert_eq!(get("/hb_done?0&appid=B").await, (200, "So Long, and Thanks for All the Fish!".into()));
-    assert_eq!(get("/hb_done?0&appid=never-seen").await, (200, "So Long, and Thanks for All the Fish!".into()));
-    assert_eq!(get("/list").await, (200, "A @ 127.0.0.1\nC @ 127.0.0.1\n".into()));
+    assert_eq!(
+        get("/hb_done?0&appid=B").await,
+        (200, "So Long, and Thanks for All the Fish!".into())
+    );
+    assert_eq!(
+        get("/hb_done?0&appid=never-seen").await,
+        (200, "So Long, and Thanks for All the Fish!".into())
+    );
+    assert_eq!(
+        get("/list").await,
+        (200, "A @ 127.0.0.1\nC @ 127.0.0.1\n".into())
+    );
     server.shutdown().await;
 }
 
@@ -150,10 +198,26 @@ async fn every_command_by_get_and_by_post() {
     let addr = server.local_addr();
     for method in ["GET", "POST"] {
         let c = |target: &'static str| blocking(move || call(addr, method, target));
-        assert_eq!(c("/hb_init?10&appid=m").await, (200, "1010".into()), "{method}");
-        assert_eq!(c("/hb_ping?&appid=m").await, (200, "1000".into()), "{method}: empty timeout is 0");
-        assert_eq!(c("/list").await, (200, "m @ 127.0.0.1\n".into()), "{method}");
-        assert_eq!(c("/status?0&appid=m").await.1.split(' ').next(), Some("OK"), "{method}");
+        assert_eq!(
+            c("/hb_init?10&appid=m").await,
+            (200, "1010".into()),
+            "{method}"
+        );
+        assert_eq!(
+            c("/hb_ping?&appid=m").await,
+            (200, "1000".into()),
+            "{method}: empty timeout is 0"
+        );
+        assert_eq!(
+            c("/list").await,
+            (200, "m @ 127.0.0.1\n".into()),
+            "{method}"
+        );
+        assert_eq!(
+            c("/status?0&appid=m").await.1.split(' ').next(),
+            Some("OK"),
+            "{method}"
+        );
         assert_eq!(c("/hb_done?0&appid=m").await.0, 200, "{method}");
         assert_eq!(c("/list").await, (200, String::new()), "{method}");
     }
@@ -183,7 +247,10 @@ async fn bad_input_gets_a_400_with_a_reason_and_registers_nothing() {
         assert!(!body.contains('\n'), "one line: {body:?}");
     }
     let (_, body) = blocking(move || call(addr, "GET", "/nonsense?1&appid=y")).await;
-    assert_eq!(body, "ERROR: cannot process your request: [/nonsense?1&appid=y]");
+    assert_eq!(
+        body,
+        "ERROR: cannot process your request: [/nonsense?1&appid=y]"
+    );
     let (status, _) = blocking(move || call(addr, "GET", "/list")).await;
     assert_eq!(status, 200);
     let (_, list) = blocking(move || call(addr, "GET", "/list")).await;
@@ -203,15 +270,21 @@ async fn http10_requests_and_keep_alive_and_headers() {
     assert!(reply.ends_with("\r\n\r\n2000"), "{reply}");
     let lower = reply.to_ascii_lowercase();
     assert!(lower.contains("content-type: text/plain\r\n"), "{reply}");
-    assert!(lower.contains("access-control-allow-origin: *\r\n"), "{reply}");
+    assert!(
+        lower.contains("access-control-allow-origin: *\r\n"),
+        "{reply}"
+    );
 
     // HTTP/1.1: two requests on one kept-alive connection
     let reply = blocking(move || {
         let mut stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let mut answers = String::new();
         for connection in ["keep-alive", "close"] {
-            let request = format!("GET /list HTTP/1.1\r\nHost: x\r\nConnection: {connection}\r\n\r\n");
+            let request =
+                format!("GET /list HTTP/1.1\r\nHost: x\r\nConnection: {connection}\r\n\r\n");
             stream.write_all(request.as_bytes()).unwrap();
             let mut buf = [0u8; 4096];
             let n = stream.read(&mut buf).unwrap();
@@ -240,9 +313,17 @@ async fn metrics_expose_apps_and_counters() {
     assert!(body.contains("heartbeat_inits_total 1\n"), "{body}");
     assert!(body.contains("heartbeat_pings_total 1\n"), "{body}");
     assert!(body.contains("heartbeat_dones_total 1\n"), "{body}");
-    assert!(body.contains("heartbeat_app_granted_timeout_ms{app=\"a\\\"b @ 127.0.0.1\"} 2000\n"), "{body}");
+    assert!(
+        body.contains("heartbeat_app_granted_timeout_ms{app=\"a\\\"b @ 127.0.0.1\"} 2000\n"),
+        "{body}"
+    );
     let reply = blocking(move || raw(addr, "GET /metrics HTTP/1.0\r\n\r\n")).await;
-    assert!(reply.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{reply}");
+    assert!(
+        reply
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{reply}"
+    );
     server.shutdown().await;
 }
 

@@ -48,7 +48,9 @@ pub(crate) fn text(body: &[u8]) -> Result<&str, ParseError> {
 pub fn parse_granted(body: &[u8]) -> Result<Duration, ParseError> {
     let text = text(body)?.trim();
     if text.is_empty() {
-        return Err(ParseError::new("expected the granted timeout, got an empty reply"));
+        return Err(ParseError::new(
+            "expected the granted timeout, got an empty reply",
+        ));
     }
     if !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ParseError::new(
@@ -89,8 +91,20 @@ mod tests {
     #[test]
     fn granted_timeouts() {
         assert_eq!(parse_granted(b"3000").unwrap(), Duration::from_millis(3000));
-        assert_eq!(parse_granted(b" 1500\r\n").unwrap(), Duration::from_millis(1500));
-        for bad in [&b""[..], b"  ", b"-5", b"+5", b"12.5", b"abc", b"3000ms", b"\xff\xfe"] {
+        assert_eq!(
+            parse_granted(b" 1500\r\n").unwrap(),
+            Duration::from_millis(1500)
+        );
+        for bad in [
+            &b""[..],
+            b"  ",
+            b"-5",
+            b"+5",
+            b"12.5",
+            b"abc",
+            b"3000ms",
+            b"\xff\xfe",
+        ] {
             assert!(parse_granted(bad).is_err(), "{bad:?}");
         }
         assert!(parse_granted(b"99999999999999999999999").is_err());

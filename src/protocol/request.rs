@@ -228,7 +228,8 @@ mod tests {
 
     #[test]
     fn cache_busters_are_unique_even_when_called_back_to_back() {
-        let busters: std::collections::HashSet<String> = (0..10_000).map(|_| cache_buster()).collect();
+        let busters: std::collections::HashSet<String> =
+            (0..10_000).map(|_| cache_buster()).collect();
         assert_eq!(busters.len(), 10_000);
     }
 
@@ -238,7 +239,10 @@ mod tests {
         assert_eq!(timeout_ms(Duration::from_nanos(1)).unwrap(), 1);
         assert_eq!(timeout_ms(Duration::from_micros(1200)).unwrap(), 2);
         assert_eq!(timeout_ms(Duration::from_millis(2000)).unwrap(), 2000);
-        assert_eq!(timeout_ms(Duration::from_millis(MAX_TIMEOUT_MS)).unwrap(), MAX_TIMEOUT_MS);
+        assert_eq!(
+            timeout_ms(Duration::from_millis(MAX_TIMEOUT_MS)).unwrap(),
+            MAX_TIMEOUT_MS
+        );
         let err = timeout_ms(Duration::from_millis(MAX_TIMEOUT_MS + 1)).unwrap_err();
         assert!(matches!(err, Error::InvalidTimeout { max_ms, .. } if max_ms == MAX_TIMEOUT_MS));
         assert!(timeout_ms(Duration::MAX).is_err());
@@ -249,7 +253,10 @@ mod tests {
         assert!(validate_app_id("Tetris").is_ok());
         assert!(validate_app_id(&"x".repeat(MAX_APP_ID_LEN)).is_ok());
         for bad in ["", "a\nb", "tab\there"] {
-            assert!(matches!(validate_app_id(bad), Err(Error::InvalidAppId { .. })), "{bad:?}");
+            assert!(
+                matches!(validate_app_id(bad), Err(Error::InvalidAppId { .. })),
+                "{bad:?}"
+            );
         }
         assert!(validate_app_id(&"x".repeat(MAX_APP_ID_LEN + 1)).is_err());
     }

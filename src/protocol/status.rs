@@ -267,7 +267,9 @@ fn parse_number(s: &str) -> Option<f64> {
     let ok = !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'));
-    ok.then(|| s.parse().ok()).flatten().filter(|n: &f64| n.is_finite())
+    ok.then(|| s.parse().ok())
+        .flatten()
+        .filter(|n: &f64| n.is_finite())
 }
 
 /// Split `label=value;...` items, honouring single-quoted labels with `''` escapes.
@@ -296,9 +298,9 @@ fn parse_perfdata(perf: &str) -> Result<Vec<PerfValue>, ParseError> {
                 .unwrap_or(rest.len());
             (rest[..end].to_owned(), &rest[end..])
         };
-        let after_eq = after_label.strip_prefix('=').ok_or_else(|| {
-            ParseError::new(format!("perfdata item {label:?} has no '=value'"))
-        })?;
+        let after_eq = after_label
+            .strip_prefix('=')
+            .ok_or_else(|| ParseError::new(format!("perfdata item {label:?} has no '=value'")))?;
         let end = after_eq.find(char::is_whitespace).unwrap_or(after_eq.len());
         items.push(parse_item(label, &after_eq[..end])?);
         rest = after_eq[end..].trim_start();
@@ -311,7 +313,8 @@ fn parse_item(label: String, spec: &str) -> Result<PerfValue, ParseError> {
     if label.is_empty() {
         return Err(ParseError::new("perfdata item with an empty label"));
     }
-    let bad = |what: &str| ParseError::new(format!("perfdata {label:?}: invalid {what} in {spec:?}"));
+    let bad =
+        |what: &str| ParseError::new(format!("perfdata {label:?}: invalid {what} in {spec:?}"));
     let mut fields = spec.split(';');
     let head = fields.next().unwrap_or_default();
     let (value, unit) = if let Some(unit) = head.strip_prefix('U') {
@@ -394,12 +397,22 @@ mod tests {
         assert_eq!(status.app(), Some("ID"));
         let od = status.perf("od").unwrap();
         assert_eq!(od.unit, "");
-        assert_eq!(od.warn, Some(Range { start: Some(0.0), end: Some(3.0), inside: false }));
+        assert_eq!(
+            od.warn,
+            Some(Range {
+                start: Some(0.0),
+                end: Some(3.0),
+                inside: false
+            })
+        );
         assert_eq!(od.crit.unwrap().end, Some(5.0));
         assert_eq!((od.min, od.max), (Some(0.0), Some(6.0)));
         let delay = status.perf("delay").unwrap();
         assert_eq!((delay.value, delay.unit.as_str()), (Some(3000.0), "ms"));
-        assert_eq!((delay.warn, delay.crit, delay.min, delay.max), (None, None, None, None));
+        assert_eq!(
+            (delay.warn, delay.crit, delay.min, delay.max),
+            (None, None, None, None)
+        );
         assert_eq!(status.delay(), Some(Duration::from_secs(3)));
     }
 
@@ -409,7 +422,10 @@ mod tests {
         assert_eq!(State::Warning.exit_code(), 1);
         assert_eq!(State::Critical.exit_code(), 2);
         assert_eq!(State::Unknown.exit_code(), 3);
-        assert_eq!(Status::parse("SOMETHING else").unwrap().state(), State::Unknown);
+        assert_eq!(
+            Status::parse("SOMETHING else").unwrap().state(),
+            State::Unknown
+        );
     }
 
     #[test]
@@ -419,10 +435,27 @@ mod tests {
         assert_eq!(status.state(), State::Ok);
         let free = status.perf("free space").unwrap();
         assert_eq!(free.unit, "%");
-        assert_eq!(free.warn, Some(Range { start: Some(10.0), end: Some(20.0), inside: true }));
-        assert_eq!(free.crit, Some(Range { start: None, end: Some(5.0), inside: false }));
+        assert_eq!(
+            free.warn,
+            Some(Range {
+                start: Some(10.0),
+                end: Some(20.0),
+                inside: true
+            })
+        );
+        assert_eq!(
+            free.crit,
+            Some(Range {
+                start: None,
+                end: Some(5.0),
+                inside: false
+            })
+        );
         assert_eq!(status.perf("it's").unwrap().value, None);
-        assert_eq!(status.perf("extra").unwrap().as_duration(), Some(Duration::from_secs(1500)));
+        assert_eq!(
+            status.perf("extra").unwrap().as_duration(),
+            Some(Duration::from_secs(1500))
+        );
         assert_eq!(status.to_string(), raw);
     }
 
