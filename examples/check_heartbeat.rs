@@ -2,7 +2,8 @@
 //! plugin that prints the host's status line (or APP_ID's, given as the
 //! first argument) and exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; when
 //! the server cannot be asked, `CRITICAL - cannot get heartbeat status from
-//! HB server!` and 2. `heartbeat check` does the same from the command line.
+//! HB server!` ([`UNREACHABLE_LINE`](heartbeat_sdk::protocol::UNREACHABLE_LINE))
+//! and 2. `heartbeat check` does the same from the command line.
 //!
 //! ```sh
 //! HB_URL=http://127.0.0.1:8888 cargo run --example check_heartbeat [APP_ID]
@@ -11,6 +12,7 @@
 #[cfg(any(feature = "reqwest", feature = "surf"))]
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
+    use heartbeat_sdk::protocol::{printable, UNREACHABLE_LINE};
     use heartbeat_sdk::{ErrorPolicy, HeartbeatClient};
 
     let app = std::env::args().nth(1);
@@ -20,11 +22,11 @@ async fn main() -> std::process::ExitCode {
     };
     match status {
         Ok(status) => {
-            println!("{status}");
+            println!("{}", printable(status.raw().trim_end_matches(['\r', '\n'])));
             std::process::ExitCode::from(status.state().exit_code() as u8)
         }
         Err(_) => {
-            println!("CRITICAL - cannot get heartbeat status from HB server!");
+            println!("{UNREACHABLE_LINE}");
             std::process::ExitCode::from(2)
         }
     }

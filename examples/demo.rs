@@ -4,7 +4,8 @@
 //! promise, every beat logged; Ctrl+C or SIGTERM prints the list and status,
 //! sends `hb_done`, and prints them again.
 //!
-//! With `HB_URL` unset it starts the embedded server on a free loopback port
+//! With no server named (`HB_URL`, `HB_HOST` and `HB_PORT` all unset, as for
+//! `heartbeat demo`) it starts the embedded server on a free loopback port
 //! first, so one command runs the whole thing on a fresh machine:
 //!
 //! ```sh
@@ -16,8 +17,9 @@
 #[cfg(any(feature = "reqwest", feature = "surf"))]
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    use heartbeat_sdk::demo::{run, DemoOptions};
+    use heartbeat_sdk::demo::{run, stop_signal, DemoOptions};
     use heartbeat_sdk::server::Server;
+    use heartbeat_sdk::settings::names_a_server;
     use heartbeat_sdk::{HeartbeatClient, Settings};
 
     tracing_subscriber::fmt()
@@ -26,14 +28,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
+    let stop = stop_signal()?;
     let settings = Settings::from_env()?;
-    let hb_url_set = std::env::var("HB_URL").is_ok_and(|url| !url.trim().is_empty());
-    let server = if hb_url_set {
+    let server = if names_a_server(|name| std::env::var(name).ok()) {
         None
     } else {
         let server = Server::bind(([127, 0, 0, 1], 0).into()).start().await?;
         println!(
-            "HB_URL is not set: started the embedded heartbeat server at {}",
+            "no server configured: started the embedded heartbeat server at {}",
             server.url()
         );
         Some(server)
@@ -57,45 +59,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         max_beats,
         ..DemoOptions::default()
     };
-    let report = run(&client, &options, stop_signal()).await?;
-
-    println!(
-        "beats: {}, overdue: {}, failed: {}",
-        report.beats, report.overdue, report.failed
-    );
-    println!("list before hb_done: {:?}", report.list_before);
-    println!("status before hb_done: {}", report.status_before);
-    println!("hb_done: {}", report.goodbye);
-    println!("list after hb_done: {:?}", report.list_after);
-    println!("status after hb_done: {}", report.status_after);
+    let report = run(&client, &options, stop).await?;
+    println!("{report}");
     if let Some(server) = server {
         server.shutdown().await;
     }
     Ok(())
-}
-
-/// Completes on Ctrl+C or SIGTERM.
-#[cfg(any(feature = "reqwest", feature = "surf"))]
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 #[cfg(not(any(feature = "reqwest", feature = "surf")))]

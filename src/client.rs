@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use url::Url;
 
-use crate::error::{Error, Result, TransportError};
+use crate::error::{Error, Result};
 use crate::policy::ErrorPolicy;
 use crate::protocol::{self, Beat, ParseError, Request, Status};
 use crate::retry::RetryPolicy;
@@ -119,15 +119,10 @@ impl HeartbeatClient {
     /// `hb_done`: deregister, gone within `timeout`; returns the server's
     /// goodbye text.
     pub async fn done(&self, timeout: Duration, policy: ErrorPolicy<String>) -> Result<String> {
-        let request = timeout_ms(timeout).map(|ms| {
-            protocol::beat_request(
-                Beat::Done,
-                ms,
-                &self.inner.app_id,
-                &protocol::cache_buster(),
-            )
+        let build = protocol::timeout_ms(timeout).map(|ms| {
+            move |buster: &str| protocol::beat_request(Beat::Done, ms, &self.inner.app_id, buster)
         });
-        self.call(request, policy, protocol::parse_goodbye).await
+        self.call(build, policy, protocol::parse_text).await
     }
 
     /// `hb_done` with the default timeout of 0.
@@ -138,30 +133,25 @@ impl HeartbeatClient {
     /// `/list`: the applications the server tracks, as it names them
     /// (the reference: `ID @ IP`).
     pub async fn list(&self, policy: ErrorPolicy<Vec<String>>) -> Result<Vec<String>> {
-        let request = Ok(protocol::list_request(&protocol::cache_buster()));
-        self.call(request, policy, protocol::parse_list).await
+        self.call(Ok(protocol::list_request), policy, protocol::parse_list)
+            .await
     }
 
     /// `/status`: the host's status (`None`), or one application's
     /// (`Some(id)`), as a parsed Nagios status line.
     pub async fn status(&self, app: Option<&str>, policy: ErrorPolicy<Status>) -> Result<Status> {
-        let request = match app {
+        let build = match app {
             Some(app) => protocol::validate_app_id(app).map(|()| Some(app)),
             None => Ok(None),
         }
-        .map(|app| protocol::status_request(app, &protocol::cache_buster()));
-        self.call(request, policy, Status::from_body).await
+        .map(|app| move |buster: &str| protocol::status_request(app, buster));
+        self.call(build, policy, Status::from_body).await
     }
 
     /// `GET path` (Python `hb_read`): the reply body as text.
     pub async fn get(&self, path: &str, policy: ErrorPolicy<String>) -> Result<String> {
-        let request = Ok(protocol::raw_request(
-            Method::Get,
-            path,
-            None,
-            &protocol::cache_buster(),
-        ));
-        self.call(request, policy, protocol::parse_goodbye).await
+        let build = |buster: &str| protocol::raw_request(Method::Get, path, None, buster);
+        self.call(Ok(build), policy, protocol::parse_text).await
     }
 
     /// `POST path` with an encoded form body (Python `hb_post`): the reply
@@ -172,13 +162,8 @@ impl HeartbeatClient {
         form: &str,
         policy: ErrorPolicy<String>,
     ) -> Result<String> {
-        let request = Ok(protocol::raw_request(
-            Method::Post,
-            path,
-            Some(form),
-            &protocol::cache_buster(),
-        ));
-        self.call(request, policy, protocol::parse_goodbye).await
+        let build = |buster: &str| protocol::raw_request(Method::Post, path, Some(form), buster);
+        self.call(Ok(build), policy, protocol::parse_text).await
     }
 
     async fn beat(
@@ -187,45 +172,43 @@ impl HeartbeatClient {
         timeout: Duration,
         policy: ErrorPolicy<Duration>,
     ) -> Result<Duration> {
-        let request = timeout_ms(timeout).map(|ms| {
-            protocol::beat_request(beat, ms, &self.inner.app_id, &protocol::cache_buster())
+        let build = protocol::timeout_ms(timeout).map(|ms| {
+            move |buster: &str| protocol::beat_request(beat, ms, &self.inner.app_id, buster)
         });
-        self.call(request, policy, protocol::parse_granted).await
+        self.call(build, policy, protocol::parse_granted).await
     }
 
-    /// Send `request` (or report why it could not be built), parse a 2xx
-    /// reply with `parse`, and apply `policy` to any failure.
-    async fn call<T>(
+    /// Send the request `build` makes (or report why it could not be
+    /// built), parse a 2xx reply with `parse`, and apply `policy` to any
+    /// failure. `build` is called with a fresh cache buster for every
+    /// attempt, so no two requests on the wire share one.
+    async fn call<T, B>(
         &self,
-        request: Result<Request>,
+        build: Result<B>,
         policy: ErrorPolicy<T>,
         parse: impl FnOnce(&[u8]) -> Result<T, ParseError>,
-    ) -> Result<T> {
-        let result = match request {
-            Ok(request) => self
-                .exchange(&request, parse)
-                .await
-                .map_err(|e| (request.target, e)),
-            Err(e) => Err((String::new(), e)),
+    ) -> Result<T>
+    where
+        B: Fn(&str) -> Request + Sync,
+    {
+        let result = match build {
+            Ok(build) => self.exchange(&build, parse).await,
+            Err(e) => Err(e),
         };
-        match result {
-            Ok(value) => Ok(value),
-            Err((path, error)) => {
-                tracing::error!(url = %self.inner.base, path = %path, error = %error, "heartbeat request failed");
-                policy.fallback().ok_or(error)
-            }
-        }
+        result.or_else(|error| {
+            tracing::error!(url = %self.inner.base, error = %error, "heartbeat request failed");
+            policy.fallback().ok_or(error)
+        })
     }
 
     async fn exchange<T>(
         &self,
-        request: &Request,
+        build: &(impl Fn(&str) -> Request + Sync),
         parse: impl FnOnce(&[u8]) -> Result<T, ParseError>,
     ) -> Result<T> {
-        let url = format!("{}{}", self.inner.base, request.target);
-        let body = (self.inner.retry)
+        let (url, body) = (self.inner.retry)
             .run(self.inner.request_timeout, |timeout| {
-                self.send_once(request, &url, timeout)
+                self.send_once(build, timeout)
             })
             .await?;
         parse(&body).map_err(|e| Error::Parse {
@@ -235,59 +218,63 @@ impl HeartbeatClient {
         })
     }
 
-    /// One attempt: send, and turn a non-2xx reply into an error.
-    async fn send_once(&self, request: &Request, url: &str, timeout: Duration) -> Result<Vec<u8>> {
-        tracing::debug!(method = request.method.as_str(), %url, "heartbeat request");
-        let http = HttpRequest {
+    /// The HTTP request `build` makes around a fresh cache buster.
+    fn http_request(
+        &self,
+        build: &(impl Fn(&str) -> Request + Sync),
+        timeout: Duration,
+    ) -> HttpRequest {
+        let request = build(&protocol::cache_buster());
+        HttpRequest {
             method: request.method,
-            url: url.to_owned(),
-            form: request.form.clone(),
+            url: format!("{}{}", self.inner.base, request.target),
+            form: request.form,
             timeout,
             body_limit: self.inner.body_limit,
-        };
-        let response = match self.send_http(http).await {
-            Ok(response) => response,
-            Err(source) => {
-                return Err(Error::Transport {
-                    url: url.to_owned(),
-                    source,
-                })
+        }
+    }
+
+    /// One attempt: send a fresh request, and turn a non-2xx reply into an
+    /// error; returns the URL sent and the reply body.
+    ///
+    /// A `GET` whose connection was closed under it before the reply was
+    /// complete ([`is_closed`](crate::TransportError::is_closed), e.g. a
+    /// kept-alive connection the server had just timed out) is sent once
+    /// more at once (with a new cache buster), within what is left of its
+    /// timeout: a `GET` is idempotent, and the fresh connection is not stale.
+    async fn send_once(
+        &self,
+        build: &(impl Fn(&str) -> Request + Sync),
+        timeout: Duration,
+    ) -> Result<(String, Vec<u8>)> {
+        let started = Instant::now();
+        let http = self.http_request(build, timeout);
+        let method = http.method;
+        let mut url = http.url.clone();
+        tracing::debug!(method = method.as_str(), %url, "heartbeat request");
+        let mut sent = self.inner.transport.send(http).await;
+        if let Err(error) = &sent {
+            let left = timeout.saturating_sub(started.elapsed());
+            if method == Method::Get && error.is_closed() && !left.is_zero() {
+                let again = self.http_request(build, left);
+                tracing::debug!(url = %again.url, %error, "connection closed under a GET; sending it once more");
+                url.clone_from(&again.url);
+                sent = self.inner.transport.send(again).await;
             }
+        }
+        let response: HttpResponse = match sent {
+            Ok(response) => response,
+            Err(source) => return Err(Error::Transport { url, source }),
         };
         if !(200..300).contains(&response.status) {
             return Err(Error::Status {
-                url: url.to_owned(),
+                url,
                 status: response.status,
                 body: String::from_utf8_lossy(&response.body).into_owned(),
             });
         }
-        Ok(response.body)
+        Ok((url, response.body))
     }
-
-    /// Send through the transport. A `GET` whose connection was closed under
-    /// it before the reply was complete ([`TransportError::is_closed`], e.g.
-    /// a kept-alive connection the server had just timed out) is sent once
-    /// more at once, within what is left of its timeout: a `GET` is
-    /// idempotent, and the fresh connection is not stale.
-    async fn send_http(&self, http: HttpRequest) -> Result<HttpResponse, TransportError> {
-        let started = Instant::now();
-        let again = (http.method == Method::Get).then(|| http.clone());
-        match (self.inner.transport.send(http).await, again) {
-            (Err(error), Some(mut again)) if error.is_closed() => {
-                again.timeout = again.timeout.saturating_sub(started.elapsed());
-                if again.timeout.is_zero() {
-                    return Err(error);
-                }
-                tracing::debug!(url = %again.url, %error, "connection closed under a GET; sending it once more");
-                self.inner.transport.send(again).await
-            }
-            (result, _) => result,
-        }
-    }
-}
-
-fn timeout_ms(timeout: Duration) -> Result<u64> {
-    protocol::timeout_ms(timeout)
 }
 
 /// Configures a [`HeartbeatClient`].
@@ -415,11 +402,7 @@ impl ClientBuilder {
         let url: Url = match (self.url, &defaults) {
             (Some(url), _) => parse_url(&url)?,
             (None, Some(settings)) => settings.url.clone(),
-            (None, None) => parse_url(&format!(
-                "{}:{}",
-                crate::settings::DEFAULT_HOST,
-                crate::settings::DEFAULT_PORT
-            ))?,
+            (None, None) => Settings::from_vars(|_| None)?.url,
         };
         let app_id = match (self.app_id, defaults) {
             (Some(app_id), _) => app_id,

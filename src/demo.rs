@@ -5,15 +5,19 @@
 //! random sleep of up to seven times that promise (so some beats are late),
 //! and a `hb_ping` with the next promise, counting the late ones. When `stop`
 //! completes (Ctrl+C, SIGTERM, or a beat limit) it reads the list and the
-//! status, sends `hb_done`, and reads them again.
+//! status, sends `hb_done`, and reads them again. [`DemoReport`] prints as
+//! the lines both show at the end, and [`stop_signal`] is their Ctrl+C /
+//! SIGTERM.
 
+use std::fmt;
 use std::future::Future;
+use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::client::HeartbeatClient;
 use crate::error::Result;
 use crate::policy::ErrorPolicy;
-use crate::protocol::Status;
+use crate::protocol::{printable, Status};
 
 /// How the demo session beats.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +64,77 @@ pub struct DemoReport {
     pub status_after: Status,
 }
 
+/// The report's lines, as `heartbeat demo` and `examples/demo.rs` print
+/// them; the server's texts go through [`printable`].
+///
+/// ```text
+/// beats: 5, overdue: 2, failed: 0
+/// list before hb_done: ["demo @ 127.0.0.1"]
+/// status before hb_done: OK - fine application [demo @ 127.0.0.1]| od=0.52;3;5;0;6 delay=3000ms;;;
+/// hb_done: So Long, and Thanks for All the Fish!
+/// list after hb_done: []
+/// status after hb_done: CRITICAL - no application record for queried ID: [demo @ 127.0.0.1]
+/// ```
+impl fmt::Display for DemoReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "beats: {}, overdue: {}, failed: {}",
+            self.beats, self.overdue, self.failed
+        )?;
+        writeln!(f, "list before hb_done: {:?}", self.list_before)?;
+        writeln!(
+            f,
+            "status before hb_done: {}",
+            printable(self.status_before.raw())
+        )?;
+        writeln!(f, "hb_done: {}", printable(&self.goodbye))?;
+        writeln!(f, "list after hb_done: {:?}", self.list_after)?;
+        write!(
+            f,
+            "status after hb_done: {}",
+            printable(self.status_after.raw())
+        )
+    }
+}
+
+/// Install handlers for Ctrl+C (SIGINT) and, on Unix, SIGTERM **now** (from
+/// here on they no longer kill the process), and return a future that
+/// completes when either arrives: the `stop` of [`run`], and of any program
+/// that should end cleanly on them.
+///
+/// Call it inside a tokio runtime (with its I/O driver enabled, as
+/// `#[tokio::main]` does).
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// let stop = heartbeat_sdk::demo::stop_signal()?;
+/// // ... start things ...
+/// stop.await; // Ctrl+C or SIGTERM
+/// # Ok(()) }
+/// ```
+pub fn stop_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let mut interrupt = tokio::signal::windows::ctrl_c()?;
+        Ok(async move {
+            interrupt.recv().await;
+        })
+    }
+}
+
 /// Run the demo session until `stop` completes (or `options.max_beats`),
 /// then sign off. Beat failures are logged and counted, never fatal; a
 /// request in flight when `stop` fires is abandoned and `hb_done` still sent.
@@ -85,24 +160,15 @@ pub async fn run(
         () = beat(client, options, &mut counts) => {}
         () = stop => tracing::info!("stopping the demo"),
     }
-    let no_status = || Status::parse("UNKNOWN - no reply from the heartbeat server").ok();
-    let status = |policy_value: Option<Status>| match policy_value {
-        Some(value) => ErrorPolicy::Fallback(value),
-        None => ErrorPolicy::Raise,
-    };
     let list_before = client.list(ErrorPolicy::Fallback(Vec::new())).await?;
-    let status_before = client
-        .status(Some(client.app_id()), status(no_status()))
-        .await?;
+    let status_before = app_status(client).await?;
     tracing::info!(list = ?list_before, status = %status_before, "before hb_done");
     let goodbye = client
         .done_now(ErrorPolicy::Fallback(String::new()))
         .await?;
     tracing::info!(%goodbye, "hb_done");
     let list_after = client.list(ErrorPolicy::Fallback(Vec::new())).await?;
-    let status_after = client
-        .status(Some(client.app_id()), status(no_status()))
-        .await?;
+    let status_after = app_status(client).await?;
     tracing::info!(list = ?list_after, status = %status_after, "after hb_done");
     Ok(DemoReport {
         beats: counts.beats,
@@ -114,6 +180,16 @@ pub async fn run(
         list_after,
         status_after,
     })
+}
+
+/// This application's status, or an `UNKNOWN` stand-in when the server
+/// does not answer.
+async fn app_status(client: &HeartbeatClient) -> Result<Status> {
+    let policy = match Status::parse("UNKNOWN - no reply from the heartbeat server") {
+        Ok(unknown) => ErrorPolicy::Fallback(unknown),
+        Err(_) => ErrorPolicy::Raise,
+    };
+    client.status(Some(client.app_id()), policy).await
 }
 
 #[derive(Debug, Default)]
@@ -128,14 +204,17 @@ async fn beat(client: &HeartbeatClient, options: &DemoOptions, counts: &mut Coun
     let mut promise = rng.between(options.min_promise, options.max_promise);
     match client.init(promise, ErrorPolicy::Raise).await {
         Ok(granted) => tracing::info!(
-            promise_ms = promise.as_millis() as u64,
-            granted_ms = granted.as_millis() as u64,
+            promise_ms = millis(promise),
+            granted_ms = millis(granted),
             "hb_init"
         ),
         Err(error) => tracing::warn!(%error, "hb_init failed; pinging anyway"),
     }
     while options.max_beats.is_none_or(|max| counts.beats < max) {
-        let pause = rng.between(Duration::ZERO, promise * options.max_sleep_factor);
+        let pause = rng.between(
+            Duration::ZERO,
+            promise.saturating_mul(options.max_sleep_factor),
+        );
         tokio::time::sleep(pause).await;
         let late = pause > promise;
         counts.overdue += u64::from(late);
@@ -144,11 +223,11 @@ async fn beat(client: &HeartbeatClient, options: &DemoOptions, counts: &mut Coun
         match client.ping(promise, ErrorPolicy::Raise).await {
             Ok(granted) => tracing::info!(
                 beat = counts.beats,
-                slept_ms = pause.as_millis() as u64,
+                slept_ms = millis(pause),
                 late,
                 overdue = counts.overdue,
-                promise_ms = promise.as_millis() as u64,
-                granted_ms = granted.as_millis() as u64,
+                promise_ms = millis(promise),
+                granted_ms = millis(granted),
                 "hb_ping"
             ),
             Err(error) => {
@@ -157,6 +236,11 @@ async fn beat(client: &HeartbeatClient, options: &DemoOptions, counts: &mut Coun
             }
         }
     }
+}
+
+/// Whole milliseconds, saturating at `u64::MAX`.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A small xorshift generator: the demo needs variety, not quality.
@@ -179,9 +263,9 @@ impl Rng {
 
     /// A duration in `low..=high` with millisecond steps.
     fn between(&mut self, low: Duration, high: Duration) -> Duration {
-        let (low, high) = (low.as_millis() as u64, high.as_millis() as u64);
-        let span = high.saturating_sub(low) + 1;
-        Duration::from_millis(low + self.next() % span)
+        let (low, high) = (millis(low), millis(high));
+        let span = high.saturating_sub(low).saturating_add(1);
+        Duration::from_millis(low.saturating_add(self.next() % span))
     }
 }
 
@@ -199,5 +283,49 @@ mod tests {
         let distinct: std::collections::HashSet<_> = draws.iter().collect();
         assert!(distinct.len() > 500);
         assert_eq!(rng.between(Duration::ZERO, Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn huge_options_saturate_instead_of_panicking() {
+        let mut rng = Rng(7);
+        for _ in 0..100 {
+            let _ = rng.between(Duration::ZERO, Duration::MAX);
+            let d = rng.between(Duration::MAX, Duration::MAX);
+            assert_eq!(d, Duration::from_millis(u64::MAX));
+            let d = rng.between(Duration::from_millis(u64::MAX - 1), Duration::MAX);
+            assert!(d >= Duration::from_millis(u64::MAX - 1));
+        }
+        assert_eq!(millis(Duration::MAX), u64::MAX);
+        assert_eq!(millis(Duration::from_millis(1234)), 1234);
+        // the sleep bound of a huge promise and factor
+        let bound = Duration::MAX.saturating_mul(u32::MAX);
+        let _ = rng.between(Duration::ZERO, bound);
+    }
+
+    #[test]
+    fn the_report_prints_its_lines_with_server_text_made_printable() {
+        let report = DemoReport {
+            beats: 5,
+            overdue: 2,
+            failed: 1,
+            list_before: vec!["demo @ 127.0.0.1".into()],
+            status_before: Status::parse(
+                "OK - fine application [demo]| od=0.10;3;5;0;6 delay=3000ms;;; ",
+            )
+            .unwrap(),
+            goodbye: "bye\u{1b}[2J".into(),
+            list_after: Vec::new(),
+            status_after: Status::parse("CRITICAL - no application record for queried ID: [demo]")
+                .unwrap(),
+        };
+        assert_eq!(
+            report.to_string(),
+            "beats: 5, overdue: 2, failed: 1\n\
+             list before hb_done: [\"demo @ 127.0.0.1\"]\n\
+             status before hb_done: OK - fine application [demo]| od=0.10;3;5;0;6 delay=3000ms;;; \n\
+             hb_done: bye\\u{1b}[2J\n\
+             list after hb_done: []\n\
+             status after hb_done: CRITICAL - no application record for queried ID: [demo]"
+        );
     }
 }

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use crate::client::HeartbeatClient;
 use crate::error::{Error, Result, TransportError};
 use crate::policy::ErrorPolicy;
+use crate::protocol;
 use crate::retry::{exponential, jitter};
 
 /// How a keep-alive task beats: its interval, the promise it makes, and its
@@ -23,7 +24,9 @@ use crate::retry::{exponential, jitter};
 ///   within `interval + margin`; the margin defaults to the interval itself,
 ///   so the promise is twice the interval (a late beat or one lost request
 ///   does not make the application late). The server adds its own tolerance
-///   on top (the reference: 1000 ms).
+///   on top (the reference: 1000 ms). The promise is capped at
+///   [`MAX_TIMEOUT_MS`](crate::protocol::MAX_TIMEOUT_MS), the largest
+///   timeout a request carries.
 /// - **Cadence:** the next beat is due one interval after the previous one
 ///   *started*. If that moment has already passed (a slow reply, a stalled
 ///   runtime, a suspended machine), one beat is sent at once and the cadence
@@ -155,8 +158,14 @@ impl KeepAlive {
         self.promise_for(self.interval)
     }
 
+    /// `interval + margin`, capped at the largest timeout the protocol
+    /// carries ([`MAX_TIMEOUT_MS`](protocol::MAX_TIMEOUT_MS)), so a very
+    /// long interval still beats rather than failing every time with
+    /// [`Error::InvalidTimeout`].
     fn promise_for(&self, interval: Duration) -> Duration {
-        interval.saturating_add(self.margin.unwrap_or(interval))
+        interval
+            .saturating_add(self.margin.unwrap_or(interval))
+            .min(Duration::from_millis(protocol::MAX_TIMEOUT_MS))
     }
 
     fn backoff(&self, interval: Duration, failures: u32) -> Duration {
@@ -307,7 +316,7 @@ impl HeartbeatClient {
             ..KeepAliveState::default()
         });
         let shutdown_timeout = config.shutdown_timeout;
-        let done_url = format!("{}/hb_done", self.url());
+        let done_url = format!("{}{}", self.url(), protocol::Beat::Done.path());
         let task = runtime.spawn(run(self.clone(), config, control_rx, state_tx));
         KeepAliveHandle {
             control,
@@ -532,7 +541,27 @@ mod tests {
             KeepAlive::every(s(3)).margin(s(1)).promise_for(s(10)),
             s(11)
         );
-        assert_eq!(KeepAlive::every(Duration::MAX).promise(), Duration::MAX);
+    }
+
+    #[test]
+    fn the_promise_is_capped_at_the_largest_protocol_timeout() {
+        let max = Duration::from_millis(protocol::MAX_TIMEOUT_MS);
+        // 25 days: twice that is over the cap
+        let long = Duration::from_secs(25 * 24 * 60 * 60);
+        assert_eq!(KeepAlive::every(long).promise(), max);
+        assert_eq!(KeepAlive::every(Duration::MAX).promise(), max);
+        assert_eq!(KeepAlive::every(max).margin(Duration::MAX).promise(), max);
+        assert_eq!(
+            KeepAlive::every(max - Duration::from_secs(1))
+                .margin(Duration::from_millis(500))
+                .promise(),
+            max - Duration::from_millis(500)
+        );
+        // and the capped promise is one the client sends
+        assert_eq!(
+            protocol::timeout_ms(KeepAlive::every(long).promise()).unwrap(),
+            protocol::MAX_TIMEOUT_MS
+        );
     }
 
     #[test]

@@ -38,8 +38,10 @@
 //! | `native-tls` | no | `https://` through the platform's TLS |
 //! | `surf` | no | `transport::SurfTransport` (surf over curl); the default transport when `reqwest` is off |
 //! | `mock` | no | an in-memory mock transport for tests |
+//! | `server` | no | the embedded server (`server`) over hyper, and the `demo` session |
 //! | `keepalive` | yes | `HeartbeatClient::keep_alive`: a background task that inits, pings and signs off |
 //! | `blocking` | no | `blocking::HeartbeatClient`, a synchronous client usable in and out of tokio |
+//! | `cli` | no | the `heartbeat` binary (Unix only: it uses Unix signals and `nix`) |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

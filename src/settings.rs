@@ -48,6 +48,34 @@ impl Settings {
     /// Read the settings through `var`, a lookup such as `std::env::var`;
     /// handy in tests, which should not change the process environment.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Settings, Error> {
+        let url = Settings::url_from_vars(&var)?;
+        let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let app_id = var("APP_ID").unwrap_or_else(|| DEFAULT_APP_ID.to_owned());
+        validate_app_id(&app_id)?;
+        Ok(Settings { url, app_id })
+    }
+
+    /// The server URL alone from the process environment (`HB_URL`, else
+    /// `HB_HOST`:`HB_PORT`), ignoring `APP_ID`: what a server needs.
+    pub fn url_from_env() -> Result<Url, Error> {
+        Settings::url_from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// The server URL alone through `var` (`HB_URL`, else
+    /// `http://HB_HOST:HB_PORT` with the defaults), as [`Settings::from_vars`]
+    /// reads it; `APP_ID` is neither read nor validated.
+    ///
+    /// ```
+    /// use heartbeat_sdk::Settings;
+    ///
+    /// let vars = |name: &str| match name {
+    ///     "HB_HOST" => Some("::1".to_owned()),
+    ///     "APP_ID" => Some("not\nvalid".to_owned()),
+    ///     _ => None,
+    /// };
+    /// assert_eq!(Settings::url_from_vars(vars).unwrap().as_str(), "http://[::1]:8888/");
+    /// ```
+    pub fn url_from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Url, Error> {
         let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
         let url = match var("HB_URL") {
             Some(url) => parse_url(&url)?,
@@ -68,9 +96,7 @@ impl Settings {
                 parse_url(&format!("http://{host}:{port}"))?
             }
         };
-        let app_id = var("APP_ID").unwrap_or_else(|| DEFAULT_APP_ID.to_owned());
-        validate_app_id(&app_id)?;
-        Ok(Settings { url, app_id })
+        Ok(url)
     }
 }
 
@@ -113,6 +139,27 @@ pub fn parse_url(input: &str) -> Result<Url, Error> {
         ));
     }
     Ok(url)
+}
+
+/// Whether `var` (a lookup such as `std::env::var`) names a server:
+/// `HB_URL`, `HB_HOST` or `HB_PORT` set to something other than blanks. The
+/// demos (`heartbeat demo`, `examples/demo.rs`) start the embedded server
+/// when none is named.
+///
+/// ```
+/// use heartbeat_sdk::settings::names_a_server;
+///
+/// assert!(!names_a_server(|_| None));
+/// assert!(!names_a_server(|name| (name == "HB_URL").then(|| " ".to_owned())));
+/// assert!(!names_a_server(|name| (name == "APP_ID").then(|| "x".to_owned())));
+/// for name in ["HB_URL", "HB_HOST", "HB_PORT"] {
+///     assert!(names_a_server(|n| (n == name).then(|| "9000".to_owned())), "{name}");
+/// }
+/// ```
+pub fn names_a_server(var: impl Fn(&str) -> Option<String>) -> bool {
+    ["HB_URL", "HB_HOST", "HB_PORT"]
+        .into_iter()
+        .any(|name| var(name).is_some_and(|value| !value.trim().is_empty()))
 }
 
 #[cfg(test)]
@@ -161,6 +208,25 @@ mod tests {
         let s = from(&[("HB_URL", ""), ("HB_PORT", " "), ("APP_ID", "")]).unwrap();
         assert_eq!(s.url.as_str(), "http://127.0.0.1:8888/");
         assert_eq!(s.app_id, DEFAULT_APP_ID);
+    }
+
+    #[test]
+    fn the_url_alone_ignores_the_app_id() {
+        let long = "x".repeat(10_000);
+        let vars = |name: &str| match name {
+            "HB_PORT" => Some("9000".to_owned()),
+            "APP_ID" => Some(long.clone()),
+            _ => None,
+        };
+        assert_eq!(
+            Settings::url_from_vars(vars).unwrap().as_str(),
+            "http://127.0.0.1:9000/"
+        );
+        assert!(Settings::from_vars(vars).is_err());
+        assert!(matches!(
+            Settings::url_from_vars(|name| (name == "HB_PORT").then(|| "eighty".to_owned())),
+            Err(Error::InvalidUrl { .. })
+        ));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! - 300 generated raw byte requests over TCP to the real hyper server;
 //! - the limits, each with a clear reply: id length (414), tracked apps
 //!   (503, no growth), request head size (431), body size (413), clients
-//!   that connect and send nothing (closed after `head_timeout`);
+//!   that connect and send nothing (closed after `head_timeout`), bodies
+//!   that never arrive (408 after `head_timeout`), connections past
+//!   `max_connections` (wait their turn), `HEAD` (405, runs nothing);
 //! - the warning when binding beyond loopback.
 #![cfg(feature = "server")]
 
@@ -357,6 +359,7 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
                 }
             }
             Ok(Command::Metrics) => prop_assert_eq!(status, 200),
+            Ok(other) => prop_assert!(false, "command not in the model: {other:?}"),
         }
         let tracked = shared.with_registry(|registry, _| registry.len());
         prop_assert_eq!(tracked, model.len());
@@ -950,6 +953,94 @@ async fn clients_that_send_nothing_are_disconnected_after_the_head_timeout() {
             "{name}: closed only after {took:?}"
         );
     }
+    server.shutdown().await;
+}
+
+/// A head announcing a 100-byte body, then 3 bytes and silence: `408`
+/// within about `head_timeout`, and the connection closed; nothing runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_that_never_arrive_get_408_after_the_head_timeout() {
+    let head_timeout = Duration::from_millis(300);
+    let server = start(local().head_timeout(head_timeout)).await;
+    let addr = server.local_addr();
+    let (took, reply) = blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let since = Instant::now();
+        stream
+            .write_all(b"POST /hb_init?1 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\napp")
+            .unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let mut reply = Vec::new();
+        // the server must close: read_to_end fails with a timeout otherwise
+        match stream.read_to_end(&mut reply) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("connection still open after {:?}: {e}", since.elapsed()),
+        }
+        (
+            since.elapsed(),
+            String::from_utf8_lossy(&reply).into_owned(),
+        )
+    })
+    .await;
+    assert!(
+        reply.starts_with("HTTP/1.1 408 "),
+        "after {took:?}: {reply:?}"
+    );
+    assert!(
+        reply.ends_with("\r\n\r\nERROR: request body not received within 300 ms"),
+        "{reply:?}"
+    );
+    assert!(took >= head_timeout - Duration::from_millis(50), "{took:?}");
+    assert!(took < head_timeout + Duration::from_secs(1), "{took:?}");
+    assert_eq!(server.registry().with_registry(|r, _| r.len()), 0);
+    server.shutdown().await;
+}
+
+/// `HEAD` is not a protocol method: `405`, `Allow: GET, POST`, and the
+/// command does not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_requests_get_405_and_register_nothing() {
+    let server = start(local()).await;
+    let addr = server.local_addr();
+    let reply = blocking(move || {
+        exchange(
+            addr,
+            b"HEAD /hb_ping?1&appid=head HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap()
+    })
+    .await;
+    assert_eq!(parse_responses(&reply, true), Ok(vec![405]));
+    let text = String::from_utf8_lossy(&reply).to_ascii_lowercase();
+    assert!(text.contains("\r\nallow: get, post\r\n"), "{text}");
+    assert_eq!(server.registry().with_registry(|r, _| r.len()), 0);
+    let (status, body) = blocking(move || get(addr, "/list")).await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    server.shutdown().await;
+}
+
+/// With `max_connections(1)`, a second client waits (in the listen
+/// backlog) until the first connection ends, then is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_wait_their_turn() {
+    let head_timeout = Duration::from_millis(300);
+    let server = start(local().head_timeout(head_timeout).max_connections(1)).await;
+    let addr = server.local_addr();
+    // holds the only permit until the head timeout closes it
+    let silent = TcpStream::connect(addr).unwrap();
+    let since = Instant::now();
+    let (status, _) = blocking(move || get(addr, "/hb_ping?1&appid=second")).await;
+    let took = since.elapsed();
+    assert_eq!(status, 200);
+    assert!(
+        took >= head_timeout - Duration::from_millis(50),
+        "served after {took:?}, while the cap was reached"
+    );
+    assert!(took < head_timeout + Duration::from_secs(1), "{took:?}");
+    drop(silent);
     server.shutdown().await;
 }
 

@@ -224,3 +224,109 @@ fn futures_executor_block_on<F: std::future::Future>(future: F) -> F::Output {
         std::thread::park();
     }
 }
+
+/// The `cache_buster` value of a request URL.
+fn buster(url: &str) -> &str {
+    let (_, rest) = url.split_once("cache_buster=").expect("a cache buster");
+    rest.split('&').next().unwrap_or(rest)
+}
+
+/// The URL without its cache buster: the command itself.
+fn command(url: &str) -> &str {
+    url.split_once("cache_buster=")
+        .map_or(url, |(command, _)| command)
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_carries_a_fresh_cache_buster() {
+    let (client, timed) = setup(RetryPolicy::new(3));
+    for call in ["init", "ping", "list", "status", "get", "post", "done"] {
+        timed.mock.clear_requests();
+        timed.mock.fail_next(2, MockFailure::status(503, "busy"));
+        match call {
+            "init" => {
+                client.init(ms(1000), ErrorPolicy::Raise).await.unwrap();
+            }
+            "ping" => {
+                client.ping(ms(1000), ErrorPolicy::Raise).await.unwrap();
+            }
+            "list" => {
+                client.list(ErrorPolicy::Raise).await.unwrap();
+            }
+            "status" => {
+                client
+                    .status(Some("retry"), ErrorPolicy::Raise)
+                    .await
+                    .unwrap();
+            }
+            "get" => {
+                client.get("/list", ErrorPolicy::Raise).await.unwrap();
+            }
+            "post" => {
+                client
+                    .post("/list", "x=1", ErrorPolicy::Raise)
+                    .await
+                    .unwrap();
+            }
+            _ => {
+                client.done_now(ErrorPolicy::Raise).await.unwrap();
+            }
+        }
+        let urls: Vec<String> = timed.mock.requests().into_iter().map(|r| r.url).collect();
+        assert_eq!(urls.len(), 3, "{call}: {urls:?}");
+        assert!(
+            urls.iter().all(|url| command(url) == command(&urls[0])),
+            "{call}: every attempt is the same command: {urls:?}"
+        );
+        let busters: std::collections::HashSet<&str> = urls.iter().map(|u| buster(u)).collect();
+        assert_eq!(busters.len(), 3, "{call}: one buster per attempt: {urls:?}");
+    }
+}
+
+/// Closes the connection under the first `closes` requests, then answers
+/// from the mock; records every URL it is sent.
+#[derive(Debug, Clone)]
+struct ClosedFirst {
+    mock: MockTransport,
+    closes: Arc<Mutex<usize>>,
+    urls: Arc<Mutex<Vec<String>>>,
+}
+
+#[async_trait]
+impl Transport for ClosedFirst {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+        self.urls.lock().unwrap().push(request.url.clone());
+        {
+            let mut closes = self.closes.lock().unwrap();
+            if *closes > 0 {
+                *closes -= 1;
+                return Err(TransportError::closed("connection reset"));
+            }
+        }
+        self.mock.send(request).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_get_sent_again_after_a_closed_connection_gets_a_fresh_cache_buster() {
+    let transport = ClosedFirst {
+        mock: MockTransport::new(),
+        closes: Arc::new(Mutex::new(3)),
+        urls: Arc::default(),
+    };
+    let client = HeartbeatClient::builder_with_transport(transport.clone())
+        .app_id("retry")
+        .retry(RetryPolicy::new(2))
+        .build()
+        .unwrap();
+    // attempt 1: closed, sent again, closed; attempt 2: closed, sent again, answered
+    let granted = client.ping(ms(1000), ErrorPolicy::Raise).await.unwrap();
+    assert_eq!(granted, ms(2000));
+    let urls = transport.urls.lock().unwrap().clone();
+    assert_eq!(urls.len(), 4, "{urls:?}");
+    assert!(urls
+        .iter()
+        .all(|url| command(url).ends_with("/hb_ping?1000&appid=retry&")));
+    let busters: std::collections::HashSet<&str> = urls.iter().map(|u| buster(u)).collect();
+    assert_eq!(busters.len(), 4, "no two requests share a buster: {urls:?}");
+}

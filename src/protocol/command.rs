@@ -24,6 +24,7 @@ const MAX_ECHO_CHARS: usize = 64;
 
 /// A parsed heartbeat request.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Command {
     /// `hb_init`: register (or refresh) `app`, expecting a ping within
     /// `timeout_ms`.
@@ -96,6 +97,7 @@ impl Default for ParseLimits {
 /// `Display` gives a one-line reason; the HTTP layer answers
 /// `ERROR: {reason}` with [`CommandError::http_status`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CommandError {
     /// The last path segment names no known command. `target` is the
     /// request-target, with control characters escaped.

@@ -18,12 +18,16 @@ mod reply;
 mod request;
 mod status;
 
-pub use reply::{parse_goodbye, parse_granted, parse_list, ParseError};
+pub use reply::{
+    parse_granted, parse_list, parse_text, printable, ParseError, GOODBYE, UNREACHABLE_LINE,
+};
 pub use request::{
     beat_request, cache_buster, encode_component, list_request, raw_request, status_request,
     timeout_ms, validate_app_id, Beat, Request,
 };
-pub use status::{PerfValue, Range, State, Status};
+pub use status::{
+    app_line, multiple_line, no_record_line, PerfValue, Range, State, Status, NO_CLIENTS_LINE,
+};
 
 /// The largest timeout, in milliseconds, that a request may carry. The
 /// reference server keeps timeouts as integers; ours refuses anything larger

@@ -1,7 +1,13 @@
 //! Parsing the replies of PROTOCOL.md (the status line has its own file).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
+
+/// What a Nagios check prints when it cannot get a status from the server
+/// at all (it then exits 2, CRITICAL), word for word as the reference's
+/// `check_heartbeat.py`.
+pub const UNREACHABLE_LINE: &str = "CRITICAL - cannot get heartbeat status from HB server!";
 
 /// Why a reply body does not parse. The client wraps it into
 /// [`Error::Parse`](crate::Error::Parse) together with the URL and the body.
@@ -30,6 +36,10 @@ impl fmt::Display for ParseError {
 }
 
 impl std::error::Error for ParseError {}
+
+/// The reference server's answer to `hb_done` (any text is a valid goodbye;
+/// the embedded server sends this one).
+pub const GOODBYE: &str = "So Long, and Thanks for All the Fish!";
 
 /// The body as UTF-8 text, or a parse error.
 pub(crate) fn text(body: &[u8]) -> Result<&str, ParseError> {
@@ -79,9 +89,46 @@ pub fn parse_list(body: &[u8]) -> Result<Vec<String>, ParseError> {
         .collect())
 }
 
-/// The reply to `hb_done`: any goodbye text, returned as sent.
-pub fn parse_goodbye(body: &[u8]) -> Result<String, ParseError> {
+/// A reply as text, returned as sent: the goodbye of `hb_done`, or the body
+/// of any other request read as a whole (the client's `get` and `post`). It
+/// fails only when the body is not UTF-8.
+///
+/// ```
+/// use heartbeat_sdk::protocol::parse_text;
+/// assert_eq!(parse_text(b"So Long!\n").unwrap(), "So Long!\n");
+/// assert!(parse_text(b"\xff").is_err());
+/// ```
+pub fn parse_text(body: &[u8]) -> Result<String, ParseError> {
     text(body).map(str::to_owned)
+}
+
+/// `text` made safe to print on a terminal: every control character
+/// (escape sequences' `ESC`, `CR`, `LF`, tab, `DEL`, the C1 controls) is
+/// replaced by its Rust escape (`\u{1b}`, `\r`, `\n`, ...), so text a server
+/// sent can neither move the cursor, recolour or retitle the terminal, nor
+/// break one line into several. Borrowed when there is nothing to escape.
+///
+/// Print multi-line replies (such as `/list`) line by line, each through
+/// `printable`.
+///
+/// ```
+/// use heartbeat_sdk::protocol::printable;
+/// assert_eq!(printable("OK - fine application [a]"), "OK - fine application [a]");
+/// assert_eq!(printable("\u{1b}[2Jx\r\ny"), "\\u{1b}[2Jx\\r\\ny");
+/// ```
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -123,7 +170,31 @@ mod tests {
 
     #[test]
     fn goodbye_is_kept_verbatim() {
-        let text = "So Long, and Thanks for All the Fish!";
-        assert_eq!(parse_goodbye(text.as_bytes()).unwrap(), text);
+        assert_eq!(parse_text(GOODBYE.as_bytes()).unwrap(), GOODBYE);
+        assert_eq!(parse_text(b"a\r\nb\x1b").unwrap(), "a\r\nb\u{1b}");
+        assert!(parse_text(b"\xc3\x28").is_err());
+    }
+
+    #[test]
+    fn printable_escapes_every_control_character_and_nothing_else() {
+        for plain in [
+            "",
+            "OK - fine application [Zürich]| od=0.52;3;5;0;6 ",
+            "ä → ✓",
+        ] {
+            assert!(
+                matches!(printable(plain), Cow::Borrowed(p) if p == plain),
+                "{plain:?}"
+            );
+        }
+        assert_eq!(
+            printable("\u{1b}[31mred\u{1b}[0m"),
+            "\\u{1b}[31mred\\u{1b}[0m"
+        );
+        assert_eq!(printable("\u{1b}]0;title\u{7}"), "\\u{1b}]0;title\\u{7}");
+        assert_eq!(printable("a\r\nb\tc"), "a\\r\\nb\\tc");
+        assert_eq!(printable("\u{7f}\u{9b}2J\0"), "\\u{7f}\\u{9b}2J\\u{0}");
+        let escaped = printable("x\u{1b}\u{85}\u{9c}y");
+        assert!(!escaped.chars().any(char::is_control), "{escaped:?}");
     }
 }

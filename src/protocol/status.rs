@@ -262,6 +262,75 @@ impl fmt::Display for Status {
     }
 }
 
+/// The host status when no application is tracked.
+pub const NO_CLIENTS_LINE: &str = "UNKNOWN - no heartbeat clients at the moment...";
+
+/// The status line of one tracked application, as the reference server
+/// prints it: `OK - fine application [KEY]| od=0.52;3;5;0;6 delay=3000ms;;; `
+/// (with the trailing space). `od` is printed with two decimals, the ratios
+/// `warn`, `crit` and `drop` as the shortest decimals (`3`, `1.5`).
+///
+/// The state picks the wording: `OK - fine`, `WARNING - somewhat late`,
+/// `CRITICAL - quite late` (and `UNKNOWN - unknown`, which the server never
+/// sends).
+///
+/// ```
+/// use heartbeat_sdk::protocol::{app_line, State};
+/// assert_eq!(
+///     app_line(State::Warning, "Tetris @ 127.0.0.1", 3.1, 3.0, 5.0, 6.0, 3000),
+///     "WARNING - somewhat late application [Tetris @ 127.0.0.1]| od=3.10;3;5;0;6 delay=3000ms;;; "
+/// );
+/// ```
+pub fn app_line(
+    state: State,
+    key: &str,
+    od: f64,
+    warn: f64,
+    crit: f64,
+    drop: f64,
+    delay_ms: u64,
+) -> String {
+    let prefix = match state {
+        State::Ok => "OK - fine",
+        State::Warning => "WARNING - somewhat late",
+        State::Critical => "CRITICAL - quite late",
+        State::Unknown => "UNKNOWN - unknown",
+    };
+    format!(
+        "{prefix} application [{key}]| od={od:.2};{warn};{crit};0;{drop} delay={delay_ms}ms;;; "
+    )
+}
+
+/// The status of a queried id that has no record:
+/// `CRITICAL - no application record for queried ID: [KEY]`.
+pub fn no_record_line(key: &str) -> String {
+    format!("CRITICAL - no application record for queried ID: [{key}]")
+}
+
+/// The host status with several applications:
+/// `WARNING - multiple (N) applications: [A,B,C]`, keys in the order given.
+///
+/// ```
+/// use heartbeat_sdk::protocol::multiple_line;
+/// assert_eq!(multiple_line(["A", "B"]), "WARNING - multiple (2) applications: [A,B]");
+/// ```
+pub fn multiple_line<'a, I>(keys: I) -> String
+where
+    I: IntoIterator<Item = &'a str>,
+    I::IntoIter: ExactSizeIterator,
+{
+    let keys = keys.into_iter();
+    let mut out = format!("WARNING - multiple ({}) applications: [", keys.len());
+    for (i, key) in keys.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(key);
+    }
+    out.push(']');
+    out
+}
+
 /// A number as Nagios prints it: decimal, optional sign, fraction and exponent.
 fn parse_number(s: &str) -> Option<f64> {
     let ok = !s.is_empty()
@@ -388,6 +457,65 @@ mod tests {
             assert_eq!(status.to_string(), line);
             assert_eq!(status.raw(), line);
         }
+    }
+
+    #[test]
+    fn formatted_lines_parse_back_and_display_identically() {
+        let cases = [
+            (
+                app_line(State::Ok, "T @ 1.2.3.4", 0.52, 3.0, 5.0, 6.0, 3000),
+                State::Ok,
+                Some(0.52),
+                Some(3000),
+            ),
+            (
+                app_line(State::Warning, "T", 3.1, 3.0, 5.0, 6.0, 3000),
+                State::Warning,
+                Some(3.10),
+                Some(3000),
+            ),
+            (
+                app_line(State::Critical, "a b", 5.07, 1.5, 2.0, 2.5, 1000),
+                State::Critical,
+                Some(5.07),
+                Some(1000),
+            ),
+            (
+                app_line(State::Unknown, "u", 0.0, 3.0, 5.0, 6.0, 0),
+                State::Unknown,
+                Some(0.0),
+                Some(0),
+            ),
+            (no_record_line("ID"), State::Critical, None, None),
+            (NO_CLIENTS_LINE.to_owned(), State::Unknown, None, None),
+            (multiple_line(["A", "B", "C"]), State::Warning, None, None),
+        ];
+        for (line, state, od, delay_ms) in cases {
+            let status = Status::parse(&line).unwrap();
+            assert_eq!(status.state(), state, "{line}");
+            assert_eq!(status.overdue_ratio(), od, "{line}");
+            assert_eq!(
+                status.delay(),
+                delay_ms.map(Duration::from_millis),
+                "{line}"
+            );
+            assert_eq!(status.to_string(), line);
+        }
+        // the protocol's own samples, byte for byte
+        assert_eq!(app_line(State::Ok, "ID", 0.52, 3.0, 5.0, 6.0, 3000), OK);
+        assert_eq!(
+            app_line(State::Warning, "ID", 3.1, 3.0, 5.0, 6.0, 3000),
+            WARNING
+        );
+        assert_eq!(
+            app_line(State::Critical, "ID", 5.07, 3.0, 5.0, 6.0, 3000),
+            CRITICAL
+        );
+        assert_eq!(no_record_line("ID"), MISSING);
+        assert_eq!(NO_CLIENTS_LINE, NONE);
+        assert_eq!(multiple_line(["A", "B", "C"]), MANY);
+        let status = Status::parse(&no_record_line("x @ ::1")).unwrap();
+        assert_eq!(status.app(), Some("x @ ::1"));
     }
 
     #[test]

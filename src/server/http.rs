@@ -9,14 +9,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW, CONNECTION, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::clock::{Clock, SystemClock};
@@ -25,13 +25,16 @@ use super::service::Reply;
 use super::shared::SharedRegistry;
 use crate::error::Error;
 use crate::settings::Settings;
+use url::Url;
 
 /// Largest request body read (form bodies are `appid=ID`).
 const MAX_REQUEST_BODY: usize = 16 * 1024;
 /// Largest request head (request line and headers) accepted.
 const MAX_HEAD: usize = 16 * 1024;
-/// How long a client may take to send its request head.
+/// How long a client may take to send its request head, and then its body.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default cap on connections open at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -54,6 +57,7 @@ pub struct Server {
     config: RegistryConfig,
     clock: Arc<dyn Clock>,
     head_timeout: Duration,
+    max_connections: usize,
 }
 
 impl Server {
@@ -64,14 +68,25 @@ impl Server {
             config: RegistryConfig::default(),
             clock: Arc::new(SystemClock),
             head_timeout: HEAD_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 
     /// A server on the address of `HB_URL`, or `HB_HOST`:`HB_PORT`
-    /// (default `127.0.0.1:8888`), like the reference server.
+    /// (default `127.0.0.1:8888`), like the reference server. `APP_ID` is
+    /// not read.
     pub fn from_env() -> Result<Server, Error> {
-        let settings = Settings::from_env()?;
-        Ok(Server::bind(bind_address(&settings)?))
+        Server::from_url(&Settings::url_from_env()?)
+    }
+
+    /// A server on the address `url` names: its port (or the scheme's
+    /// default) on an IP address, or on 127.0.0.1 for `localhost`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] when the host is another name (a server binds
+    /// to an address, it does not resolve one) or there is no port.
+    pub fn from_url(url: &Url) -> Result<Server, Error> {
+        Ok(Server::bind(bind_address(url)?))
     }
 
     /// Registry settings (tolerance, thresholds, keys, app limit).
@@ -93,9 +108,21 @@ impl Server {
     }
 
     /// How long a client may take to send its request head before the
-    /// connection is closed (default 10 s).
+    /// connection is closed, and then again its request body before it is
+    /// answered `408` (default 10 s each).
     pub fn head_timeout(mut self, timeout: Duration) -> Server {
         self.head_timeout = timeout;
+        self
+    }
+
+    /// The most connections served at once (default
+    /// [`DEFAULT_MAX_CONNECTIONS`], at least 1). When that many are open the
+    /// server stops accepting until one closes: further clients wait in the
+    /// kernel's listen backlog (and are served in turn) rather than being
+    /// refused. Silent or idle connections are closed after
+    /// [`head_timeout`](Server::head_timeout), so a full server frees up.
+    pub fn max_connections(mut self, max: usize) -> Server {
+        self.max_connections = max.clamp(1, Semaphore::MAX_PERMITS);
         self
     }
 
@@ -108,7 +135,11 @@ impl Server {
         }
         let state = Arc::new(SharedRegistry::new(self.config, self.clock));
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(serve(listener, state.clone(), self.head_timeout, stopped));
+        let limits = Limits {
+            head_timeout: self.head_timeout,
+            max_connections: self.max_connections,
+        };
+        let task = tokio::spawn(serve(listener, state.clone(), limits, stopped));
         tracing::info!(%local_addr, "heartbeat server listening");
         Ok(ServerHandle {
             local_addr,
@@ -119,17 +150,16 @@ impl Server {
     }
 }
 
-/// The address `settings.url` names, for binding.
-fn bind_address(settings: &Settings) -> Result<SocketAddr, Error> {
+/// The address `url` names, for binding.
+fn bind_address(url: &Url) -> Result<SocketAddr, Error> {
     let invalid = |reason: &str| Error::InvalidUrl {
-        url: settings.url.to_string(),
+        url: url.to_string(),
         reason: reason.to_owned(),
     };
-    let port = settings
-        .url
+    let port = url
         .port_or_known_default()
         .ok_or_else(|| invalid("no port"))?;
-    let ip: IpAddr = match settings.url.host() {
+    let ip: IpAddr = match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.into(),
         Some(url::Host::Ipv6(ip)) => ip.into(),
         Some(url::Host::Domain("localhost")) => IpAddr::from([127, 0, 0, 1]),
@@ -185,12 +215,26 @@ impl Drop for ServerHandle {
     }
 }
 
+/// What [`serve`] enforces per connection and overall.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    head_timeout: Duration,
+    max_connections: usize,
+}
+
 async fn serve(
     listener: TcpListener,
     state: Arc<SharedRegistry>,
-    head_timeout: Duration,
+    limits: Limits,
     mut stopped: oneshot::Receiver<()>,
 ) {
+    let Limits {
+        head_timeout,
+        max_connections,
+    } = limits;
+    // One permit per open connection: when none is left, stop accepting
+    // (clients queue in the listen backlog) until a connection ends.
+    let permits = Arc::new(Semaphore::new(max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
@@ -202,6 +246,13 @@ async fn serve(
         .half_close(true)
         .keep_alive(true);
     loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_closed) => break, // never closed
+            },
+            _ = &mut stopped => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -217,12 +268,14 @@ async fn serve(
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let peer = peer.ip().to_canonical();
-        let service = service_fn(move |request| respond(state.clone(), peer, request));
+        let service =
+            service_fn(move |request| respond(state.clone(), peer, head_timeout, request));
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
+            drop(permit);
         });
     }
     drop(listener);
@@ -232,32 +285,47 @@ async fn serve(
 async fn respond(
     state: Arc<SharedRegistry>,
     peer: IpAddr,
+    body_timeout: Duration,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    if !matches!(*request.method(), Method::GET | Method::POST | Method::HEAD) {
+    // PROTOCOL.md: GET and POST only. `HEAD` would run the command (register
+    // an app) while hiding the reply, so it is refused like the others.
+    if !matches!(*request.method(), Method::GET | Method::POST) {
         let mut response = reply(Reply::error(
             405,
             format!("method {} not allowed: use GET or POST", request.method()),
         ));
         response
             .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, POST, HEAD"));
+            .insert(ALLOW, HeaderValue::from_static("GET, POST"));
         return Ok(response);
     }
     let target = request
         .uri()
         .path_and_query()
         .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
-    let body = match Limited::new(request.into_body(), MAX_REQUEST_BODY)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
+    let collect = Limited::new(request.into_body(), MAX_REQUEST_BODY).collect();
+    let body = match tokio::time::timeout(body_timeout, collect).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(_)) => {
             return Ok(reply(Reply::error(
                 413,
                 format!("request body over {MAX_REQUEST_BODY} bytes or cut short"),
             )))
+        }
+        Err(_elapsed) => {
+            // the rest of the body is never read: close the connection
+            let mut response = reply(Reply::error(
+                408,
+                format!(
+                    "request body not received within {} ms",
+                    body_timeout.as_millis()
+                ),
+            ));
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            return Ok(response);
         }
     };
     let form = (!body.is_empty()).then_some(&body[..]);
@@ -278,27 +346,33 @@ fn reply(reply: Reply) -> Response<Full<Bytes>> {
 mod tests {
     use super::*;
 
-    fn settings(url: &str) -> Settings {
-        Settings {
-            url: crate::settings::parse_url(url).unwrap(),
-            app_id: "x".into(),
-        }
+    fn url(url: &str) -> Url {
+        crate::settings::parse_url(url).unwrap()
     }
 
     #[test]
     fn bind_addresses_come_from_the_url() {
         assert_eq!(
-            bind_address(&settings("127.0.0.1:8888")).unwrap(),
+            bind_address(&url("127.0.0.1:8888")).unwrap(),
             "127.0.0.1:8888".parse().unwrap()
         );
         assert_eq!(
-            bind_address(&settings("http://localhost:9")).unwrap(),
+            bind_address(&url("http://localhost:9")).unwrap(),
             "127.0.0.1:9".parse().unwrap()
         );
         assert_eq!(
-            bind_address(&settings("http://[::1]:7")).unwrap(),
+            bind_address(&url("http://[::1]:7")).unwrap(),
             "[::1]:7".parse().unwrap()
         );
-        assert!(bind_address(&settings("http://example.org:7")).is_err());
+        assert_eq!(
+            bind_address(&url("http://0.0.0.0")).unwrap(),
+            "0.0.0.0:80".parse().unwrap()
+        );
+        assert!(bind_address(&url("http://example.org:7")).is_err());
+        assert!(Server::from_url(&url("http://example.org:7")).is_err());
+        assert_eq!(
+            Server::from_url(&url("[::1]:7")).unwrap().addr,
+            "[::1]:7".parse().unwrap()
+        );
     }
 }

@@ -25,4 +25,4 @@ pub use shared::SharedRegistry;
 
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
-pub use http::{Server, ServerHandle};
+pub use http::{Server, ServerHandle, DEFAULT_MAX_CONNECTIONS};

@@ -8,8 +8,8 @@ use crate::protocol::command::{parse_command, Command};
 use crate::server::metrics;
 use crate::server::registry::Registry;
 
-/// The reference server's answer to `hb_done`.
-pub const GOODBYE: &str = "So Long, and Thanks for All the Fish!";
+/// The reference server's answer to `hb_done` (defined in [`crate::protocol`]).
+pub use crate::protocol::GOODBYE;
 
 /// The content type of every reply but `/metrics`, as the reference sends it.
 pub const TEXT_PLAIN: &str = "text/plain";
@@ -44,10 +44,11 @@ impl Reply {
     }
 }
 
-/// Handles one request: `target` is the request-target (`/path?query`),
-/// `form_body` the request body if any (read for `appid=` only), `peer` the
-/// client address. Errors are `ERROR: {reason}` with status 400/414 (bad
-/// request, nothing registered) or 503 (registry full). Never panics.
+/// Handles one request: [`parse`] then [`apply`]. `target` is the
+/// request-target (`/path?query`), `form_body` the request body if any (read
+/// for `appid=` only), `peer` the client address. Errors are
+/// `ERROR: {reason}` with status 400/414 (bad request, nothing registered)
+/// or 503 (registry full). Never panics.
 ///
 /// Events (construction, expiry, ...) accumulate in the registry; drain them
 /// with [`Registry::take_events`] to log them.
@@ -58,10 +59,22 @@ pub fn handle(
     peer: IpAddr,
     now: Instant,
 ) -> Reply {
-    let command = match parse_command(target, form_body) {
-        Ok(command) => command,
-        Err(e) => return Reply::error(e.http_status(), e),
-    };
+    match parse(target, form_body) {
+        Ok(command) => apply(registry, command, peer, now),
+        Err(reply) => reply,
+    }
+}
+
+/// Decodes a request into a [`Command`] without touching any registry (so
+/// a server can do it before taking its lock); a bad request is the
+/// `ERROR: {reason}` [`Reply`] to send (400 or 414).
+pub fn parse(target: &str, form_body: Option<&[u8]>) -> Result<Command, Reply> {
+    parse_command(target, form_body).map_err(|e| Reply::error(e.http_status(), e))
+}
+
+/// Applies a decoded `command` from `peer` to `registry` at `now` and
+/// returns the reply (200, or 503 when the registry is full).
+pub fn apply(registry: &mut Registry, command: Command, peer: IpAddr, now: Instant) -> Reply {
     match command {
         Command::Init { app, timeout_ms } => granted(registry.init(&app, peer, timeout_ms, now)),
         Command::Ping { app, timeout_ms } => granted(registry.ping(&app, peer, timeout_ms, now)),

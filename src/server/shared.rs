@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use super::clock::{Clock, SystemClock};
 use super::registry::{Registry, RegistryConfig};
-use super::service::{handle, Reply};
+use super::service::{apply, parse, Reply};
 
 /// A [`Registry`] shared between connections, with the clock it runs on.
 ///
-/// Every request goes through [`SharedRegistry::handle`]: decode, update,
-/// reply, then log what happened (construction, update, destruction, expiry)
+/// Every request goes through [`SharedRegistry::handle`]: decode (outside
+/// the lock), update and reply (under it), then log what happened (construction, update, destruction, expiry)
 /// through `tracing` at info level, as the reference server does.
 #[derive(Debug)]
 pub struct SharedRegistry {
@@ -31,8 +31,12 @@ impl SharedRegistry {
 
     /// Answer one request (`target` is `/path?query`).
     pub fn handle(&self, target: &str, form_body: Option<&[u8]>, peer: IpAddr) -> Reply {
+        let command = match parse(target, form_body) {
+            Ok(command) => command,
+            Err(reply) => return reply,
+        };
         let (reply, events) = self.with_registry(|registry, now| {
-            let reply = handle(registry, target, form_body, peer, now);
+            let reply = apply(registry, command, peer, now);
             (reply, registry.take_events())
         });
         for event in events {

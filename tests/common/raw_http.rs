@@ -157,10 +157,13 @@ impl KeepAliveServer {
                                 return;
                             }
                             Request::Complete => {
+                                // counted before the reply is written: once
+                                // the client has it, the count must show it
+                                answered.fetch_add(1, SeqCst);
                                 if stream.write_all(reply.as_bytes()).is_err() {
+                                    answered.fetch_sub(1, SeqCst);
                                     return;
                                 }
-                                answered.fetch_add(1, SeqCst);
                                 served = true;
                                 if let Closing::AfterIdle(idle) = closing {
                                     wait = idle;

@@ -2,30 +2,15 @@
 
 use std::time::Duration;
 
+use heartbeat_sdk::protocol::{printable, Beat};
 use heartbeat_sdk::{Error, ErrorPolicy, HeartbeatClient};
 
 use crate::args::Global;
 use crate::{connect, exit};
 
-/// Which heartbeat command to send.
-#[derive(Debug, Clone, Copy)]
-pub enum Beat {
-    /// `hb_init`
-    Init,
-    /// `hb_ping`
-    Ping,
-    /// `hb_done`
-    Done,
-}
-
-impl Beat {
-    fn name(self) -> &'static str {
-        match self {
-            Beat::Init => "init",
-            Beat::Ping => "ping",
-            Beat::Done => "done",
-        }
-    }
+/// The subcommand's name: `init`, `ping` or `done`.
+fn name(beat: Beat) -> &'static str {
+    beat.path().trim_start_matches("/hb_")
 }
 
 /// Send `beat` promising `timeout_ms`; print the granted timeout in
@@ -40,17 +25,18 @@ pub async fn beat(global: &Global, beat: Beat, timeout_ms: u64) -> u8 {
             Beat::Done => client.done(timeout, ErrorPolicy::Raise).await?,
         })
     };
-    print_or_report(beat.name(), reply.await)
+    print_or_report(name(beat), reply.await)
 }
 
-/// Print the tracked applications, one per line.
+/// Print the tracked applications, one per line (each made
+/// [`printable`]).
 pub async fn list(global: &Global) -> u8 {
     let reply = async {
         let client = connect::client(global)?;
         let apps = client.list(ErrorPolicy::Raise).await?;
         Ok(apps
             .iter()
-            .map(|app| format!("{app}\n"))
+            .map(|app| format!("{}\n", printable(app)))
             .collect::<String>())
     };
     match reply.await {
@@ -83,11 +69,12 @@ fn millis(granted: Duration) -> String {
     granted.as_millis().to_string()
 }
 
-/// Print `reply` as one line on stdout, or report the error on stderr.
+/// Print `reply` as one line on stdout (control characters escaped by
+/// [`printable`]), or report the error on stderr.
 fn print_or_report(what: &str, reply: Result<String, Error>) -> u8 {
     match reply {
         Ok(text) => {
-            println!("{}", text.trim_end_matches(['\r', '\n']));
+            println!("{}", printable(text.trim_end_matches(['\r', '\n'])));
             exit::OK
         }
         Err(error) => exit::report(what, &error),

@@ -1,17 +1,18 @@
 //! `demo`: the Python client's demo session (`heartbeat_sdk::demo`).
 
-use heartbeat_sdk::demo::{run as run_demo, DemoOptions};
+use heartbeat_sdk::demo::{run as run_demo, stop_signal, DemoOptions};
 use heartbeat_sdk::server::{Server, ServerHandle};
+use heartbeat_sdk::settings::names_a_server;
 use heartbeat_sdk::Error;
 
 use crate::args::{DemoArgs, Global};
-use crate::{connect, exit, signals};
+use crate::{connect, exit};
 
 /// Run the demo session until Ctrl+C, SIGTERM or `--beats`, then print the
 /// report. With no server configured (no `--url`, `HB_URL`, `HB_HOST` or
 /// `HB_PORT`) it first starts the embedded server on a free loopback port.
 pub async fn run(global: &Global, args: &DemoArgs) -> u8 {
-    let stop = match signals::interrupt_or_terminate() {
+    let stop = match stop_signal() {
         Ok(stop) => stop,
         Err(error) => {
             eprintln!("heartbeat demo: cannot install signal handlers: {error}");
@@ -68,20 +69,15 @@ async fn session(
         ..DemoOptions::default()
     };
     let report = run_demo(&client, &options, stop).await?;
-    println!(
-        "beats: {}, overdue: {}, failed: {}",
-        report.beats, report.overdue, report.failed
-    );
-    println!("list before hb_done: {:?}", report.list_before);
-    println!("status before hb_done: {}", report.status_before);
-    println!("hb_done: {}", report.goodbye);
-    println!("list after hb_done: {:?}", report.list_after);
-    println!("status after hb_done: {}", report.status_after);
+    println!("{report}");
     Ok(())
 }
 
-/// Whether the user named a server: `--url`/`HB_URL`, `HB_HOST` or `HB_PORT`.
+/// Whether the user named a server: `--url`/`HB_URL`, `HB_HOST` or `HB_PORT`
+/// ([`names_a_server`], with `--url` standing for `HB_URL`).
 fn server_configured(global: &Global) -> bool {
-    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
-    global.url.as_deref().is_some_and(|u| !u.trim().is_empty()) || set("HB_HOST") || set("HB_PORT")
+    names_a_server(|name| match name {
+        "HB_URL" => global.url.clone(),
+        _ => std::env::var(name).ok(),
+    })
 }

@@ -1,5 +1,6 @@
 //! Exit codes, and the one-line failure message every subcommand prints.
 
+use heartbeat_sdk::protocol::printable;
 use heartbeat_sdk::Error;
 
 /// Success.
@@ -42,7 +43,9 @@ pub fn report(what: &str, error: &Error) -> u8 {
 }
 
 /// `error`, followed by its innermost cause when that adds something (for
-/// a refused connection: `Connection refused (os error 111)`).
+/// a refused connection: `Connection refused (os error 111)`), on one line
+/// and with any other control character (say, in a body the server sent)
+/// escaped, so it cannot drive the terminal.
 pub fn one_line(error: &Error) -> String {
     let message = error.to_string();
     let mut root: &dyn std::error::Error = error;
@@ -55,7 +58,7 @@ pub fn one_line(error: &Error) -> String {
     } else {
         format!("{message} ({cause})")
     };
-    line.replace(['\r', '\n'], " ")
+    printable(&line.replace(['\r', '\n'], " ")).into_owned()
 }
 
 #[cfg(test)]
@@ -76,6 +79,17 @@ mod tests {
             body: "ERROR: x".into(),
         };
         assert_eq!(for_error(&status), SERVER_ERROR);
+        let hostile = Error::Status {
+            url: "u".into(),
+            status: 500,
+            body: "a\r\nb\u{1b}]0;pwned\u{7}\u{1b}[2J".into(),
+        };
+        let line = one_line(&hostile);
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(
+            line.contains("a  b\\u{1b}]0;pwned\\u{7}\\u{1b}[2J"),
+            "{line:?}"
+        );
         assert_eq!(
             for_error(&Error::InvalidAppId {
                 reason: "empty".into()

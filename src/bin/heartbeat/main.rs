@@ -22,7 +22,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use args::{Cli, Command};
-use beat::Beat;
+use heartbeat_sdk::protocol::Beat;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -181,7 +181,11 @@ impl Beats {
             KeepAlive::every(self.interval)
                 .done_timeout(done_timeout)
                 // a ping in flight, then the done: each bounded by --timeout
-                .shutdown_timeout(request_timeout * 2 + Duration::from_secs(1)),
+                .shutdown_timeout(
+                    request_timeout
+                        .saturating_mul(2)
+                        .saturating_add(Duration::from_secs(1)),
+                ),
         )
     }
 }
