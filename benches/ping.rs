@@ -4,6 +4,11 @@
 //!
 //! `cargo bench --all-features --bench ping`
 //!
+//! The bench re-runs itself pinned to CPU 0 with `taskset` (server child
+//! included), so that it measures the CPU work of a round trip rather than
+//! the virtual machine's vCPU wake-up latency; `HB_BENCH_NO_PIN=1` runs it
+//! unpinned. See `common::rerun_pinned_to_one_cpu`.
+//!
 //! After criterion's figures it prints each transport's ratio to the
 //! baseline twice: from criterion's medians, and from an interleaved run
 //! (baseline and transports alternated in short batches, so that the load
@@ -184,14 +189,26 @@ fn profile_request() -> Option<(String, u64)> {
 
 fn main() {
     common::run_child_if_asked();
+    let profile = profile_request();
+    if profile.is_none() {
+        common::rerun_pinned_to_one_cpu();
+    }
     let mut c = Criterion::default().configure_from_args();
     let rt = runtime();
     let server = ServerProcess::start();
-    if let Some((name, count)) = profile_request() {
+    if let Some((name, count)) = profile {
         // For `valgrind --tool=callgrind`: only `count` pings, no criterion.
         rt.block_on(async { Contenders::new(&server).await.run(&name, count).await });
         return;
     }
+    println!(
+        "[pin] client and server {}",
+        if common::pinned() {
+            "pinned to CPU 0 (HB_BENCH_NO_PIN=1 to run them unpinned)"
+        } else {
+            "unpinned"
+        }
+    );
     common::print_load("ping: start");
     bench_ping(&mut c, &rt, &server);
     common::print_load("ping: after criterion");

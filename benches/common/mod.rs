@@ -57,6 +57,44 @@ pub fn run_child_if_asked() {
     std::process::exit(0);
 }
 
+/// Re-run this bench pinned to CPU 0 (with `taskset`), server child
+/// included, unless `HB_BENCH_NO_PIN` is set; returns only in the pinned run
+/// or when pinning is not possible.
+///
+/// Why: on a virtual machine a single request/reply over loopback costs as
+/// much in waking an idle vCPU as in work, and that wake-up latency swings
+/// 3x with the host's load. On one CPU, client and server hand over by a
+/// context switch and the figures measure CPU work: repeatable within a few
+/// percent.
+pub fn rerun_pinned_to_one_cpu() {
+    if std::env::var_os("HB_BENCH_PINNED").is_some()
+        || std::env::var_os("HB_BENCH_NO_PIN").is_some()
+    {
+        return;
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let status = Command::new("taskset")
+        .arg("-c")
+        .arg("0")
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .env("HB_BENCH_PINNED", "1")
+        .status();
+    match status {
+        Ok(status) => std::process::exit(status.code().unwrap_or(1)),
+        Err(error) => {
+            println!(
+                "[pin] cannot run taskset ({error}): running unpinned, latencies will be noisier"
+            )
+        }
+    }
+}
+
+/// Whether this process runs pinned by [`rerun_pinned_to_one_cpu`].
+pub fn pinned() -> bool {
+    std::env::var_os("HB_BENCH_PINNED").is_some()
+}
+
 /// The embedded server running in a child process; killed on drop.
 pub struct ServerProcess {
     child: Child,

@@ -40,7 +40,7 @@ pub struct Seen {
 }
 
 /// The client's request timeout in the scenario; `Reply::Slow` must exceed it.
-pub const CLIENT_TIMEOUT: Duration = Duration::from_millis(300);
+pub const CLIENT_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// How one transport is driven by the scenario.
 #[async_trait]
