@@ -266,7 +266,7 @@ async fn bad_replies(h: &dyn Harness) {
         (Call::Status, "OK | od=NaN", ""),
     ];
     for (call_kind, body, why) in parse_errors {
-        let (client, _) = h.client_replying(Reply::Text(200, body)).await;
+        let (client, _server) = h.client_replying(Reply::Text(200, body)).await;
         match call(&client, *call_kind).await {
             Err(Error::Parse {
                 reason, body: kept, ..
@@ -290,7 +290,7 @@ async fn bad_replies(h: &dyn Harness) {
         Call::Status,
         Call::Get,
     ] {
-        let (client, _) = h
+        let (client, _server) = h
             .client_replying(Reply::Bytes(b"3000\xff\xfe\xc3".to_vec()))
             .await;
         match call(&client, call_kind).await {
@@ -306,12 +306,12 @@ async fn bad_replies(h: &dyn Harness) {
     }
 
     // done takes any goodbye, even none
-    let (client, _) = h.client_replying(Reply::Text(200, "")).await;
+    let (client, _server) = h.client_replying(Reply::Text(200, "")).await;
     assert_eq!(client.done_now(ErrorPolicy::Raise).await.unwrap(), "");
 
     // one byte over the 64 KiB default cap is a transport error of its own kind ...
     let cap = 64 * 1024;
-    let (client, _) = h.client_replying(Reply::Bytes(vec![b'1'; cap + 1])).await;
+    let (client, _server) = h.client_replying(Reply::Bytes(vec![b'1'; cap + 1])).await;
     let err = client
         .ping(Duration::from_secs(1), ErrorPolicy::Raise)
         .await
@@ -325,7 +325,7 @@ async fn bad_replies(h: &dyn Harness) {
         .unwrap();
     assert_eq!(got, ["f"]);
     // ... while a reply of exactly the cap is read whole
-    let (client, _) = h
+    let (client, _server) = h
         .client_replying(Reply::Bytes(b"a\n".repeat(cap / 2)))
         .await;
     assert_eq!(

@@ -191,8 +191,18 @@ impl Transport for SurfTransport {
                 "no complete reply within {timeout:?}"
             )))
         };
+        let started = std::time::Instant::now();
         // The losing future is dropped, which aborts the curl transfer.
-        self.exchange(request).or(deadline).await
+        let reply = self.exchange(request).or(deadline).await?;
+        // curl enforces its own copy of the timeout; when the timer thread is
+        // starved and curl wins, a reply completed past the deadline is still
+        // a timeout, never a success.
+        if started.elapsed() > timeout {
+            return Err(TransportError::timeout(format!(
+                "no complete reply within {timeout:?}"
+            )));
+        }
+        Ok(reply)
     }
 }
 
@@ -218,7 +228,8 @@ impl SurfTransport {
             Some(RawStatus(status)) => *status,
             None => u16::from(response.status()),
         };
-        if response.len().is_some_and(|len| len > request.body_limit) {
+        let expected = response.len();
+        if expected.is_some_and(|len| len > request.body_limit) {
             return Err(TransportError::body_too_large(request.body_limit));
         }
         let mut reader = response.take_body();
@@ -230,6 +241,13 @@ impl SurfTransport {
                 break;
             }
             push_capped(&mut body, &chunk[..n], request.body_limit)?;
+        }
+        // curl ends the body stream quietly when it aborts a transfer
+        if let Some(expected) = expected.filter(|&len| body.len() < len) {
+            return Err(TransportError::closed(format!(
+                "reply cut short: {} of {expected} bytes",
+                body.len()
+            )));
         }
         Ok(HttpResponse { status, body })
     }

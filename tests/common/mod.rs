@@ -43,6 +43,9 @@ pub struct Seen {
 pub const CLIENT_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// How one transport is driven by the scenario.
+///
+/// Keep the returned [`Recorder`] alive while the client is used: it owns
+/// the server (wiremock hands a dropped `MockServer` to the next test).
 #[async_trait]
 pub trait Harness: Send + Sync {
     /// A client (app id `APP`) whose requests all get `reply`.
@@ -212,7 +215,7 @@ async fn replies_are_parsed(h: &dyn Harness) {
             vec!["A @ 127.0.0.1", "B @ 127.0.0.1", "C @ 10.0.0.2"],
         ),
     ] {
-        let (client, _) = h.client_replying(Reply::Text(200, body)).await;
+        let (client, _server) = h.client_replying(Reply::Text(200, body)).await;
         assert_eq!(client.list(ErrorPolicy::Raise).await.unwrap(), expected);
     }
     for (line, state, od) in [
@@ -223,7 +226,7 @@ async fn replies_are_parsed(h: &dyn Harness) {
         (NONE_LINE, State::Unknown, None),
         (MANY_LINE, State::Warning, None),
     ] {
-        let (client, _) = h.client_replying(Reply::Text(200, line)).await;
+        let (client, _server) = h.client_replying(Reply::Text(200, line)).await;
         let status = client.status(Some("ID"), ErrorPolicy::Raise).await.unwrap();
         assert_eq!(status.state(), state, "{line}");
         assert_eq!(status.overdue_ratio(), od, "{line}");
@@ -237,7 +240,7 @@ async fn replies_are_parsed(h: &dyn Harness) {
 
 /// Run `ping` against `reply` under both policies and return the raised error.
 async fn ping_fails(h: &dyn Harness, reply: Reply) -> Error {
-    let (client, _) = h.client_replying(reply.clone()).await;
+    let (client, _server) = h.client_replying(reply.clone()).await;
     let fallback = Duration::from_millis(4242);
     let got = client
         .ping(Duration::from_millis(1000), ErrorPolicy::Fallback(fallback))
@@ -281,7 +284,7 @@ async fn failures_are_typed_and_fallbacks_returned(h: &dyn Harness) {
     assert!(matches!(&err, Error::Parse { .. }), "{err:?}");
 
     // the other calls honour their fallbacks too
-    let (client, _) = h.client_replying(Reply::Text(500, "boom")).await;
+    let (client, _server) = h.client_replying(Reply::Text(500, "boom")).await;
     let policy = ErrorPolicy::Fallback(vec!["fallback".to_owned()]);
     assert_eq!(client.list(policy).await.unwrap(), ["fallback"]);
     let bye = client
