@@ -87,6 +87,26 @@ async fn a_dripping_reply_hits_the_total_timeout(transport: impl Transport + 'st
     assert!(err.is_timeout(), "{err:?}");
 }
 
+/// The tests every HTTP transport module runs on its own `transport()`.
+macro_rules! shared_wire_tests {
+    () => {
+        #[tokio::test]
+        async fn http10() {
+            reads_http10_close_delimited_replies(transport()).await;
+        }
+
+        #[tokio::test]
+        async fn body_cap() {
+            caps_the_body(transport()).await;
+        }
+
+        #[tokio::test]
+        async fn dripping() {
+            a_dripping_reply_hits_the_total_timeout(transport()).await;
+        }
+    };
+}
+
 #[cfg(feature = "reqwest")]
 mod reqwest {
     use super::*;
@@ -96,20 +116,7 @@ mod reqwest {
         ReqwestTransport::new().unwrap()
     }
 
-    #[tokio::test]
-    async fn http10() {
-        reads_http10_close_delimited_replies(transport()).await;
-    }
-
-    #[tokio::test]
-    async fn body_cap() {
-        caps_the_body(transport()).await;
-    }
-
-    #[tokio::test]
-    async fn dripping() {
-        a_dripping_reply_hits_the_total_timeout(transport()).await;
-    }
+    shared_wire_tests!();
 
     #[tokio::test]
     async fn from_a_reqwest_client() {
@@ -147,20 +154,7 @@ mod surf {
         }
     }
 
-    #[tokio::test]
-    async fn http10() {
-        reads_http10_close_delimited_replies(transport()).await;
-    }
-
-    #[tokio::test]
-    async fn body_cap() {
-        caps_the_body(transport()).await;
-    }
-
-    #[tokio::test]
-    async fn dripping() {
-        a_dripping_reply_hits_the_total_timeout(transport()).await;
-    }
+    shared_wire_tests!();
 
     /// Counts the requests that pass through the surf client it is added to.
     #[derive(Debug, Default, Clone)]
