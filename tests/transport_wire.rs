@@ -200,14 +200,19 @@ mod surf {
         }
     }
 
+    /// A client over a fresh surf transport, talking to `url`.
+    fn client_at(url: String) -> HeartbeatClient {
+        HeartbeatClient::builder_with_transport(transport())
+            .url(url)
+            .build()
+            .unwrap()
+    }
+
     /// What a runtime could break: curl's reply waking the task, the
     /// transport's timer, connect errors.
     async fn works_here() {
         let url = serve_raw(http10_reply("3000"), 1);
-        let client = HeartbeatClient::builder_with_transport(transport())
-            .url(url)
-            .build()
-            .unwrap();
+        let client = client_at(url);
         let granted = client
             .ping(Duration::from_secs(1), ErrorPolicy::Raise)
             .await
@@ -281,10 +286,7 @@ mod surf {
             assert_eq!((reply.status, reply.body.as_slice()), (code, &b"body"[..]));
         }
         let url = serve_raw(b"HTTP/1.0 499 Client Closed\r\n\r\nbye".to_vec(), 1);
-        let client = HeartbeatClient::builder_with_transport(transport())
-            .url(url)
-            .build()
-            .unwrap();
+        let client = client_at(url);
         let err = client
             .ping(Duration::from_secs(1), ErrorPolicy::Raise)
             .await
