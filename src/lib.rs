@@ -75,3 +75,18 @@ pub use protocol::{State, Status};
 pub use retry::RetryPolicy;
 pub use settings::Settings;
 pub use transport::Transport;
+
+/// Every Rust snippet of README.md, compiled (and, unless marked `no_run`,
+/// run) as a doc-test, so the front page cannot rot. The snippets use every
+/// transport, the mock, the server and the blocking client, so they run
+/// with `cargo test --all-features` (the README's own test command).
+#[cfg(all(
+    doctest,
+    feature = "reqwest",
+    feature = "surf",
+    feature = "mock",
+    feature = "server",
+    feature = "blocking"
+))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
