@@ -13,11 +13,13 @@
 //! assert_eq!(protocol::parse_granted(b"3000").unwrap().as_millis(), 3000);
 //! ```
 
+mod app_id;
 pub mod command;
 mod reply;
 mod request;
 mod status;
 
+pub use app_id::{check_app_id, AppIdError};
 pub use reply::{
     parse_granted, parse_list, parse_text, printable, ParseError, GOODBYE, UNREACHABLE_LINE,
 };
