@@ -44,6 +44,8 @@ impl Harness for MockHarness {
             Reply::Slow => MockFailure::Timeout,
             Reply::Text(status, body) => MockFailure::status(status, body),
             Reply::Bytes(bytes) => MockFailure::body(bytes),
+            // no headers in the mock: the bare status, which it never follows
+            Reply::Redirect(status, _location) => MockFailure::status(status, ""),
         };
         mock.fail_next(usize::MAX, failure);
         let client = HeartbeatClient::builder_with_transport(mock.clone())

@@ -66,6 +66,9 @@ where
             }
             Reply::Text(status, body) => ResponseTemplate::new(status).set_body_string(body),
             Reply::Bytes(bytes) => ResponseTemplate::new(200).set_body_bytes(bytes),
+            Reply::Redirect(status, location) => {
+                ResponseTemplate::new(status).insert_header("Location", location.as_str())
+            }
             Reply::Slow => ResponseTemplate::new(200)
                 .set_body_string("1000")
                 .set_delay(CLIENT_TIMEOUT + Duration::from_secs(2)),
