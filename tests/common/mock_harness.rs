@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use heartbeat_sdk::transport::{MockFailure, MockTransport};
-use heartbeat_sdk::HeartbeatClient;
+use heartbeat_sdk::{ClientBuilder, HeartbeatClient};
 
 use super::{Harness, Recorder, Reply, Seen, APP, CLIENT_TIMEOUT};
 
@@ -37,7 +37,11 @@ impl Recorder for MockRecorder {
 
 #[async_trait]
 impl Harness for MockHarness {
-    async fn client_replying(&self, reply: Reply) -> (HeartbeatClient, Box<dyn Recorder>) {
+    async fn client_replying_with(
+        &self,
+        reply: Reply,
+        configure: fn(ClientBuilder) -> ClientBuilder,
+    ) -> (HeartbeatClient, Box<dyn Recorder>) {
         let mock = MockTransport::new();
         let failure = match reply {
             Reply::Refused => MockFailure::Refused,
@@ -48,11 +52,10 @@ impl Harness for MockHarness {
             Reply::Redirect(status, _location) => MockFailure::status(status, ""),
         };
         mock.fail_next(usize::MAX, failure);
-        let client = HeartbeatClient::builder_with_transport(mock.clone())
+        let builder = HeartbeatClient::builder_with_transport(mock.clone())
             .app_id(APP)
-            .request_timeout(CLIENT_TIMEOUT)
-            .build()
-            .unwrap();
+            .request_timeout(CLIENT_TIMEOUT);
+        let client = configure(builder).build().unwrap();
         (client, Box::new(MockRecorder(mock)))
     }
 }

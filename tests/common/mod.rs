@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use heartbeat_sdk::{Error, ErrorPolicy, HeartbeatClient, State};
+use heartbeat_sdk::{ClientBuilder, Error, ErrorPolicy, HeartbeatClient, State};
 
 #[cfg(feature = "mock")]
 pub mod mock_harness;
@@ -52,7 +52,16 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_millis(1000);
 #[async_trait]
 pub trait Harness: Send + Sync {
     /// A client (app id `APP`) whose requests all get `reply`.
-    async fn client_replying(&self, reply: Reply) -> (HeartbeatClient, Box<dyn Recorder>);
+    async fn client_replying(&self, reply: Reply) -> (HeartbeatClient, Box<dyn Recorder>) {
+        self.client_replying_with(reply, |builder| builder).await
+    }
+
+    /// The same, its builder passed through `configure` before `build()`.
+    async fn client_replying_with(
+        &self,
+        reply: Reply,
+        configure: fn(ClientBuilder) -> ClientBuilder,
+    ) -> (HeartbeatClient, Box<dyn Recorder>);
 }
 
 /// What reached the server.

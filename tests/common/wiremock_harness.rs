@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use heartbeat_sdk::{HeartbeatClient, Transport};
+use heartbeat_sdk::{ClientBuilder, HeartbeatClient, Transport};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -55,10 +55,16 @@ where
     T: Transport + 'static,
     F: Fn() -> T + Send + Sync,
 {
-    async fn client_replying(&self, reply: Reply) -> (HeartbeatClient, Box<dyn Recorder>) {
-        let builder = HeartbeatClient::builder_with_transport((self.0)())
-            .app_id(APP)
-            .request_timeout(CLIENT_TIMEOUT);
+    async fn client_replying_with(
+        &self,
+        reply: Reply,
+        configure: fn(ClientBuilder) -> ClientBuilder,
+    ) -> (HeartbeatClient, Box<dyn Recorder>) {
+        let builder = configure(
+            HeartbeatClient::builder_with_transport((self.0)())
+                .app_id(APP)
+                .request_timeout(CLIENT_TIMEOUT),
+        );
         let template = match reply {
             Reply::Refused => {
                 let client = builder.url(refused_url()).build().unwrap();
