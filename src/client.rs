@@ -159,8 +159,13 @@ impl HeartbeatClient {
     /// client's `max_apps` (see [Body caps](HeartbeatClient#body-caps)).
     pub async fn list(&self, policy: ErrorPolicy<Vec<String>>) -> Result<Vec<String>> {
         let cap = protocol::max_list_body(self.inner.max_apps);
-        self.call(Ok(protocol::list_request), cap, policy, protocol::parse_list)
-            .await
+        self.call(
+            Ok(protocol::list_request),
+            cap,
+            policy,
+            protocol::parse_list,
+        )
+        .await
     }
 
     /// `/status`: the host's status (`None`), or one application's
@@ -220,8 +225,13 @@ impl HeartbeatClient {
         let build = protocol::timeout_ms(timeout).map(|ms| {
             move |buster: &str| protocol::beat_request(beat, ms, &self.inner.app_id, buster)
         });
-        self.call(build, self.inner.body_limit, policy, protocol::parse_granted)
-            .await
+        self.call(
+            build,
+            self.inner.body_limit,
+            policy,
+            protocol::parse_granted,
+        )
+        .await
     }
 
     /// Send the request `build` makes (or report why it could not be

@@ -361,7 +361,10 @@ async fn bad_replies(h: &dyn Harness) {
     assert!(is_body_too_large(&err), "{err:?}");
     assert!(!err.is_timeout() && !err.is_connect(), "{err:?}");
     for result in [
-        client.init(Duration::ZERO, ErrorPolicy::Raise).await.map(drop),
+        client
+            .init(Duration::ZERO, ErrorPolicy::Raise)
+            .await
+            .map(drop),
         client.done_now(ErrorPolicy::Raise).await.map(drop),
         client.status(Some("x"), ErrorPolicy::Raise).await.map(drop),
     ] {
@@ -374,7 +377,10 @@ async fn bad_replies(h: &dyn Harness) {
     assert_eq!(got, "f");
     // ... while a reply of exactly the cap is read whole
     let (client, _server) = h.client_replying(Reply::Bytes(vec![b'1'; cap])).await;
-    assert_eq!(client.done_now(ErrorPolicy::Raise).await.unwrap().len(), cap);
+    assert_eq!(
+        client.done_now(ErrorPolicy::Raise).await.unwrap().len(),
+        cap
+    );
 }
 
 fn is_body_too_large(err: &Error) -> bool {
@@ -400,13 +406,20 @@ async fn replies_that_grow_with_the_registry(h: &dyn Harness) {
     let keys = many_keys();
     let list: String = keys.iter().map(|k| format!("{k}\n")).collect();
     assert!(list.len() > 16 * 64 * 1024, "{}", list.len());
-    let (client, _server) = h.client_replying(Reply::Bytes(list.clone().into_bytes())).await;
+    let (client, _server) = h
+        .client_replying(Reply::Bytes(list.clone().into_bytes()))
+        .await;
     assert_eq!(client.list(ErrorPolicy::Raise).await.unwrap(), keys);
     assert_eq!(client.get("/list", ErrorPolicy::Raise).await.unwrap(), list);
 
-    let host = format!("WARNING - multiple ({MANY}) applications: [{}]", keys.join(","));
+    let host = format!(
+        "WARNING - multiple ({MANY}) applications: [{}]",
+        keys.join(",")
+    );
     assert!(host.len() > 16 * 64 * 1024, "{}", host.len());
-    let (client, _server) = h.client_replying(Reply::Bytes(host.clone().into_bytes())).await;
+    let (client, _server) = h
+        .client_replying(Reply::Bytes(host.clone().into_bytes()))
+        .await;
     let status = client.status(None, ErrorPolicy::Raise).await.unwrap();
     assert_eq!(status.state(), State::Warning);
     assert_eq!(status.app(), Some(keys.join(",").as_str()));
@@ -430,7 +443,10 @@ async fn replies_that_grow_with_the_registry(h: &dyn Harness) {
     let (client, _server) = h
         .client_replying_with(Reply::Bytes(b"a\n".repeat(list_cap / 2)), ten)
         .await;
-    assert_eq!(client.list(ErrorPolicy::Raise).await.unwrap().len(), list_cap / 2);
+    assert_eq!(
+        client.list(ErrorPolicy::Raise).await.unwrap().len(),
+        list_cap / 2
+    );
     let mut over = b"a\n".repeat(list_cap / 2);
     over.push(b'b');
     let (client, _server) = h.client_replying_with(Reply::Bytes(over), ten).await;
@@ -440,13 +456,23 @@ async fn replies_that_grow_with_the_registry(h: &dyn Harness) {
     let exact = format!("OK {}", "x".repeat(status_cap - 3)).into_bytes();
     let (client, _server) = h.client_replying_with(Reply::Bytes(exact), ten).await;
     let status = client.status(None, ErrorPolicy::Raise).await.unwrap();
-    assert_eq!((status.state(), status.raw().len()), (State::Ok, status_cap));
+    assert_eq!(
+        (status.state(), status.raw().len()),
+        (State::Ok, status_cap)
+    );
     let over = format!("OK {}", "x".repeat(status_cap - 2)).into_bytes();
     let (client, _server) = h.client_replying_with(Reply::Bytes(over), ten).await;
     let result = client.status(None, ErrorPolicy::Raise).await;
-    assert!(result.as_ref().is_err_and(is_body_too_large), "{:?}", result.map(drop));
+    assert!(
+        result.as_ref().is_err_and(is_body_too_large),
+        "{:?}",
+        result.map(drop)
+    );
     let got = client
-        .status(None, ErrorPolicy::Fallback(Status::parse("UNKNOWN - f").unwrap()))
+        .status(
+            None,
+            ErrorPolicy::Fallback(Status::parse("UNKNOWN - f").unwrap()),
+        )
         .await
         .unwrap();
     assert_eq!(got.state(), State::Unknown);
@@ -455,14 +481,25 @@ async fn replies_that_grow_with_the_registry(h: &dyn Harness) {
     let (client, _server) = h
         .client_replying_with(Reply::Bytes(vec![b'g'; raw_cap]), ten)
         .await;
-    assert_eq!(client.get("/x", ErrorPolicy::Raise).await.unwrap().len(), raw_cap);
+    assert_eq!(
+        client.get("/x", ErrorPolicy::Raise).await.unwrap().len(),
+        raw_cap
+    );
     let (client, _server) = h
         .client_replying_with(Reply::Bytes(vec![b'g'; raw_cap + 1]), ten)
         .await;
     let result = client.get("/x", ErrorPolicy::Raise).await;
-    assert!(result.as_ref().is_err_and(is_body_too_large), "{:?}", result.map(drop));
+    assert!(
+        result.as_ref().is_err_and(is_body_too_large),
+        "{:?}",
+        result.map(drop)
+    );
     let result = client.post("/x", "a=b", ErrorPolicy::Raise).await;
-    assert!(result.as_ref().is_err_and(is_body_too_large), "{:?}", result.map(drop));
+    assert!(
+        result.as_ref().is_err_and(is_body_too_large),
+        "{:?}",
+        result.map(drop)
+    );
 }
 
 async fn bad_input(h: &dyn Harness) {
@@ -606,12 +643,13 @@ mod mock {
 #[cfg(feature = "mock")]
 #[tokio::test]
 async fn each_call_carries_its_own_body_cap() {
-    use heartbeat_sdk::protocol::{
-        MAX_APPS, MAX_HOST_STATUS_BODY, MAX_LIST_BODY, STATUS_OVERHEAD,
-    };
+    use heartbeat_sdk::protocol::{MAX_APPS, MAX_HOST_STATUS_BODY, MAX_LIST_BODY, STATUS_OVERHEAD};
     use heartbeat_sdk::transport::{MockTransport, DEFAULT_BODY_LIMIT};
 
-    assert_eq!(MAX_APPS, heartbeat_sdk::server::RegistryConfig::default().max_apps);
+    assert_eq!(
+        MAX_APPS,
+        heartbeat_sdk::server::RegistryConfig::default().max_apps
+    );
     assert_eq!(MAX_LIST_BODY, MAX_APPS * (MAX_KEY_LEN + 1));
     assert_eq!(MAX_HOST_STATUS_BODY, MAX_LIST_BODY + STATUS_OVERHEAD);
     assert_eq!(MAX_KEY_LEN, MAX_APP_ID_LEN + " @ ".len() + 45);
@@ -734,20 +772,32 @@ mod big_registry {
     async fn over_the_mock(apps: usize, id_len: usize) {
         let mock = heartbeat_sdk::transport::MockTransport::new();
         fill(mock.registry(), apps, id_len);
-        let client = HeartbeatClient::builder_with_transport(mock).build().unwrap();
+        let client = HeartbeatClient::builder_with_transport(mock)
+            .build()
+            .unwrap();
         reads_them_all(&client, apps, id_len).await;
     }
 
     #[cfg(feature = "reqwest")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reqwest_reads_5000_apps() {
-        over_http(heartbeat_sdk::transport::ReqwestTransport::new().unwrap(), MANY, 100).await;
+        over_http(
+            heartbeat_sdk::transport::ReqwestTransport::new().unwrap(),
+            MANY,
+            100,
+        )
+        .await;
     }
 
     #[cfg(feature = "surf")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn surf_reads_5000_apps() {
-        over_http(heartbeat_sdk::transport::SurfTransport::new().unwrap(), MANY, 100).await;
+        over_http(
+            heartbeat_sdk::transport::SurfTransport::new().unwrap(),
+            MANY,
+            100,
+        )
+        .await;
     }
 
     #[cfg(feature = "mock")]
@@ -760,13 +810,23 @@ mod big_registry {
     #[cfg(feature = "reqwest")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reqwest_reads_100_000_apps() {
-        over_http(heartbeat_sdk::transport::ReqwestTransport::new().unwrap(), ALL, 40).await;
+        over_http(
+            heartbeat_sdk::transport::ReqwestTransport::new().unwrap(),
+            ALL,
+            40,
+        )
+        .await;
     }
 
     #[cfg(feature = "surf")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn surf_reads_100_000_apps() {
-        over_http(heartbeat_sdk::transport::SurfTransport::new().unwrap(), ALL, 40).await;
+        over_http(
+            heartbeat_sdk::transport::SurfTransport::new().unwrap(),
+            ALL,
+            40,
+        )
+        .await;
     }
 
     #[cfg(feature = "mock")]

@@ -281,7 +281,10 @@ async fn ids_that_would_corrupt_a_reply_line_get_a_400() {
             let target = format!("/{command}?1000&appid={id}");
             let (status, body) = blocking(move || call(addr, "GET", &target)).await;
             assert_eq!(status, 400, "{command} {id}: {body}");
-            assert!(body.starts_with("ERROR: appid refused: it contains"), "{body}");
+            assert!(
+                body.starts_with("ERROR: appid refused: it contains"),
+                "{body}"
+            );
             assert!(body.contains(reason), "{body} should name {reason}");
             assert!(!body.contains(['\n', '\r']), "one line: {body:?}");
         }
@@ -293,7 +296,10 @@ async fn ids_that_would_corrupt_a_reply_line_get_a_400() {
         let reply = blocking(move || raw(addr, &request)).await;
         assert!(reply.starts_with("HTTP/1.1 400"), "form {id}: {reply}");
     }
-    assert_eq!(blocking(move || call(addr, "GET", "/list")).await, (200, String::new()));
+    assert_eq!(
+        blocking(move || call(addr, "GET", "/list")).await,
+        (200, String::new())
+    );
     // a forged line cannot reach the check: the host status is still plain
     blocking(move || call(addr, "GET", "/hb_init?1000&appid=kiosk")).await;
     let (_, status) = blocking(move || call(addr, "GET", "/status")).await;
@@ -318,15 +324,24 @@ async fn plus_is_literal_in_the_query_and_a_space_in_a_form_body() {
         (200, "C++ @ 127.0.0.1\na+b @ 127.0.0.1\n".into())
     );
     let (_, status) = get("/status?0&appid=a+b").await;
-    assert!(status.starts_with("OK - fine application [a+b @ 127.0.0.1]|"), "{status}");
+    assert!(
+        status.starts_with("OK - fine application [a+b @ 127.0.0.1]|"),
+        "{status}"
+    );
     let (_, status) = get("/status?0&appid=a%2Bb").await;
-    assert!(status.starts_with("OK - fine application [a+b @ 127.0.0.1]|"), "{status}");
+    assert!(
+        status.starts_with("OK - fine application [a+b @ 127.0.0.1]|"),
+        "{status}"
+    );
     assert_eq!(get("/hb_done?0&appid=C++").await.0, 200);
 
     let form = "POST /hb_init?500 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 9\r\n\r\nappid=c+d";
     let reply = blocking(move || raw(addr, form)).await;
-    assert!(reply.starts_with("HTTP/1.1 200") && reply.ends_with("1500"), "{reply}");
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.ends_with("1500"),
+        "{reply}"
+    );
     assert_eq!(
         get("/list").await,
         (200, "a+b @ 127.0.0.1\nc d @ 127.0.0.1\n".into())

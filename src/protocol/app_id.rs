@@ -61,7 +61,11 @@ impl fmt::Display for AppIdError {
                 write!(f, "it is {len} bytes long, the maximum is {max}")
             }
             AppIdError::ControlChar { ch } => {
-                write!(f, "it contains the control character U+{:04X}", u32::from(*ch))
+                write!(
+                    f,
+                    "it contains the control character U+{:04X}",
+                    u32::from(*ch)
+                )
             }
             AppIdError::PerfdataSeparator => f.write_str(
                 "it contains '|', which would start the perfdata of a Nagios plugin line",
@@ -145,7 +149,7 @@ mod tests {
             "[x] ]y[",
             "Zürich",
             "東京",
-            "שלום",   // right-to-left text itself is fine
+            "שלום",  // right-to-left text itself is fine
             "مرحبا", // so is Arabic
             "🙂",
             "zero\u{200B}width", // other format characters are left alone
@@ -200,7 +204,10 @@ mod tests {
     fn reasons_are_single_printable_lines() {
         for err in [
             AppIdError::Empty,
-            AppIdError::TooLong { len: 2000, max: 1024 },
+            AppIdError::TooLong {
+                len: 2000,
+                max: 1024,
+            },
             AppIdError::ControlChar { ch: '\n' },
             AppIdError::PerfdataSeparator,
             AppIdError::LineSeparator { ch: '\u{2028}' },

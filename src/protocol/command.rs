@@ -25,8 +25,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-pub use super::{MAX_APP_ID_LEN, MAX_TIMEOUT_MS};
 use super::{check_app_id, AppIdError};
+pub use super::{MAX_APP_ID_LEN, MAX_TIMEOUT_MS};
 
 /// Longest echo of a rejected timeout value inside an error message, in chars.
 const MAX_ECHO_CHARS: usize = 64;
@@ -655,9 +655,15 @@ mod tests {
     #[test]
     fn ids_that_would_corrupt_a_reply_line_are_refused() {
         let cases = [
-            ("kiosk%7C%20od%3D0.00%3B3%3B5%3B0%3B6%20delay%3D86400000ms%3B%3B%3B%20", AppIdError::PerfdataSeparator),
+            (
+                "kiosk%7C%20od%3D0.00%3B3%3B5%3B0%3B6%20delay%3D86400000ms%3B%3B%3B%20",
+                AppIdError::PerfdataSeparator,
+            ),
             ("a|b", AppIdError::PerfdataSeparator),
-            ("x%E2%80%A8Tetris%20%40%2010.0.0.5", AppIdError::LineSeparator { ch: '\u{2028}' }),
+            (
+                "x%E2%80%A8Tetris%20%40%2010.0.0.5",
+                AppIdError::LineSeparator { ch: '\u{2028}' },
+            ),
             ("x%E2%80%A9y", AppIdError::LineSeparator { ch: '\u{2029}' }),
             ("x%E2%80%AEy", AppIdError::BidiControl { ch: '\u{202E}' }),
             ("x%E2%80%AAy", AppIdError::BidiControl { ch: '\u{202A}' }),
@@ -667,9 +673,16 @@ mod tests {
         for (encoded, reason) in cases {
             for command in ["hb_init", "hb_ping", "hb_done", "status"] {
                 let e = err(&format!("/{command}?1&appid={encoded}"));
-                assert_eq!(e, CommandError::InvalidAppId { reason }, "{command} {encoded}");
+                assert_eq!(
+                    e,
+                    CommandError::InvalidAppId { reason },
+                    "{command} {encoded}"
+                );
                 assert_eq!(e.http_status(), 400);
-                assert!(e.to_string().starts_with("appid refused: it contains"), "{e}");
+                assert!(
+                    e.to_string().starts_with("appid refused: it contains"),
+                    "{e}"
+                );
                 let body = format!("appid={encoded}");
                 assert_eq!(
                     parse_command(&format!("/{command}?1"), Some(body.as_bytes())),

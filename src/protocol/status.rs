@@ -680,9 +680,17 @@ mod tests {
         for (line, state, unparsed) in [
             ("OK | od", State::Ok, vec!["od"]),
             ("OK | od=abc", State::Ok, vec!["od=abc"]),
-            ("WARNING | od=1;2;3;4;5;6", State::Warning, vec!["od=1;2;3;4;5;6"]),
+            (
+                "WARNING | od=1;2;3;4;5;6",
+                State::Warning,
+                vec!["od=1;2;3;4;5;6"],
+            ),
             ("OK | ='x'=1", State::Ok, vec!["='x'=1"]),
-            ("CRITICAL | 'unterminated=1 b=2", State::Critical, vec!["'unterminated=1 b=2"]),
+            (
+                "CRITICAL | 'unterminated=1 b=2",
+                State::Critical,
+                vec!["'unterminated=1 b=2"],
+            ),
             ("OK | od=1ms/s", State::Ok, vec!["od=1ms/s"]),
             ("OK | od=1;x", State::Ok, vec!["od=1;x"]),
             ("UNKNOWN | od=NaN", State::Unknown, vec!["od=NaN"]),
@@ -692,7 +700,10 @@ mod tests {
             assert_eq!(status.state(), state, "{line:?}");
             assert_eq!(status.unparsed_perfdata(), unparsed, "{line:?}");
             assert!(status.perfdata().is_empty(), "{line:?}");
-            assert_eq!(status.raw_perfdata(), line.split_once('|').unwrap().1.trim());
+            assert_eq!(
+                status.raw_perfdata(),
+                line.split_once('|').unwrap().1.trim()
+            );
             assert_eq!(status.to_string(), line);
         }
         // good items around a bad one still parse
@@ -713,7 +724,11 @@ mod tests {
     #[test]
     fn a_forged_perfdata_id_does_not_make_the_status_unparsable() {
         let id = "kiosk| od=0.00;3;5;0;6 delay=86400000ms;;; ";
-        for (state, od) in [(State::Ok, 0.5), (State::Warning, 3.2), (State::Critical, 5.5)] {
+        for (state, od) in [
+            (State::Ok, 0.5),
+            (State::Warning, 3.2),
+            (State::Critical, 5.5),
+        ] {
             let line = app_line(state, &format!("{id} @ 127.0.0.1"), od, 3.0, 5.0, 6.0, 3000);
             let status = Status::parse(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
             assert_eq!(status.state(), state, "{line}");
@@ -732,7 +747,11 @@ mod tests {
                 app_line(State::Critical, &key, 5.1, 3.0, 5.0, 6.0, 1000),
                 no_record_line(&key),
             ] {
-                assert_eq!(Status::parse(&line).unwrap().app(), Some(key.as_str()), "{line}");
+                assert_eq!(
+                    Status::parse(&line).unwrap().app(),
+                    Some(key.as_str()),
+                    "{line}"
+                );
             }
         }
         assert_eq!(Status::parse("OK - no brackets").unwrap().app(), None);

@@ -148,7 +148,10 @@ async fn redirects_are_never_followed(h: &dyn Harness) {
             ("ping", client.ping(t, ErrorPolicy::Raise).await.map(drop)),
             ("done", client.done_now(ErrorPolicy::Raise).await.map(drop)),
             ("list", client.list(ErrorPolicy::Raise).await.map(drop)),
-            ("status", client.status(None, ErrorPolicy::Raise).await.map(drop)),
+            (
+                "status",
+                client.status(None, ErrorPolicy::Raise).await.map(drop),
+            ),
         ];
         for (call, result) in results {
             match result {
@@ -157,7 +160,10 @@ async fn redirects_are_never_followed(h: &dyn Harness) {
             }
         }
         let fallback = Duration::from_millis(7);
-        let got = client.init(t, ErrorPolicy::Fallback(fallback)).await.unwrap();
+        let got = client
+            .init(t, ErrorPolicy::Fallback(fallback))
+            .await
+            .unwrap();
         assert_eq!(got, fallback, "{status}");
         assert_eq!(rec.seen().await.len(), 6, "{status}: each call sent once");
     }
