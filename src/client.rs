@@ -42,7 +42,7 @@ use crate::transport::{
 /// | `init`, `ping`, `done`, `status(Some(id))` | [`DEFAULT_BODY_LIMIT`] (64 KiB; [`ClientBuilder::body_limit`]) |
 /// | `list` | [`protocol::max_list_body`]`(max_apps)` |
 /// | `status(None)` (the host) | [`protocol::max_host_status_body`]`(max_apps)` |
-/// | `get`, `post` (any path) | the larger of the two caps above |
+/// | `get`, `post` (any path) | the largest of the caps above |
 ///
 /// `max_apps` is [`protocol::MAX_APPS`] (100 000, the embedded server's
 /// default cap) unless set with [`ClientBuilder::max_apps`]; the caps are
