@@ -696,10 +696,12 @@ async fn each_call_carries_its_own_body_cap() {
 /// Issue 10: the embedded server with many apps, read whole by the real
 /// client over every transport: `list` names them all, the host status is
 /// the WARNING line with every key.
-#[cfg(feature = "server")]
+#[cfg(any(feature = "server", feature = "mock"))]
 mod big_registry {
     use super::*;
-    use heartbeat_sdk::server::{Server, ServerHandle, SharedRegistry};
+    use heartbeat_sdk::server::SharedRegistry;
+    #[cfg(all(feature = "server", any(feature = "reqwest", feature = "surf")))]
+    use heartbeat_sdk::server::{Server, ServerHandle};
     use std::net::{IpAddr, Ipv4Addr};
     use std::time::Instant;
 
@@ -725,6 +727,7 @@ mod big_registry {
         });
     }
 
+    #[cfg(all(feature = "server", any(feature = "reqwest", feature = "surf")))]
     async fn server_with(apps: usize, id_len: usize) -> ServerHandle {
         let server = Server::bind("127.0.0.1:0".parse().unwrap())
             .start()
@@ -757,6 +760,7 @@ mod big_registry {
         assert!(bytes > 8 * 64 * 1024 || apps < MANY, "{bytes}");
     }
 
+    #[cfg(all(feature = "server", any(feature = "reqwest", feature = "surf")))]
     async fn over_http(transport: impl Transport + 'static, apps: usize, id_len: usize) {
         let server = server_with(apps, id_len).await;
         let client = HeartbeatClient::builder_with_transport(transport)
@@ -778,7 +782,7 @@ mod big_registry {
         reads_them_all(&client, apps, id_len).await;
     }
 
-    #[cfg(feature = "reqwest")]
+    #[cfg(all(feature = "server", feature = "reqwest"))]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reqwest_reads_5000_apps() {
         over_http(
@@ -789,7 +793,7 @@ mod big_registry {
         .await;
     }
 
-    #[cfg(feature = "surf")]
+    #[cfg(all(feature = "server", feature = "surf"))]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn surf_reads_5000_apps() {
         over_http(
@@ -807,7 +811,7 @@ mod big_registry {
     }
 
     /// The server at its own default limit: 100 000 apps with 40-byte ids.
-    #[cfg(feature = "reqwest")]
+    #[cfg(all(feature = "server", feature = "reqwest"))]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reqwest_reads_100_000_apps() {
         over_http(
@@ -818,7 +822,7 @@ mod big_registry {
         .await;
     }
 
-    #[cfg(feature = "surf")]
+    #[cfg(all(feature = "server", feature = "surf"))]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn surf_reads_100_000_apps() {
         over_http(
