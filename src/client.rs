@@ -31,6 +31,26 @@ use crate::transport::{
 /// | `hb_read(path [,e])` | [`get`](Self::get) |
 /// | `hb_post(path, data [,e])` | [`post`](Self::post) |
 ///
+/// # Body caps
+///
+/// Each call reads at most as many reply bytes as the protocol can produce
+/// for it, so that a hostile server cannot make the client buffer without
+/// end, while our own server at its own limits is always read whole:
+///
+/// | call | cap |
+/// |---|---|
+/// | `init`, `ping`, `done`, `status(Some(id))` | [`DEFAULT_BODY_LIMIT`] (64 KiB; [`ClientBuilder::body_limit`]) |
+/// | `list` | [`protocol::max_list_body`]`(max_apps)` |
+/// | `status(None)` (the host) | [`protocol::max_host_status_body`]`(max_apps)` |
+/// | `get`, `post` (any path) | the largest of the caps above |
+///
+/// `max_apps` is [`protocol::MAX_APPS`] (100 000, the embedded server's
+/// default cap) unless set with [`ClientBuilder::max_apps`]; the caps are
+/// then [`protocol::MAX_LIST_BODY`] and [`protocol::MAX_HOST_STATUS_BODY`]
+/// (about 102 MiB, for 1024-byte ids from IPv6 peers). A longer reply is a
+/// [`TransportErrorKind::BodyTooLarge`](crate::TransportErrorKind::BodyTooLarge)
+/// transport error.
+///
 /// ```no_run
 /// # #[cfg(feature = "reqwest")]
 /// # async fn run() -> heartbeat_sdk::Result<()> {
@@ -55,6 +75,7 @@ struct Inner {
     transport: Arc<dyn Transport>,
     request_timeout: Duration,
     body_limit: usize,
+    max_apps: usize,
     retry: RetryPolicy,
 }
 
@@ -122,7 +143,8 @@ impl HeartbeatClient {
         let build = protocol::timeout_ms(timeout).map(|ms| {
             move |buster: &str| protocol::beat_request(Beat::Done, ms, &self.inner.app_id, buster)
         });
-        self.call(build, policy, protocol::parse_text).await
+        self.call(build, self.inner.body_limit, policy, protocol::parse_text)
+            .await
     }
 
     /// `hb_done` with the default timeout of 0.
@@ -132,30 +154,57 @@ impl HeartbeatClient {
 
     /// `/list`: the applications the server tracks, as it names them
     /// (the reference: `ID @ IP`).
+    ///
+    /// The reply is read up to [`protocol::max_list_body`] for the
+    /// client's `max_apps` (see [Body caps](HeartbeatClient#body-caps)).
     pub async fn list(&self, policy: ErrorPolicy<Vec<String>>) -> Result<Vec<String>> {
-        self.call(Ok(protocol::list_request), policy, protocol::parse_list)
-            .await
+        let cap = protocol::max_list_body(self.inner.max_apps);
+        self.call(
+            Ok(protocol::list_request),
+            cap,
+            policy,
+            protocol::parse_list,
+        )
+        .await
     }
 
     /// `/status`: the host's status (`None`), or one application's
     /// (`Some(id)`), as a parsed Nagios status line.
+    ///
+    /// The id is checked before sending ([`protocol::check_app_id`], the
+    /// server's own rule). The host status grows with the number of apps and
+    /// is read up to [`protocol::max_host_status_body`] for the client's
+    /// `max_apps` (see [Body caps](HeartbeatClient#body-caps)).
     pub async fn status(&self, app: Option<&str>, policy: ErrorPolicy<Status>) -> Result<Status> {
+        let cap = match app {
+            Some(_) => self.inner.body_limit,
+            None => protocol::max_host_status_body(self.inner.max_apps),
+        };
         let build = match app {
             Some(app) => protocol::validate_app_id(app).map(|()| Some(app)),
             None => Ok(None),
         }
         .map(|app| move |buster: &str| protocol::status_request(app, buster));
-        self.call(build, policy, Status::from_body).await
+        self.call(build, cap, policy, Status::from_body).await
     }
 
-    /// `GET path` (Python `hb_read`): the reply body as text.
+    /// `GET path` (Python `hb_read`): the reply body as text, read up to the
+    /// largest cap of any call (see [Body caps](HeartbeatClient#body-caps)).
     pub async fn get(&self, path: &str, policy: ErrorPolicy<String>) -> Result<String> {
         let build = |buster: &str| protocol::raw_request(Method::Get, path, None, buster);
-        self.call(Ok(build), policy, protocol::parse_text).await
+        self.call(Ok(build), self.raw_cap(), policy, protocol::parse_text)
+            .await
+    }
+
+    /// The cap of a raw `get`/`post`: it may ask for anything, so the
+    /// largest cap of any call (the host status's, or the small replies'
+    /// when that is larger).
+    fn raw_cap(&self) -> usize {
+        protocol::max_host_status_body(self.inner.max_apps).max(self.inner.body_limit)
     }
 
     /// `POST path` with an encoded form body (Python `hb_post`): the reply
-    /// body as text.
+    /// body as text, read up to the largest cap of any call.
     pub async fn post(
         &self,
         path: &str,
@@ -163,7 +212,8 @@ impl HeartbeatClient {
         policy: ErrorPolicy<String>,
     ) -> Result<String> {
         let build = |buster: &str| protocol::raw_request(Method::Post, path, Some(form), buster);
-        self.call(Ok(build), policy, protocol::parse_text).await
+        self.call(Ok(build), self.raw_cap(), policy, protocol::parse_text)
+            .await
     }
 
     async fn beat(
@@ -175,16 +225,24 @@ impl HeartbeatClient {
         let build = protocol::timeout_ms(timeout).map(|ms| {
             move |buster: &str| protocol::beat_request(beat, ms, &self.inner.app_id, buster)
         });
-        self.call(build, policy, protocol::parse_granted).await
+        self.call(
+            build,
+            self.inner.body_limit,
+            policy,
+            protocol::parse_granted,
+        )
+        .await
     }
 
     /// Send the request `build` makes (or report why it could not be
-    /// built), parse a 2xx reply with `parse`, and apply `policy` to any
-    /// failure. `build` is called with a fresh cache buster for every
-    /// attempt, so no two requests on the wire share one.
+    /// built), reading at most `body_limit` reply bytes, parse a 2xx reply
+    /// with `parse`, and apply `policy` to any failure. `build` is called
+    /// with a fresh cache buster for every attempt, so no two requests on
+    /// the wire share one.
     async fn call<T, B>(
         &self,
         build: Result<B>,
+        body_limit: usize,
         policy: ErrorPolicy<T>,
         parse: impl FnOnce(&[u8]) -> Result<T, ParseError>,
     ) -> Result<T>
@@ -192,7 +250,7 @@ impl HeartbeatClient {
         B: Fn(&str) -> Request + Sync,
     {
         let result = match build {
-            Ok(build) => self.exchange(&build, parse).await,
+            Ok(build) => self.exchange(&build, body_limit, parse).await,
             Err(e) => Err(e),
         };
         result.or_else(|error| {
@@ -204,11 +262,12 @@ impl HeartbeatClient {
     async fn exchange<T>(
         &self,
         build: &(impl Fn(&str) -> Request + Sync),
+        body_limit: usize,
         parse: impl FnOnce(&[u8]) -> Result<T, ParseError>,
     ) -> Result<T> {
         let (url, body) = (self.inner.retry)
             .run(self.inner.request_timeout, |timeout| {
-                self.send_once(build, timeout)
+                self.send_once(build, timeout, body_limit)
             })
             .await?;
         parse(&body).map_err(|e| Error::Parse {
@@ -223,6 +282,7 @@ impl HeartbeatClient {
         &self,
         build: &(impl Fn(&str) -> Request + Sync),
         timeout: Duration,
+        body_limit: usize,
     ) -> HttpRequest {
         let request = build(&protocol::cache_buster());
         HttpRequest {
@@ -230,7 +290,7 @@ impl HeartbeatClient {
             url: format!("{}{}", self.inner.base, request.target),
             form: request.form,
             timeout,
-            body_limit: self.inner.body_limit,
+            body_limit,
         }
     }
 
@@ -246,9 +306,10 @@ impl HeartbeatClient {
         &self,
         build: &(impl Fn(&str) -> Request + Sync),
         timeout: Duration,
+        body_limit: usize,
     ) -> Result<(String, Vec<u8>)> {
         let started = Instant::now();
-        let http = self.http_request(build, timeout);
+        let http = self.http_request(build, timeout, body_limit);
         let method = http.method;
         let mut url = http.url.clone();
         tracing::debug!(method = method.as_str(), %url, "heartbeat request");
@@ -256,7 +317,7 @@ impl HeartbeatClient {
         if let Err(error) = &sent {
             let left = timeout.saturating_sub(started.elapsed());
             if method == Method::Get && error.is_closed() && !left.is_zero() {
-                let again = self.http_request(build, left);
+                let again = self.http_request(build, left, body_limit);
                 tracing::debug!(url = %again.url, %error, "connection closed under a GET; sending it once more");
                 url.clone_from(&again.url);
                 sent = self.inner.transport.send(again).await;
@@ -301,6 +362,7 @@ pub struct ClientBuilder {
     #[cfg(any(feature = "reqwest", feature = "surf"))]
     connect_timeout: Duration,
     body_limit: usize,
+    max_apps: usize,
     retry: RetryPolicy,
 }
 
@@ -326,6 +388,7 @@ impl ClientBuilder {
             #[cfg(any(feature = "reqwest", feature = "surf"))]
             connect_timeout: crate::transport::DEFAULT_CONNECT_TIMEOUT,
             body_limit: DEFAULT_BODY_LIMIT,
+            max_apps: protocol::MAX_APPS,
             retry: RetryPolicy::none(),
         }
     }
@@ -371,9 +434,33 @@ impl ClientBuilder {
         self
     }
 
-    /// Largest reply body accepted (default 64 KiB).
+    /// Largest reply body accepted for `init`, `ping`, `done` and one
+    /// application's `status` (default [`DEFAULT_BODY_LIMIT`], 64 KiB: they
+    /// carry a number, a goodbye or one status line). The replies that grow
+    /// with the number of apps have caps of their own, see [`max_apps`](Self::max_apps).
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;
+        self
+    }
+
+    /// The most applications the server tracks (default
+    /// [`protocol::MAX_APPS`], the embedded server's default cap): the caps
+    /// of `list` ([`protocol::max_list_body`]), the host `status`, `get` and
+    /// `post` ([`protocol::max_host_status_body`]) are sized for it. Raise
+    /// it for a server configured to track more; lower it to buffer less
+    /// from a server you trust less. See
+    /// [Body caps](HeartbeatClient#body-caps).
+    ///
+    /// ```
+    /// # #[cfg(feature = "reqwest")] {
+    /// let client = heartbeat_sdk::HeartbeatClient::builder()
+    ///     .max_apps(500)
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = client; }
+    /// ```
+    pub fn max_apps(mut self, apps: usize) -> Self {
+        self.max_apps = apps;
         self
     }
 
@@ -427,6 +514,7 @@ impl ClientBuilder {
                 transport,
                 request_timeout: self.request_timeout,
                 body_limit: self.body_limit,
+                max_apps: self.max_apps,
                 retry: self.retry,
             }),
         })

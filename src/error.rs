@@ -33,7 +33,12 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
-    /// The application id cannot be used (empty, too long).
+    /// The application id cannot be used: empty, too long, or with a
+    /// character that would corrupt a reply line (control characters, `|`,
+    /// U+2028, U+2029, bidirectional controls). The reason is the text of the
+    /// [`AppIdError`](crate::protocol::AppIdError) that
+    /// [`check_app_id`](crate::protocol::check_app_id), the rule the server
+    /// applies too, returned.
     #[error("invalid application id: {reason}")]
     InvalidAppId {
         /// Why it was refused.

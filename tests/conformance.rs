@@ -2,8 +2,10 @@
 
 mod common;
 
+#[cfg(any(feature = "reqwest", feature = "surf", feature = "mock"))]
+use common::scenario;
 #[cfg(any(feature = "reqwest", feature = "surf"))]
-use common::{scenario, wiremock_harness::WiremockHarness};
+use common::wiremock_harness::WiremockHarness;
 
 #[cfg(feature = "reqwest")]
 #[tokio::test]
@@ -17,4 +19,10 @@ async fn reqwest_transport_conforms() {
 async fn surf_transport_conforms() {
     let make = || heartbeat_sdk::transport::SurfTransport::new().unwrap();
     scenario(&WiremockHarness(make)).await;
+}
+
+#[cfg(feature = "mock")]
+#[tokio::test]
+async fn mock_transport_conforms() {
+    scenario(&common::mock_harness::MockHarness).await;
 }

@@ -12,8 +12,11 @@ mod common;
 use std::time::Duration;
 
 use common::{Harness, Recorder, Reply, Seen, APP_ENC};
-use heartbeat_sdk::protocol::{encode_component, MAX_APP_ID_LEN, MAX_TIMEOUT_MS};
-use heartbeat_sdk::{Error, ErrorPolicy, HeartbeatClient, Status, Transport};
+use heartbeat_sdk::protocol::{
+    encode_component, max_host_status_body, max_list_body, MAX_APP_ID_LEN, MAX_KEY_LEN,
+    MAX_TIMEOUT_MS,
+};
+use heartbeat_sdk::{ClientBuilder, Error, ErrorPolicy, HeartbeatClient, State, Status, Transport};
 
 /// Server URLs a builder must refuse, and a word its reason must contain.
 const BAD_URLS: &[(&str, &str)] = &[
@@ -49,6 +52,27 @@ fn bad_app_ids() -> Vec<String> {
         "a\nb".to_owned(),
         "nul\0".to_owned(),
         "tab\t".to_owned(),
+        "next line\u{85}".to_owned(),
+        // issue 10: ids that would forge perfdata or fake a line
+        "kiosk| od=0.00;3;5;0;6 delay=86400000ms;;; ".to_owned(),
+        "|".to_owned(),
+        "a\u{2028}Tetris @ 10.0.0.5".to_owned(),
+        "a\u{2029}b".to_owned(),
+        "\u{202e}kcir".to_owned(),
+        "a\u{202a}b".to_owned(),
+        "\u{2066}x\u{2069}".to_owned(),
+    ]
+}
+
+/// Ids that look odd but corrupt nothing: accepted, and sent whole.
+fn odd_but_good_app_ids() -> Vec<String> {
+    vec![
+        "x".repeat(MAX_APP_ID_LEN),
+        "é".repeat(MAX_APP_ID_LEN / 2),
+        "a+b".to_owned(),
+        "C++ [kiosk] ]7[".to_owned(),
+        "zero\u{200b}width".to_owned(),
+        "שלום".to_owned(),
     ]
 }
 
@@ -85,7 +109,7 @@ fn bad_configuration_is_refused<T: Transport + 'static>(make: impl Fn() -> T) {
             &app[..app.len().min(20)]
         );
     }
-    for app in ["x".repeat(MAX_APP_ID_LEN), "é".repeat(MAX_APP_ID_LEN / 2)] {
+    for app in odd_but_good_app_ids() {
         HeartbeatClient::builder_with_transport(make())
             .app_id(app)
             .build()
@@ -126,17 +150,18 @@ async fn app_id_arguments(h: &dyn Harness) {
         "nothing reaches the wire"
     );
 
-    let longest = "é".repeat(MAX_APP_ID_LEN / 2);
-    client
-        .status(Some(&longest), ErrorPolicy::Raise)
-        .await
-        .unwrap();
+    let good = odd_but_good_app_ids();
+    for app in &good {
+        client.status(Some(app), ErrorPolicy::Raise).await.unwrap();
+    }
     let requests = seen(&*recorder).await;
-    assert_eq!(requests.len(), 1);
-    assert_eq!(
-        query_head(&requests[0]),
-        format!("0&appid={}", encode_component(&longest))
-    );
+    assert_eq!(requests.len(), good.len());
+    for (request, app) in requests.iter().zip(&good) {
+        assert_eq!(
+            query_head(request),
+            format!("0&appid={}", encode_component(app))
+        );
+    }
 }
 
 /// Timeouts past `u32::MAX` ms are refused before sending, for every
@@ -263,7 +288,6 @@ async fn bad_replies(h: &dyn Harness) {
         (Call::Ping, "99999999999999999999999", "64 bits"),
         (Call::Status, "", "empty"),
         (Call::Status, "| od=1", ""),
-        (Call::Status, "OK | od=NaN", ""),
     ];
     for (call_kind, body, why) in parse_errors {
         let (client, _server) = h.client_replying(Reply::Text(200, body)).await;
@@ -305,32 +329,176 @@ async fn bad_replies(h: &dyn Harness) {
         }
     }
 
+    // issue 10: the state word alone decides; perfdata that does not parse
+    // is kept, not an error (an old server printing a forged id's perfdata)
+    for (body, state) in [
+        ("OK | od=NaN", State::Ok),
+        (
+            "CRITICAL - quite late application [kiosk| od=0.00;3;5;0;6 delay=86400000ms;;;  @ 127.0.0.1]| od=5.10;3;5;0;6 delay=3000ms;;; ",
+            State::Critical,
+        ),
+        ("WARNING - x]| 'unterminated=1", State::Warning),
+    ] {
+        let (client, _server) = h.client_replying(Reply::Text(200, body)).await;
+        let status = client.status(None, ErrorPolicy::Raise).await.unwrap();
+        assert_eq!(status.state(), state, "{body}");
+        assert!(!status.unparsed_perfdata().is_empty(), "{body}");
+        assert_eq!(status.raw(), body);
+    }
+
     // done takes any goodbye, even none
     let (client, _server) = h.client_replying(Reply::Text(200, "")).await;
     assert_eq!(client.done_now(ErrorPolicy::Raise).await.unwrap(), "");
 
-    // one byte over the 64 KiB default cap is a transport error of its own kind ...
+    // one byte over the 64 KiB cap of the small replies (init, ping, done,
+    // one app's status) is a transport error of its own kind ...
     let cap = 64 * 1024;
     let (client, _server) = h.client_replying(Reply::Bytes(vec![b'1'; cap + 1])).await;
     let err = client
         .ping(Duration::from_secs(1), ErrorPolicy::Raise)
         .await
         .unwrap_err();
-    let source = err.transport_error().unwrap_or_else(|| panic!("{err:?}"));
-    assert!(source.is_body_too_large(), "{err:?}");
+    assert!(is_body_too_large(&err), "{err:?}");
     assert!(!err.is_timeout() && !err.is_connect(), "{err:?}");
+    for result in [
+        client
+            .init(Duration::ZERO, ErrorPolicy::Raise)
+            .await
+            .map(drop),
+        client.done_now(ErrorPolicy::Raise).await.map(drop),
+        client.status(Some("x"), ErrorPolicy::Raise).await.map(drop),
+    ] {
+        assert!(result.as_ref().is_err_and(is_body_too_large), "{result:?}");
+    }
     let got = client
-        .list(ErrorPolicy::Fallback(vec!["f".into()]))
+        .done_now(ErrorPolicy::Fallback("f".into()))
         .await
         .unwrap();
-    assert_eq!(got, ["f"]);
+    assert_eq!(got, "f");
     // ... while a reply of exactly the cap is read whole
+    let (client, _server) = h.client_replying(Reply::Bytes(vec![b'1'; cap])).await;
+    assert_eq!(
+        client.done_now(ErrorPolicy::Raise).await.unwrap().len(),
+        cap
+    );
+}
+
+fn is_body_too_large(err: &Error) -> bool {
+    err.transport_error()
+        .is_some_and(heartbeat_sdk::TransportError::is_body_too_large)
+}
+
+/// 5 000 apps with 200-byte ids: `/list` is 1.1 MB and the host status
+/// 1.1 MB, 17 times the old 64 KiB cap.
+const MANY: usize = 5_000;
+
+fn many_keys() -> Vec<String> {
+    (0..MANY)
+        .map(|i| format!("{i:05}-{} @ 127.0.0.1", "k".repeat(194)))
+        .collect()
+}
+
+/// Issue 10: `list` and the host `status` grow with the registry, and are
+/// read whole far past 64 KiB (their caps are sized for
+/// `protocol::MAX_APPS` apps); a reply one byte over a call's own cap is
+/// still refused, for every transport.
+async fn replies_that_grow_with_the_registry(h: &dyn Harness) {
+    let keys = many_keys();
+    let list: String = keys.iter().map(|k| format!("{k}\n")).collect();
+    assert!(list.len() > 16 * 64 * 1024, "{}", list.len());
     let (client, _server) = h
-        .client_replying(Reply::Bytes(b"a\n".repeat(cap / 2)))
+        .client_replying(Reply::Bytes(list.clone().into_bytes()))
+        .await;
+    assert_eq!(client.list(ErrorPolicy::Raise).await.unwrap(), keys);
+    assert_eq!(client.get("/list", ErrorPolicy::Raise).await.unwrap(), list);
+
+    let host = format!(
+        "WARNING - multiple ({MANY}) applications: [{}]",
+        keys.join(",")
+    );
+    assert!(host.len() > 16 * 64 * 1024, "{}", host.len());
+    let (client, _server) = h
+        .client_replying(Reply::Bytes(host.clone().into_bytes()))
+        .await;
+    let status = client.status(None, ErrorPolicy::Raise).await.unwrap();
+    assert_eq!(status.state(), State::Warning);
+    assert_eq!(status.app(), Some(keys.join(",").as_str()));
+    assert_eq!(status.raw(), host);
+    // one application's status cannot be that long: its cap stays small
+    let err = client
+        .status(Some("x"), ErrorPolicy::Raise)
+        .await
+        .unwrap_err();
+    assert!(is_body_too_large(&err), "{err:?}");
+
+    // the caps are per call, from the documented constants: with max_apps
+    // 10, a list of 10 longest lines is read, one byte more is refused
+    fn ten(builder: ClientBuilder) -> ClientBuilder {
+        builder.max_apps(10)
+    }
+    let list_cap = max_list_body(10);
+    let status_cap = max_host_status_body(10);
+    assert_eq!(list_cap, 10 * (MAX_KEY_LEN + 1));
+    assert_eq!(list_cap % 2, 0);
+    let (client, _server) = h
+        .client_replying_with(Reply::Bytes(b"a\n".repeat(list_cap / 2)), ten)
         .await;
     assert_eq!(
         client.list(ErrorPolicy::Raise).await.unwrap().len(),
-        cap / 2
+        list_cap / 2
+    );
+    let mut over = b"a\n".repeat(list_cap / 2);
+    over.push(b'b');
+    let (client, _server) = h.client_replying_with(Reply::Bytes(over), ten).await;
+    let err = client.list(ErrorPolicy::Raise).await.unwrap_err();
+    assert!(is_body_too_large(&err), "{err:?}");
+
+    let exact = format!("OK {}", "x".repeat(status_cap - 3)).into_bytes();
+    let (client, _server) = h.client_replying_with(Reply::Bytes(exact), ten).await;
+    let status = client.status(None, ErrorPolicy::Raise).await.unwrap();
+    assert_eq!(
+        (status.state(), status.raw().len()),
+        (State::Ok, status_cap)
+    );
+    let over = format!("OK {}", "x".repeat(status_cap - 2)).into_bytes();
+    let (client, _server) = h.client_replying_with(Reply::Bytes(over), ten).await;
+    let result = client.status(None, ErrorPolicy::Raise).await;
+    assert!(
+        result.as_ref().is_err_and(is_body_too_large),
+        "{:?}",
+        result.map(drop)
+    );
+    let got = client
+        .status(
+            None,
+            ErrorPolicy::Fallback(Status::parse("UNKNOWN - f").unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.state(), State::Unknown);
+    // a raw get or post may ask for anything: the larger of the two caps
+    let raw_cap = status_cap.max(64 * 1024);
+    let (client, _server) = h
+        .client_replying_with(Reply::Bytes(vec![b'g'; raw_cap]), ten)
+        .await;
+    assert_eq!(
+        client.get("/x", ErrorPolicy::Raise).await.unwrap().len(),
+        raw_cap
+    );
+    let (client, _server) = h
+        .client_replying_with(Reply::Bytes(vec![b'g'; raw_cap + 1]), ten)
+        .await;
+    let result = client.get("/x", ErrorPolicy::Raise).await;
+    assert!(
+        result.as_ref().is_err_and(is_body_too_large),
+        "{:?}",
+        result.map(drop)
+    );
+    let result = client.post("/x", "a=b", ErrorPolicy::Raise).await;
+    assert!(
+        result.as_ref().is_err_and(is_body_too_large),
+        "{:?}",
+        result.map(drop)
     );
 }
 
@@ -338,6 +506,7 @@ async fn bad_input(h: &dyn Harness) {
     app_id_arguments(h).await;
     timeout_arguments(h).await;
     bad_replies(h).await;
+    replies_that_grow_with_the_registry(h).await;
 }
 
 #[cfg(any(feature = "reqwest", feature = "surf"))]
@@ -466,5 +635,207 @@ mod mock {
     #[tokio::test]
     async fn bad_arguments_and_replies() {
         bad_input(&MockHarness).await;
+    }
+}
+
+/// Issue 10: every call puts its own body cap on its request, computed
+/// from the documented constants (the mock records the requests).
+#[cfg(feature = "mock")]
+#[tokio::test]
+async fn each_call_carries_its_own_body_cap() {
+    use heartbeat_sdk::protocol::{MAX_APPS, MAX_HOST_STATUS_BODY, MAX_LIST_BODY, STATUS_OVERHEAD};
+    use heartbeat_sdk::transport::{MockTransport, DEFAULT_BODY_LIMIT};
+
+    assert_eq!(
+        MAX_APPS,
+        heartbeat_sdk::server::RegistryConfig::default().max_apps
+    );
+    assert_eq!(MAX_LIST_BODY, MAX_APPS * (MAX_KEY_LEN + 1));
+    assert_eq!(MAX_HOST_STATUS_BODY, MAX_LIST_BODY + STATUS_OVERHEAD);
+    assert_eq!(MAX_KEY_LEN, MAX_APP_ID_LEN + " @ ".len() + 45);
+
+    async fn caps(client: &HeartbeatClient, mock: &MockTransport) -> Vec<usize> {
+        let t = Duration::from_millis(100);
+        client.init(t, ErrorPolicy::Raise).await.unwrap();
+        client.ping(t, ErrorPolicy::Raise).await.unwrap();
+        client.status(Some("x"), ErrorPolicy::Raise).await.unwrap();
+        client.list(ErrorPolicy::Raise).await.unwrap();
+        client.status(None, ErrorPolicy::Raise).await.unwrap();
+        client.get("/list", ErrorPolicy::Raise).await.unwrap();
+        client.post("/list", "", ErrorPolicy::Raise).await.unwrap();
+        client.done_now(ErrorPolicy::Raise).await.unwrap();
+        let caps = mock.requests().iter().map(|r| r.body_limit).collect();
+        mock.clear_requests();
+        caps
+    }
+
+    let mock = MockTransport::new();
+    let client = HeartbeatClient::builder_with_transport(mock.clone())
+        .build()
+        .unwrap();
+    let small = DEFAULT_BODY_LIMIT;
+    let (list, host) = (MAX_LIST_BODY, MAX_HOST_STATUS_BODY);
+    assert_eq!(
+        caps(&client, &mock).await,
+        [small, small, small, list, host, host, host, small]
+    );
+
+    let client = HeartbeatClient::builder_with_transport(mock.clone())
+        .body_limit(100)
+        .max_apps(1_000_000)
+        .build()
+        .unwrap();
+    let (list, host) = (max_list_body(1_000_000), max_host_status_body(1_000_000));
+    assert_eq!(list, 1_000_000 * (MAX_KEY_LEN + 1));
+    assert_eq!(
+        caps(&client, &mock).await,
+        [100, 100, 100, list, host, host, host, 100]
+    );
+}
+
+/// Issue 10: the embedded server with many apps, read whole by the real
+/// client over every transport: `list` names them all, the host status is
+/// the WARNING line with every key.
+#[cfg(any(feature = "server", feature = "mock"))]
+mod big_registry {
+    use super::*;
+    use heartbeat_sdk::server::SharedRegistry;
+    #[cfg(all(feature = "server", any(feature = "reqwest", feature = "surf")))]
+    use heartbeat_sdk::server::{Server, ServerHandle};
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Instant;
+
+    const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    /// 5 000 apps with 100-byte ids: `/list` and the host status are about
+    /// 570 KB each, 9 times the old 64 KiB cap.
+    const MANY: usize = 5_000;
+    /// The embedded server's default cap.
+    const ALL: usize = heartbeat_sdk::protocol::MAX_APPS;
+
+    fn id(i: usize, len: usize) -> String {
+        let head = format!("kiosk-{i:06}-");
+        format!("{head}{}", "x".repeat(len - head.len()))
+    }
+
+    fn fill(registry: &SharedRegistry, apps: usize, id_len: usize) {
+        registry.with_registry(|r, now| {
+            for i in 0..apps {
+                r.init(&id(i, id_len), LOCAL, 3_600_000, now).unwrap();
+            }
+            r.take_events();
+        });
+    }
+
+    #[cfg(all(feature = "server", any(feature = "reqwest", feature = "surf")))]
+    async fn server_with(apps: usize, id_len: usize) -> ServerHandle {
+        let server = Server::bind("127.0.0.1:0".parse().unwrap())
+            .start()
+            .await
+            .unwrap();
+        fill(server.registry(), apps, id_len);
+        server
+    }
+
+    async fn reads_them_all(client: &HeartbeatClient, apps: usize, id_len: usize) {
+        let started = Instant::now();
+        let list = client.list(ErrorPolicy::Raise).await.unwrap();
+        assert_eq!(list.len(), apps);
+        for i in [0, apps / 2, apps - 1] {
+            assert_eq!(list[i], format!("{} @ 127.0.0.1", id(i, id_len)));
+        }
+        let bytes: usize = list.iter().map(|k| k.len() + 1).sum();
+        let status = client.status(None, ErrorPolicy::Raise).await.unwrap();
+        assert_eq!(status.state(), State::Warning);
+        assert_eq!(status.state().exit_code(), 1);
+        assert!(status
+            .message()
+            .starts_with(&format!("WARNING - multiple ({apps}) applications: [")));
+        assert_eq!(status.app().unwrap().split(',').count(), apps);
+        println!(
+            "{apps} apps: list {bytes} bytes and host status {} bytes read in {:?}",
+            status.raw().len(),
+            started.elapsed()
+        );
+        assert!(bytes > 8 * 64 * 1024 || apps < MANY, "{bytes}");
+    }
+
+    #[cfg(all(feature = "server", any(feature = "reqwest", feature = "surf")))]
+    async fn over_http(transport: impl Transport + 'static, apps: usize, id_len: usize) {
+        let server = server_with(apps, id_len).await;
+        let client = HeartbeatClient::builder_with_transport(transport)
+            .url(server.url())
+            .request_timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        reads_them_all(&client, apps, id_len).await;
+        server.shutdown().await;
+    }
+
+    #[cfg(feature = "mock")]
+    async fn over_the_mock(apps: usize, id_len: usize) {
+        let mock = heartbeat_sdk::transport::MockTransport::new();
+        fill(mock.registry(), apps, id_len);
+        let client = HeartbeatClient::builder_with_transport(mock)
+            .build()
+            .unwrap();
+        reads_them_all(&client, apps, id_len).await;
+    }
+
+    #[cfg(all(feature = "server", feature = "reqwest"))]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reqwest_reads_5000_apps() {
+        over_http(
+            heartbeat_sdk::transport::ReqwestTransport::new().unwrap(),
+            MANY,
+            100,
+        )
+        .await;
+    }
+
+    #[cfg(all(feature = "server", feature = "surf"))]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn surf_reads_5000_apps() {
+        over_http(
+            heartbeat_sdk::transport::SurfTransport::new().unwrap(),
+            MANY,
+            100,
+        )
+        .await;
+    }
+
+    #[cfg(feature = "mock")]
+    #[tokio::test]
+    async fn mock_reads_5000_apps() {
+        over_the_mock(MANY, 100).await;
+    }
+
+    /// The server at its own default limit: 100 000 apps with 40-byte ids.
+    #[cfg(all(feature = "server", feature = "reqwest"))]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reqwest_reads_100_000_apps() {
+        over_http(
+            heartbeat_sdk::transport::ReqwestTransport::new().unwrap(),
+            ALL,
+            40,
+        )
+        .await;
+    }
+
+    #[cfg(all(feature = "server", feature = "surf"))]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn surf_reads_100_000_apps() {
+        over_http(
+            heartbeat_sdk::transport::SurfTransport::new().unwrap(),
+            ALL,
+            40,
+        )
+        .await;
+    }
+
+    #[cfg(feature = "mock")]
+    #[tokio::test]
+    async fn mock_reads_100_000_apps() {
+        over_the_mock(ALL, 40).await;
     }
 }

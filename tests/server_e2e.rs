@@ -108,7 +108,7 @@ async fn life_cycle(transport: impl Transport + 'static, url: String, app: &str)
 async fn reqwest_client_life_cycle() {
     let server = start().await;
     let transport = heartbeat_sdk::transport::ReqwestTransport::new().unwrap();
-    life_cycle(transport, server.url(), "rq app/ü&=?").await;
+    life_cycle(transport, server.url(), "rq [app]/ü&=?+1").await;
     server.shutdown().await;
 }
 
@@ -117,7 +117,7 @@ async fn reqwest_client_life_cycle() {
 async fn surf_client_life_cycle() {
     let server = start().await;
     let transport = heartbeat_sdk::transport::SurfTransport::new().unwrap();
-    life_cycle(transport, server.url(), "surf app/ü&=?").await;
+    life_cycle(transport, server.url(), "surf [app]/ü&=?+1").await;
     server.shutdown().await;
 }
 
@@ -126,7 +126,7 @@ async fn surf_client_life_cycle() {
 async fn mock_client_life_cycle() {
     // the mock answers from the same registry code, with no socket at all
     let mock = heartbeat_sdk::transport::MockTransport::new();
-    life_cycle(mock, "http://127.0.0.1:1".into(), "mock app/ü&=?").await;
+    life_cycle(mock, "http://127.0.0.1:1".into(), "mock [app]/ü&=?+1").await;
 }
 
 #[tokio::test]
@@ -257,6 +257,107 @@ async fn bad_input_gets_a_400_with_a_reason_and_registers_nothing() {
     assert_eq!(list, "", "nothing was registered");
     let (status, _) = blocking(move || call(addr, "PUT", "/list")).await;
     assert_eq!(status, 405);
+    server.shutdown().await;
+}
+
+/// Issue 10: ids that would forge perfdata (`|`) or fake lines (U+2028,
+/// U+2029, bidi controls) get a 400 with the reason, by query or form, and
+/// register nothing; the host's check keeps working.
+#[tokio::test]
+async fn ids_that_would_corrupt_a_reply_line_get_a_400() {
+    let server = start().await;
+    let addr = server.local_addr();
+    let forged = "kiosk%7C%20od%3D0.00%3B3%3B5%3B0%3B6%20delay%3D86400000ms%3B%3B%3B%20";
+    let cases = [
+        (forged, "'|'"),
+        ("a|b", "'|'"),
+        ("x%E2%80%A8Tetris%20%40%2010.0.0.5", "U+2028"),
+        ("x%E2%80%A9y", "U+2029"),
+        ("%E2%80%AEkcir", "U+202E"),
+        ("a%E2%81%A6b%E2%81%A9", "U+2066"),
+    ];
+    for (id, reason) in cases {
+        for command in ["hb_init", "hb_ping", "hb_done", "status"] {
+            let target = format!("/{command}?1000&appid={id}");
+            let (status, body) = blocking(move || call(addr, "GET", &target)).await;
+            assert_eq!(status, 400, "{command} {id}: {body}");
+            assert!(
+                body.starts_with("ERROR: appid refused: it contains"),
+                "{body}"
+            );
+            assert!(body.contains(reason), "{body} should name {reason}");
+            assert!(!body.contains(['\n', '\r']), "one line: {body:?}");
+        }
+        let request = format!(
+            "POST /hb_init?1000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\nappid={id}",
+            "appid=".len() + id.len()
+        );
+        let reply = blocking(move || raw(addr, &request)).await;
+        assert!(reply.starts_with("HTTP/1.1 400"), "form {id}: {reply}");
+    }
+    assert_eq!(
+        blocking(move || call(addr, "GET", "/list")).await,
+        (200, String::new())
+    );
+    // a forged line cannot reach the check: the host status is still plain
+    blocking(move || call(addr, "GET", "/hb_init?1000&appid=kiosk")).await;
+    let (_, status) = blocking(move || call(addr, "GET", "/status")).await;
+    let parsed = heartbeat_sdk::Status::parse(&status).unwrap();
+    assert_eq!(parsed.state(), State::Ok, "{status}");
+    assert!(parsed.unparsed_perfdata().is_empty(), "{status}");
+    server.shutdown().await;
+}
+
+/// Issue 10: `+` in the query is a literal `+`, as in the reference (whose
+/// shell, Python and browser clients put ids into URLs unencoded); in a
+/// form body it is a space (HTML form rules).
+#[tokio::test]
+async fn plus_is_literal_in_the_query_and_a_space_in_a_form_body() {
+    let server = start().await;
+    let addr = server.local_addr();
+    let get = move |target: &'static str| blocking(move || call(addr, "GET", target));
+    assert_eq!(get("/hb_init?1000&appid=a+b").await, (200, "2000".into()));
+    assert_eq!(get("/hb_ping?1000&appid=C++").await, (200, "2000".into()));
+    assert_eq!(
+        get("/list").await,
+        (200, "C++ @ 127.0.0.1\na+b @ 127.0.0.1\n".into())
+    );
+    let (_, status) = get("/status?0&appid=a+b").await;
+    assert!(
+        status.starts_with("OK - fine application [a+b @ 127.0.0.1]|"),
+        "{status}"
+    );
+    let (_, status) = get("/status?0&appid=a%2Bb").await;
+    assert!(
+        status.starts_with("OK - fine application [a+b @ 127.0.0.1]|"),
+        "{status}"
+    );
+    assert_eq!(get("/hb_done?0&appid=C++").await.0, 200);
+
+    let form = "POST /hb_init?500 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 9\r\n\r\nappid=c+d";
+    let reply = blocking(move || raw(addr, form)).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.ends_with("1500"),
+        "{reply}"
+    );
+    assert_eq!(
+        get("/list").await,
+        (200, "a+b @ 127.0.0.1\nc d @ 127.0.0.1\n".into())
+    );
+
+    // the SDK's client encodes '+' as %2B: the same id either way
+    #[cfg(any(feature = "reqwest", feature = "surf"))]
+    {
+        let client = HeartbeatClient::builder()
+            .url(server.url())
+            .app_id("a+b")
+            .build()
+            .unwrap();
+        client.done_now(ErrorPolicy::Raise).await.unwrap();
+        assert_eq!(get("/list").await, (200, "c d @ 127.0.0.1\n".into()));
+    }
     server.shutdown().await;
 }
 

@@ -124,6 +124,38 @@ mod reqwest {
         reads_http10_close_delimited_replies(t).await;
     }
 
+    /// Issue 10: a wrapped reqwest client keeps its own redirect policy
+    /// (reqwest follows ten by default); the reply of the other origin is
+    /// then refused, never taken for the server's answer.
+    #[tokio::test]
+    async fn a_wrapped_client_that_follows_a_redirect_gets_no_answer_from_it() {
+        let elsewhere = MockServer::start().await;
+        Mock::given(wiremock::matchers::any())
+            .respond_with(ResponseTemplate::new(200).set_body_string("86400000"))
+            .mount(&elsewhere)
+            .await;
+        let server = MockServer::start().await;
+        Mock::given(wiremock::matchers::any())
+            .respond_with(
+                ResponseTemplate::new(307)
+                    .insert_header("Location", format!("{}/x", elsewhere.uri()).as_str()),
+            )
+            .mount(&server)
+            .await;
+        let following = ::reqwest::Client::builder().no_proxy().build().unwrap();
+        let client = HeartbeatClient::builder_with_transport(ReqwestTransport::from(following))
+            .url(server.uri())
+            .build()
+            .unwrap();
+        let err = client
+            .init(Duration::from_secs(1), ErrorPolicy::Raise)
+            .await
+            .unwrap_err();
+        let source = err.transport_error().unwrap_or_else(|| panic!("{err:?}"));
+        assert!(source.to_string().contains("redirect"), "{err:?}");
+        assert!(source.to_string().contains(&elsewhere.uri()), "{err:?}");
+    }
+
     fn reqwest_client() -> ::reqwest::Client {
         ::reqwest::Client::builder().no_proxy().build().unwrap()
     }

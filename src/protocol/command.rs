@@ -8,15 +8,24 @@
 //!   `=`, it is taken as a named parameter and the timeout counts as absent
 //!   (0);
 //! - the query is split on `&` and `=` **before** percent-decoding, so
-//!   `appid=a%26b` is the id `a&b`; `+` decodes to a space;
+//!   `appid=a%26b` is the id `a&b`;
+//! - in the query a `+` is a literal `+` (`appid=a+b` is the id `a+b`), as
+//!   the reference server reads it and as its shell, Python and browser
+//!   clients, which put ids into URLs unencoded, expect; a space is `%20`;
 //! - `appid` comes from the query, or, when absent there, from an
-//!   `application/x-www-form-urlencoded` body; the first `appid` wins;
+//!   `application/x-www-form-urlencoded` body, where HTML form rules apply
+//!   and `+` is a space; the first `appid` wins;
+//! - the id must pass [`check_app_id`]: not empty, at most
+//!   [`ParseLimits::max_app_id_len`] bytes, and no character that would
+//!   corrupt a line of `/list` or a Nagios plugin line (control characters,
+//!   `|`, U+2028, U+2029, the bidirectional controls);
 //! - unknown parameters (`cache_buster=...`) are ignored without validation;
 //! - `list`, `status` and `metrics` ignore the timeout element.
 
 use std::borrow::Cow;
 use std::fmt;
 
+use super::{check_app_id, AppIdError};
 pub use super::{MAX_APP_ID_LEN, MAX_TIMEOUT_MS};
 
 /// Longest echo of a rejected timeout value inside an error message, in chars.
@@ -142,6 +151,14 @@ pub enum CommandError {
     /// The decoded application id contains a control character (such as a
     /// newline), which would break the line-based replies.
     AppIdControlChar,
+    /// The decoded application id contains another character that would
+    /// corrupt a line-based reply: `|` (it starts a plugin line's perfdata),
+    /// U+2028/U+2029 (Unicode line breaks) or a bidirectional control.
+    /// (Empty, over-long and control-character ids keep their own variants.)
+    InvalidAppId {
+        /// Why the id was refused.
+        reason: AppIdError,
+    },
     /// A `%` not followed by two hex digits.
     InvalidPercentEncoding {
         /// Which part of the request (`timeout` or `appid`).
@@ -190,6 +207,7 @@ impl fmt::Display for CommandError {
             CommandError::AppIdControlChar => {
                 write!(f, "appid must not contain control characters")
             }
+            CommandError::InvalidAppId { reason } => write!(f, "appid refused: {reason}"),
             CommandError::InvalidPercentEncoding { component } => {
                 write!(f, "invalid percent-encoding in {component}")
             }
@@ -315,10 +333,10 @@ pub fn parse_command_with(
     let params = first_param.into_iter().chain(elements);
 
     if command == "status" {
-        let app = match find_appid(params)? {
+        let app = match find_appid(params, QUERY)? {
             Some(app) => Some(app),
             None => match form_body {
-                Some(body) => find_appid(body.split(|&b| b == b'&'))?,
+                Some(body) => find_appid(body.split(|&b| b == b'&'), FORM)?,
                 None => None,
             },
         };
@@ -329,10 +347,10 @@ pub fn parse_command_with(
     }
 
     let timeout_ms = parse_timeout(timeout_element, limits)?;
-    let app = match find_appid(params)? {
+    let app = match find_appid(params, QUERY)? {
         Some(app) => app,
         None => match form_body {
-            Some(body) => find_appid(body.split(|&b| b == b'&'))?,
+            Some(body) => find_appid(body.split(|&b| b == b'&'), FORM)?,
             None => None,
         }
         .ok_or(CommandError::MissingAppId { command })?,
@@ -345,10 +363,20 @@ pub fn parse_command_with(
     })
 }
 
-/// Percent-decodes one query/form component into UTF-8 text.
-/// Borrows when nothing needs decoding (the timeout of every ping).
-fn decode_text<'a>(raw: &'a [u8], component: &'static str) -> Result<Cow<'a, str>, CommandError> {
-    let bytes = percent_decode(raw, true)
+/// `plus_as_space` for the query: `+` is literal there, as in the reference.
+const QUERY: bool = false;
+/// `plus_as_space` for a form body: `+` is a space (HTML form encoding).
+const FORM: bool = true;
+
+/// Percent-decodes one query/form component into UTF-8 text (`+` a space
+/// when `plus_as_space`). Borrows when nothing needs decoding (the timeout
+/// of every ping).
+fn decode_text<'a>(
+    raw: &'a [u8],
+    component: &'static str,
+    plus_as_space: bool,
+) -> Result<Cow<'a, str>, CommandError> {
+    let bytes = percent_decode(raw, plus_as_space)
         .map_err(|_| CommandError::InvalidPercentEncoding { component })?;
     let text = match bytes {
         Cow::Borrowed(bytes) => std::str::from_utf8(bytes).ok().map(Cow::Borrowed),
@@ -358,7 +386,7 @@ fn decode_text<'a>(raw: &'a [u8], component: &'static str) -> Result<Cow<'a, str
 }
 
 fn parse_timeout(raw: &[u8], limits: &ParseLimits) -> Result<u64, CommandError> {
-    let text = decode_text(raw, "timeout")?;
+    let text = decode_text(raw, "timeout", QUERY)?;
     if text.is_empty() {
         return Ok(0);
     }
@@ -386,7 +414,10 @@ fn parse_timeout(raw: &[u8], limits: &ParseLimits) -> Result<u64, CommandError> 
 
 /// Returns the decoded value of the first `appid` parameter, if any.
 /// Parameters whose names do not decode are not `appid` and are ignored.
-fn find_appid<'a>(params: impl Iterator<Item = &'a [u8]>) -> Result<Option<String>, CommandError> {
+fn find_appid<'a>(
+    params: impl Iterator<Item = &'a [u8]>,
+    plus_as_space: bool,
+) -> Result<Option<String>, CommandError> {
     for param in params {
         if param.is_empty() {
             continue;
@@ -396,32 +427,28 @@ fn find_appid<'a>(params: impl Iterator<Item = &'a [u8]>) -> Result<Option<Strin
             None => (param, &b""[..]),
         };
         let is_appid = name == b"appid"
-            || matches!(percent_decode(name, true), Ok(decoded) if *decoded == *b"appid");
+            || matches!(percent_decode(name, plus_as_space), Ok(decoded) if *decoded == *b"appid");
         if is_appid {
-            return decode_text(value, "appid").map(|app| Some(app.into_owned()));
+            return decode_text(value, "appid", plus_as_space).map(|app| Some(app.into_owned()));
         }
     }
     Ok(None)
 }
 
+/// The one id rule of [`check_app_id`], mapped onto this parser's errors
+/// (empty, over-long and control-character ids keep their historical
+/// variants; the rest is [`CommandError::InvalidAppId`]).
 fn validate_app(
     app: &str,
     command: &'static str,
     limits: &ParseLimits,
 ) -> Result<(), CommandError> {
-    if app.is_empty() {
-        return Err(CommandError::EmptyAppId { command });
-    }
-    if app.len() > limits.max_app_id_len {
-        return Err(CommandError::AppIdTooLong {
-            len: app.len(),
-            max: limits.max_app_id_len,
-        });
-    }
-    if app.chars().any(char::is_control) {
-        return Err(CommandError::AppIdControlChar);
-    }
-    Ok(())
+    check_app_id(app, limits.max_app_id_len).map_err(|reason| match reason {
+        AppIdError::Empty => CommandError::EmptyAppId { command },
+        AppIdError::TooLong { len, max } => CommandError::AppIdTooLong { len, max },
+        AppIdError::ControlChar { .. } => CommandError::AppIdControlChar,
+        reason => CommandError::InvalidAppId { reason },
+    })
 }
 
 /// Escapes control characters and truncates to `max_chars` (adding `...`), so
@@ -577,10 +604,96 @@ mod tests {
         assert_eq!(ok("/hb_ping?1&appid=a%26b"), ping("a&b", 1));
         assert_eq!(ok("/hb_ping?1&appid=a%3Db%3fc"), ping("a=b?c", 1));
         assert_eq!(ok("/hb_ping?1&appid=a=b"), ping("a=b", 1));
-        assert_eq!(ok("/hb_ping?1&appid=my+app"), ping("my app", 1));
+        assert_eq!(ok("/hb_ping?1&appid=my%20app"), ping("my app", 1));
         assert_eq!(ok("/hb_ping?1&appid=caf%C3%A9"), ping("café", 1));
         assert_eq!(ok("/hb_ping?1&%61ppid=x"), ping("x", 1));
         assert_eq!(ok("/hb_ping?1&appid=first&appid=second"), ping("first", 1));
+    }
+
+    /// Issue 10: the reference keeps a literal `+` in the query, and its
+    /// shell, Python and browser clients send ids unencoded; in a form body
+    /// HTML form rules make it a space.
+    #[test]
+    fn plus_is_literal_in_the_query_and_a_space_in_a_form() {
+        assert_eq!(ok("/hb_ping?1&appid=a+b"), ping("a+b", 1));
+        assert_eq!(ok("/hb_ping?1&appid=C++"), ping("C++", 1));
+        assert_eq!(ok("/hb_ping?1&appid=a%2Bb"), ping("a+b", 1));
+        assert_eq!(ok("/hb_ping?1&appid=a+b%20c"), ping("a+b c", 1));
+        assert_eq!(
+            ok("/status?0&appid=a+b"),
+            Command::Status {
+                app: Some("a+b".into())
+            }
+        );
+        let init = |body: &[u8]| parse_command("/hb_init?5", Some(body)).unwrap();
+        assert_eq!(
+            init(b"appid=a+b"),
+            Command::Init {
+                app: "a b".into(),
+                timeout_ms: 5
+            }
+        );
+        assert_eq!(
+            init(b"appid=a%2Bb"),
+            Command::Init {
+                app: "a+b".into(),
+                timeout_ms: 5
+            }
+        );
+        // the query wins over the form, with its own rule
+        assert_eq!(
+            parse_command("/hb_init?5&appid=a+b", Some(b"appid=c+d")).unwrap(),
+            Command::Init {
+                app: "a+b".into(),
+                timeout_ms: 5
+            }
+        );
+    }
+
+    /// Issue 10: ids that would forge perfdata or fake lines get a 400
+    /// with a reason, whether they come in the query or a form.
+    #[test]
+    fn ids_that_would_corrupt_a_reply_line_are_refused() {
+        let cases = [
+            (
+                "kiosk%7C%20od%3D0.00%3B3%3B5%3B0%3B6%20delay%3D86400000ms%3B%3B%3B%20",
+                AppIdError::PerfdataSeparator,
+            ),
+            ("a|b", AppIdError::PerfdataSeparator),
+            (
+                "x%E2%80%A8Tetris%20%40%2010.0.0.5",
+                AppIdError::LineSeparator { ch: '\u{2028}' },
+            ),
+            ("x%E2%80%A9y", AppIdError::LineSeparator { ch: '\u{2029}' }),
+            ("x%E2%80%AEy", AppIdError::BidiControl { ch: '\u{202E}' }),
+            ("x%E2%80%AAy", AppIdError::BidiControl { ch: '\u{202A}' }),
+            ("x%E2%81%A6y", AppIdError::BidiControl { ch: '\u{2066}' }),
+            ("x%E2%81%A9y", AppIdError::BidiControl { ch: '\u{2069}' }),
+        ];
+        for (encoded, reason) in cases {
+            for command in ["hb_init", "hb_ping", "hb_done", "status"] {
+                let e = err(&format!("/{command}?1&appid={encoded}"));
+                assert_eq!(
+                    e,
+                    CommandError::InvalidAppId { reason },
+                    "{command} {encoded}"
+                );
+                assert_eq!(e.http_status(), 400);
+                assert!(
+                    e.to_string().starts_with("appid refused: it contains"),
+                    "{e}"
+                );
+                let body = format!("appid={encoded}");
+                assert_eq!(
+                    parse_command(&format!("/{command}?1"), Some(body.as_bytes())),
+                    Err(CommandError::InvalidAppId { reason }),
+                    "{command} form {encoded}"
+                );
+            }
+        }
+        // a ']' or other Unicode is fine
+        assert_eq!(ok("/hb_ping?1&appid=a%5Db%5B"), ping("a]b[", 1));
+        assert_eq!(ok("/hb_ping?1&appid=%E2%80%8Bz"), ping("\u{200B}z", 1));
     }
 
     #[test]

@@ -13,11 +13,13 @@
 //! assert_eq!(protocol::parse_granted(b"3000").unwrap().as_millis(), 3000);
 //! ```
 
+mod app_id;
 pub mod command;
 mod reply;
 mod request;
 mod status;
 
+pub use app_id::{check_app_id, AppIdError};
 pub use reply::{
     parse_granted, parse_list, parse_text, printable, ParseError, GOODBYE, UNREACHABLE_LINE,
 };
@@ -39,3 +41,52 @@ pub const MAX_APP_ID_LEN: usize = 1024;
 
 /// Tolerance the reference server adds to every promised timeout.
 pub const TOLERANCE_MS: u64 = 1000;
+
+/// Most applications the embedded server tracks by default (the
+/// reference has no cap). The client sizes the body caps of the replies
+/// that grow with the registry ([`MAX_LIST_BODY`], [`MAX_HOST_STATUS_BODY`])
+/// for this many applications.
+pub const MAX_APPS: usize = 100_000;
+
+/// Longest text of the peer address in a record key: an IPv6 address
+/// (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`, 45 bytes, POSIX
+/// `INET6_ADDRSTRLEN` less its NUL).
+pub const MAX_PEER_LEN: usize = 45;
+
+/// Longest record key as `/list` and `/status` print it: `ID @ IP`, with an
+/// id of [`MAX_APP_ID_LEN`] bytes and an address of [`MAX_PEER_LEN`].
+pub const MAX_KEY_LEN: usize = MAX_APP_ID_LEN + " @ ".len() + MAX_PEER_LEN;
+
+/// Bytes of a status reply other than its keys (state word, wording, the
+/// count, perfdata), with a wide margin: the longest the embedded server
+/// prints is under 150.
+pub const STATUS_OVERHEAD: usize = 1024;
+
+/// The largest `/list` reply for `apps` applications: one line of at most
+/// [`MAX_KEY_LEN`] bytes and a `\n` each (saturating, never overflows).
+///
+/// ```
+/// use heartbeat_sdk::protocol::{max_list_body, MAX_KEY_LEN};
+/// assert_eq!(max_list_body(2), 2 * (MAX_KEY_LEN + 1));
+/// ```
+pub const fn max_list_body(apps: usize) -> usize {
+    apps.saturating_mul(MAX_KEY_LEN + 1)
+}
+
+/// The largest host `/status` reply for `apps` applications: the
+/// `WARNING - multiple (N) applications: [A,B,...]` line, every key of at
+/// most [`MAX_KEY_LEN`] bytes and a `,`, plus [`STATUS_OVERHEAD`]
+/// (saturating). It also bounds the status of one application.
+pub const fn max_host_status_body(apps: usize) -> usize {
+    apps.saturating_mul(MAX_KEY_LEN + 1)
+        .saturating_add(STATUS_OVERHEAD)
+}
+
+/// The largest `/list` reply of a server tracking [`MAX_APPS`]
+/// applications: 107 300 000 bytes (about 102 MiB), reached only with
+/// 1024-byte ids from IPv6 peers; 100 000 short ids make about 2.5 MB.
+pub const MAX_LIST_BODY: usize = max_list_body(MAX_APPS);
+
+/// The largest host `/status` reply of a server tracking [`MAX_APPS`]
+/// applications (a little over [`MAX_LIST_BODY`]).
+pub const MAX_HOST_STATUS_BODY: usize = max_host_status_body(MAX_APPS);

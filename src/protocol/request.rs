@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use super::{MAX_APP_ID_LEN, MAX_TIMEOUT_MS};
+use super::{check_app_id, MAX_APP_ID_LEN, MAX_TIMEOUT_MS};
 use crate::error::Error;
 use crate::transport::Method;
 
@@ -98,22 +98,13 @@ pub fn timeout_ms(timeout: Duration) -> Result<u64, Error> {
     Ok(ms as u64)
 }
 
-/// Check an application id: not empty, at most [`MAX_APP_ID_LEN`] bytes, no
-/// control characters.
+/// Check an application id before sending it: [`check_app_id`] with
+/// [`MAX_APP_ID_LEN`], the same rule the server applies, as an
+/// [`Error::InvalidAppId`] whose reason is the [`AppIdError`](super::AppIdError)'s text.
 pub fn validate_app_id(app_id: &str) -> Result<(), Error> {
-    let reason = if app_id.is_empty() {
-        "it is empty".to_owned()
-    } else if app_id.len() > MAX_APP_ID_LEN {
-        format!(
-            "it is {} bytes long; the protocol allows {MAX_APP_ID_LEN}",
-            app_id.len()
-        )
-    } else if app_id.chars().any(char::is_control) {
-        "it contains control characters".to_owned()
-    } else {
-        return Ok(());
-    };
-    Err(Error::InvalidAppId { reason })
+    check_app_id(app_id, MAX_APP_ID_LEN).map_err(|e| Error::InvalidAppId {
+        reason: e.to_string(),
+    })
 }
 
 /// `hb_init`, `hb_ping` or `hb_done` with a timeout in milliseconds:
@@ -252,7 +243,7 @@ mod tests {
     fn app_ids_are_validated() {
         assert!(validate_app_id("Tetris").is_ok());
         assert!(validate_app_id(&"x".repeat(MAX_APP_ID_LEN)).is_ok());
-        for bad in ["", "a\nb", "tab\there"] {
+        for bad in ["", "a\nb", "tab\there", "a|b", "a\u{2028}b", "a\u{202e}b"] {
             assert!(
                 matches!(validate_app_id(bad), Err(Error::InvalidAppId { .. })),
                 "{bad:?}"

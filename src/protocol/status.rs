@@ -152,6 +152,13 @@ impl PerfValue {
 ///
 /// [`Display`](fmt::Display) writes the original text back byte for byte.
 ///
+/// Parsing is lenient where a monitoring check needs it to be: the first
+/// word alone decides the [`State`] (and so the exit code), and perfdata
+/// that does not parse is kept as text ([`raw_perfdata`](Self::raw_perfdata),
+/// [`unparsed_perfdata`](Self::unparsed_perfdata)) instead of failing the
+/// whole status: a server that answered is never reported as unreachable
+/// because of what an application id or a plugin put into the line.
+///
 /// ```
 /// use heartbeat_sdk::protocol::{State, Status};
 ///
@@ -169,12 +176,33 @@ pub struct Status {
     raw: String,
     state: State,
     message: String,
+    raw_perfdata: String,
     perfdata: Vec<PerfValue>,
+    unparsed: Vec<String>,
 }
 
 impl Status {
     /// Parse a whole plugin output: the first line's text and perfdata, and
     /// the perfdata of long-output lines after a `|`, if any.
+    ///
+    /// The state is the first word's ([`State::from_word`]); perfdata items
+    /// that do not parse are kept in [`unparsed_perfdata`](Self::unparsed_perfdata),
+    /// never an error.
+    ///
+    /// # Errors
+    /// Only when there is no status text at all (an empty first line, or
+    /// nothing before its `|`).
+    ///
+    /// ```
+    /// use heartbeat_sdk::protocol::{State, Status};
+    ///
+    /// let status = Status::parse("CRITICAL - quite late application [x]| od=5.07;3;5;0;6 junk delay=3000ms;;; ").unwrap();
+    /// assert_eq!(status.state(), State::Critical);
+    /// assert_eq!(status.overdue_ratio(), Some(5.07));
+    /// assert_eq!(status.delay().unwrap().as_millis(), 3000);
+    /// assert_eq!(status.unparsed_perfdata(), ["junk"]);
+    /// assert_eq!(status.raw_perfdata(), "od=5.07;3;5;0;6 junk delay=3000ms;;;");
+    /// ```
     pub fn parse(raw: &str) -> Result<Status, ParseError> {
         let (first, rest) = raw.split_once('\n').unwrap_or((raw, ""));
         let first = first.trim_end_matches('\r');
@@ -187,15 +215,19 @@ impl Status {
             .split(|c: char| c.is_whitespace() || c == ':')
             .next()
             .unwrap_or_default();
-        let mut perfdata = parse_perfdata(perf)?;
+        let mut perfdata = Vec::new();
+        let mut unparsed = Vec::new();
+        parse_perfdata(perf, &mut perfdata, &mut unparsed);
         if let Some((_, long_perf)) = rest.split_once('|') {
-            perfdata.extend(parse_perfdata(long_perf)?);
+            parse_perfdata(long_perf, &mut perfdata, &mut unparsed);
         }
         Ok(Status {
             raw: raw.to_owned(),
             state: State::from_word(word),
             message: message.to_owned(),
+            raw_perfdata: perf.trim().to_owned(),
             perfdata,
+            unparsed,
         })
     }
 
@@ -214,9 +246,21 @@ impl Status {
         &self.message
     }
 
-    /// All performance data, in order.
+    /// All performance data that parsed, in order.
     pub fn perfdata(&self) -> &[PerfValue] {
         &self.perfdata
+    }
+
+    /// The first line's performance data exactly as sent (the text after
+    /// its first `|`, trimmed), whether or not it parsed; empty when none.
+    pub fn raw_perfdata(&self) -> &str {
+        &self.raw_perfdata
+    }
+
+    /// The performance data items (first line, then long output) that did
+    /// not parse, as sent, in order; empty when everything parsed.
+    pub fn unparsed_perfdata(&self) -> &[String] {
+        &self.unparsed
     }
 
     /// The performance datum with this label.
@@ -235,10 +279,18 @@ impl Status {
     }
 
     /// The application named in brackets (`application [ID @ IP]`, or the
-    /// queried id of a "no application record" line).
+    /// queried id of a "no application record" line): everything from the
+    /// first `[` to the last `]` before the `|`, so an id that itself
+    /// contains brackets (`[a] b]`) comes back whole.
+    ///
+    /// ```
+    /// use heartbeat_sdk::protocol::{app_line, State, Status};
+    /// let line = app_line(State::Ok, "kiosk ]7[ @ 127.0.0.1", 0.5, 3.0, 5.0, 6.0, 3000);
+    /// assert_eq!(Status::parse(&line).unwrap().app(), Some("kiosk ]7[ @ 127.0.0.1"));
+    /// ```
     pub fn app(&self) -> Option<&str> {
         let start = self.message.find('[')? + 1;
-        let end = start + self.message[start..].find(']')?;
+        let end = self.message.rfind(']').filter(|&end| end >= start)?;
         Some(&self.message[start..end])
     }
 
@@ -341,40 +393,54 @@ fn parse_number(s: &str) -> Option<f64> {
         .filter(|n: &f64| n.is_finite())
 }
 
-/// Split `label=value;...` items, honouring single-quoted labels with `''` escapes.
-fn parse_perfdata(perf: &str) -> Result<Vec<PerfValue>, ParseError> {
-    let mut items = Vec::new();
+/// Split `label=value;...` items, honouring single-quoted labels with `''`
+/// escapes: each item that parses goes to `items`, each one that does not
+/// to `unparsed` as its raw text (an unterminated quote takes the rest).
+fn parse_perfdata(perf: &str, items: &mut Vec<PerfValue>, unparsed: &mut Vec<String>) {
     let mut rest = perf.trim_start();
     while !rest.is_empty() {
-        let (label, after_label) = if let Some(quoted) = rest.strip_prefix('\'') {
-            let mut label = String::new();
-            let mut chars = quoted.char_indices();
-            let end = loop {
-                match chars.next() {
-                    Some((i, '\'')) if quoted[i + 1..].starts_with('\'') => {
-                        label.push('\'');
-                        chars.next();
-                    }
-                    Some((i, '\'')) => break i + 1,
-                    Some((_, c)) => label.push(c),
-                    None => return Err(ParseError::new("unterminated quoted perfdata label")),
-                }
-            };
-            (label, &quoted[end..])
-        } else {
-            let end = rest
-                .find(|c: char| c == '=' || c.is_whitespace())
-                .unwrap_or(rest.len());
-            (rest[..end].to_owned(), &rest[end..])
-        };
-        let after_eq = after_label
-            .strip_prefix('=')
-            .ok_or_else(|| ParseError::new(format!("perfdata item {label:?} has no '=value'")))?;
-        let end = after_eq.find(char::is_whitespace).unwrap_or(after_eq.len());
-        items.push(parse_item(label, &after_eq[..end])?);
-        rest = after_eq[end..].trim_start();
+        let (token, item) = next_item(rest);
+        match item {
+            Some(item) => items.push(item),
+            None => unparsed.push(token.to_owned()),
+        }
+        rest = rest[token.len()..].trim_start();
     }
-    Ok(items)
+}
+
+/// The perfdata item at the start of `rest` (non-empty, no leading
+/// whitespace): its whole text (never empty) and the item, if it parses.
+fn next_item(rest: &str) -> (&str, Option<PerfValue>) {
+    let (label, after_label) = if let Some(quoted) = rest.strip_prefix('\'') {
+        let mut label = String::new();
+        let mut chars = quoted.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((i, '\'')) if quoted[i + 1..].starts_with('\'') => {
+                    label.push('\'');
+                    chars.next();
+                }
+                Some((i, '\'')) => break i + 1,
+                Some((_, c)) => label.push(c),
+                // unterminated quoted label: nothing after it can be split
+                None => return (rest, None),
+            }
+        };
+        (label, &quoted[end..])
+    } else {
+        let end = rest
+            .find(|c: char| c == '=' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        (rest[..end].to_owned(), &rest[end..])
+    };
+    let spec_end = after_label
+        .find(char::is_whitespace)
+        .unwrap_or(after_label.len());
+    let token = &rest[..rest.len() - after_label.len() + spec_end];
+    let item = after_label[..spec_end]
+        .strip_prefix('=')
+        .and_then(|spec| parse_item(label, spec).ok());
+    (token, item)
 }
 
 /// Parse `value[UOM];warn;crit;min;max` for `label`.
@@ -600,22 +666,97 @@ mod tests {
     }
 
     #[test]
-    fn garbage_is_an_error_not_a_panic() {
-        for bad in [
-            "",
-            "   ",
-            "| od=1",
-            "OK | od",
-            "OK | od=abc",
-            "OK | od=1;2;3;4;5;6",
-            "OK | ='x'=1",
-            "OK | 'unterminated=1",
-            "OK | od=1ms/s",
-            "OK | od=1;x",
-            "OK | od=NaN",
-        ] {
+    fn only_a_missing_status_text_is_an_error() {
+        for bad in ["", "   ", "| od=1", "  | od=1", "\nOK - second line"] {
             assert!(Status::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Status::from_body(b"OK \xff").is_err());
+    }
+
+    /// Issue 10: perfdata that does not parse is kept, never an error; the
+    /// state word alone decides the state.
+    #[test]
+    fn bad_perfdata_is_kept_raw_and_the_word_decides() {
+        for (line, state, unparsed) in [
+            ("OK | od", State::Ok, vec!["od"]),
+            ("OK | od=abc", State::Ok, vec!["od=abc"]),
+            (
+                "WARNING | od=1;2;3;4;5;6",
+                State::Warning,
+                vec!["od=1;2;3;4;5;6"],
+            ),
+            ("OK | ='x'=1", State::Ok, vec!["='x'=1"]),
+            (
+                "CRITICAL | 'unterminated=1 b=2",
+                State::Critical,
+                vec!["'unterminated=1 b=2"],
+            ),
+            ("OK | od=1ms/s", State::Ok, vec!["od=1ms/s"]),
+            ("OK | od=1;x", State::Ok, vec!["od=1;x"]),
+            ("UNKNOWN | od=NaN", State::Unknown, vec!["od=NaN"]),
+            ("OK | 'a'b=1 ]| c", State::Ok, vec!["'a'b=1", "]|", "c"]),
+        ] {
+            let status = Status::parse(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            assert_eq!(status.state(), state, "{line:?}");
+            assert_eq!(status.unparsed_perfdata(), unparsed, "{line:?}");
+            assert!(status.perfdata().is_empty(), "{line:?}");
+            assert_eq!(
+                status.raw_perfdata(),
+                line.split_once('|').unwrap().1.trim()
+            );
+            assert_eq!(status.to_string(), line);
+        }
+        // good items around a bad one still parse
+        let status = Status::parse("OK - x| a=1 junk b=2ms;;;").unwrap();
+        assert_eq!(status.perf("a").unwrap().value, Some(1.0));
+        assert_eq!(status.perf("b").unwrap().unit, "ms");
+        assert_eq!(status.unparsed_perfdata(), ["junk"]);
+        // the protocol's own lines leave nothing unparsed
+        for line in [OK, WARNING, CRITICAL, MISSING, NONE, MANY] {
+            assert!(Status::parse(line).unwrap().unparsed_perfdata().is_empty());
+        }
+        assert_eq!(Status::parse(MISSING).unwrap().raw_perfdata(), "");
+    }
+
+    /// Issue 10, as filed: an old server that accepted the id
+    /// `kiosk| od=0.00;3;5;0;6 delay=86400000ms;;; ` prints it inside the
+    /// status line; the check must still get the state from the first word.
+    #[test]
+    fn a_forged_perfdata_id_does_not_make_the_status_unparsable() {
+        let id = "kiosk| od=0.00;3;5;0;6 delay=86400000ms;;; ";
+        for (state, od) in [
+            (State::Ok, 0.5),
+            (State::Warning, 3.2),
+            (State::Critical, 5.5),
+        ] {
+            let line = app_line(state, &format!("{id} @ 127.0.0.1"), od, 3.0, 5.0, 6.0, 3000);
+            let status = Status::parse(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            assert_eq!(status.state(), state, "{line}");
+            assert_eq!(status.unparsed_perfdata(), ["@", "127.0.0.1]|"], "{line}");
+            assert_eq!(status.to_string(), line);
+        }
+    }
+
+    /// Issue 10: `app()` returns ids with brackets whole.
+    #[test]
+    fn app_takes_everything_up_to_the_last_bracket() {
+        for id in ["a]b", "]", "[x]", "a] [b", "]]][[["] {
+            let key = format!("{id} @ 127.0.0.1");
+            for line in [
+                app_line(State::Ok, &key, 0.1, 3.0, 5.0, 6.0, 1000),
+                app_line(State::Critical, &key, 5.1, 3.0, 5.0, 6.0, 1000),
+                no_record_line(&key),
+            ] {
+                assert_eq!(
+                    Status::parse(&line).unwrap().app(),
+                    Some(key.as_str()),
+                    "{line}"
+                );
+            }
+        }
+        assert_eq!(Status::parse("OK - no brackets").unwrap().app(), None);
+        assert_eq!(Status::parse("OK - ] only [").unwrap().app(), None);
+        assert_eq!(Status::parse("OK - [open").unwrap().app(), None);
+        assert_eq!(Status::parse("OK - []").unwrap().app(), Some(""));
     }
 }

@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::{self, State};
 
-/// Default cap on tracked applications (the reference has none).
-pub const DEFAULT_MAX_APPS: usize = 100_000;
+/// Default cap on tracked applications (the reference has none); the
+/// client's body caps are sized for it ([`protocol::MAX_APPS`]).
+pub const DEFAULT_MAX_APPS: usize = protocol::MAX_APPS;
 
 /// Most pending [`Event`]s kept until [`Registry::take_events`]; further
 /// events are counted in [`Counters::events_dropped`] and discarded.

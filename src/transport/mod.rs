@@ -35,8 +35,13 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The total per-request timeout used unless told otherwise (the reference
 /// shell client's value).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
-/// The largest reply body read by default; a larger one is a
-/// [`TransportErrorKind::BodyTooLarge`](crate::TransportErrorKind::BodyTooLarge) error.
+/// The body cap of the replies that do not grow with the number of
+/// tracked apps (init, ping, done, one application's status); a larger one
+/// is a [`TransportErrorKind::BodyTooLarge`](crate::TransportErrorKind::BodyTooLarge)
+/// error. `list` and the host status have caps sized by
+/// [`protocol::max_list_body`](crate::protocol::max_list_body) and
+/// [`protocol::max_host_status_body`](crate::protocol::max_host_status_body);
+/// see [Body caps](crate::HeartbeatClient#body-caps).
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
 /// The HTTP method of a request.
@@ -70,7 +75,9 @@ pub struct HttpRequest {
     /// The total time allowed for connecting, sending and reading the reply.
     pub timeout: Duration,
     /// Read at most this many body bytes; more is a
-    /// [`TransportErrorKind::BodyTooLarge`](crate::TransportErrorKind::BodyTooLarge) error.
+    /// [`TransportErrorKind::BodyTooLarge`](crate::TransportErrorKind::BodyTooLarge)
+    /// error. The client sets it per call, to what the protocol can
+    /// produce for that call; every transport must honour it.
     pub body_limit: usize,
 }
 

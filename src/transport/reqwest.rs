@@ -12,9 +12,14 @@ use crate::error::TransportError;
 
 /// A [`Transport`] over one pooled [`reqwest::Client`] (feature `reqwest`).
 ///
-/// Built with [`ReqwestTransport::new`] it bypasses system proxies, connects
-/// within 2 s and gives a request 4 s in all; [`ReqwestTransport::builder`]
-/// changes those. Wrap a client of your own with `From<reqwest::Client>`.
+/// Built with [`ReqwestTransport::new`] it bypasses system proxies, follows
+/// no redirects, connects within 2 s and gives a request 4 s in all;
+/// [`ReqwestTransport::builder`] changes the timeouts. Wrap a client of your
+/// own with `From<reqwest::Client>`.
+///
+/// Redirects: a `3xx` reply is returned as it is (the client makes it an
+/// [`Error::Status`](crate::Error::Status)); following one would send the
+/// app id (in the query and the form) to whatever origin the server names.
 ///
 /// ```
 /// use std::time::Duration;
@@ -48,6 +53,13 @@ impl ReqwestTransport {
     }
 }
 
+/// Wrap a reqwest client of your own.
+///
+/// Build it with `.redirect(reqwest::redirect::Policy::none())`: reqwest
+/// follows up to ten redirects by default, and a redirect policy cannot be
+/// changed per request. Should your client follow one anyway, the reply
+/// from the other URL is refused with a transport error (never taken for
+/// the server's answer), but the request has then already been sent there.
 impl From<reqwest::Client> for ReqwestTransport {
     fn from(client: reqwest::Client) -> Self {
         Self { client }
@@ -88,6 +100,7 @@ impl ReqwestTransportBuilder {
     pub fn build(self) -> Result<ReqwestTransport, TransportError> {
         let client = reqwest::Client::builder()
             .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
             .build()
@@ -99,9 +112,12 @@ impl ReqwestTransportBuilder {
 #[async_trait]
 impl Transport for ReqwestTransport {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+        let url = reqwest::Url::parse(&request.url).map_err(|e| {
+            TransportError::other(format!("invalid URL {:?}: {e}", request.url)).with_source(e)
+        })?;
         let builder = match request.method {
-            Method::Get => self.client.get(&request.url),
-            Method::Post => self.client.post(&request.url),
+            Method::Get => self.client.get(url.clone()),
+            Method::Post => self.client.post(url.clone()),
         };
         let builder = match request.form {
             Some(form) => builder
@@ -117,6 +133,14 @@ impl Transport for ReqwestTransport {
             .send()
             .await
             .map_err(convert)?;
+        if *response.url() != url {
+            // only a client given through `From` follows redirects
+            return Err(TransportError::other(format!(
+                "the wrapped reqwest client followed a redirect to {}; build it with \
+                 redirect::Policy::none()",
+                response.url().origin().ascii_serialization()
+            )));
+        }
         let status = response.status().as_u16();
         if response
             .content_length()

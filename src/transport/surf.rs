@@ -34,8 +34,10 @@ use crate::error::TransportError;
 /// (feature `surf`, off by default).
 ///
 /// Built with [`SurfTransport::new`] it bypasses system proxies (`http_proxy`,
-/// `ALL_PROXY`...), connects within 2 s and gives a request 4 s in all;
-/// [`SurfTransport::builder`] changes those. Every request's own
+/// `ALL_PROXY`...), follows no redirects (a `3xx` is returned as it is, and
+/// the client makes it an [`Error::Status`](crate::Error::Status)), connects
+/// within 2 s and gives a request 4 s in all; [`SurfTransport::builder`]
+/// changes the timeouts. Every request's own
 /// [`HttpRequest::timeout`] is enforced by a timer that works under any async
 /// runtime (tokio, async-std, smol) or none at all.
 ///
@@ -113,6 +115,8 @@ impl SurfTransport {
 /// (note that surf's own `curl-client` glue panics on a reply header value
 /// that is not visible ASCII, and on status codes `http-types` does not
 /// list). Whatever its backend, each request's timeout is still enforced.
+/// Do not add surf's `Redirect` middleware: following a redirect would send
+/// the app id to whatever origin the server names.
 impl From<surf::Client> for SurfTransport {
     fn from(client: surf::Client) -> Self {
         Self { client }
@@ -168,6 +172,9 @@ impl SurfTransportBuilder {
         let curl = isahc::HttpClient::builder()
             // CURLOPT_PROXY="": ignore http_proxy / ALL_PROXY, as reqwest's no_proxy()
             .proxy(None)
+            // curl's default, said out loud: a redirect must never carry the
+            // app id to another origin
+            .redirect_policy(isahc::config::RedirectPolicy::None)
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
             .build()

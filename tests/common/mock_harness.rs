@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use heartbeat_sdk::transport::{MockFailure, MockTransport};
-use heartbeat_sdk::HeartbeatClient;
+use heartbeat_sdk::{ClientBuilder, HeartbeatClient};
 
 use super::{Harness, Recorder, Reply, Seen, APP, CLIENT_TIMEOUT};
 
@@ -37,20 +37,25 @@ impl Recorder for MockRecorder {
 
 #[async_trait]
 impl Harness for MockHarness {
-    async fn client_replying(&self, reply: Reply) -> (HeartbeatClient, Box<dyn Recorder>) {
+    async fn client_replying_with(
+        &self,
+        reply: Reply,
+        configure: fn(ClientBuilder) -> ClientBuilder,
+    ) -> (HeartbeatClient, Box<dyn Recorder>) {
         let mock = MockTransport::new();
         let failure = match reply {
             Reply::Refused => MockFailure::Refused,
             Reply::Slow => MockFailure::Timeout,
             Reply::Text(status, body) => MockFailure::status(status, body),
             Reply::Bytes(bytes) => MockFailure::body(bytes),
+            // no headers in the mock: the bare status, which it never follows
+            Reply::Redirect(status, _location) => MockFailure::status(status, ""),
         };
         mock.fail_next(usize::MAX, failure);
-        let client = HeartbeatClient::builder_with_transport(mock.clone())
+        let builder = HeartbeatClient::builder_with_transport(mock.clone())
             .app_id(APP)
-            .request_timeout(CLIENT_TIMEOUT)
-            .build()
-            .unwrap();
+            .request_timeout(CLIENT_TIMEOUT);
+        let client = configure(builder).build().unwrap();
         (client, Box::new(MockRecorder(mock)))
     }
 }

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use heartbeat_sdk::{Error, ErrorPolicy, HeartbeatClient, State};
+use heartbeat_sdk::{ClientBuilder, Error, ErrorPolicy, HeartbeatClient, State};
 
 #[cfg(feature = "mock")]
 pub mod mock_harness;
@@ -27,6 +27,9 @@ pub enum Reply {
     Refused,
     /// Answer only after the client's timeout.
     Slow,
+    /// Answer this 3xx status with `Location: location` and an empty body
+    /// (the mock transport, which has no headers, answers the bare status).
+    Redirect(u16, String),
 }
 
 /// A request as the server saw it.
@@ -49,7 +52,16 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_millis(1000);
 #[async_trait]
 pub trait Harness: Send + Sync {
     /// A client (app id `APP`) whose requests all get `reply`.
-    async fn client_replying(&self, reply: Reply) -> (HeartbeatClient, Box<dyn Recorder>);
+    async fn client_replying(&self, reply: Reply) -> (HeartbeatClient, Box<dyn Recorder>) {
+        self.client_replying_with(reply, |builder| builder).await
+    }
+
+    /// The same, its builder passed through `configure` before `build()`.
+    async fn client_replying_with(
+        &self,
+        reply: Reply,
+        configure: fn(ClientBuilder) -> ClientBuilder,
+    ) -> (HeartbeatClient, Box<dyn Recorder>);
 }
 
 /// What reached the server.
@@ -108,7 +120,60 @@ pub async fn scenario(h: &dyn Harness) {
     commands_go_out_as_the_protocol_says(h).await;
     replies_are_parsed(h).await;
     failures_are_typed_and_fallbacks_returned(h).await;
+    redirects_are_never_followed(h).await;
     cache_busters_differ(h).await;
+}
+
+/// Issue 10: a redirect would carry the app id (query and form) to any
+/// origin the server names, and its reply would be taken for the server's.
+/// Every transport returns the 3xx as it is, an `Error::Status`, for the
+/// `POST`s (init, done) and the `GET`s (ping, list, status) alike, and the
+/// other origin receives nothing.
+async fn redirects_are_never_followed(h: &dyn Harness) {
+    use wiremock::{matchers::any, Mock, MockServer, ResponseTemplate};
+
+    let elsewhere = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200).set_body_string("86400000"))
+        .mount(&elsewhere)
+        .await;
+    for status in [301, 302, 303, 307, 308] {
+        let location = format!("{}/stolen?x=1", elsewhere.uri());
+        let (client, rec) = h
+            .client_replying(Reply::Redirect(status, location.clone()))
+            .await;
+        let t = Duration::from_millis(500);
+        let results = [
+            ("init", client.init(t, ErrorPolicy::Raise).await.map(drop)),
+            ("ping", client.ping(t, ErrorPolicy::Raise).await.map(drop)),
+            ("done", client.done_now(ErrorPolicy::Raise).await.map(drop)),
+            ("list", client.list(ErrorPolicy::Raise).await.map(drop)),
+            (
+                "status",
+                client.status(None, ErrorPolicy::Raise).await.map(drop),
+            ),
+        ];
+        for (call, result) in results {
+            match result {
+                Err(Error::Status { status: got, .. }) => assert_eq!(got, status, "{call}"),
+                other => panic!("{status} to {call}: expected Error::Status, got {other:?}"),
+            }
+        }
+        let fallback = Duration::from_millis(7);
+        let got = client
+            .init(t, ErrorPolicy::Fallback(fallback))
+            .await
+            .unwrap();
+        assert_eq!(got, fallback, "{status}");
+        assert_eq!(rec.seen().await.len(), 6, "{status}: each call sent once");
+    }
+    let stolen = elsewhere.received_requests().await.unwrap_or_default();
+    assert!(
+        stolen.is_empty(),
+        "the redirect target received {} requests, e.g. {:?}",
+        stolen.len(),
+        stolen.first().map(|r| r.url.as_str())
+    );
 }
 
 async fn commands_go_out_as_the_protocol_says(h: &dyn Harness) {

@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use heartbeat_sdk::{HeartbeatClient, Transport};
+use heartbeat_sdk::{ClientBuilder, HeartbeatClient, Transport};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -55,10 +55,16 @@ where
     T: Transport + 'static,
     F: Fn() -> T + Send + Sync,
 {
-    async fn client_replying(&self, reply: Reply) -> (HeartbeatClient, Box<dyn Recorder>) {
-        let builder = HeartbeatClient::builder_with_transport((self.0)())
-            .app_id(APP)
-            .request_timeout(CLIENT_TIMEOUT);
+    async fn client_replying_with(
+        &self,
+        reply: Reply,
+        configure: fn(ClientBuilder) -> ClientBuilder,
+    ) -> (HeartbeatClient, Box<dyn Recorder>) {
+        let builder = configure(
+            HeartbeatClient::builder_with_transport((self.0)())
+                .app_id(APP)
+                .request_timeout(CLIENT_TIMEOUT),
+        );
         let template = match reply {
             Reply::Refused => {
                 let client = builder.url(refused_url()).build().unwrap();
@@ -66,6 +72,9 @@ where
             }
             Reply::Text(status, body) => ResponseTemplate::new(status).set_body_string(body),
             Reply::Bytes(bytes) => ResponseTemplate::new(200).set_body_bytes(bytes),
+            Reply::Redirect(status, location) => {
+                ResponseTemplate::new(status).insert_header("Location", location.as_str())
+            }
             Reply::Slow => ResponseTemplate::new(200)
                 .set_body_string("1000")
                 .set_delay(CLIENT_TIMEOUT + Duration::from_secs(2)),
