@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::clock::{Clock, SystemClock};
 use super::registry::{Registry, RegistryConfig};
-use super::service::{apply, parse, Reply};
+use super::service::{parse, prepare, Answer, Reply};
 
 /// A [`Registry`] shared between connections, with the clock it runs on.
 ///
@@ -29,20 +29,28 @@ impl SharedRegistry {
         }
     }
 
-    /// Answer one request (`target` is `/path?query`).
+    /// Answer one request (`target` is `/path?query`). Whole-registry
+    /// replies are rendered after the lock is released (see
+    /// [`service`](super::service)).
     pub fn handle(&self, target: &str, form_body: Option<&[u8]>, peer: IpAddr) -> Reply {
+        self.answer(target, form_body, peer).into_reply()
+    }
+
+    /// [`handle`](Self::handle), leaving a whole-registry reply unrendered:
+    /// the lock is held only to apply the command and take the snapshot.
+    pub(crate) fn answer(&self, target: &str, form_body: Option<&[u8]>, peer: IpAddr) -> Answer {
         let command = match parse(target, form_body) {
             Ok(command) => command,
-            Err(reply) => return reply,
+            Err(reply) => return Answer::Ready(reply),
         };
-        let (reply, events) = self.with_registry(|registry, now| {
-            let reply = apply(registry, command, peer, now);
-            (reply, registry.take_events())
+        let (answer, events) = self.with_registry(|registry, now| {
+            let answer = prepare(registry, command, peer, now);
+            (answer, registry.take_events())
         });
         for event in events {
             tracing::info!("{event}");
         }
-        reply
+        answer
     }
 
     /// Run `f` on the registry at the clock's current time (for inspection
