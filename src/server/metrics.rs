@@ -178,6 +178,44 @@ mod tests {
     }
 
     #[test]
+    fn renders_exactly() {
+        let t0 = Instant::now();
+        let mut r = Registry::default();
+        r.ping("b", LOCAL, 0, t0).unwrap();
+        r.init("Tetris", LOCAL, 2000, t0).unwrap();
+        let text = render(&mut r, t0 + Duration::from_millis(1560));
+        assert_eq!(
+            text,
+            "# HELP heartbeat_apps Number of tracked applications.\n\
+             # TYPE heartbeat_apps gauge\n\
+             heartbeat_apps 2\n\
+             # HELP heartbeat_inits_total Accepted hb_init requests.\n\
+             # TYPE heartbeat_inits_total counter\n\
+             heartbeat_inits_total 1\n\
+             # HELP heartbeat_pings_total Accepted hb_ping requests.\n\
+             # TYPE heartbeat_pings_total counter\n\
+             heartbeat_pings_total 1\n\
+             # HELP heartbeat_dones_total hb_done requests, known ids or not.\n\
+             # TYPE heartbeat_dones_total counter\n\
+             heartbeat_dones_total 0\n\
+             # HELP heartbeat_expiries_total Records dropped for being overdue.\n\
+             # TYPE heartbeat_expiries_total counter\n\
+             heartbeat_expiries_total 0\n\
+             # HELP heartbeat_refused_total New applications refused because the registry was full.\n\
+             # TYPE heartbeat_refused_total counter\n\
+             heartbeat_refused_total 0\n\
+             # HELP heartbeat_app_overdue_ratio Time since the last init/ping divided by the granted timeout.\n\
+             # TYPE heartbeat_app_overdue_ratio gauge\n\
+             heartbeat_app_overdue_ratio{app=\"Tetris @ 127.0.0.1\"} 0.52\n\
+             heartbeat_app_overdue_ratio{app=\"b @ 127.0.0.1\"} 1.56\n\
+             # HELP heartbeat_app_granted_timeout_ms Timeout granted to the application, in milliseconds.\n\
+             # TYPE heartbeat_app_granted_timeout_ms gauge\n\
+             heartbeat_app_granted_timeout_ms{app=\"Tetris @ 127.0.0.1\"} 3000\n\
+             heartbeat_app_granted_timeout_ms{app=\"b @ 127.0.0.1\"} 1000\n"
+        );
+    }
+
+    #[test]
     fn render_expires_first() {
         let t0 = Instant::now();
         let mut r = Registry::default();

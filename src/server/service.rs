@@ -538,6 +538,43 @@ mod tests {
         assert_eq!(h.at(1000, "/list"), ok("T\n"));
     }
 
+    /// Streamed replies come in chunks of at most the bound asked for,
+    /// every one full but the last, and join to the whole reply.
+    #[test]
+    fn streamed_replies_come_in_bounded_chunks() {
+        let mut h = Harness::new();
+        for i in 0..300 {
+            let id = format!("{i:03}-q%22b%5C-{}", "x".repeat(i % 200));
+            assert_eq!(h.at(0, &format!("/hb_init?{i}&appid={id}")).status, 200);
+        }
+        let now = h.t0 + Duration::from_millis(1);
+        for target in ["/list", "/status", "/metrics"] {
+            let whole = h.at(1, target).body;
+            for max in [1, 7, 1000, 32 * 1024, usize::MAX] {
+                let command = parse(target, None).unwrap();
+                let Answer::Streamed(streamed) = prepare(&mut h.registry, command, LOCAL, now)
+                else {
+                    panic!("{target} is not streamed");
+                };
+                let chunks: Vec<Vec<u8>> = streamed.chunks(max).collect();
+                assert!(
+                    chunks.iter().all(|c| !c.is_empty() && c.len() <= max),
+                    "{target}: a chunk over {max} bytes"
+                );
+                assert_eq!(chunks.len(), whole.len().div_ceil(max), "{target} by {max}");
+                assert!(chunks.concat() == whole.as_bytes(), "{target} by {max}");
+            }
+        }
+        // below two apps the host status is one small line
+        let mut h = Harness::new();
+        h.at(0, "/hb_init?0&appid=one");
+        let command = parse("/status", None).unwrap();
+        assert!(matches!(
+            prepare(&mut h.registry, command, LOCAL, h.t0),
+            Answer::Ready(_)
+        ));
+    }
+
     #[test]
     fn metrics_endpoint() {
         let mut h = Harness::new();
