@@ -97,6 +97,7 @@ fn dechunk(mut body: &[u8]) -> Vec<&[u8]> {
             assert_eq!(body, b"\r\n", "nothing after the last chunk");
             return chunks;
         }
+        assert!(body.len() >= size + 2, "the reply was cut short");
         chunks.push(&body[..size]);
         assert_eq!(&body[size..size + 2], b"\r\n");
         body = &body[size + 2..];
@@ -254,8 +255,9 @@ async fn a_reader_that_stalls_is_dropped_after_the_write_timeout() {
 }
 
 /// The write timeout times stuck writes only: a client that reads a 20 MB
-/// `/list` in bursts with pauses gets all of it, and a kept-alive
-/// connection idle for many write timeouts is still served.
+/// `/list` 1 MiB at a time with pauses, over several write timeouts, gets
+/// all of it, and a kept-alive connection idle for several write timeouts
+/// is still served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_readers_and_idle_connections_outlive_the_write_timeout() {
     let write_timeout = Duration::from_millis(1500);
@@ -272,29 +274,37 @@ async fn slow_readers_and_idle_connections_outlive_the_write_timeout() {
         let mut stream = stalled_reader(addr, "/list");
         let mut reply = b"HTTP/1.1 200 OK\r".to_vec();
         let mut buf = vec![0u8; 1 << 20];
+        let since = Instant::now();
         loop {
-            // pause for a fraction of the write timeout, then take what has come
-            std::thread::sleep(write_timeout / 10);
+            // pause for a fraction of the write timeout, then take up to 1 MiB
+            std::thread::sleep(write_timeout / 5);
             stream.set_nonblocking(true).unwrap();
             let mut ended = false;
-            loop {
-                match stream.read(&mut buf) {
+            let mut taken = 0;
+            while taken < buf.len() {
+                match stream.read(&mut buf[taken..]) {
                     Ok(0) => {
                         ended = true;
                         break;
                     }
-                    Ok(n) => reply.extend_from_slice(&buf[..n]),
+                    Ok(n) => taken += n,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => panic!("read failed after {} bytes: {e}", reply.len()),
                 }
             }
+            reply.extend_from_slice(&buf[..taken]);
             stream.set_nonblocking(false).unwrap();
             if ended || reply.ends_with(b"\r\n0\r\n\r\n") {
-                return reply;
+                return (reply, since.elapsed());
             }
         }
     })
     .await;
+    let (body, took) = body;
+    assert!(
+        took > 2 * write_timeout,
+        "read in {took:?}: not slow enough"
+    );
     let (_, chunked) = split_head(&body);
     assert!(dechunk(chunked).concat() == whole.as_bytes());
 
