@@ -347,8 +347,8 @@ impl Registry {
         }
     }
 
-    /// How many keys are also held outside the registry (by a [`Snapshot`]
-    /// still being rendered or sent); 0 once every reply is gone.
+    /// How many keys are also held outside the registry (by the snapshot of
+    /// a reply still being rendered or sent); 0 once every reply is gone.
     #[doc(hidden)]
     pub fn keys_held_by_replies(&self) -> usize {
         // the map and the deadline index hold one reference each

@@ -10,15 +10,15 @@
 //! building them as one `String` let each client that never reads pin a
 //! whole copy. So these replies are made in two steps:
 //!
-//! 1. Under the lock, [`prepare`] takes a [`Snapshot`]: the counters and, per
+//! 1. Under the lock, `prepare` takes a snapshot: the counters and, per
 //!    record, its key and 16 bytes of times. Keys are the registry's own
 //!    `Arc<str>`, so this is a reference count bump per record, whatever the
 //!    key length; no formatting, no sorting. (Copying the key text instead
 //!    would cost 100 MB per reply at 100 000 × 1 KiB ids.)
-//! 2. After the lock is released, [`Streamed`] sorts the snapshot and
+//! 2. After the lock is released, `Streamed` sorts the snapshot and
 //!    renders the reply piece by piece (one piece is one key or one sample
 //!    line), handing it out in chunks of at most a given size
-//!    ([`Streamed::chunks`]). The HTTP server renders the next chunk only
+//!    (`Streamed::chunks`). The HTTP server renders the next chunk only
 //!    when hyper asks for it, i.e. when the previous one has been written to
 //!    the socket, so a reader that stalls holds its snapshot (32 bytes per
 //!    record, key text shared) and one or two chunks, never the whole text.
