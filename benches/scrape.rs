@@ -5,9 +5,10 @@
 //! 1. **Ping latency under scrapes.** A server process tracking 100 000
 //!    apps (`kiosk-000042`-style ids). One client pings on a kept-alive
 //!    connection, one ping at a time, and the latency of each is recorded:
-//!    first with the server otherwise idle, then while a second client (on
-//!    its own thread) scrapes `/metrics` back to back. Target: p99 under
-//!    scrapes within 2× the idle p99.
+//!    with the server otherwise idle and while a second client (on its own
+//!    thread) scrapes `/metrics` back to back, in alternating windows so
+//!    that other load on the machine weighs on both alike. Target: p99
+//!    under scrapes within 2× the idle p99.
 //! 2. **Stalled readers.** A fresh server process tracking 100 000 apps
 //!    with 1 KiB ids (`/metrics` is then about 218 MB). Ten clients send
 //!    `GET /metrics` and never read; the server's RSS is sampled until it
@@ -107,56 +108,105 @@ fn summary(sorted: &[Duration]) -> String {
     )
 }
 
+/// The scraper: on its own thread and runtime, scraping `/metrics` back
+/// to back while `on` is set.
+struct Scraper {
+    on: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    /// Scrapes completed, and the bytes of the last one.
+    scrapes: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+    /// Whether a scrape is in flight.
+    busy: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Duration>,
+}
+
+impl Scraper {
+    fn start(server: &ServerProcess) -> Scraper {
+        let flag = || Arc::new(AtomicBool::new(false));
+        let (on, stop, busy) = (flag(), flag(), flag());
+        let (scrapes, bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let addr = server.addr;
+        let thread = {
+            let (on, stop, busy) = (on.clone(), stop.clone(), busy.clone());
+            let (scrapes, bytes) = (scrapes.clone(), bytes.clone());
+            std::thread::spawn(move || {
+                runtime().block_on(async {
+                    let mut client = BareClient::connect(addr).await;
+                    let mut scraping = Duration::ZERO;
+                    while !stop.load(Ordering::SeqCst) {
+                        if !on.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                            continue;
+                        }
+                        busy.store(true, Ordering::SeqCst);
+                        let start = Instant::now();
+                        let (status, body) = client.get("/metrics").await;
+                        scraping += start.elapsed();
+                        assert_eq!(status, 200);
+                        bytes.store(body.len() as u64, Ordering::SeqCst);
+                        scrapes.fetch_add(1, Ordering::SeqCst);
+                        busy.store(false, Ordering::SeqCst);
+                    }
+                    scraping
+                })
+            })
+        };
+        Scraper {
+            on,
+            stop,
+            scrapes,
+            bytes,
+            busy,
+            thread,
+        }
+    }
+
+    /// Turn scraping on or off, and wait until it is.
+    fn set(&self, on: bool) {
+        self.on.store(on, Ordering::SeqCst);
+        while self.busy.load(Ordering::SeqCst) != on {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+/// Ping latency with the server idle and while `/metrics` is scraped back
+/// to back, in alternating windows so that the machine's load (other
+/// processes) weighs on both alike.
 fn ping_latency_under_scrapes() {
+    const WINDOWS: u32 = 8;
     let rt = runtime();
     let server = ServerProcess::start();
     rt.block_on(populate(&server, short_id));
     let app = short_id(APPS / 2);
     let mut pinger = rt.block_on(BareClient::connect(server.addr));
     rt.block_on(ping_latencies(&mut pinger, &app, SPAN / 4)); // warm-up
-    let idle = rt.block_on(ping_latencies(&mut pinger, &app, SPAN));
-
-    // a scraper on its own thread and runtime, scraping back to back
-    let stop = Arc::new(AtomicBool::new(false));
-    let scrapes = Arc::new(AtomicU64::new(0));
-    let scrape_bytes = Arc::new(AtomicU64::new(0));
-    let scraper = {
-        let (stop, scrapes, scrape_bytes) = (stop.clone(), scrapes.clone(), scrape_bytes.clone());
-        let addr = server.addr;
-        std::thread::spawn(move || {
-            let rt = runtime();
-            rt.block_on(async {
-                let mut client = BareClient::connect(addr).await;
-                let start = Instant::now();
-                while !stop.load(Ordering::Relaxed) {
-                    let (status, body) = client.get("/metrics").await;
-                    assert_eq!(status, 200);
-                    scrape_bytes.store(body.len() as u64, Ordering::Relaxed);
-                    scrapes.fetch_add(1, Ordering::Relaxed);
-                }
-                start.elapsed()
-            })
-        })
-    };
-    while scrapes.load(Ordering::Relaxed) == 0 {
-        std::thread::sleep(Duration::from_millis(10));
+    let scraper = Scraper::start(&server);
+    let (mut idle, mut busy) = (Vec::new(), Vec::new());
+    for _ in 0..WINDOWS {
+        scraper.set(false);
+        idle.extend(rt.block_on(ping_latencies(&mut pinger, &app, SPAN / WINDOWS)));
+        scraper.set(true);
+        busy.extend(rt.block_on(ping_latencies(&mut pinger, &app, SPAN / WINDOWS)));
     }
-    let busy = rt.block_on(ping_latencies(&mut pinger, &app, SPAN));
-    stop.store(true, Ordering::Relaxed);
-    let scraping = scraper.join().expect("scraper");
-    let count = scrapes.load(Ordering::Relaxed);
+    scraper.stop.store(true, Ordering::SeqCst);
+    let scraping = scraper.thread.join().expect("scraper");
+    let count = scraper.scrapes.load(Ordering::SeqCst);
+    idle.sort_unstable();
+    busy.sort_unstable();
 
     let p99 = |l: &[Duration]| percentile(l, 0.99).as_secs_f64();
     println!(
-        "scrape: ping latency at {APPS} apps, {} s of pings each",
+        "scrape: ping latency at {APPS} apps, {} s of pings in each condition ({WINDOWS} alternating windows)",
         SPAN.as_secs()
     );
-    println!("  idle:                        {}", summary(&idle));
+    println!("  idle:                          {}", summary(&idle));
     println!("  /metrics scraped back to back: {}", summary(&busy));
     println!(
         "  p99 under scrapes / idle p99: {:.2}x (target <= 2x); {count} scrapes of {:.1} MB, {:.0} ms each",
         p99(&busy) / p99(&idle),
-        scrape_bytes.load(Ordering::Relaxed) as f64 / 1e6,
+        scraper.bytes.load(Ordering::SeqCst) as f64 / 1e6,
         scraping.as_secs_f64() * 1e3 / count.max(1) as f64
     );
 }
