@@ -126,7 +126,9 @@ impl Server {
     /// nothing, before the connection is dropped (default 30 s). Only
     /// stuck writes are timed: a slow reader that keeps reading is served
     /// to the end, and an idle kept-alive connection is left to
-    /// [`head_timeout`](Server::head_timeout).
+    /// [`head_timeout`](Server::head_timeout). "Progress" is the socket
+    /// taking more bytes, which the kernel allows once about a third of its
+    /// send buffer (up to a few MiB) has been read.
     pub fn write_timeout(mut self, timeout: Duration) -> Server {
         self.write_timeout = timeout;
         self
