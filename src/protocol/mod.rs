@@ -28,7 +28,8 @@ pub use request::{
     timeout_ms, validate_app_id, Beat, Request,
 };
 pub use status::{
-    app_line, multiple_line, no_record_line, PerfValue, Range, State, Status, NO_CLIENTS_LINE,
+    app_line, multiple_line, multiple_line_head, no_record_line, PerfValue, Range, State, Status,
+    MULTIPLE_LINE_END, MULTIPLE_LINE_SEPARATOR, NO_CLIENTS_LINE,
 };
 
 /// The largest timeout, in milliseconds, that a request may carry. The

@@ -372,16 +372,30 @@ where
     I::IntoIter: ExactSizeIterator,
 {
     let keys = keys.into_iter();
-    let mut out = format!("WARNING - multiple ({}) applications: [", keys.len());
+    let mut out = multiple_line_head(keys.len());
     for (i, key) in keys.enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push_str(MULTIPLE_LINE_SEPARATOR);
         }
         out.push_str(key);
     }
-    out.push(']');
+    out.push_str(MULTIPLE_LINE_END);
     out
 }
+
+/// The start of [`multiple_line`] for `count` keys,
+/// `WARNING - multiple (N) applications: [`; the keys follow, separated by
+/// [`MULTIPLE_LINE_SEPARATOR`], then [`MULTIPLE_LINE_END`]. For a server
+/// that sends the line piece by piece.
+pub fn multiple_line_head(count: usize) -> String {
+    format!("WARNING - multiple ({count}) applications: [")
+}
+
+/// Between two keys of [`multiple_line`].
+pub const MULTIPLE_LINE_SEPARATOR: &str = ",";
+
+/// The end of [`multiple_line`].
+pub const MULTIPLE_LINE_END: &str = "]";
 
 /// A number as Nagios prints it: decimal, optional sign, fraction and exponent.
 fn parse_number(s: &str) -> Option<f64> {

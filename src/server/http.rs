@@ -1,13 +1,14 @@
 //! The HTTP front end: hyper's HTTP/1 server over tokio around a [`SharedRegistry`].
 
+mod stream;
+
 use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW, CONNECTION, CONTENT_TYPE};
 use hyper::server::conn::http1;
@@ -21,10 +22,11 @@ use tokio::task::JoinHandle;
 
 use super::clock::{Clock, SystemClock};
 use super::registry::RegistryConfig;
-use super::service::Reply;
+use super::service::{Answer, Reply};
 use super::shared::SharedRegistry;
 use crate::error::Error;
 use crate::settings::Settings;
+use stream::{ReplyBody, WriteTimeout, CHUNK};
 use url::Url;
 
 /// Largest request body read (form bodies are `appid=ID`).
@@ -33,6 +35,9 @@ const MAX_REQUEST_BODY: usize = 16 * 1024;
 const MAX_HEAD: usize = 16 * 1024;
 /// How long a client may take to send its request head, and then its body.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a reply may make no progress (the client reads nothing) before
+/// the connection is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default cap on connections open at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// How long shutdown waits for requests in flight.
@@ -57,6 +62,7 @@ pub struct Server {
     config: RegistryConfig,
     clock: Arc<dyn Clock>,
     head_timeout: Duration,
+    write_timeout: Duration,
     max_connections: usize,
 }
 
@@ -68,6 +74,7 @@ impl Server {
             config: RegistryConfig::default(),
             clock: Arc::new(SystemClock),
             head_timeout: HEAD_TIMEOUT,
+            write_timeout: WRITE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
@@ -115,6 +122,18 @@ impl Server {
         self
     }
 
+    /// How long a reply may make no progress, because the client reads
+    /// nothing, before the connection is dropped (default 30 s). Only
+    /// stuck writes are timed: a slow reader that keeps reading is served
+    /// to the end, and an idle kept-alive connection is left to
+    /// [`head_timeout`](Server::head_timeout). "Progress" is the socket
+    /// taking more bytes, which the kernel allows once about a third of its
+    /// send buffer (up to a few MiB) has been read.
+    pub fn write_timeout(mut self, timeout: Duration) -> Server {
+        self.write_timeout = timeout;
+        self
+    }
+
     /// The most connections served at once (default
     /// [`DEFAULT_MAX_CONNECTIONS`], at least 1). When that many are open the
     /// server stops accepting until one closes: further clients wait in the
@@ -137,6 +156,7 @@ impl Server {
         let (stop, stopped) = oneshot::channel();
         let limits = Limits {
             head_timeout: self.head_timeout,
+            write_timeout: self.write_timeout,
             max_connections: self.max_connections,
         };
         let task = tokio::spawn(serve(listener, state.clone(), limits, stopped));
@@ -219,6 +239,7 @@ impl Drop for ServerHandle {
 #[derive(Debug, Clone, Copy)]
 struct Limits {
     head_timeout: Duration,
+    write_timeout: Duration,
     max_connections: usize,
 }
 
@@ -230,6 +251,7 @@ async fn serve(
 ) {
     let Limits {
         head_timeout,
+        write_timeout,
         max_connections,
     } = limits;
     // One permit per open connection: when none is left, stop accepting
@@ -270,7 +292,10 @@ async fn serve(
         let peer = peer.ip().to_canonical();
         let service =
             service_fn(move |request| respond(state.clone(), peer, head_timeout, request));
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let connection = graceful.watch(builder.serve_connection(
+            WriteTimeout::new(TokioIo::new(stream), write_timeout),
+            service,
+        ));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
@@ -287,7 +312,7 @@ async fn respond(
     peer: IpAddr,
     body_timeout: Duration,
     request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<ReplyBody>, Infallible> {
     // PROTOCOL.md: GET and POST only. `HEAD` would run the command (register
     // an app) while hiding the reply, so it is refused like the others.
     if !matches!(*request.method(), Method::GET | Method::POST) {
@@ -329,15 +354,26 @@ async fn respond(
         }
     };
     let form = (!body.is_empty()).then_some(&body[..]);
-    Ok(reply(state.handle(&target, form, peer)))
+    Ok(match state.answer(&target, form, peer) {
+        Answer::Ready(ready) => reply(ready),
+        // rendered a chunk at a time as hyper writes it: see `stream`
+        Answer::Streamed(streamed) => {
+            let content_type = streamed.content_type();
+            response(200, content_type, ReplyBody::stream(streamed.chunks(CHUNK)))
+        }
+    })
 }
 
-fn reply(reply: Reply) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+fn reply(reply: Reply) -> Response<ReplyBody> {
+    response(reply.status, reply.content_type, reply.body.into())
+}
+
+fn response(status: u16, content_type: &'static str, body: ReplyBody) -> Response<ReplyBody> {
+    let mut response = Response::new(body);
     *response.status_mut() =
-        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     response
 }

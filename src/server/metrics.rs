@@ -1,10 +1,11 @@
 //! Prometheus text exposition (format 0.0.4) of a [`Registry`].
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::time::Instant;
 
-use crate::server::registry::Registry;
+use crate::server::registry::{Registry, Snapshot};
+use crate::server::service::{Streamed, View};
 
 /// The `Content-Type` to send with [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -13,70 +14,83 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// gauge and the per-application gauges (label `app` = record key, in key
 /// order).
 pub fn render(registry: &mut Registry, now: Instant) -> String {
-    registry.expire(now);
-    let counters = registry.counters();
-    let mut out = String::with_capacity(1024 + registry.len() * 160);
-    let mut scalar = |name: &str, kind: &str, help: &str, value: u64| {
-        // Writing to a String cannot fail.
-        let _ = write!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        );
-    };
-    scalar(
-        "heartbeat_apps",
-        "gauge",
-        "Number of tracked applications.",
-        registry.len() as u64,
-    );
-    scalar(
-        "heartbeat_inits_total",
-        "counter",
-        "Accepted hb_init requests.",
-        counters.inits,
-    );
-    scalar(
-        "heartbeat_pings_total",
-        "counter",
-        "Accepted hb_ping requests.",
-        counters.pings,
-    );
-    scalar(
-        "heartbeat_dones_total",
-        "counter",
-        "hb_done requests, known ids or not.",
-        counters.dones,
-    );
-    scalar(
-        "heartbeat_expiries_total",
-        "counter",
-        "Records dropped for being overdue.",
-        counters.expiries,
-    );
-    scalar(
-        "heartbeat_refused_total",
-        "counter",
-        "New applications refused because the registry was full.",
-        counters.refused,
-    );
+    Streamed::new(View::Metrics, registry.snapshot(now)).into_string()
+}
 
-    out.push_str(
-        "# HELP heartbeat_app_overdue_ratio Time since the last init/ping divided by the granted timeout.\n\
-         # TYPE heartbeat_app_overdue_ratio gauge\n",
-    );
-    for app in registry.apps(now) {
+/// How many pieces [`write_piece`] renders for `apps` records: the
+/// counters and the first gauge's header, one line per app, the second
+/// gauge's header, one line per app.
+pub(crate) fn pieces(apps: usize) -> usize {
+    2 * apps + 2
+}
+
+/// Appends piece `i` of the exposition of `snapshot` (sorted) to `out`.
+pub(crate) fn write_piece(snapshot: &Snapshot, i: usize, out: &mut Vec<u8>) {
+    let n = snapshot.len();
+    // Writing to a Vec cannot fail.
+    if i == 0 {
+        let counters = snapshot.counters();
+        let mut scalar = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            );
+        };
+        scalar(
+            "heartbeat_apps",
+            "gauge",
+            "Number of tracked applications.",
+            n as u64,
+        );
+        scalar(
+            "heartbeat_inits_total",
+            "counter",
+            "Accepted hb_init requests.",
+            counters.inits,
+        );
+        scalar(
+            "heartbeat_pings_total",
+            "counter",
+            "Accepted hb_ping requests.",
+            counters.pings,
+        );
+        scalar(
+            "heartbeat_dones_total",
+            "counter",
+            "hb_done requests, known ids or not.",
+            counters.dones,
+        );
+        scalar(
+            "heartbeat_expiries_total",
+            "counter",
+            "Records dropped for being overdue.",
+            counters.expiries,
+        );
+        scalar(
+            "heartbeat_refused_total",
+            "counter",
+            "New applications refused because the registry was full.",
+            counters.refused,
+        );
+        out.extend_from_slice(
+            b"# HELP heartbeat_app_overdue_ratio Time since the last init/ping divided by the granted timeout.\n\
+              # TYPE heartbeat_app_overdue_ratio gauge\n",
+        );
+    } else if i <= n {
+        let app = snapshot.app(i - 1);
         let _ = writeln!(
             out,
             "heartbeat_app_overdue_ratio{{app=\"{}\"}} {}",
             escape_label_value(app.key),
             format_float(app.overdue_ratio)
         );
-    }
-    out.push_str(
-        "# HELP heartbeat_app_granted_timeout_ms Timeout granted to the application, in milliseconds.\n\
-         # TYPE heartbeat_app_granted_timeout_ms gauge\n",
-    );
-    for app in registry.apps(now) {
+    } else if i == n + 1 {
+        out.extend_from_slice(
+            b"# HELP heartbeat_app_granted_timeout_ms Timeout granted to the application, in milliseconds.\n\
+              # TYPE heartbeat_app_granted_timeout_ms gauge\n",
+        );
+    } else {
+        let app = snapshot.app(i - n - 2);
         let _ = writeln!(
             out,
             "heartbeat_app_granted_timeout_ms{{app=\"{}\"}} {}",
@@ -84,7 +98,6 @@ pub fn render(registry: &mut Registry, now: Instant) -> String {
             app.granted_ms
         );
     }
-    out
 }
 
 /// Escapes a label value for the text format: `\` → `\\`, `"` → `\"`,
@@ -162,6 +175,44 @@ mod tests {
             let (_, value) = line.rsplit_once(' ').expect("sample line");
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
+    }
+
+    #[test]
+    fn renders_exactly() {
+        let t0 = Instant::now();
+        let mut r = Registry::default();
+        r.ping("b", LOCAL, 0, t0).unwrap();
+        r.init("Tetris", LOCAL, 2000, t0).unwrap();
+        let text = render(&mut r, t0 + Duration::from_millis(1560));
+        assert_eq!(
+            text,
+            "# HELP heartbeat_apps Number of tracked applications.\n\
+             # TYPE heartbeat_apps gauge\n\
+             heartbeat_apps 2\n\
+             # HELP heartbeat_inits_total Accepted hb_init requests.\n\
+             # TYPE heartbeat_inits_total counter\n\
+             heartbeat_inits_total 1\n\
+             # HELP heartbeat_pings_total Accepted hb_ping requests.\n\
+             # TYPE heartbeat_pings_total counter\n\
+             heartbeat_pings_total 1\n\
+             # HELP heartbeat_dones_total hb_done requests, known ids or not.\n\
+             # TYPE heartbeat_dones_total counter\n\
+             heartbeat_dones_total 0\n\
+             # HELP heartbeat_expiries_total Records dropped for being overdue.\n\
+             # TYPE heartbeat_expiries_total counter\n\
+             heartbeat_expiries_total 0\n\
+             # HELP heartbeat_refused_total New applications refused because the registry was full.\n\
+             # TYPE heartbeat_refused_total counter\n\
+             heartbeat_refused_total 0\n\
+             # HELP heartbeat_app_overdue_ratio Time since the last init/ping divided by the granted timeout.\n\
+             # TYPE heartbeat_app_overdue_ratio gauge\n\
+             heartbeat_app_overdue_ratio{app=\"Tetris @ 127.0.0.1\"} 0.52\n\
+             heartbeat_app_overdue_ratio{app=\"b @ 127.0.0.1\"} 1.56\n\
+             # HELP heartbeat_app_granted_timeout_ms Timeout granted to the application, in milliseconds.\n\
+             # TYPE heartbeat_app_granted_timeout_ms gauge\n\
+             heartbeat_app_granted_timeout_ms{app=\"Tetris @ 127.0.0.1\"} 3000\n\
+             heartbeat_app_granted_timeout_ms{app=\"b @ 127.0.0.1\"} 1000\n"
+        );
     }
 
     #[test]

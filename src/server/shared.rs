@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::clock::{Clock, SystemClock};
 use super::registry::{Registry, RegistryConfig};
-use super::service::{apply, parse, Reply};
+use super::service::{parse, prepare, Answer, Reply};
 
 /// A [`Registry`] shared between connections, with the clock it runs on.
 ///
@@ -29,20 +29,28 @@ impl SharedRegistry {
         }
     }
 
-    /// Answer one request (`target` is `/path?query`).
+    /// Answer one request (`target` is `/path?query`). Whole-registry
+    /// replies are rendered after the lock is released (see
+    /// [`service`](super::service)).
     pub fn handle(&self, target: &str, form_body: Option<&[u8]>, peer: IpAddr) -> Reply {
+        self.answer(target, form_body, peer).into_reply()
+    }
+
+    /// [`handle`](Self::handle), leaving a whole-registry reply unrendered:
+    /// the lock is held only to apply the command and take the snapshot.
+    pub(crate) fn answer(&self, target: &str, form_body: Option<&[u8]>, peer: IpAddr) -> Answer {
         let command = match parse(target, form_body) {
             Ok(command) => command,
-            Err(reply) => return reply,
+            Err(reply) => return Answer::Ready(reply),
         };
-        let (reply, events) = self.with_registry(|registry, now| {
-            let reply = apply(registry, command, peer, now);
-            (reply, registry.take_events())
+        let (answer, events) = self.with_registry(|registry, now| {
+            let answer = prepare(registry, command, peer, now);
+            (answer, registry.take_events())
         });
         for event in events {
             tracing::info!("{event}");
         }
-        reply
+        answer
     }
 
     /// Run `f` on the registry at the clock's current time (for inspection
@@ -57,5 +65,44 @@ impl SharedRegistry {
 impl Default for SharedRegistry {
     fn default() -> Self {
         Self::new(RegistryConfig::default(), Arc::new(SystemClock))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::clock::ManualClock;
+    use std::net::Ipv4Addr;
+
+    const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    /// Whole-registry replies leave the locked section as a snapshot, not
+    /// as text: the registry is free while they are rendered and sent, and
+    /// what changes meanwhile does not show in them.
+    #[test]
+    fn big_replies_are_rendered_after_the_lock_is_released() {
+        let shared = SharedRegistry::new(RegistryConfig::default(), Arc::new(ManualClock::new()));
+        let ok = |target: &str| assert_eq!(shared.handle(target, None, LOCAL).status, 200);
+        for i in 0..200 {
+            ok(&format!("/hb_init?1000&appid=app{i:03}"));
+        }
+        for target in ["/list", "/status", "/metrics"] {
+            let whole = shared.handle(target, None, LOCAL).body;
+            let Answer::Streamed(streamed) = shared.answer(target, None, LOCAL) else {
+                panic!("{target} was rendered under the lock");
+            };
+            assert!(shared.registry.try_lock().is_ok());
+            let mut chunks = streamed.chunks(100);
+            let mut body = chunks.next().unwrap_or_default();
+            // half sent: the registry is free and changes under the reply
+            assert!(shared.registry.try_lock().is_ok());
+            ok("/hb_init?1000&appid=new");
+            ok("/hb_done?0&appid=app000");
+            body.extend(chunks.flatten());
+            assert!(body == whole.as_bytes(), "{target}: the reply changed");
+            assert_ne!(shared.handle(target, None, LOCAL).body, whole);
+            ok("/hb_done?0&appid=new");
+            ok("/hb_init?1000&appid=app000");
+        }
     }
 }
