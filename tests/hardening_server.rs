@@ -735,8 +735,8 @@ async fn half_closed_clients_still_get_their_reply() {
         let requests = [
             "GET /hb_ping?1&appid=nc HTTP/1.0\r\n\r\n",
             "GET /list HTTP/1.1\r\nHost: x\r\n\r\n",
-            "GET http://x/status HTTP/1.1\r\n\r\n",
-            "POST /hb_init?1 HTTP/1.1\r\nContent-Length: 8\r\n\r\nappid=nc",
+            "GET http://x/status HTTP/1.1\r\nHost: x\r\n\r\n",
+            "POST /hb_init?1 HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\nappid=nc",
         ];
         for round in 0..50 {
             for request in requests {
@@ -1094,4 +1094,209 @@ async fn binding_beyond_loopback_is_warned_about() {
         .unwrap_or_else(|| panic!("no warning for 0.0.0.0: {log:?}"));
     assert!(line.contains("WARN"), "{line}");
     assert!(line.contains(&format!("0.0.0.0:{port}")), "{line}");
+}
+
+// ---------------------------------------------------------------------------
+// Issue 10: connection cap evictions, log levels, Host
+// ---------------------------------------------------------------------------
+
+/// Send one keep-alive request on `stream` and read its reply: `(status, body)`.
+fn request_on(stream: &mut TcpStream, request: &str) -> (u16, String) {
+    stream.write_all(request.as_bytes()).unwrap();
+    read_reply(stream)
+}
+
+/// Read one reply (head and Content-Length body) from `stream`.
+fn read_reply(stream: &mut TcpStream) -> (u16, String) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).expect("a reply in time");
+        assert!(n > 0, "closed before a whole reply: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        if buf.len() >= end + 4 + length {
+            let status = head[9..12].parse().unwrap();
+            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
+            return (status, body);
+        }
+    }
+}
+
+fn keep_alive_ping(app: &str) -> String {
+    format!("GET /hb_ping?1&appid={app} HTTP/1.1\r\nHost: x\r\n\r\n")
+}
+
+/// Whether the server closed `stream` (EOF or reset) within 10 s.
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+/// At the connection cap (8), a 9th client is served at once: the server
+/// closes the connection idle longest to make room, never one that is in
+/// the middle of a request, and the others stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_cap_the_longest_idle_connection_makes_room() {
+    let server = start(
+        local()
+            .max_connections(8)
+            .head_timeout(Duration::from_secs(60)),
+    )
+    .await;
+    let addr = server.local_addr();
+    blocking(move || {
+        let mut open: Vec<TcpStream> = (0..8)
+            .map(|i| {
+                let mut stream = TcpStream::connect(addr).unwrap();
+                assert_eq!(request_on(&mut stream, &keep_alive_ping(&format!("c{i}"))), (200, "1001".into()));
+                stream
+            })
+            .collect();
+        // the oldest starts its next request (head not finished): busy
+        open[0]
+            .write_all(b"GET /hb_ping?2&appid=c0 HTTP/1.1\r\nHo")
+            .unwrap();
+        // round trips on newer connections keep them the most recently idle
+        for stream in &mut open[2..] {
+            assert_eq!(request_on(stream, &keep_alive_ping("again")).0, 200);
+        }
+        let mut ninth = TcpStream::connect(addr).unwrap();
+        assert_eq!(
+            request_on(&mut ninth, &keep_alive_ping("ninth")),
+            (200, "1001".into()),
+            "the 9th client is served"
+        );
+        assert!(closed_by_server(&mut open[1]), "c1, idle longest, was closed");
+        // c0, busy, was not: its request completes
+        open[0].write_all(b"st: x\r\n\r\n").unwrap();
+        assert_eq!(read_reply(&mut open[0]), (200, "1002".into()));
+        for stream in &mut open[2..] {
+            assert_eq!(request_on(stream, &keep_alive_ping("still")).0, 200);
+        }
+        // a 10th makes room in turn: the 9th, answered before c0 and
+        // c2..c7 were, has idled longest now
+        let mut tenth = TcpStream::connect(addr).unwrap();
+        assert_eq!(request_on(&mut tenth, &keep_alive_ping("tenth")).0, 200);
+        assert!(closed_by_server(&mut ninth), "the 9th was closed");
+        assert_eq!(request_on(&mut open[0], &keep_alive_ping("c0")).0, 200);
+    })
+    .await;
+    server.shutdown().await;
+}
+
+/// Log lines of `level` in `log`.
+fn lines_at<'a>(log: &'a str, level: &str) -> Vec<&'a str> {
+    let tag = format!(" {level} ");
+    log.lines().filter(|l| l.contains(&tag)).collect()
+}
+
+/// Constructions, destructions, expiries and refusals are logged at info,
+/// once each; a ping or init of a known app only at debug. Ids are escaped:
+/// a line separator in an id cannot split or forge a log line.
+#[test]
+fn updates_log_at_debug_and_everything_else_at_info() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let dispatch = tracing::Dispatch::new(subscriber);
+    let clock = ManualClock::new();
+    let registry = SharedRegistry::new(RegistryConfig::default(), Arc::new(clock.clone()));
+    let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    // one step: the request, and the info lines it must add
+    let step = |target: &str, info: &[&str]| {
+        let before = captured.text();
+        let reply = tracing::dispatcher::with_default(&dispatch, || {
+            registry.handle(target, None, peer)
+        });
+        let log = captured.text()[before.len()..].to_owned();
+        let infos = lines_at(&log, "INFO");
+        assert_eq!(infos.len(), info.len(), "{target}: {log}");
+        for (line, expected) in infos.iter().zip(info) {
+            assert!(line.contains(expected), "{target}: {line:?} vs {expected:?}");
+        }
+        (reply.status, log)
+    };
+    let (status, _) = step("/hb_init?1000&appid=a%E2%80%A8b", &["Construction of [a\\u{2028}b @ 127.0.0.1]"]);
+    assert_eq!(status, 200);
+    for _ in 0..3 {
+        let (status, log) = step("/hb_ping?1000&appid=a%E2%80%A8b", &[]);
+        assert_eq!(status, 200);
+        assert_eq!(lines_at(&log, "DEBUG").len(), 1, "{log}");
+        assert!(log.ends_with("Update of [a\\u{2028}b @ 127.0.0.1]\n"), "{log:?}");
+    }
+    let (status, _) = step("/hb_init?1000&appid=a%E2%80%A8b", &[]);
+    assert_eq!(status, 200, "an init of a known app is an update");
+    step("/hb_done?0&appid=a%E2%80%A8b", &["Destruction of [a\\u{2028}b @ 127.0.0.1]"]);
+    step("/hb_ping?0&appid=gone", &["Construction of [gone @ 127.0.0.1]"]);
+    clock.advance(Duration::from_secs(60));
+    step("/list", &["Expiry of [gone @ 127.0.0.1]"]);
+    let (status, _) = step(
+        "/hb_pong?1&appid=x",
+        &["request refused: ERROR: cannot process your request: [/hb_pong?1&appid=x]"],
+    );
+    assert_eq!(status, 400);
+    let full = SharedRegistry::new(
+        RegistryConfig {
+            max_apps: 0,
+            ..RegistryConfig::default()
+        },
+        Arc::new(clock.clone()),
+    );
+    let before = captured.text().len();
+    tracing::dispatcher::with_default(&dispatch, || {
+        assert_eq!(full.handle("/hb_ping?1&appid=y", None, peer).status, 503);
+    });
+    let log = captured.text()[before..].to_owned();
+    assert_eq!(lines_at(&log, "INFO").len(), 1, "{log}");
+    assert!(log.contains("Refusal of [y @ 127.0.0.1]"), "{log}");
+    assert!(
+        !captured.text().contains('\u{2028}'),
+        "no raw line separator in the log"
+    );
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or any request with
+/// two, gets `400` and runs nothing; HTTP/1.0 may leave `Host` out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http11_requests_need_exactly_one_host() {
+    let server = start(local()).await;
+    let addr = server.local_addr();
+    blocking(move || {
+        let no_host = call(addr, "GET /hb_ping?1&appid=nohost HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert_eq!(no_host, (400, "ERROR: an HTTP/1.1 request needs a Host header".into()));
+        let absolute = call(addr, "GET http://x/hb_ping?1&appid=abs HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert_eq!(absolute.0, 400, "absolute form needs Host too");
+        let two = "GET /hb_ping?1&appid=two HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n";
+        assert_eq!(call(addr, two), (400, "ERROR: more than one Host header".into()));
+        let two_10 = "GET /hb_ping?1&appid=two10 HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n";
+        assert_eq!(call(addr, two_10).0, 400);
+        assert_eq!(get(addr, "/list"), (200, String::new()), "nothing registered");
+        assert_eq!(call(addr, "GET /hb_ping?1&appid=old HTTP/1.0\r\n\r\n"), (200, "1001".into()));
+        assert_eq!(call(addr, "GET /hb_ping?1&appid=one HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), (200, "1001".into()));
+        assert_eq!(get(addr, "/list").1, "old @ 127.0.0.1\none @ 127.0.0.1\n");
+    })
+    .await;
+    server.shutdown().await;
 }
