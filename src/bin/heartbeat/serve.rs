@@ -49,14 +49,6 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     }
     let open_files = raise_open_file_limit();
     let max_connections = connection_cap(open_files, DEFAULT_MAX_CONNECTIONS);
-    match open_files {
-        Some(open_files) => tracing::info!(
-            open_files,
-            max_connections,
-            "connection cap derived from the open-file limit"
-        ),
-        None => tracing::warn!(max_connections, "cannot read the open-file limit"),
-    }
     server = server.max_connections(max_connections);
     let stop = match signals::interrupt_or_terminate() {
         Ok(stop) => stop,
@@ -72,6 +64,15 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
             return exit::CANNOT_LISTEN;
         }
     };
+    // after the bind, so that a failed one is a single line on stderr
+    match open_files {
+        Some(open_files) => tracing::info!(
+            open_files,
+            max_connections,
+            "connection cap derived from the open-file limit"
+        ),
+        None => tracing::warn!(max_connections, "cannot read the open-file limit"),
+    }
     println!("listening on {}", handle.url());
     let _ = std::io::stdout().flush();
     stop.await;
