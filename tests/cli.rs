@@ -702,7 +702,9 @@ fn raw_ping(stream: &mut std::net::TcpStream, app: &str) -> u16 {
     use std::io::Write;
     let request = format!("GET /hb_ping?1&appid={app} HTTP/1.1\r\nHost: x\r\n\r\n");
     stream.write_all(request.as_bytes()).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut reply = Vec::new();
     let mut chunk = [0u8; 512];
     loop {
@@ -716,7 +718,10 @@ fn raw_ping(stream: &mut std::net::TcpStream, app: &str) -> u16 {
             let length: usize = head
                 .to_ascii_lowercase()
                 .lines()
-                .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
                 .unwrap_or(0);
             if body.len() >= length {
                 return head[9..12].parse().unwrap();
@@ -765,7 +770,9 @@ async fn serve_fits_its_connection_cap_to_the_open_file_limit() {
     assert_eq!(output.code, Some(0), "{output:?}");
     let log = &output.stderr;
     assert!(
-        log.contains("connection cap derived from the open-file limit open_files=256 max_connections=192"),
+        log.contains(
+            "connection cap derived from the open-file limit open_files=256 max_connections=192"
+        ),
         "{log}"
     );
     assert!(!log.contains("accept failed"), "{log}");
@@ -773,7 +780,10 @@ async fn serve_fits_its_connection_cap_to_the_open_file_limit() {
     assert!(evictions >= 300 - 192, "{evictions} evictions: {log}");
 
     // a soft limit alone is raised to the hard one
-    let hard = Command::new("sh").args(["-c", "ulimit -H -n"]).output().unwrap();
+    let hard = Command::new("sh")
+        .args(["-c", "ulimit -H -n"])
+        .output()
+        .unwrap();
     let hard = String::from_utf8_lossy(&hard.stdout).trim().to_owned();
     let running = Running::start(shell(&format!(
         "ulimit -S -n 256 && exec '{BIN}' serve --bind 127.0.0.1:0"
@@ -792,7 +802,9 @@ async fn serve_fits_its_connection_cap_to_the_open_file_limit() {
     if let Ok(hard) = hard.parse::<u64>() {
         let cap = (hard - 64).min(10_000);
         assert!(
-            output.stderr.contains(&format!("open_files={hard} max_connections={cap}")),
+            output
+                .stderr
+                .contains(&format!("open_files={hard} max_connections={cap}")),
             "{output:?}"
         );
     }
@@ -809,7 +821,8 @@ async fn serve_exits_4_when_it_cannot_listen() {
     drop(taken);
     let help = run(heartbeat(&["--help"])).await;
     assert!(
-        help.stdout.contains("\n  4    serve: cannot listen on the address"),
+        help.stdout
+            .contains("\n  4    serve: cannot listen on the address"),
         "{help:?}"
     );
 }
@@ -825,8 +838,14 @@ async fn serve_logs_no_colour_escapes_into_a_pipe() {
         .await
         .unwrap();
     let url = line.strip_prefix("listening on ").unwrap().to_owned();
-    assert_ok(&run(against(&url, &["ping", "--app-id", "colour"])).await, "10000\n");
-    assert_ok(&run(against(&url, &["ping", "--app-id", "colour"])).await, "10000\n");
+    assert_ok(
+        &run(against(&url, &["ping", "--app-id", "colour"])).await,
+        "10000\n",
+    );
+    assert_ok(
+        &run(against(&url, &["ping", "--app-id", "colour"])).await,
+        "10000\n",
+    );
     let addr = url.strip_prefix("http://").unwrap().to_owned();
     let refused = tokio::task::spawn_blocking(move || {
         use std::io::Write;
@@ -843,7 +862,12 @@ async fn serve_logs_no_colour_escapes_into_a_pipe() {
     let output = tokio::task::spawn_blocking(move || running.finish())
         .await
         .unwrap();
-    assert!(output.stderr.contains("Construction of [colour @ 127.0.0.1]"), "{output:?}");
+    assert!(
+        output
+            .stderr
+            .contains("Construction of [colour @ 127.0.0.1]"),
+        "{output:?}"
+    );
     assert!(output.stderr.contains("DEBUG"), "{output:?}");
     assert!(output.stderr.contains("request refused"), "{output:?}");
     assert!(!output.stderr.contains('\u{1b}'), "{:?}", output.stderr);

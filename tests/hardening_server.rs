@@ -1166,7 +1166,10 @@ async fn past_the_cap_the_longest_idle_connection_makes_room() {
         let mut open: Vec<TcpStream> = (0..8)
             .map(|i| {
                 let mut stream = TcpStream::connect(addr).unwrap();
-                assert_eq!(request_on(&mut stream, &keep_alive_ping(&format!("c{i}"))), (200, "1001".into()));
+                assert_eq!(
+                    request_on(&mut stream, &keep_alive_ping(&format!("c{i}"))),
+                    (200, "1001".into())
+                );
                 stream
             })
             .collect();
@@ -1184,7 +1187,10 @@ async fn past_the_cap_the_longest_idle_connection_makes_room() {
             (200, "1001".into()),
             "the 9th client is served"
         );
-        assert!(closed_by_server(&mut open[1]), "c1, idle longest, was closed");
+        assert!(
+            closed_by_server(&mut open[1]),
+            "c1, idle longest, was closed"
+        );
         // c0, busy, was not: its request completes
         open[0].write_all(b"st: x\r\n\r\n").unwrap();
         assert_eq!(read_reply(&mut open[0]), (200, "1002".into()));
@@ -1227,29 +1233,43 @@ fn updates_log_at_debug_and_everything_else_at_info() {
     // one step: the request, and the info lines it must add
     let step = |target: &str, info: &[&str]| {
         let before = captured.text();
-        let reply = tracing::dispatcher::with_default(&dispatch, || {
-            registry.handle(target, None, peer)
-        });
+        let reply =
+            tracing::dispatcher::with_default(&dispatch, || registry.handle(target, None, peer));
         let log = captured.text()[before.len()..].to_owned();
         let infos = lines_at(&log, "INFO");
         assert_eq!(infos.len(), info.len(), "{target}: {log}");
         for (line, expected) in infos.iter().zip(info) {
-            assert!(line.contains(expected), "{target}: {line:?} vs {expected:?}");
+            assert!(
+                line.contains(expected),
+                "{target}: {line:?} vs {expected:?}"
+            );
         }
         (reply.status, log)
     };
-    let (status, _) = step("/hb_init?1000&appid=a%E2%80%A8b", &["Construction of [a\\u{2028}b @ 127.0.0.1]"]);
+    let (status, _) = step(
+        "/hb_init?1000&appid=a%E2%80%A8b",
+        &["Construction of [a\\u{2028}b @ 127.0.0.1]"],
+    );
     assert_eq!(status, 200);
     for _ in 0..3 {
         let (status, log) = step("/hb_ping?1000&appid=a%E2%80%A8b", &[]);
         assert_eq!(status, 200);
         assert_eq!(lines_at(&log, "DEBUG").len(), 1, "{log}");
-        assert!(log.ends_with("Update of [a\\u{2028}b @ 127.0.0.1]\n"), "{log:?}");
+        assert!(
+            log.ends_with("Update of [a\\u{2028}b @ 127.0.0.1]\n"),
+            "{log:?}"
+        );
     }
     let (status, _) = step("/hb_init?1000&appid=a%E2%80%A8b", &[]);
     assert_eq!(status, 200, "an init of a known app is an update");
-    step("/hb_done?0&appid=a%E2%80%A8b", &["Destruction of [a\\u{2028}b @ 127.0.0.1]"]);
-    step("/hb_ping?0&appid=gone", &["Construction of [gone @ 127.0.0.1]"]);
+    step(
+        "/hb_done?0&appid=a%E2%80%A8b",
+        &["Destruction of [a\\u{2028}b @ 127.0.0.1]"],
+    );
+    step(
+        "/hb_ping?0&appid=gone",
+        &["Construction of [gone @ 127.0.0.1]"],
+    );
     clock.advance(Duration::from_secs(60));
     step("/list", &["Expiry of [gone @ 127.0.0.1]"]);
     let (status, _) = step(
@@ -1284,17 +1304,43 @@ async fn http11_requests_need_exactly_one_host() {
     let server = start(local()).await;
     let addr = server.local_addr();
     blocking(move || {
-        let no_host = call(addr, "GET /hb_ping?1&appid=nohost HTTP/1.1\r\nConnection: close\r\n\r\n");
-        assert_eq!(no_host, (400, "ERROR: an HTTP/1.1 request needs a Host header".into()));
-        let absolute = call(addr, "GET http://x/hb_ping?1&appid=abs HTTP/1.1\r\nConnection: close\r\n\r\n");
+        let no_host = call(
+            addr,
+            "GET /hb_ping?1&appid=nohost HTTP/1.1\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(
+            no_host,
+            (400, "ERROR: an HTTP/1.1 request needs a Host header".into())
+        );
+        let absolute = call(
+            addr,
+            "GET http://x/hb_ping?1&appid=abs HTTP/1.1\r\nConnection: close\r\n\r\n",
+        );
         assert_eq!(absolute.0, 400, "absolute form needs Host too");
-        let two = "GET /hb_ping?1&appid=two HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n";
-        assert_eq!(call(addr, two), (400, "ERROR: more than one Host header".into()));
+        let two =
+            "GET /hb_ping?1&appid=two HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n";
+        assert_eq!(
+            call(addr, two),
+            (400, "ERROR: more than one Host header".into())
+        );
         let two_10 = "GET /hb_ping?1&appid=two10 HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n";
         assert_eq!(call(addr, two_10).0, 400);
-        assert_eq!(get(addr, "/list"), (200, String::new()), "nothing registered");
-        assert_eq!(call(addr, "GET /hb_ping?1&appid=old HTTP/1.0\r\n\r\n"), (200, "1001".into()));
-        assert_eq!(call(addr, "GET /hb_ping?1&appid=one HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), (200, "1001".into()));
+        assert_eq!(
+            get(addr, "/list"),
+            (200, String::new()),
+            "nothing registered"
+        );
+        assert_eq!(
+            call(addr, "GET /hb_ping?1&appid=old HTTP/1.0\r\n\r\n"),
+            (200, "1001".into())
+        );
+        assert_eq!(
+            call(
+                addr,
+                "GET /hb_ping?1&appid=one HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            ),
+            (200, "1001".into())
+        );
         assert_eq!(get(addr, "/list").1, "old @ 127.0.0.1\none @ 127.0.0.1\n");
     })
     .await;

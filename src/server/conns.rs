@@ -379,7 +379,9 @@ mod tests {
         assert_eq!(connections.evict_longest_idle(), None, "all fresh");
         for (since, reg) in [&a, &b, &c].into_iter().enumerate() {
             serve_one(reg.conn());
-            reg.conn().idle_since_us.store(since as u64, Ordering::SeqCst);
+            reg.conn()
+                .idle_since_us
+                .store(since as u64, Ordering::SeqCst);
         }
         // a turns busy again (the next request is arriving), d is answering
         assert!(a.conn().bytes_read());

@@ -408,7 +408,7 @@ async fn respond(
             return Ok(reply(Reply::error(
                 413,
                 format!("request body over {MAX_REQUEST_BODY} bytes or cut short"),
-            )))
+            )));
         }
         Err(_elapsed) => {
             tracing::info!(%peer, "request refused: body not received in time");

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use super::clock::{Clock, SystemClock};
 use super::registry::{Event, Registry, RegistryConfig};
-use crate::protocol::printable;
 use super::service::{apply, parse, Reply};
+use crate::protocol::printable;
 
 /// A [`Registry`] shared between connections, with the clock it runs on.
 ///
