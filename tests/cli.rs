@@ -621,7 +621,7 @@ async fn serve_refuses_what_it_cannot_bind() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let output = run(heartbeat(&["serve", "--bind", &addr])).await;
-    assert_failed(&output, 1, "heartbeat serve: cannot listen");
+    assert_failed(&output, 4, "heartbeat serve: cannot listen");
     let output = run(heartbeat(&["--url", "http://example.org:1", "serve"])).await;
     assert_failed(&output, 2, "heartbeat serve: invalid server URL");
 }
@@ -676,4 +676,199 @@ async fn demo_beats_until_sigterm_then_signs_off() {
         output.stdout.contains(&format!("hb_done: {GOODBYE}\n")),
         "{output:?}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Issue 10 (serve): connection cap from the open-file limit, exit code 4 for
+// a failed bind, no colour escapes in a log that is not a terminal
+// ---------------------------------------------------------------------------
+
+/// `sh -c SCRIPT` with the settings variables removed like [`heartbeat`].
+fn shell(script: &str) -> Command {
+    let command = heartbeat(&[]);
+    let mut sh = Command::new("sh");
+    sh.arg("-c").arg(script);
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => sh.env(name, value),
+            None => sh.env_remove(name),
+        };
+    }
+    sh
+}
+
+/// One kept-alive `hb_ping` on `stream`; the status code.
+fn raw_ping(stream: &mut std::net::TcpStream, app: &str) -> u16 {
+    use std::io::Write;
+    let request = format!("GET /hb_ping?1&appid={app} HTTP/1.1\r\nHost: x\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        let n = stream
+            .read(&mut chunk)
+            .unwrap_or_else(|e| panic!("no reply to {app}: {e}"));
+        assert!(n > 0, "{app}: closed before a reply");
+        reply.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&reply);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .to_ascii_lowercase()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return head[9..12].parse().unwrap();
+            }
+        }
+    }
+}
+
+/// Under `ulimit -n 256`, `serve` caps connections at 192 and says so;
+/// 300 kept-alive clients are all answered (the longest-idle connections
+/// make room) instead of accepts failing with "Too many open files".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_fits_its_connection_cap_to_the_open_file_limit() {
+    let running = Running::start(shell(&format!(
+        "ulimit -n 256 && exec '{BIN}' serve --bind 127.0.0.1:0"
+    )));
+    let (line, running) = tokio::task::spawn_blocking(move || (running.line(), running))
+        .await
+        .unwrap();
+    let addr = line
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("first line: {line:?}"))
+        .to_owned();
+    let statuses = tokio::task::spawn_blocking(move || {
+        let mut open = Vec::new();
+        let mut statuses = Vec::new();
+        for i in 0..300 {
+            let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+            statuses.push(raw_ping(&mut stream, &format!("c{i}")));
+            open.push(stream);
+        }
+        // the newest are still open and served
+        for (i, stream) in open.iter_mut().enumerate().skip(290) {
+            statuses.push(raw_ping(stream, &format!("c{i}")));
+        }
+        statuses
+    })
+    .await
+    .unwrap();
+    assert_eq!(statuses.len(), 310);
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    running.signal("TERM");
+    let output = tokio::task::spawn_blocking(move || running.finish())
+        .await
+        .unwrap();
+    assert_eq!(output.code, Some(0), "{output:?}");
+    let log = &output.stderr;
+    assert!(
+        log.contains(
+            "connection cap derived from the open-file limit open_files=256 max_connections=192"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("accept failed"), "{log}");
+    let evictions = log.matches("closed the longest-idle connection").count();
+    assert!(evictions >= 300 - 192, "{evictions} evictions: {log}");
+
+    // a soft limit alone is raised to the hard one
+    let hard = Command::new("sh")
+        .args(["-c", "ulimit -H -n"])
+        .output()
+        .unwrap();
+    let hard = String::from_utf8_lossy(&hard.stdout).trim().to_owned();
+    let running = Running::start(shell(&format!(
+        "ulimit -S -n 256 && exec '{BIN}' serve --bind 127.0.0.1:0"
+    )));
+    let running = tokio::task::spawn_blocking(move || {
+        running.line();
+        running
+    })
+    .await
+    .unwrap();
+    running.signal("TERM");
+    let output = tokio::task::spawn_blocking(move || running.finish())
+        .await
+        .unwrap();
+    assert!(!output.stderr.contains("open_files=256 "), "{output:?}");
+    if let Ok(hard) = hard.parse::<u64>() {
+        let cap = (hard - 64).min(10_000);
+        assert!(
+            output
+                .stderr
+                .contains(&format!("open_files={hard} max_connections={cap}")),
+            "{output:?}"
+        );
+    }
+}
+
+/// A port already taken: exit code 4 ("cannot listen"), documented in the
+/// help, one line on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_exits_4_when_it_cannot_listen() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = run(heartbeat(&["serve", "--bind", &addr])).await;
+    assert_failed(&output, 4, "heartbeat serve: cannot listen: ");
+    drop(taken);
+    let help = run(heartbeat(&["--help"])).await;
+    assert!(
+        help.stdout
+            .contains("\n  4    serve: cannot listen on the address"),
+        "{help:?}"
+    );
+}
+
+/// With stderr a pipe, `serve`'s log has no colour escapes (no ESC byte),
+/// even at debug level and with refusals and errors logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_no_colour_escapes_into_a_pipe() {
+    let mut command = heartbeat(&["serve", "--bind", "127.0.0.1:0"]);
+    command.env("RUST_LOG", "debug");
+    let running = Running::start(command);
+    let (line, running) = tokio::task::spawn_blocking(move || (running.line(), running))
+        .await
+        .unwrap();
+    let url = line.strip_prefix("listening on ").unwrap().to_owned();
+    assert_ok(
+        &run(against(&url, &["ping", "--app-id", "colour"])).await,
+        "10000\n",
+    );
+    assert_ok(
+        &run(against(&url, &["ping", "--app-id", "colour"])).await,
+        "10000\n",
+    );
+    let addr = url.strip_prefix("http://").unwrap().to_owned();
+    let refused = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.write_all(b"GET /hb_pong HTTP/1.0\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        reply
+    })
+    .await
+    .unwrap();
+    assert!(refused.starts_with("HTTP/1.0 400 "), "{refused}");
+    running.signal("TERM");
+    let output = tokio::task::spawn_blocking(move || running.finish())
+        .await
+        .unwrap();
+    assert!(
+        output
+            .stderr
+            .contains("Construction of [colour @ 127.0.0.1]"),
+        "{output:?}"
+    );
+    assert!(output.stderr.contains("DEBUG"), "{output:?}");
+    assert!(output.stderr.contains("request refused"), "{output:?}");
+    assert!(!output.stderr.contains('\u{1b}'), "{:?}", output.stderr);
 }

@@ -7,8 +7,11 @@
 //!   (503, no growth), request head size (431), body size (413), clients
 //!   that connect and send nothing (closed after `head_timeout`), bodies
 //!   that never arrive (408 after `head_timeout`), connections past
-//!   `max_connections` (wait their turn), `HEAD` (405, runs nothing);
-//! - the warning when binding beyond loopback.
+//!   `max_connections` (the longest-idle one is closed to make room, or
+//!   they wait their turn when none is idle), `HEAD` (405, runs nothing),
+//!   HTTP/1.1 without exactly one `Host` (400; issue 10).
+//!
+//! What the server logs is tested in `server_logs.rs`.
 #![cfg(feature = "server")]
 
 use std::collections::BTreeSet;
@@ -735,8 +738,8 @@ async fn half_closed_clients_still_get_their_reply() {
         let requests = [
             "GET /hb_ping?1&appid=nc HTTP/1.0\r\n\r\n",
             "GET /list HTTP/1.1\r\nHost: x\r\n\r\n",
-            "GET http://x/status HTTP/1.1\r\n\r\n",
-            "POST /hb_init?1 HTTP/1.1\r\nContent-Length: 8\r\n\r\nappid=nc",
+            "GET http://x/status HTTP/1.1\r\nHost: x\r\n\r\n",
+            "POST /hb_init?1 HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\nappid=nc",
         ];
         for round in 0..50 {
             for request in requests {
@@ -1044,54 +1047,164 @@ async fn connections_past_the_cap_wait_their_turn() {
     server.shutdown().await;
 }
 
-/// A `MakeWriter` that keeps everything written to it.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+// ---------------------------------------------------------------------------
+// Issue 10: connection cap evictions, Host (log levels: tests/server_logs.rs)
+// ---------------------------------------------------------------------------
 
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
+/// Send one keep-alive request on `stream` and read its reply: `(status, body)`.
+fn request_on(stream: &mut TcpStream, request: &str) -> (u16, String) {
+    stream.write_all(request.as_bytes()).unwrap();
+    read_reply(stream)
+}
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+/// Read one reply (head and Content-Length body) from `stream`.
+fn read_reply(stream: &mut TcpStream) -> (u16, String) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).expect("a reply in time");
+        assert!(n > 0, "closed before a whole reply: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        if buf.len() >= end + 4 + length {
+            let status = head[9..12].parse().unwrap();
+            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
+            return (status, body);
+        }
     }
 }
 
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+fn keep_alive_ping(app: &str) -> String {
+    format!("GET /hb_ping?1&appid={app} HTTP/1.1\r\nHost: x\r\n\r\n")
+}
+
+/// Whether the server closed `stream` (EOF or reset) within 10 s.
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn binding_beyond_loopback_is_warned_about() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+/// At the connection cap (8), a 9th client is served at once: the server
+/// closes the connection idle longest to make room, never one that is in
+/// the middle of a request, and the others stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_cap_the_longest_idle_connection_makes_room() {
+    let server = start(
+        local()
+            .max_connections(8)
+            .head_timeout(Duration::from_secs(60)),
+    )
+    .await;
+    let addr = server.local_addr();
+    blocking(move || {
+        let mut open: Vec<TcpStream> = (0..8)
+            .map(|i| {
+                let mut stream = TcpStream::connect(addr).unwrap();
+                assert_eq!(
+                    request_on(&mut stream, &keep_alive_ping(&format!("c{i}"))),
+                    (200, "1001".into())
+                );
+                stream
+            })
+            .collect();
+        // the oldest starts its next request (head not finished): busy
+        open[0]
+            .write_all(b"GET /hb_ping?2&appid=c0 HTTP/1.1\r\nHo")
+            .unwrap();
+        // round trips on newer connections keep them the most recently idle
+        for stream in &mut open[2..] {
+            assert_eq!(request_on(stream, &keep_alive_ping("again")).0, 200);
+        }
+        let mut ninth = TcpStream::connect(addr).unwrap();
+        assert_eq!(
+            request_on(&mut ninth, &keep_alive_ping("ninth")),
+            (200, "1001".into()),
+            "the 9th client is served"
+        );
+        assert!(
+            closed_by_server(&mut open[1]),
+            "c1, idle longest, was closed"
+        );
+        // c0, busy, was not: its request completes
+        open[0].write_all(b"st: x\r\n\r\n").unwrap();
+        assert_eq!(read_reply(&mut open[0]), (200, "1002".into()));
+        for stream in &mut open[2..] {
+            assert_eq!(request_on(stream, &keep_alive_ping("still")).0, 200);
+        }
+        // a 10th makes room in turn: the 9th, answered before c0 and
+        // c2..c7 were, has idled longest now
+        let mut tenth = TcpStream::connect(addr).unwrap();
+        assert_eq!(request_on(&mut tenth, &keep_alive_ping("tenth")).0, 200);
+        assert!(closed_by_server(&mut ninth), "the 9th was closed");
+        assert_eq!(request_on(&mut open[0], &keep_alive_ping("c0")).0, 200);
+    })
+    .await;
+    server.shutdown().await;
+}
 
-    let loopback = start(local()).await;
-    loopback.shutdown().await;
-    assert!(
-        !captured.text().contains("non-loopback"),
-        "no warning on 127.0.0.1: {}",
-        captured.text()
-    );
-
-    let everywhere = start(Server::bind("0.0.0.0:0".parse().unwrap())).await;
-    let port = everywhere.local_addr().port();
-    everywhere.shutdown().await;
-    let log = captured.text();
-    let line = log
-        .lines()
-        .find(|l| l.contains("non-loopback"))
-        .unwrap_or_else(|| panic!("no warning for 0.0.0.0: {log:?}"));
-    assert!(line.contains("WARN"), "{line}");
-    assert!(line.contains(&format!("0.0.0.0:{port}")), "{line}");
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or any request with
+/// two, gets `400` and runs nothing; HTTP/1.0 may leave `Host` out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http11_requests_need_exactly_one_host() {
+    let server = start(local()).await;
+    let addr = server.local_addr();
+    blocking(move || {
+        let no_host = call(
+            addr,
+            "GET /hb_ping?1&appid=nohost HTTP/1.1\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(
+            no_host,
+            (400, "ERROR: an HTTP/1.1 request needs a Host header".into())
+        );
+        let absolute = call(
+            addr,
+            "GET http://x/hb_ping?1&appid=abs HTTP/1.1\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(absolute.0, 400, "absolute form needs Host too");
+        let two =
+            "GET /hb_ping?1&appid=two HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n";
+        assert_eq!(
+            call(addr, two),
+            (400, "ERROR: more than one Host header".into())
+        );
+        let two_10 = "GET /hb_ping?1&appid=two10 HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n";
+        assert_eq!(call(addr, two_10).0, 400);
+        assert_eq!(
+            get(addr, "/list"),
+            (200, String::new()),
+            "nothing registered"
+        );
+        assert_eq!(
+            call(addr, "GET /hb_ping?1&appid=old HTTP/1.0\r\n\r\n"),
+            (200, "1001".into())
+        );
+        assert_eq!(
+            call(
+                addr,
+                "GET /hb_ping?1&appid=one HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            ),
+            (200, "1001".into())
+        );
+        assert_eq!(get(addr, "/list").1, "old @ 127.0.0.1\none @ 127.0.0.1\n");
+    })
+    .await;
+    server.shutdown().await;
 }

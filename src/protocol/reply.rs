@@ -102,11 +102,13 @@ pub fn parse_text(body: &[u8]) -> Result<String, ParseError> {
     text(body).map(str::to_owned)
 }
 
-/// `text` made safe to print on a terminal: every control character
-/// (escape sequences' `ESC`, `CR`, `LF`, tab, `DEL`, the C1 controls) is
-/// replaced by its Rust escape (`\u{1b}`, `\r`, `\n`, ...), so text a server
-/// sent can neither move the cursor, recolour or retitle the terminal, nor
-/// break one line into several. Borrowed when there is nothing to escape.
+/// `text` made safe to print on a terminal or in a log line: every control
+/// character (escape sequences' `ESC`, `CR`, `LF`, tab, `DEL`, the C1
+/// controls) and the Unicode line and paragraph separators (U+2028,
+/// U+2029) are replaced by their Rust escapes (`\u{1b}`, `\r`, `\n`,
+/// `\u{2028}`, ...), so text a peer sent can neither move the cursor,
+/// recolour or retitle the terminal, nor break one line into several.
+/// Borrowed when there is nothing to escape.
 ///
 /// Print multi-line replies (such as `/list`) line by line, each through
 /// `printable`.
@@ -115,14 +117,16 @@ pub fn parse_text(body: &[u8]) -> Result<String, ParseError> {
 /// use heartbeat_sdk::protocol::printable;
 /// assert_eq!(printable("OK - fine application [a]"), "OK - fine application [a]");
 /// assert_eq!(printable("\u{1b}[2Jx\r\ny"), "\\u{1b}[2Jx\\r\\ny");
+/// assert_eq!(printable("a\u{2028}b"), "a\\u{2028}b");
 /// ```
 pub fn printable(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    let escaped = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if !text.chars().any(escaped) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c.is_control() {
+        if escaped(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);

@@ -10,17 +10,20 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW, CONNECTION, CONTENT_TYPE};
+use hyper::header::{
+    HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW, CONNECTION, CONTENT_TYPE, HOST,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::clock::{Clock, SystemClock};
+use super::conns::{AcceptBackoff, Connections, TrackedBody, TrackedIo};
 use super::registry::RegistryConfig;
 use super::service::{Answer, Reply};
 use super::shared::SharedRegistry;
@@ -135,11 +138,21 @@ impl Server {
     }
 
     /// The most connections served at once (default
-    /// [`DEFAULT_MAX_CONNECTIONS`], at least 1). When that many are open the
-    /// server stops accepting until one closes: further clients wait in the
-    /// kernel's listen backlog (and are served in turn) rather than being
-    /// refused. Silent or idle connections are closed after
-    /// [`head_timeout`](Server::head_timeout), so a full server frees up.
+    /// [`DEFAULT_MAX_CONNECTIONS`], at least 1). When that many are open and
+    /// another client connects, the server closes the connection that has
+    /// been idle longest (kept alive, waiting for its next request; logged
+    /// at info) to serve the new one; a connection reading or answering a
+    /// request is never closed for that. When none is idle, the new client
+    /// waits (and further ones in the kernel's listen backlog) until one
+    /// turns idle or closes, rather than being refused. Silent or idle
+    /// connections are closed after [`head_timeout`](Server::head_timeout),
+    /// so a full server frees up.
+    ///
+    /// Each connection holds a file descriptor: keep the cap below the
+    /// process's open-file limit (`RLIMIT_NOFILE`, often 1024 by default),
+    /// with room for the listener and files, or accepts fail with "Too many
+    /// open files". `heartbeat serve` raises that limit and derives its cap
+    /// from it; a library user sizes it as fits the process.
     pub fn max_connections(mut self, max: usize) -> Server {
         self.max_connections = max.clamp(1, Semaphore::MAX_PERMITS);
         self
@@ -160,7 +173,11 @@ impl Server {
             max_connections: self.max_connections,
         };
         let task = tokio::spawn(serve(listener, state.clone(), limits, stopped));
-        tracing::info!(%local_addr, "heartbeat server listening");
+        tracing::info!(
+            %local_addr,
+            max_connections = self.max_connections,
+            "heartbeat server listening"
+        );
         Ok(ServerHandle {
             local_addr,
             state,
@@ -254,8 +271,9 @@ async fn serve(
         write_timeout,
         max_connections,
     } = limits;
-    // One permit per open connection: when none is left, stop accepting
-    // (clients queue in the listen backlog) until a connection ends.
+    // One permit per open connection: when none is left, a new client's
+    // connection takes the slot of the longest-idle one, or waits (and
+    // later clients queue in the listen backlog) until one frees up.
     let permits = Arc::new(Semaphore::new(max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
@@ -267,44 +285,117 @@ async fn serve(
         // some shell scripts) still gets its reply
         .half_close(true)
         .keep_alive(true);
+    let connections = Connections::new();
+    let mut backoff = AcceptBackoff::default();
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_closed) => break, // never closed
-            },
-            _ = &mut stopped => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    // e.g. out of file descriptors: back off instead of spinning
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
+                    // e.g. out of file descriptors: back off instead of
+                    // spinning, and log the first failure of a burst only
+                    let (pause, first) = backoff.failed();
+                    if first {
+                        tracing::warn!(%error, "accept failed: pausing; further failures until an accept succeeds are not logged");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => continue,
+                        _ = &mut stopped => break,
+                    }
                 }
             },
             _ = &mut stopped => break,
         };
-        let _ = stream.set_nodelay(true);
-        let state = state.clone();
+        if let Some(failures) = backoff.succeeded() {
+            tracing::warn!(failures, "accepting again after failed accepts");
+        }
         let peer = peer.ip().to_canonical();
-        let service =
-            service_fn(move |request| respond(state.clone(), peer, head_timeout, request));
-        let connection = graceful.watch(builder.serve_connection(
-            WriteTimeout::new(TokioIo::new(stream), write_timeout),
-            service,
-        ));
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => tokio::select! {
+                permit = make_room(&permits, &connections) => permit,
+                _ = &mut stopped => break,
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let registration = connections.register(peer);
+        let conn = Arc::clone(registration.conn());
+        let io = WriteTimeout::new(
+            TokioIo::new(TrackedIo::new(stream, Arc::clone(&conn))),
+            write_timeout,
+        );
+        let state = state.clone();
+        let service = {
+            let conn = Arc::clone(&conn);
+            service_fn(move |request| {
+                conn.request_started();
+                let conn = Arc::clone(&conn);
+                let response = respond(state.clone(), peer, head_timeout, request);
+                async move {
+                    let response = response.await?;
+                    Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, conn)))
+                }
+            })
+        };
+        let connection = graceful.watch(builder.serve_connection(io, service));
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+            tokio::select! {
+                result = connection => if let Err(error) = result {
+                    if error.is_parse() || error.is_parse_too_large() {
+                        // hyper answered 400 or 431
+                        tracing::info!(%peer, %error, "request refused");
+                    } else {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
+                },
+                // dropping the idle connection closes it
+                () = conn.evicted() => {}
             }
+            drop(registration);
             drop(permit);
         });
     }
     drop(listener);
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+}
+
+/// A slot for a new connection when all are taken: close the connection
+/// idle longest and take its slot; when none is idle, wait for one to turn
+/// idle or for any to close.
+async fn make_room(permits: &Arc<Semaphore>, connections: &Connections) -> OwnedSemaphorePermit {
+    loop {
+        if let Some(evicted) = connections.evict_longest_idle() {
+            tracing::info!(
+                peer = %evicted.peer,
+                idle_ms = evicted.idle_for.as_millis(),
+                "connection cap reached: closed the longest-idle connection"
+            );
+            // its task ends at once and releases its permit
+            if let Ok(permit) = permits.clone().acquire_owned().await {
+                return permit;
+            }
+        }
+        tokio::select! {
+            permit = permits.clone().acquire_owned() => if let Ok(permit) = permit {
+                return permit;
+            },
+            () = connections.some_became_idle() => {}
+        }
+    }
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or any request with
+/// more than one, is a `400`. (HTTP/1.0 clients, such as the reference's,
+/// may leave it out.)
+fn check_host(request: &Request<Incoming>) -> Result<(), Reply> {
+    let hosts = request.headers().get_all(HOST).iter().count();
+    if hosts > 1 {
+        return Err(Reply::error(400, "more than one Host header"));
+    }
+    if hosts == 0 && request.version() >= Version::HTTP_11 {
+        return Err(Reply::error(400, "an HTTP/1.1 request needs a Host header"));
+    }
+    Ok(())
 }
 
 async fn respond(
@@ -323,7 +414,12 @@ async fn respond(
         response
             .headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET, POST"));
+        tracing::info!(%peer, method = %request.method(), "request refused: method not allowed");
         return Ok(response);
+    }
+    if let Err(refusal) = check_host(&request) {
+        tracing::info!(%peer, "request refused: {}", refusal.body);
+        return Ok(reply(refusal));
     }
     let target = request
         .uri()
@@ -333,12 +429,14 @@ async fn respond(
     let body = match tokio::time::timeout(body_timeout, collect).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(_)) => {
+            tracing::info!(%peer, "request refused: body too large or cut short");
             return Ok(reply(Reply::error(
                 413,
                 format!("request body over {MAX_REQUEST_BODY} bytes or cut short"),
-            )))
+            )));
         }
         Err(_elapsed) => {
+            tracing::info!(%peer, "request refused: body not received in time");
             // the rest of the body is never read: close the connection
             let mut response = reply(Reply::error(
                 408,

@@ -17,6 +17,8 @@ pub mod service;
 mod shared;
 
 #[cfg(feature = "server")]
+mod conns;
+#[cfg(feature = "server")]
 mod http;
 
 pub use clock::{Clock, ManualClock, SystemClock};

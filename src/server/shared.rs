@@ -6,14 +6,19 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use super::clock::{Clock, SystemClock};
-use super::registry::{Registry, RegistryConfig};
+use super::registry::{Event, Registry, RegistryConfig};
 use super::service::{parse, prepare, Answer, Reply};
+use crate::protocol::printable;
 
 /// A [`Registry`] shared between connections, with the clock it runs on.
 ///
 /// Every request goes through [`SharedRegistry::handle`]: decode (outside
-/// the lock), update and reply (under it), then log what happened (construction, update, destruction, expiry)
-/// through `tracing` at info level, as the reference server does.
+/// the lock), update and reply (under it), then log what happened through
+/// `tracing`: constructions, destructions, expiries and refusals (a bad
+/// request, a full registry) at info, updates (a ping or init of a known
+/// app) at debug, so that a busy server's log stays small. Ids and request
+/// text are logged through [`printable`], so a peer cannot forge or break
+/// log lines.
 #[derive(Debug)]
 pub struct SharedRegistry {
     registry: Mutex<Registry>,
@@ -41,14 +46,21 @@ impl SharedRegistry {
     pub(crate) fn answer(&self, target: &str, form_body: Option<&[u8]>, peer: IpAddr) -> Answer {
         let command = match parse(target, form_body) {
             Ok(command) => command,
-            Err(reply) => return Answer::Ready(reply),
+            Err(reply) => {
+                tracing::info!(%peer, status = reply.status, "request refused: {}", printable(&reply.body));
+                return Answer::Ready(reply);
+            }
         };
         let (answer, events) = self.with_registry(|registry, now| {
             let answer = prepare(registry, command, peer, now);
             (answer, registry.take_events())
         });
         for event in events {
-            tracing::info!("{event}");
+            if let Event::Updated(_) = event {
+                tracing::debug!("{}", printable(&event.to_string()));
+            } else {
+                tracing::info!("{}", printable(&event.to_string()));
+            }
         }
         answer
     }

@@ -11,6 +11,8 @@ pub const UNREACHABLE: u8 = 1;
 pub const USAGE: u8 = 2;
 /// The server answered, but with an error status or an unreadable reply.
 pub const SERVER_ERROR: u8 = 3;
+/// `serve`: cannot listen on the address (in use, not allowed, not local).
+pub const CANNOT_LISTEN: u8 = 4;
 /// `wrap`: CMD was found but could not be started.
 pub const CANNOT_RUN: u8 = 126;
 /// `wrap`: CMD was not found.
@@ -23,6 +25,7 @@ Exit codes:
   1    server unreachable or too slow (--timeout)
   2    bad command line or settings (URL, app id, timeout)
   3    server answered with an error status or an unreadable reply
+  4    serve: cannot listen on the address (in use, not allowed)
   check: 0 OK, 1 WARNING, 2 CRITICAL (also: server unreachable), 3 UNKNOWN
   wrap:  CMD's exit code, 128+N if CMD was killed by signal N, 126 cannot run, 127 not found";
 

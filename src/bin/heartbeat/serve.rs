@@ -3,17 +3,27 @@
 
 use std::io::Write;
 
-use heartbeat_sdk::server::Server;
+use heartbeat_sdk::server::{Server, DEFAULT_MAX_CONNECTIONS};
 use heartbeat_sdk::{Error, Settings};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
 use crate::args::{Global, ServeArgs};
 use crate::{exit, signals};
 
+/// File descriptors kept free of connections: the listener, stdio, log
+/// files, and whatever else the process opens.
+const FD_HEADROOM: u64 = 64;
+
 /// Listen on `--bind`, else on the address of `--url` / `HB_URL`, else on
 /// `HB_HOST`:`HB_PORT` (default `127.0.0.1:8888`); print
-/// `listening on http://ADDR` on stdout; log every construction, update,
-/// destruction and expiry (tracing, info); stop gracefully on Ctrl+C or
-/// SIGTERM and return 0. `APP_ID` / `--app-id` play no part.
+/// `listening on http://ADDR` on stdout; log constructions, destructions,
+/// expiries and refusals (tracing, info; updates at debug); stop gracefully
+/// on Ctrl+C or SIGTERM and return 0. `APP_ID` / `--app-id` play no part.
+///
+/// At start the soft open-file limit is raised to the hard one, and the
+/// connection cap is that limit less [`FD_HEADROOM`] (at most
+/// [`DEFAULT_MAX_CONNECTIONS`]), so that connections never run the process
+/// out of file descriptors.
 pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     let server = match args.bind {
         Some(addr) => Ok(Server::bind(addr)),
@@ -37,6 +47,9 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     if let Some(max_apps) = args.max_apps {
         server = server.max_apps(usize::try_from(max_apps).unwrap_or(usize::MAX));
     }
+    let open_files = raise_open_file_limit();
+    let max_connections = connection_cap(open_files, DEFAULT_MAX_CONNECTIONS);
+    server = server.max_connections(max_connections);
     let stop = match signals::interrupt_or_terminate() {
         Ok(stop) => stop,
         Err(error) => {
@@ -48,13 +61,64 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
         Ok(handle) => handle,
         Err(error) => {
             eprintln!("heartbeat serve: cannot listen: {error}");
-            return exit::UNREACHABLE;
+            return exit::CANNOT_LISTEN;
         }
     };
+    // after the bind, so that a failed one is a single line on stderr
+    match open_files {
+        Some(open_files) => tracing::info!(
+            open_files,
+            max_connections,
+            "connection cap derived from the open-file limit"
+        ),
+        None => tracing::warn!(max_connections, "cannot read the open-file limit"),
+    }
     println!("listening on {}", handle.url());
     let _ = std::io::stdout().flush();
     stop.await;
     tracing::info!("signal received: shutting down");
     handle.shutdown().await;
     exit::OK
+}
+
+/// Raise the soft `RLIMIT_NOFILE` as far as the hard one allows; the soft
+/// limit then in force, or `None` if it cannot be read.
+fn raise_open_file_limit() -> Option<u64> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    // an unlimited hard limit is refused above the kernel's nr_open (Linux)
+    // or OPEN_MAX (macOS): then try the usual ceilings
+    for target in [hard, 1 << 20, 10_240] {
+        if target <= soft {
+            break;
+        }
+        if target <= hard && setrlimit(Resource::RLIMIT_NOFILE, target, hard).is_ok() {
+            return Some(target);
+        }
+    }
+    Some(soft)
+}
+
+/// The connection cap for a soft open-file limit of `open_files`: that
+/// limit less [`FD_HEADROOM`], at least 1, and never above `configured`.
+fn connection_cap(open_files: Option<u64>, configured: usize) -> usize {
+    let Some(open_files) = open_files else {
+        return configured;
+    };
+    let fits = usize::try_from(open_files.saturating_sub(FD_HEADROOM)).unwrap_or(usize::MAX);
+    fits.clamp(1, configured.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_leaves_headroom_below_the_open_file_limit() {
+        assert_eq!(connection_cap(Some(1024), 10_000), 960);
+        assert_eq!(connection_cap(Some(256), 10_000), 192);
+        assert_eq!(connection_cap(Some(1 << 20), 10_000), 10_000);
+        assert_eq!(connection_cap(Some(u64::MAX), 10_000), 10_000);
+        assert_eq!(connection_cap(Some(10), 10_000), 1);
+        assert_eq!(connection_cap(None, 10_000), 10_000);
+    }
 }
