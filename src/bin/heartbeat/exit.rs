@@ -11,6 +11,10 @@ pub const UNREACHABLE: u8 = 1;
 pub const USAGE: u8 = 2;
 /// The server answered, but with an error status or an unreadable reply.
 pub const SERVER_ERROR: u8 = 3;
+/// stdout could not be written (a full disk, an I/O error): sysexits'
+/// `EX_IOERR`. A closed pipe is not a failure: the command ends quietly with
+/// the code it had (see [`crate::output`]). `check` exits 3 (UNKNOWN) instead.
+pub const CANNOT_WRITE: u8 = 74;
 /// `wrap`: CMD was found but could not be started.
 pub const CANNOT_RUN: u8 = 126;
 /// `wrap`: CMD was not found.
@@ -23,7 +27,8 @@ Exit codes:
   1    server unreachable or too slow (--timeout)
   2    bad command line or settings (URL, app id, timeout)
   3    server answered with an error status or an unreadable reply
-  check: 0 OK, 1 WARNING, 2 CRITICAL (also: server unreachable), 3 UNKNOWN
+  74   stdout could not be written (disk full, I/O error); a closed pipe is no error
+  check: 0 OK, 1 WARNING, 2 CRITICAL (also: server unreachable), 3 UNKNOWN (also: stdout unwritable)
   wrap:  CMD's exit code, 128+N if CMD was killed by signal N, 126 cannot run, 127 not found";
 
 /// The exit code for a failed request.
@@ -38,7 +43,7 @@ pub fn for_error(error: &Error) -> u8 {
 /// Print `heartbeat WHAT: ERROR (ROOT CAUSE)` as one line on stderr and
 /// return the exit code for `error`.
 pub fn report(what: &str, error: &Error) -> u8 {
-    eprintln!("heartbeat {what}: {}", one_line(error));
+    crate::output::error_line(&format!("heartbeat {what}: {}", one_line(error)));
     for_error(error)
 }
 

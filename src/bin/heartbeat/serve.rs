@@ -1,19 +1,19 @@
 //! `serve`: the embedded heartbeat server as a program, a drop-in for the
 //! reference server.
 
-use std::io::Write;
-
 use heartbeat_sdk::server::Server;
 use heartbeat_sdk::{Error, Settings};
 
 use crate::args::{Global, ServeArgs};
-use crate::{exit, signals};
+use crate::{exit, output, signals};
 
 /// Listen on `--bind`, else on the address of `--url` / `HB_URL`, else on
 /// `HB_HOST`:`HB_PORT` (default `127.0.0.1:8888`); print
 /// `listening on http://ADDR` on stdout; log every construction, update,
 /// destruction and expiry (tracing, info); stop gracefully on Ctrl+C or
-/// SIGTERM and return 0. `APP_ID` / `--app-id` play no part.
+/// SIGTERM and return 0. `APP_ID` / `--app-id` play no part. A stdout or
+/// stderr that is closed or full does not stop it: the address line and the
+/// logs are then dropped, and the server serves on.
 pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     let server = match args.bind {
         Some(addr) => Ok(Server::bind(addr)),
@@ -51,8 +51,13 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
             return exit::UNREACHABLE;
         }
     };
-    println!("listening on {}", handle.url());
-    let _ = std::io::stdout().flush();
+    // best effort: a closed or full stdout (`serve | head -1`) or stderr
+    // does not stop the server; it serves on until Ctrl+C or SIGTERM
+    if let Err(output::Unwritten::Failed(error)) =
+        output::stdout(&format!("listening on {}\n", handle.url()))
+    {
+        tracing::warn!("cannot write the address to stdout: {error}");
+    }
     stop.await;
     tracing::info!("signal received: shutting down");
     handle.shutdown().await;
