@@ -878,7 +878,10 @@ impl Drop for KillOnDrop {
 async fn wrap_forwards_hup_usr1_term_to_the_child_and_grandchild_then_sends_done() {
     let server = start().await;
     let url = server.url();
-    let script = "sleep 300 & echo $$ $! > \"$0.tmp\" && mv \"$0.tmp\" \"$0\"; wait";
+    // the grandchild's output not on the wrapper's pipes: a grandchild left
+    // running would make finish() wait for it
+    let script =
+        "sleep 300 >/dev/null 2>&1 & echo $$ $! > \"$0.tmp\" && mv \"$0.tmp\" \"$0\"; wait";
     for (signal, number) in [("HUP", 1), ("USR1", 10), ("TERM", 15)] {
         let pids_file = temp_path(&format!("pids-{signal}"));
         let pids_arg = pids_file.display().to_string();
@@ -913,10 +916,16 @@ async fn a_wrapper_killed_by_sigkill_takes_its_child_along() {
     let pids_file = temp_path("pids-KILL");
     let pids_arg = pids_file.display().to_string();
     let script = "echo $$ > \"$0.tmp\" && mv \"$0.tmp\" \"$0\"; exec sleep 300";
-    let running = Running::start(against(
-        &closed_port_url(),
-        &["wrap", "--", "sh", "-c", script, &pids_arg],
-    ));
+    // CMD's output not piped here: a CMD left running would hold the pipes
+    // open and make finish() wait for it
+    let running = Running::start_with(
+        against(
+            &closed_port_url(),
+            &["wrap", "--", "sh", "-c", script, &pids_arg],
+        ),
+        Stdio::null(),
+        Stdio::null(),
+    );
     let pids = KillOnDrop(pids_in(&pids_file).await);
     assert!(!ended(pids.0[0]), "CMD runs");
     running.signal("KILL");
