@@ -22,7 +22,7 @@ pub const DEFAULT_APP_ID: &str = "rust_heartbeat_client_demo";
 /// `APP_ID` is [`DEFAULT_APP_ID`] only when it is not set at all: set to an
 /// empty string or to whitespace only (`APP_ID=''`, `APP_ID='   '`), it is
 /// refused with [`Error::InvalidAppId`], as is any id
-/// [`validate_app_id`](crate::protocol::validate_app_id) refuses, so that a
+/// [`validate_app_id`] refuses, so that a
 /// mistyped id never beats as the demo id.
 ///
 /// ```

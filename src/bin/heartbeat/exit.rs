@@ -72,6 +72,25 @@ mod tests {
     use heartbeat_sdk::TransportError;
 
     #[test]
+    fn the_help_table_lists_every_code() {
+        for (code, meaning) in [
+            (OK, "success"),
+            (UNREACHABLE, "server unreachable"),
+            (USAGE, "bad command line"),
+            (SERVER_ERROR, "server answered with an error"),
+            (CANNOT_WRITE, "stdout could not be written"),
+        ] {
+            assert!(
+                HELP.lines()
+                    .any(|line| line.starts_with(&format!("  {code:<4} {meaning}"))),
+                "{code} {meaning}: {HELP}"
+            );
+        }
+        assert!(HELP.contains("3 UNKNOWN (also: stdout unwritable)"));
+        assert!(HELP.contains(&format!("{CANNOT_RUN} cannot run, {NOT_FOUND} not found")));
+    }
+
+    #[test]
     fn errors_map_to_their_codes() {
         let transport = Error::Transport {
             url: "u".into(),

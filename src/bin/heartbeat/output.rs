@@ -2,7 +2,7 @@
 //! full disk or a reader that went away never panics the binary (as
 //! `println!` and `eprintln!` do).
 //!
-//! - stdout ([`print`], [`stdout`]): written and flushed at once. A closed
+//! - stdout ([`print()`], [`stdout`]): written and flushed at once. A closed
 //!   pipe (`EPIPE`: `heartbeat list | head -0`) ends the command quietly,
 //!   with the exit code it had anyway; any other failure (`ENOSPC` on
 //!   `/dev/full`, `EIO`) prints `heartbeat CMD: cannot write output: ERROR`
