@@ -16,8 +16,14 @@ pub const DEFAULT_APP_ID: &str = "rust_heartbeat_client_demo";
 /// environment.
 ///
 /// `HB_URL` wins when set; otherwise `http://HB_HOST:HB_PORT` with defaults
-/// `127.0.0.1` and `8888`. A URL without a scheme means `http://`. Variables
-/// set to an empty string count as unset.
+/// `127.0.0.1` and `8888`. A URL without a scheme means `http://`. `HB_URL`,
+/// `HB_HOST` and `HB_PORT` set to an empty or blank string count as unset.
+///
+/// `APP_ID` is [`DEFAULT_APP_ID`] only when it is not set at all: set to an
+/// empty string or to whitespace only (`APP_ID=''`, `APP_ID='   '`), it is
+/// refused with [`Error::InvalidAppId`], as is any id
+/// [`validate_app_id`] refuses, so that a
+/// mistyped id never beats as the demo id.
 ///
 /// ```
 /// use heartbeat_sdk::Settings;
@@ -40,17 +46,49 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Read the process environment.
+    /// Read the process environment. An `APP_ID` that is not valid UTF-8 is
+    /// refused ([`Error::InvalidAppId`]), not taken as unset.
     pub fn from_env() -> Result<Settings, Error> {
+        if std::env::var_os("APP_ID").is_some_and(|id| id.to_str().is_none()) {
+            return Err(Error::InvalidAppId {
+                reason: "APP_ID is not valid UTF-8".to_owned(),
+            });
+        }
         Settings::from_vars(|name| std::env::var(name).ok())
     }
 
     /// Read the settings through `var`, a lookup such as `std::env::var`;
     /// handy in tests, which should not change the process environment.
+    ///
+    /// `None` for `APP_ID` means unset (the demo id); `Some` of an empty or
+    /// blank string is an [`Error::InvalidAppId`].
+    ///
+    /// ```
+    /// use heartbeat_sdk::{Error, Settings};
+    ///
+    /// let app_id = |id: Option<&str>| {
+    ///     Settings::from_vars(|name| (name == "APP_ID").then_some(id).flatten().map(str::to_owned))
+    ///         .map(|settings| settings.app_id)
+    /// };
+    /// assert_eq!(app_id(None).unwrap(), "rust_heartbeat_client_demo");
+    /// assert!(matches!(app_id(Some("")), Err(Error::InvalidAppId { .. })));
+    /// assert!(matches!(app_id(Some("   ")), Err(Error::InvalidAppId { .. })));
+    /// ```
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Settings, Error> {
         let url = Settings::url_from_vars(&var)?;
-        let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
-        let app_id = var("APP_ID").unwrap_or_else(|| DEFAULT_APP_ID.to_owned());
+        let app_id = match var("APP_ID") {
+            None => DEFAULT_APP_ID.to_owned(),
+            Some(id) if id.trim().is_empty() => {
+                return Err(Error::InvalidAppId {
+                    reason: if id.is_empty() {
+                        "it is empty".to_owned()
+                    } else {
+                        "it is only whitespace".to_owned()
+                    },
+                })
+            }
+            Some(id) => id,
+        };
         validate_app_id(&app_id)?;
         Ok(Settings { url, app_id })
     }
@@ -204,10 +242,31 @@ mod tests {
     }
 
     #[test]
-    fn empty_variables_count_as_unset() {
-        let s = from(&[("HB_URL", ""), ("HB_PORT", " "), ("APP_ID", "")]).unwrap();
+    fn empty_server_variables_count_as_unset() {
+        let s = from(&[("HB_URL", ""), ("HB_HOST", "\t"), ("HB_PORT", " ")]).unwrap();
         assert_eq!(s.url.as_str(), "http://127.0.0.1:8888/");
         assert_eq!(s.app_id, DEFAULT_APP_ID);
+    }
+
+    /// Issue 10, item 8: an empty or blank APP_ID used to beat as the demo id.
+    #[test]
+    fn an_empty_or_blank_app_id_is_refused_and_only_an_unset_one_is_the_demo_id() {
+        for (id, reason) in [
+            ("", "it is empty"),
+            ("   ", "it is only whitespace"),
+            ("\t \u{a0}", "it is only whitespace"),
+        ] {
+            match from(&[("APP_ID", id)]) {
+                Err(Error::InvalidAppId { reason: got }) => assert_eq!(got, reason, "{id:?}"),
+                other => panic!("APP_ID={id:?}: {other:?}"),
+            }
+        }
+        assert_eq!(from(&[]).unwrap().app_id, DEFAULT_APP_ID);
+        assert_eq!(
+            from(&[("APP_ID", " padded ")]).unwrap().app_id,
+            " padded ",
+            "an id with text in it is sent as given"
+        );
     }
 
     #[test]

@@ -65,17 +65,24 @@ struct Running {
 }
 
 impl Running {
-    fn start(mut command: Command) -> Running {
+    fn start(command: Command) -> Running {
+        Running::start_with(command, Stdio::piped(), Stdio::piped())
+    }
+
+    /// Start `command` with `stdout` and `stderr` (`Stdio::piped()`: read
+    /// here; anything else: nothing read).
+    fn start_with(mut command: Command, stdout: Stdio, stderr: Stdio) -> Running {
         let mut child = command
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .expect("the heartbeat binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let mut stderr = child.stderr.take().unwrap();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
         let (send, lines) = mpsc::channel();
         std::thread::spawn(move || {
+            let Some(stdout) = stdout else { return };
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if send.send(line).is_err() {
@@ -85,7 +92,9 @@ impl Running {
         });
         let stderr = std::thread::spawn(move || {
             let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
+            if let Some(mut stderr) = stderr {
+                let _ = stderr.read_to_string(&mut text);
+            }
             text
         });
         Running {
@@ -145,6 +154,41 @@ async fn run(command: Command) -> Output {
     tokio::task::spawn_blocking(move || Running::start(command).finish())
         .await
         .unwrap()
+}
+
+/// Run `command` to the end with `stdout`, on a blocking thread.
+async fn run_with_stdout(command: Command, stdout: Stdio) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Running::start_with(command, stdout, Stdio::piped()).finish()
+    })
+    .await
+    .unwrap()
+}
+
+/// `/dev/full`, opened for writing: every write fails with ENOSPC.
+fn dev_full() -> Stdio {
+    Stdio::from(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full"),
+    )
+}
+
+/// The write end of a pipe whose read end is already closed: every write
+/// fails with EPIPE.
+fn closed_pipe() -> Stdio {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    Stdio::from(writer)
+}
+
+/// Assert a run that did not panic and said exactly `line` on stderr.
+#[track_caller]
+fn assert_one_line(output: &Output, code: i32, line: &str) {
+    assert_eq!(output.code, Some(code), "{output:?}");
+    assert!(!output.stderr.contains("panicked"), "{output:?}");
+    assert_eq!(output.stderr, format!("{line}\n"), "{output:?}");
 }
 
 /// Assert a successful run printing exactly `stdout`.
@@ -624,6 +668,273 @@ async fn serve_refuses_what_it_cannot_bind() {
     assert_failed(&output, 4, "heartbeat serve: cannot listen");
     let output = run(heartbeat(&["--url", "http://example.org:1", "serve"])).await;
     assert_failed(&output, 2, "heartbeat serve: invalid server URL");
+}
+
+/// The `/dev/full` error as std words it.
+const ENOSPC: &str = "No space left on device (os error 28)";
+
+/// Issue 10, item 7: a full stdout panicked (exit 101). Now: one line on
+/// stderr, exit 74 (`check`: 3, UNKNOWN).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_stdout_is_a_one_line_error_with_its_exit_code() {
+    let server = start().await;
+    let url = server.url();
+    assert_ok(
+        &run(against(&url, &["ping", "1000", "--app-id", "full"])).await,
+        "2000\n",
+    );
+    for (args, what) in [
+        (&["list"][..], "list"),
+        (&["status"], "status"),
+        (&["init", "1000", "--app-id", "full"], "init"),
+        (&["ping", "1000", "--app-id", "full"], "ping"),
+        (&["demo", "--app-id", "demo-full", "--beats", "1"], "demo"),
+    ] {
+        let output = run_with_stdout(against(&url, args), dev_full()).await;
+        assert_one_line(
+            &output,
+            74,
+            &format!("heartbeat {what}: cannot write output: {ENOSPC}"),
+        );
+    }
+    assert_eq!(
+        list(&server),
+        "full @ 127.0.0.1\n",
+        "the demo stopped before its init"
+    );
+    let output = run_with_stdout(against(&url, &["check", "full"]), dev_full()).await;
+    assert_one_line(
+        &output,
+        3,
+        &format!("heartbeat check: cannot write output: {ENOSPC}"),
+    );
+    let output = run_with_stdout(against(&url, &["done", "--app-id", "full"]), dev_full()).await;
+    assert_one_line(
+        &output,
+        74,
+        &format!("heartbeat done: cannot write output: {ENOSPC}"),
+    );
+    assert_eq!(
+        list(&server),
+        "",
+        "the done was sent before its answer was lost"
+    );
+    server.shutdown().await;
+
+    // unreachable and a full stdout: UNKNOWN, both reasons on stderr
+    let output = run_with_stdout(against(&closed_port_url(), &["check"]), dev_full()).await;
+    assert_eq!(output.code, Some(3), "{output:?}");
+    assert!(!output.stderr.contains("panicked"), "{output:?}");
+    let lines: Vec<&str> = output.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{output:?}");
+    assert_eq!(
+        lines[0],
+        format!("heartbeat check: cannot write output: {ENOSPC}")
+    );
+    assert!(
+        lines[1].starts_with("heartbeat check: request to"),
+        "{output:?}"
+    );
+}
+
+/// Issue 10, item 7: a reader that went away (EPIPE) panicked too. Now the
+/// command ends quietly with the code it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_pipe_ends_quietly_with_the_code_the_command_had() {
+    let server = start().await;
+    let url = server.url();
+    for (args, code) in [
+        (&["ping", "1000", "--app-id", "gone"][..], 0),
+        (&["list"], 0),
+        (&["status", "gone"], 0),
+        (&["check", "gone"], 0),
+        (&["check", "nobody"], 2),
+        (&["demo", "--app-id", "demo-gone", "--beats", "1"], 0),
+    ] {
+        let output = run_with_stdout(against(&url, args), closed_pipe()).await;
+        assert_eq!(output.code, Some(code), "{args:?}: {output:?}");
+        assert_eq!(output.stderr, "", "{args:?}: {output:?}");
+    }
+    assert_eq!(list(&server), "gone @ 127.0.0.1\n");
+    server.shutdown().await;
+}
+
+/// Issue 10, item 7: `heartbeat serve | true` panicked on its first line.
+/// Now a closed or full stdout, and a closed stderr, do not stop it: it
+/// serves (and logs into the void) until SIGTERM, then exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_serves_on_when_its_stdout_and_stderr_are_gone() {
+    for (stdout, stderr, closed) in [
+        (closed_pipe(), closed_pipe(), true),
+        (dev_full(), Stdio::piped(), false),
+    ] {
+        let url = closed_port_url();
+        let addr = url.trim_start_matches("http://").to_owned();
+        let running = Running::start_with(heartbeat(&["serve", "--bind", &addr]), stdout, stderr);
+        eventually("the server to listen", || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        })
+        .await;
+        // each request is logged on stderr: the server lives through that
+        assert_ok(
+            &run(against(&url, &["ping", "1000", "--app-id", "void"])).await,
+            "2000\n",
+        );
+        assert_ok(&run(against(&url, &["list"])).await, "void @ 127.0.0.1\n");
+        running.signal("TERM");
+        let output = tokio::task::spawn_blocking(move || running.finish())
+            .await
+            .unwrap();
+        assert_eq!(output.code, Some(0), "{output:?}");
+        if !closed {
+            assert!(!output.stderr.contains("panicked"), "{output:?}");
+            assert!(
+                output
+                    .stderr
+                    .contains(&format!("cannot write the address to stdout: {ENOSPC}")),
+                "{output:?}"
+            );
+        }
+    }
+}
+
+/// Issue 10, item 8: `--app-id ''`, `APP_ID=''` and `APP_ID='   '` used to
+/// beat as the demo id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_or_blank_app_id_is_refused_the_demo_id_is_for_an_unset_one() {
+    let server = start().await;
+    let url = server.url();
+    let mut empty_env = against(&url, &["ping", "1000"]);
+    empty_env.env("APP_ID", "");
+    let mut blank_env = against(&url, &["ping", "1000"]);
+    blank_env.env("APP_ID", "   ");
+    let mut blank_wrap = against(&url, &["dummy", "--", "true"]);
+    blank_wrap.env("APP_ID", " \t");
+    for (command, what) in [
+        (against(&url, &["ping", "1000", "--app-id", ""]), "ping"),
+        (against(&url, &["init", "--app-id", "  "]), "init"),
+        (empty_env, "ping"),
+        (blank_env, "ping"),
+        (blank_wrap, "wrap"),
+    ] {
+        let output = run(command).await;
+        assert_failed(
+            &output,
+            2,
+            &format!("heartbeat {what}: invalid application id"),
+        );
+    }
+    assert_eq!(list(&server), "", "nothing was sent");
+    assert_ok(&run(against(&url, &["ping", "1000"])).await, "2000\n");
+    assert_eq!(list(&server), "rust_heartbeat_client_demo @ 127.0.0.1\n");
+    server.shutdown().await;
+}
+
+/// Whether process `pid` has ended: gone, or a zombie not reaped yet.
+#[cfg(target_os = "linux")]
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// The pids a wrapped script wrote (atomically, by `mv`) into `path`.
+#[cfg(target_os = "linux")]
+async fn pids_in(path: &std::path::Path) -> Vec<u32> {
+    eventually("CMD to write its pids", || path.exists()).await;
+    std::fs::read_to_string(path)
+        .unwrap()
+        .split_whitespace()
+        .map(|pid| pid.parse().unwrap())
+        .collect()
+}
+
+/// Kills what a failed test leaves running.
+#[cfg(target_os = "linux")]
+struct KillOnDrop(Vec<u32>);
+
+#[cfg(target_os = "linux")]
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            if !ended(pid) {
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .status();
+            }
+        }
+    }
+}
+
+/// Issue 10, item 9: SIGHUP and SIGUSR1 killed the wrapper (CMD ran on, no
+/// done); SIGTERM reached CMD but not CMD's children. Now each goes to
+/// CMD's process group; the wrapper waits, sends done, exits 128+N.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrap_forwards_hup_usr1_term_to_the_child_and_grandchild_then_sends_done() {
+    let server = start().await;
+    let url = server.url();
+    // the grandchild's output not on the wrapper's pipes: a grandchild left
+    // running would make finish() wait for it
+    let script =
+        "sleep 300 >/dev/null 2>&1 & echo $$ $! > \"$0.tmp\" && mv \"$0.tmp\" \"$0\"; wait";
+    for (signal, number) in [("HUP", 1), ("USR1", 10), ("TERM", 15)] {
+        let pids_file = temp_path(&format!("pids-{signal}"));
+        let pids_arg = pids_file.display().to_string();
+        let args = [
+            "dummy", "--app-id", "group", "--", "sh", "-c", script, &pids_arg,
+        ];
+        let running = Running::start(against(&url, &args));
+        let pids = KillOnDrop(pids_in(&pids_file).await);
+        assert_eq!(pids.0.len(), 2, "child and grandchild");
+        assert_eq!(list(&server), "group @ 127.0.0.1\n");
+        running.signal(signal);
+        let output = tokio::task::spawn_blocking(move || running.finish())
+            .await
+            .unwrap();
+        assert_eq!(output.code, Some(128 + number), "SIG{signal}: {output:?}");
+        assert_eq!(output.stderr, "", "SIG{signal}: {output:?}");
+        assert_eq!(list(&server), "", "SIG{signal}: done was sent");
+        eventually(&format!("SIG{signal}: child and grandchild to end"), || {
+            pids.0.iter().all(|&pid| ended(pid))
+        })
+        .await;
+        let _ = std::fs::remove_file(&pids_file);
+    }
+    server.shutdown().await;
+}
+
+/// Issue 10, item 9: a wrapper killed by SIGKILL left CMD running. Now
+/// (Linux) CMD gets the parent death signal.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrapper_killed_by_sigkill_takes_its_child_along() {
+    let pids_file = temp_path("pids-KILL");
+    let pids_arg = pids_file.display().to_string();
+    let script = "echo $$ > \"$0.tmp\" && mv \"$0.tmp\" \"$0\"; exec sleep 300";
+    // CMD's output not piped here: a CMD left running would hold the pipes
+    // open and make finish() wait for it
+    let running = Running::start_with(
+        against(
+            &closed_port_url(),
+            &["wrap", "--", "sh", "-c", script, &pids_arg],
+        ),
+        Stdio::null(),
+        Stdio::null(),
+    );
+    let pids = KillOnDrop(pids_in(&pids_file).await);
+    assert!(!ended(pids.0[0]), "CMD runs");
+    running.signal("KILL");
+    let output = tokio::task::spawn_blocking(move || running.finish())
+        .await
+        .unwrap();
+    assert_eq!(output.code, None, "killed: {output:?}");
+    eventually("CMD to die with the wrapper", || ended(pids.0[0])).await;
+    let _ = std::fs::remove_file(&pids_file);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,7 +31,7 @@ pub struct Global {
     /// Server URL; without it, http://HB_HOST:HB_PORT (default http://127.0.0.1:8888).
     #[arg(long, global = true, env = "HB_URL", value_name = "URL")]
     pub url: Option<String>,
-    /// Application id sent by init, ping, done and wrap [default: rust_heartbeat_client_demo].
+    /// Application id sent by init, ping, done and wrap [default, only when neither is given: rust_heartbeat_client_demo]; an empty or blank id is refused.
     #[arg(long, global = true, env = "APP_ID", value_name = "ID")]
     pub app_id: Option<String>,
     /// HTTP transport, among those compiled in.
@@ -94,14 +94,31 @@ pub enum Command {
         app: Option<String>,
     },
     /// Run CMD with heartbeats: init before, pings while it runs, done after.
+    #[command(after_long_help = WRAP_SIGNALS)]
     Wrap(WrapArgs),
     /// `wrap --all`: init, pings and done around CMD (the reference's hb_dummy.sh).
+    #[command(after_long_help = WRAP_SIGNALS)]
     Dummy(WrapArgs),
     /// Run the heartbeat server until Ctrl+C or SIGTERM.
     Serve(ServeArgs),
     /// The demo session: random promises and sleeps until Ctrl+C or SIGTERM.
     Demo(DemoArgs),
 }
+
+/// How `wrap` and `dummy` treat signals, shown by `heartbeat wrap --help`
+/// (the module docs of `wrap` say the same at more length).
+const WRAP_SIGNALS: &str = "\
+Signals:
+  SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1 and SIGUSR2 sent to the wrapper are
+  passed on to CMD; the wrapper waits for CMD, sends done (if asked to) and exits
+  with CMD's code, or 128+N if CMD died of signal N.
+  When stdin is not a terminal, CMD runs in a process group of its own and the
+  signals go to the whole group (CMD's children too). When stdin is a terminal,
+  CMD stays in the wrapper's group so that it can read the terminal; Ctrl+C then
+  reaches the whole group directly.
+  Linux: CMD gets SIGKILL when the wrapper dies (for instance of SIGKILL), set with
+  prctl(PR_SET_PDEATHSIG) in a pre_exec hook, the binary's one unsafe call.
+  CMD's own children are not covered by that.";
 
 /// The timeout `heartbeat init` promises by default (the reference wrapper's `HB_INIT_TIMEOUT`).
 pub const DEFAULT_INIT_MS: u64 = 10_000;

@@ -6,7 +6,7 @@ use heartbeat_sdk::protocol::{printable, Beat};
 use heartbeat_sdk::{Error, ErrorPolicy, HeartbeatClient};
 
 use crate::args::Global;
-use crate::{connect, exit};
+use crate::{connect, exit, output};
 
 /// The subcommand's name: `init`, `ping` or `done`.
 fn name(beat: Beat) -> &'static str {
@@ -40,10 +40,7 @@ pub async fn list(global: &Global) -> u8 {
             .collect::<String>())
     };
     match reply.await {
-        Ok(lines) => {
-            print!("{lines}");
-            exit::OK
-        }
+        Ok(lines) => output::print("list", &lines, exit::OK, exit::CANNOT_WRITE),
         Err(error) => exit::report("list", &error),
     }
 }
@@ -73,10 +70,12 @@ fn millis(granted: Duration) -> String {
 /// [`printable`]), or report the error on stderr.
 fn print_or_report(what: &str, reply: Result<String, Error>) -> u8 {
     match reply {
-        Ok(text) => {
-            println!("{}", printable(text.trim_end_matches(['\r', '\n'])));
-            exit::OK
-        }
+        Ok(text) => output::print(
+            what,
+            &format!("{}\n", printable(text.trim_end_matches(['\r', '\n']))),
+            exit::OK,
+            exit::CANNOT_WRITE,
+        ),
         Err(error) => exit::report(what, &error),
     }
 }

@@ -6,16 +6,20 @@ use heartbeat_sdk::settings::names_a_server;
 use heartbeat_sdk::Error;
 
 use crate::args::{DemoArgs, Global};
-use crate::{connect, exit};
+use crate::{connect, exit, output};
 
 /// Run the demo session until Ctrl+C, SIGTERM or `--beats`, then print the
 /// report. With no server configured (no `--url`, `HB_URL`, `HB_HOST` or
 /// `HB_PORT`) it first starts the embedded server on a free loopback port.
+/// A stdout that cannot be written ends the demo (see [`output`]): quietly
+/// with 0 when the reader went away, else with [`exit::CANNOT_WRITE`].
 pub async fn run(global: &Global, args: &DemoArgs) -> u8 {
     let stop = match stop_signal() {
         Ok(stop) => stop,
         Err(error) => {
-            eprintln!("heartbeat demo: cannot install signal handlers: {error}");
+            output::error_line(&format!(
+                "heartbeat demo: cannot install signal handlers: {error}"
+            ));
             return exit::UNREACHABLE;
         }
     };
@@ -23,22 +27,28 @@ pub async fn run(global: &Global, args: &DemoArgs) -> u8 {
         None
     } else {
         match Server::bind(([127, 0, 0, 1], 0).into()).start().await {
-            Ok(server) => {
-                println!(
-                    "no server configured: started the embedded heartbeat server at {}",
-                    server.url()
-                );
-                Some(server)
-            }
+            Ok(server) => Some(server),
             Err(error) => {
-                eprintln!("heartbeat demo: cannot start the embedded server: {error}");
+                output::error_line(&format!(
+                    "heartbeat demo: cannot start the embedded server: {error}"
+                ));
                 return exit::UNREACHABLE;
             }
         }
     };
-    let code = match session(global, args, server.as_ref(), stop).await {
-        Ok(()) => exit::OK,
-        Err(error) => exit::report("demo", &error),
+    let announced = match &server {
+        Some(server) => output::stdout(&format!(
+            "no server configured: started the embedded heartbeat server at {}\n",
+            server.url()
+        )),
+        None => Ok(()),
+    };
+    let code = match announced {
+        Ok(()) => match session(global, args, server.as_ref(), stop).await {
+            Ok(code) => code,
+            Err(error) => exit::report("demo", &error),
+        },
+        Err(unwritten) => unwritten.exit_code("demo", exit::OK, exit::CANNOT_WRITE),
     };
     if let Some(server) = server {
         server.shutdown().await;
@@ -46,12 +56,14 @@ pub async fn run(global: &Global, args: &DemoArgs) -> u8 {
     code
 }
 
+/// The session; `Ok` holds the exit code (0, or the one for a stdout that
+/// cannot be written).
 async fn session(
     global: &Global,
     args: &DemoArgs,
     server: Option<&ServerHandle>,
     stop: impl std::future::Future<Output = ()>,
-) -> Result<(), Error> {
+) -> Result<u8, Error> {
     let client = match server {
         Some(server) => connect::client(&Global {
             url: Some(server.url()),
@@ -59,18 +71,25 @@ async fn session(
         })?,
         None => connect::client(global)?,
     };
-    println!(
-        "APP_ID: {}  HB_URL: {}  (Ctrl+C to stop)",
+    let banner = format!(
+        "APP_ID: {}  HB_URL: {}  (Ctrl+C to stop)\n",
         client.app_id(),
         client.url()
     );
+    if let Err(unwritten) = output::stdout(&banner) {
+        return Ok(unwritten.exit_code("demo", exit::OK, exit::CANNOT_WRITE));
+    }
     let options = DemoOptions {
         max_beats: args.beats,
         ..DemoOptions::default()
     };
     let report = run_demo(&client, &options, stop).await?;
-    println!("{report}");
-    Ok(())
+    Ok(output::print(
+        "demo",
+        &format!("{report}\n"),
+        exit::OK,
+        exit::CANNOT_WRITE,
+    ))
 }
 
 /// Whether the user named a server: `--url`/`HB_URL`, `HB_HOST` or `HB_PORT`

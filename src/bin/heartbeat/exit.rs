@@ -13,6 +13,10 @@ pub const USAGE: u8 = 2;
 pub const SERVER_ERROR: u8 = 3;
 /// `serve`: cannot listen on the address (in use, not allowed, not local).
 pub const CANNOT_LISTEN: u8 = 4;
+/// stdout could not be written (a full disk, an I/O error): sysexits'
+/// `EX_IOERR`. A closed pipe is not a failure: the command ends quietly with
+/// the code it had (see [`crate::output`]). `check` exits 3 (UNKNOWN) instead.
+pub const CANNOT_WRITE: u8 = 74;
 /// `wrap`: CMD was found but could not be started.
 pub const CANNOT_RUN: u8 = 126;
 /// `wrap`: CMD was not found.
@@ -26,7 +30,8 @@ Exit codes:
   2    bad command line or settings (URL, app id, timeout)
   3    server answered with an error status or an unreadable reply
   4    serve: cannot listen on the address (in use, not allowed)
-  check: 0 OK, 1 WARNING, 2 CRITICAL (also: server unreachable), 3 UNKNOWN
+  74   stdout could not be written (disk full, I/O error); a closed pipe is no error
+  check: 0 OK, 1 WARNING, 2 CRITICAL (also: server unreachable), 3 UNKNOWN (also: stdout unwritable)
   wrap:  CMD's exit code, 128+N if CMD was killed by signal N, 126 cannot run, 127 not found";
 
 /// The exit code for a failed request.
@@ -41,7 +46,7 @@ pub fn for_error(error: &Error) -> u8 {
 /// Print `heartbeat WHAT: ERROR (ROOT CAUSE)` as one line on stderr and
 /// return the exit code for `error`.
 pub fn report(what: &str, error: &Error) -> u8 {
-    eprintln!("heartbeat {what}: {}", one_line(error));
+    crate::output::error_line(&format!("heartbeat {what}: {}", one_line(error)));
     for_error(error)
 }
 
@@ -68,6 +73,25 @@ pub fn one_line(error: &Error) -> String {
 mod tests {
     use super::*;
     use heartbeat_sdk::TransportError;
+
+    #[test]
+    fn the_help_table_lists_every_code() {
+        for (code, meaning) in [
+            (OK, "success"),
+            (UNREACHABLE, "server unreachable"),
+            (USAGE, "bad command line"),
+            (SERVER_ERROR, "server answered with an error"),
+            (CANNOT_WRITE, "stdout could not be written"),
+        ] {
+            assert!(
+                HELP.lines()
+                    .any(|line| line.starts_with(&format!("  {code:<4} {meaning}"))),
+                "{code} {meaning}: {HELP}"
+            );
+        }
+        assert!(HELP.contains("3 UNKNOWN (also: stdout unwritable)"));
+        assert!(HELP.contains(&format!("{CANNOT_RUN} cannot run, {NOT_FOUND} not found")));
+    }
 
     #[test]
     fn errors_map_to_their_codes() {

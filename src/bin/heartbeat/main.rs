@@ -2,8 +2,14 @@
 //!
 //! One module per concern: [`args`] (clap), [`connect`] (settings and
 //! client), [`beat`] (init, ping, done, list, status), [`check`] (Nagios),
-//! [`wrap`] (wrap, dummy), [`serve`], [`demo`]; [`exit`] holds the exit codes.
-#![forbid(unsafe_code)]
+//! [`wrap`] (wrap, dummy), [`serve`], [`demo`]; [`exit`] holds the exit
+//! codes, [`output`] every write to stdout and stderr (no `println!`: a full
+//! or closed stdout must not panic).
+//!
+//! No `unsafe` but one: [`wrap`]'s `pre_exec` hook setting the parent death
+//! signal on Linux (`deny`, allowed on that one function, with its SAFETY
+//! comment); the library forbids `unsafe` outright.
+#![deny(unsafe_code)]
 
 mod args;
 mod beat;
@@ -11,6 +17,7 @@ mod check;
 mod connect;
 mod demo;
 mod exit;
+mod output;
 mod serve;
 mod signals;
 mod wrap;
@@ -34,7 +41,9 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("heartbeat: cannot start the async runtime: {error}");
+            output::error_line(&format!(
+                "heartbeat: cannot start the async runtime: {error}"
+            ));
             return ExitCode::from(exit::UNREACHABLE);
         }
     };
@@ -78,5 +87,7 @@ fn init_tracing(command: &Command) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // a closed or full stderr drops the log line (never eprintln!, which panics)
+        .log_internal_errors(false)
         .init();
 }

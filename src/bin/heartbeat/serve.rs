@@ -1,14 +1,12 @@
 //! `serve`: the embedded heartbeat server as a program, a drop-in for the
 //! reference server.
 
-use std::io::Write;
-
 use heartbeat_sdk::server::{Server, DEFAULT_MAX_CONNECTIONS};
 use heartbeat_sdk::{Error, Settings};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
 use crate::args::{Global, ServeArgs};
-use crate::{exit, signals};
+use crate::{exit, output, signals};
 
 /// File descriptors kept free of connections: the listener, stdio, log
 /// files, and whatever else the process opens.
@@ -24,6 +22,8 @@ const FD_HEADROOM: u64 = 64;
 /// connection cap is that limit less [`FD_HEADROOM`] (at most
 /// [`DEFAULT_MAX_CONNECTIONS`]), so that connections never run the process
 /// out of file descriptors.
+/// A stdout or stderr that is closed or full does not stop it: the address
+/// line and the logs are then dropped, and the server serves on.
 pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     let server = match args.bind {
         Some(addr) => Ok(Server::bind(addr)),
@@ -53,14 +53,16 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     let stop = match signals::interrupt_or_terminate() {
         Ok(stop) => stop,
         Err(error) => {
-            eprintln!("heartbeat serve: cannot install signal handlers: {error}");
+            output::error_line(&format!(
+                "heartbeat serve: cannot install signal handlers: {error}"
+            ));
             return exit::UNREACHABLE;
         }
     };
     let handle = match server.start().await {
         Ok(handle) => handle,
         Err(error) => {
-            eprintln!("heartbeat serve: cannot listen: {error}");
+            output::error_line(&format!("heartbeat serve: cannot listen: {error}"));
             return exit::CANNOT_LISTEN;
         }
     };
@@ -73,8 +75,13 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
         ),
         None => tracing::warn!(max_connections, "cannot read the open-file limit"),
     }
-    println!("listening on {}", handle.url());
-    let _ = std::io::stdout().flush();
+    // best effort: a closed or full stdout (`serve | head -1`) or stderr
+    // does not stop the server; it serves on until Ctrl+C or SIGTERM
+    if let Err(output::Unwritten::Failed(error)) =
+        output::stdout(&format!("listening on {}\n", handle.url()))
+    {
+        tracing::warn!("cannot write the address to stdout: {error}");
+    }
     stop.await;
     tracing::info!("signal received: shutting down");
     handle.shutdown().await;

@@ -6,23 +6,44 @@
 //! the interval, failures are retried with backoff and logged), then
 //! `hb_done` once it has exited. Heartbeat failures are reported on stderr
 //! and never stop CMD.
-//! SIGINT and SIGTERM received by the wrapper are sent on to CMD (which
-//! stays in the wrapper's process group, so a terminal's Ctrl+C reaches it
-//! directly too); the wrapper then waits for CMD and exits with its code,
-//! or 128+N when CMD was killed by signal N.
+//!
+//! # Signals
+//!
+//! SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1 and SIGUSR2 received by the
+//! wrapper do not end it: each is sent on to CMD, the wrapper waits for CMD,
+//! sends `hb_done` (when asked to) and exits with CMD's code, or 128+N when
+//! CMD died of signal N.
+//!
+//! - When the wrapper's stdin is not a terminal (cron, systemd, scripts),
+//!   CMD runs in a process group of its own and each signal goes to that
+//!   whole group, so CMD's own children get it too.
+//! - When stdin is a terminal, CMD stays in the wrapper's process group, so
+//!   that it can read the terminal (a background group reading it would be
+//!   stopped by SIGTTIN); the terminal's Ctrl+C, Ctrl+\ and hangup reach the
+//!   whole group directly, and signals sent to the wrapper alone go on to
+//!   CMD alone.
+//!
+//! On Linux CMD also dies with the wrapper: it is started with the parent
+//! death signal SIGKILL (`prctl(PR_SET_PDEATHSIG)`, which survives the
+//! `execve` of CMD), so a wrapper killed by SIGKILL (or crashing) takes CMD
+//! along instead of leaving it running unwatched. CMD's own children are
+//! not covered by this. Setting it needs a `pre_exec` hook, the one piece
+//! of `unsafe` in the binary: see [`die_with_the_wrapper`]. Other Unixes
+//! have no such call; there CMD outlives a wrapper killed by SIGKILL.
 
-use std::io;
+use std::io::{self, IsTerminal};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::Duration;
 
 use heartbeat_sdk::{ErrorPolicy, HeartbeatClient, KeepAlive, KeepAliveHandle};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use tokio::process::Command;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::args::{Global, WrapArgs};
+use crate::output::error_line;
 use crate::{connect, exit};
 
 /// Run `args.command` with the heartbeats `args` asks for (all of them when
@@ -33,7 +54,9 @@ pub async fn run(global: &Global, args: WrapArgs, all: bool) -> u8 {
     let mut signals = match Signals::new() {
         Ok(signals) => signals,
         Err(error) => {
-            eprintln!("heartbeat wrap: cannot install signal handlers: {error}");
+            error_line(&format!(
+                "heartbeat wrap: cannot install signal handlers: {error}"
+            ));
             return exit::CANNOT_RUN;
         }
     };
@@ -56,13 +79,22 @@ pub async fn run(global: &Global, args: WrapArgs, all: bool) -> u8 {
     }
 
     let (program, program_args) = args.command.split_first().expect("clap requires CMD");
-    let mut child = match Command::new(program).args(program_args).spawn() {
+    let mut command = Command::new(program);
+    command.args(program_args);
+    // see the module docs: a group of its own unless CMD may need the terminal
+    let own_group = !io::stdin().is_terminal();
+    if own_group {
+        command.process_group(0);
+    }
+    #[cfg(target_os = "linux")]
+    die_with_the_wrapper(&mut command);
+    let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {
-            eprintln!(
+            error_line(&format!(
                 "heartbeat wrap: cannot run {}: {error}",
                 program.to_string_lossy()
-            );
+            ));
             if done {
                 beats
                     .send_done(Duration::from_millis(args.done_timeout))
@@ -87,11 +119,15 @@ pub async fn run(global: &Global, args: WrapArgs, all: bool) -> u8 {
     });
     let status = loop {
         tokio::select! {
+            // wait() first: a signal is forwarded only while CMD is not yet
+            // reaped, so its pid (and group id) cannot have been reused
+            biased;
             status = child.wait() => break status,
             Some(signal) = signals.next() => {
                 if let Some(pid) = pid {
-                    // ESRCH: CMD has just exited; wait() reports it next.
-                    let _ = kill(pid, signal);
+                    // ESRCH: CMD (and its group) has just exited; wait()
+                    // reports it next.
+                    let _ = if own_group { killpg(pid, signal) } else { kill(pid, signal) };
                 }
             }
         }
@@ -108,7 +144,7 @@ pub async fn run(global: &Global, args: WrapArgs, all: bool) -> u8 {
     match status {
         Ok(status) => exit_code(status),
         Err(error) => {
-            eprintln!("heartbeat wrap: lost track of CMD: {error}");
+            error_line(&format!("heartbeat wrap: lost track of CMD: {error}"));
             exit::CANNOT_RUN
         }
     }
@@ -123,26 +159,88 @@ fn exit_code(status: ExitStatus) -> u8 {
     }
 }
 
-/// SIGINT and SIGTERM, as a stream of the signal to send on.
+/// Make CMD die (SIGKILL) when the wrapper does, through
+/// `prctl(PR_SET_PDEATHSIG)` in CMD's process between `fork` and `execve`
+/// (the setting survives the `execve` of CMD, unless CMD is set-user-ID or
+/// has file capabilities).
+///
+/// The "parent" whose death counts is the thread that forks: `wrap::run`
+/// runs in the future the main thread `block_on`s, and tokio spawns CMD
+/// synchronously on that thread, which lives as long as the process.
+///
+/// If the wrapper died before the hook ran, CMD has already been reparented
+/// and the death signal would never come: the hook sees a parent pid other
+/// than the wrapper's and makes the spawn fail instead.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn die_with_the_wrapper(command: &mut Command) {
+    use nix::errno::Errno;
+    use nix::sys::prctl::set_pdeathsig;
+    use nix::unistd::{getpid, getppid};
+
+    let wrapper = getpid();
+    // SAFETY: the closure runs in the forked child, where only
+    // async-signal-safe work is allowed. It makes two raw system calls
+    // (prctl, getppid) through nix's thin wrappers, which neither allocate
+    // nor take locks, and builds its errors from plain errno values
+    // (`io::Error::from(Errno)` is `from_raw_os_error`, no allocation). It
+    // captures one `Pid` (a plain integer) by copy.
+    unsafe {
+        command.pre_exec(move || {
+            set_pdeathsig(Signal::SIGKILL)?;
+            if getppid() != wrapper {
+                return Err(Errno::ESRCH.into());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The signals sent on to CMD: SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1,
+/// SIGUSR2 (handlers installed, so none of them ends the wrapper).
 struct Signals {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
+    streams: Vec<(Signal, tokio::signal::unix::Signal)>,
 }
 
 impl Signals {
+    /// The signals forwarded, in the order of the module docs.
+    const FORWARDED: [Signal; 6] = [
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGTERM,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ];
+
     fn new() -> io::Result<Signals> {
-        Ok(Signals {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-        })
+        let streams = Signals::FORWARDED
+            .into_iter()
+            .map(|forwarded| Ok((forwarded, signal(SignalKind::from_raw(forwarded as i32))?)))
+            .collect::<io::Result<_>>()?;
+        Ok(Signals { streams })
     }
 
     /// The next signal received; `None` if the handlers are gone.
     async fn next(&mut self) -> Option<Signal> {
-        tokio::select! {
-            got = self.interrupt.recv() => got.map(|()| Signal::SIGINT),
-            got = self.terminate.recv() => got.map(|()| Signal::SIGTERM),
-        }
+        std::future::poll_fn(|cx| {
+            let mut open = false;
+            for (forwarded, stream) in &mut self.streams {
+                match stream.poll_recv(cx) {
+                    std::task::Poll::Ready(Some(())) => {
+                        return std::task::Poll::Ready(Some(*forwarded))
+                    }
+                    std::task::Poll::Ready(None) => {}
+                    std::task::Poll::Pending => open = true,
+                }
+            }
+            if open {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(None)
+            }
+        })
+        .await
     }
 }
 
@@ -157,10 +255,10 @@ impl Beats {
     async fn send_init(&self, timeout: Duration) {
         let Some(client) = &self.client else { return };
         if let Err(error) = client.init(timeout, ErrorPolicy::Raise).await {
-            eprintln!(
+            error_line(&format!(
                 "heartbeat wrap: init failed (running CMD anyway): {}",
                 exit::one_line(&error)
-            );
+            ));
         }
     }
 
@@ -168,7 +266,10 @@ impl Beats {
     async fn send_done(&self, timeout: Duration) {
         let Some(client) = &self.client else { return };
         if let Err(error) = client.done(timeout, ErrorPolicy::Raise).await {
-            eprintln!("heartbeat wrap: done failed: {}", exit::one_line(&error));
+            error_line(&format!(
+                "heartbeat wrap: done failed: {}",
+                exit::one_line(&error)
+            ));
         }
     }
 
@@ -195,7 +296,10 @@ impl Beats {
 async fn stop_pinging(pinger: KeepAliveHandle, done: bool) {
     if done {
         if let Err(error) = pinger.shutdown().await {
-            eprintln!("heartbeat wrap: done failed: {}", exit::one_line(&error));
+            error_line(&format!(
+                "heartbeat wrap: done failed: {}",
+                exit::one_line(&error)
+            ));
         }
     } else {
         drop(pinger);
