@@ -153,6 +153,7 @@ impl Error {
     }
 
     /// An [`Error::Build`] for `reason`, caused by `source`.
+    #[cfg(any(feature = "reqwest", feature = "surf", feature = "blocking"))]
     pub(crate) fn build(
         reason: impl Into<String>,
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
@@ -164,6 +165,7 @@ impl Error {
     }
 
     /// An [`Error::Task`] for `reason`.
+    #[cfg(feature = "keepalive")]
     pub(crate) fn task(reason: impl Into<String>) -> Error {
         Error::Task {
             reason: reason.into(),

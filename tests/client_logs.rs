@@ -91,15 +91,22 @@ fn a_swallowed_failure_is_one_warning() {
     let mock = MockTransport::new();
     let lines = logged(|| {
         mock.fail_next(1, MockFailure::Refused);
-        let granted = runtime().block_on(
-            client(&mock).ping(Duration::from_secs(1), ErrorPolicy::Fallback(Duration::ZERO)),
-        );
+        let granted = runtime().block_on(client(&mock).ping(
+            Duration::from_secs(1),
+            ErrorPolicy::Fallback(Duration::ZERO),
+        ));
         assert_eq!(granted.unwrap(), Duration::ZERO);
     });
     let warnings = at(&lines, "WARN");
     assert_eq!(warnings.len(), 1, "{lines:#?}");
-    assert!(warnings[0].text.contains("heartbeat request failed"), "{lines:#?}");
-    assert!(warnings[0].text.contains("http://127.0.0.1:8888"), "{lines:#?}");
+    assert!(
+        warnings[0].text.contains("heartbeat request failed"),
+        "{lines:#?}"
+    );
+    assert!(
+        warnings[0].text.contains("http://127.0.0.1:8888"),
+        "{lines:#?}"
+    );
     assert!(at(&lines, "ERROR").is_empty(), "{lines:#?}");
 }
 
@@ -111,7 +118,10 @@ fn a_raised_failure_is_only_a_debug_line() {
         let error = runtime()
             .block_on(client(&mock).ping(Duration::from_secs(1), ErrorPolicy::Raise))
             .unwrap_err();
-        assert!(matches!(error, heartbeat_sdk::Error::Status { status: 500, .. }));
+        assert!(matches!(
+            error,
+            heartbeat_sdk::Error::Status { status: 500, .. }
+        ));
     });
     assert!(at(&lines, "ERROR").is_empty(), "{lines:#?}");
     assert!(at(&lines, "WARN").is_empty(), "{lines:#?}");
@@ -140,8 +150,14 @@ fn a_failed_keep_alive_beat_is_logged_once_with_its_context() {
     assert!(at(&lines, "ERROR").is_empty(), "{lines:#?}");
     let warnings = at(&lines, "WARN");
     assert_eq!(warnings.len(), 1, "{lines:#?}");
-    assert!(warnings[0].text.starts_with("heartbeat_sdk::keepalive"), "{lines:#?}");
-    assert!(warnings[0].text.contains("keep-alive beat failed"), "{lines:#?}");
+    assert!(
+        warnings[0].text.starts_with("heartbeat_sdk::keepalive"),
+        "{lines:#?}"
+    );
+    assert!(
+        warnings[0].text.contains("keep-alive beat failed"),
+        "{lines:#?}"
+    );
     assert!(warnings[0].text.contains("failures=1"), "{lines:#?}");
 }
 
@@ -159,14 +175,18 @@ fn a_failed_demo_ping_is_logged_once_by_the_demo() {
                 max_beats: Some(1),
                 ..DemoOptions::default()
             };
-            let report = run(&client, &options, std::future::pending()).await.unwrap();
+            let report = run(&client, &options, std::future::pending())
+                .await
+                .unwrap();
             assert_eq!(report.failed, 1);
         });
     });
     assert!(at(&lines, "ERROR").is_empty(), "{lines:#?}");
     let warnings = at(&lines, "WARN");
     assert!(
-        warnings.iter().all(|l| l.text.starts_with("heartbeat_sdk::demo")),
+        warnings
+            .iter()
+            .all(|l| l.text.starts_with("heartbeat_sdk::demo")),
         "{lines:#?}"
     );
     assert_eq!(warnings.len(), 2, "{lines:#?}");

@@ -409,11 +409,11 @@ async fn shutdown_after_the_task_died_says_so() {
     let handle = client.keep_alive(KeepAlive::every(ms(1000)));
     tokio::time::sleep(ms(100)).await; // the init has panicked the task
     let err = handle.shutdown().await.unwrap_err();
+    assert!(matches!(err, heartbeat_sdk::Error::Task { .. }), "{err:?}");
     assert!(
-        matches!(err, heartbeat_sdk::Error::Task { .. }),
+        err.transport_error().is_none() && !err.is_timeout(),
         "{err:?}"
     );
-    assert!(err.transport_error().is_none() && !err.is_timeout(), "{err:?}");
     assert!(err.to_string().contains("keep-alive task"), "{err}");
 }
 
@@ -510,10 +510,7 @@ mod real_server {
         let client = client(&server.url(), app);
         let handle = client.keep_alive(KeepAlive::every(Duration::from_millis(200)));
         wait(&handle, Duration::from_secs(5), |s| s.beats_ok >= 1).await;
-        assert_eq!(
-            handle.state().granted,
-            Some(Duration::from_millis(400))
-        );
+        assert_eq!(handle.state().granted, Some(Duration::from_millis(400)));
 
         // sample for 2 s, past the 1.2 s after which a stopped app is WARNING
         for _ in 0..10 {
