@@ -23,7 +23,7 @@ async fn main() -> std::process::ExitCode {
     match status {
         Ok(status) => {
             println!("{}", printable(status.raw().trim_end_matches(['\r', '\n'])));
-            std::process::ExitCode::from(status.state().exit_code() as u8)
+            std::process::ExitCode::from(status.state().exit_code())
         }
         Err(_) => {
             println!("{UNREACHABLE_LINE}");

@@ -1,7 +1,11 @@
 //! A synchronous client for programs without an async runtime (feature
 //! `blocking`).
 //!
-//! [`HeartbeatClient`] has the async client's methods, minus `async`. Each
+//! [`HeartbeatClient`] has the async client's methods, minus `async`. It is
+//! configured by the async client's [`ClientBuilder`](crate::ClientBuilder)
+//! and built with [`build_blocking`](crate::ClientBuilder::build_blocking)
+//! (or wrapped around an async client with
+//! [`from_async`](HeartbeatClient::from_async)). Each
 //! client owns a worker thread that runs a small current-thread tokio runtime;
 //! a call hands its request to the worker and blocks the calling thread until
 //! the reply comes back over a standard channel.
@@ -13,17 +17,18 @@
 //! `spawn_blocking`.)
 //!
 //! ```no_run
+//! # #[cfg(any(feature = "reqwest", feature = "surf"))]
 //! # fn main() -> heartbeat_sdk::Result<()> {
 //! use std::time::Duration;
-//! use heartbeat_sdk::blocking::HeartbeatClient;
-//! use heartbeat_sdk::ErrorPolicy;
+//! use heartbeat_sdk::{ErrorPolicy, HeartbeatClient};
 //!
-//! let client = HeartbeatClient::builder().url("127.0.0.1:8888").app_id("kiosk-7").build()?;
+//! let client = HeartbeatClient::builder().url("127.0.0.1:8888").app_id("kiosk-7").build_blocking()?;
 //! client.init(Duration::from_millis(500), ErrorPolicy::Raise)?;
 //! client.ping(Duration::from_secs(1), ErrorPolicy::Raise)?;
 //! println!("{}", client.status(Some("kiosk-7"), ErrorPolicy::Raise)?);
 //! client.done_now(ErrorPolicy::Raise)?;
 //! # Ok(()) }
+//! # #[cfg(not(any(feature = "reqwest", feature = "surf")))] fn main() {}
 //! ```
 
 use std::fmt;
@@ -33,13 +38,10 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::error::{Error, Result, TransportError};
+use crate::error::{Error, Result};
 use crate::keepalive::{KeepAlive, KeepAliveState};
 use crate::policy::ErrorPolicy;
 use crate::protocol::Status;
-use crate::retry::RetryPolicy;
-use crate::settings::Settings;
-use crate::transport::Transport;
 
 type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -60,11 +62,7 @@ impl Worker {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| {
-                worker_error(
-                    TransportError::other("cannot build the worker runtime").with_source(e),
-                )
-            })?;
+            .map_err(|e| Error::build("cannot build the blocking client's worker runtime", e))?;
         let handle = runtime.handle().clone();
         let (jobs, mut receiver) = mpsc::unbounded_channel::<Job>();
         std::thread::Builder::new()
@@ -78,9 +76,7 @@ impl Worker {
                 // all senders gone: drop the runtime here, on its own thread
                 runtime.shutdown_background();
             })
-            .map_err(|e| {
-                worker_error(TransportError::other("cannot start the worker thread").with_source(e))
-            })?;
+            .map_err(|e| Error::build("cannot start the blocking client's worker thread", e))?;
         Ok(Worker {
             jobs,
             runtime: handle,
@@ -101,15 +97,9 @@ impl Worker {
     }
 }
 
-fn worker_error(source: TransportError) -> Error {
-    Error::Transport {
-        url: String::new(),
-        source,
-    }
-}
-
-fn worker_gone() -> TransportError {
-    TransportError::other("the blocking client's worker thread has stopped")
+/// The error of a call the stopped worker could not run.
+fn worker_gone() -> Error {
+    Error::task("the blocking client's worker thread has stopped")
 }
 
 /// A synchronous client of one heartbeat server for one application id.
@@ -120,6 +110,7 @@ fn worker_gone() -> TransportError {
 /// never joins or blocks.
 ///
 /// ```no_run
+/// # #[cfg(any(feature = "reqwest", feature = "surf"))]
 /// # fn main() -> heartbeat_sdk::Result<()> {
 /// use std::time::Duration;
 /// use heartbeat_sdk::blocking::HeartbeatClient;
@@ -129,6 +120,7 @@ fn worker_gone() -> TransportError {
 /// let granted = client.init(Duration::from_millis(500), ErrorPolicy::Raise)?;
 /// println!("server expects us within {granted:?}");
 /// # Ok(()) }
+/// # #[cfg(not(any(feature = "reqwest", feature = "surf")))] fn main() {}
 /// ```
 #[derive(Clone)]
 pub struct HeartbeatClient {
@@ -155,45 +147,21 @@ impl HeartbeatClient {
     /// # let _ = client;
     /// ```
     pub fn from_env() -> Result<HeartbeatClient> {
-        HeartbeatClient::builder()
-            .settings(Settings::from_env()?)
-            .build()
-    }
-
-    /// A builder over the default transport unless given another.
-    ///
-    /// ```
-    /// let client = heartbeat_sdk::blocking::HeartbeatClient::builder().url("127.0.0.1:8888").build().unwrap();
-    /// assert_eq!(client.url(), "http://127.0.0.1:8888");
-    /// ```
-    pub fn builder() -> ClientBuilder {
-        ClientBuilder {
-            inner: crate::ClientBuilder::new(),
-        }
+        crate::HeartbeatClient::builder()
+            .settings(crate::Settings::from_env()?)
+            .build_blocking()
     }
 }
 
 impl HeartbeatClient {
-    /// A builder that sends through `transport`; always available.
-    ///
-    /// ```
-    /// # #[cfg(feature = "mock")] {
-    /// use heartbeat_sdk::transport::MockTransport;
-    /// let client = heartbeat_sdk::blocking::HeartbeatClient::builder_with_transport(MockTransport::new())
-    ///     .app_id("kiosk")
-    ///     .build()
-    ///     .unwrap();
-    /// assert_eq!(client.app_id(), "kiosk");
-    /// # }
-    /// ```
-    pub fn builder_with_transport(transport: impl Transport + 'static) -> ClientBuilder {
-        ClientBuilder {
-            inner: crate::ClientBuilder::new().transport(transport),
-        }
-    }
-
     /// Wrap an async client (it keeps its transport, settings and retry
-    /// policy) and start a worker thread for it.
+    /// policy) and start a worker thread for it. To configure a new one, use
+    /// [`ClientBuilder::build_blocking`](crate::ClientBuilder::build_blocking).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Build`] when the worker thread or its runtime cannot be
+    /// started.
     ///
     /// ```
     /// # #[cfg(feature = "mock")] {
@@ -244,7 +212,7 @@ impl HeartbeatClient {
     }
 
     /// `hb_init`: register, promising a ping within `timeout`; returns the
-    /// granted timeout. See [`crate::HeartbeatClient::init`].
+    /// timeout the server granted. See [`crate::HeartbeatClient::init`].
     ///
     /// ```no_run
     /// # fn run(client: heartbeat_sdk::blocking::HeartbeatClient) -> heartbeat_sdk::Result<()> {
@@ -256,8 +224,8 @@ impl HeartbeatClient {
         self.call(policy, move |c, p| async move { c.init(timeout, p).await })
     }
 
-    /// `hb_ping`: alive, next ping within `timeout`; returns the granted
-    /// timeout. See [`crate::HeartbeatClient::ping`].
+    /// `hb_ping`: alive, promising the next ping within `timeout`; returns
+    /// the timeout the server granted. See [`crate::HeartbeatClient::ping`].
     ///
     /// ```no_run
     /// # fn run(client: heartbeat_sdk::blocking::HeartbeatClient) -> heartbeat_sdk::Result<()> {
@@ -270,7 +238,8 @@ impl HeartbeatClient {
         self.call(policy, move |c, p| async move { c.ping(timeout, p).await })
     }
 
-    /// `hb_done`: deregister, gone within `timeout`; returns the goodbye.
+    /// `hb_done`: deregister, promising to be gone within `timeout`; returns
+    /// the goodbye.
     ///
     /// ```no_run
     /// # fn run(client: heartbeat_sdk::blocking::HeartbeatClient) -> heartbeat_sdk::Result<()> {
@@ -311,7 +280,7 @@ impl HeartbeatClient {
     /// ```no_run
     /// # fn run(client: heartbeat_sdk::blocking::HeartbeatClient) -> heartbeat_sdk::Result<()> {
     /// let status = client.status(Some("kiosk-7"), heartbeat_sdk::ErrorPolicy::Raise)?;
-    /// std::process::exit(status.state().exit_code());
+    /// std::process::exit(status.state().exit_code().into());
     /// # }
     /// ```
     pub fn status(&self, app: Option<&str>, policy: ErrorPolicy<Status>) -> Result<Status> {
@@ -354,11 +323,10 @@ impl HeartbeatClient {
     /// does meanwhile.
     ///
     /// ```no_run
-    /// # fn main() -> heartbeat_sdk::Result<()> {
+    /// # fn run(client: heartbeat_sdk::blocking::HeartbeatClient) -> heartbeat_sdk::Result<()> {
     /// use std::time::Duration;
     /// use heartbeat_sdk::KeepAlive;
     ///
-    /// let client = heartbeat_sdk::blocking::HeartbeatClient::from_env()?;
     /// let keep_alive = client.keep_alive(KeepAlive::every(Duration::from_secs(5)));
     /// // ... the program's own synchronous work ...
     /// keep_alive.shutdown()?;
@@ -378,153 +346,11 @@ impl HeartbeatClient {
         F: FnOnce(crate::HeartbeatClient, ErrorPolicy<T>) -> Fut,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
-        let fallback = policy.clone().fallback();
+        let on_failure = policy.clone();
         match self.worker.run(f(self.client.clone(), policy)) {
             Ok(result) => result,
-            Err(WorkerGone) => {
-                let error = Error::Transport {
-                    url: self.client.url().to_owned(),
-                    source: worker_gone(),
-                };
-                tracing::error!(url = %self.client.url(), %error, "heartbeat request failed");
-                fallback.ok_or(error)
-            }
+            Err(WorkerGone) => on_failure.recover(self.client.url(), worker_gone()),
         }
-    }
-}
-
-/// Configures a blocking [`HeartbeatClient`]; the same settings as
-/// [`crate::ClientBuilder`].
-///
-/// ```
-/// use std::time::Duration;
-/// let client = heartbeat_sdk::blocking::HeartbeatClient::builder()
-///     .url("127.0.0.1:8888")
-///     .app_id("kiosk-7")
-///     .request_timeout(Duration::from_secs(2))
-///     .build()
-///     .unwrap();
-/// assert_eq!(client.app_id(), "kiosk-7");
-/// ```
-#[must_use]
-#[derive(Debug)]
-pub struct ClientBuilder {
-    inner: crate::ClientBuilder,
-}
-
-impl ClientBuilder {
-    /// Start from `settings`; see [`crate::ClientBuilder::settings`].
-    ///
-    /// ```no_run
-    /// let builder = heartbeat_sdk::blocking::HeartbeatClient::builder()
-    ///     .settings(heartbeat_sdk::Settings::from_env().unwrap());
-    /// # let _ = builder;
-    /// ```
-    pub fn settings(self, settings: Settings) -> Self {
-        Self {
-            inner: self.inner.settings(settings),
-        }
-    }
-
-    /// The server URL; see [`crate::ClientBuilder::url`].
-    ///
-    /// ```
-    /// let builder = heartbeat_sdk::blocking::HeartbeatClient::builder().url("10.0.0.2:8888");
-    /// # let _ = builder;
-    /// ```
-    pub fn url(self, url: impl Into<String>) -> Self {
-        Self {
-            inner: self.inner.url(url),
-        }
-    }
-
-    /// The application id; see [`crate::ClientBuilder::app_id`].
-    ///
-    /// ```
-    /// let builder = heartbeat_sdk::blocking::HeartbeatClient::builder().app_id("kiosk-7");
-    /// # let _ = builder;
-    /// ```
-    pub fn app_id(self, app_id: impl Into<String>) -> Self {
-        Self {
-            inner: self.inner.app_id(app_id),
-        }
-    }
-
-    /// Send through `transport`; see [`crate::ClientBuilder::transport`].
-    ///
-    /// ```
-    /// # #[cfg(feature = "mock")] {
-    /// let builder = heartbeat_sdk::blocking::HeartbeatClient::builder()
-    ///     .transport(heartbeat_sdk::transport::MockTransport::new());
-    /// # let _ = builder; }
-    /// ```
-    pub fn transport(self, transport: impl Transport + 'static) -> Self {
-        Self {
-            inner: self.inner.transport(transport),
-        }
-    }
-
-    /// Total time per request; see [`crate::ClientBuilder::request_timeout`].
-    ///
-    /// ```
-    /// let builder = heartbeat_sdk::blocking::HeartbeatClient::builder()
-    ///     .request_timeout(std::time::Duration::from_secs(1));
-    /// # let _ = builder;
-    /// ```
-    pub fn request_timeout(self, timeout: Duration) -> Self {
-        Self {
-            inner: self.inner.request_timeout(timeout),
-        }
-    }
-
-    /// Connect timeout of the default transport; see
-    /// [`crate::ClientBuilder::connect_timeout`].
-    ///
-    /// ```
-    /// let builder = heartbeat_sdk::blocking::HeartbeatClient::builder()
-    ///     .connect_timeout(std::time::Duration::from_millis(500));
-    /// # let _ = builder;
-    /// ```
-    #[cfg(any(feature = "reqwest", feature = "surf"))]
-    #[cfg_attr(docsrs, doc(cfg(any(feature = "reqwest", feature = "surf"))))]
-    pub fn connect_timeout(self, timeout: Duration) -> Self {
-        Self {
-            inner: self.inner.connect_timeout(timeout),
-        }
-    }
-
-    /// Largest reply body accepted; see [`crate::ClientBuilder::body_limit`].
-    ///
-    /// ```
-    /// let builder = heartbeat_sdk::blocking::HeartbeatClient::builder().body_limit(4096);
-    /// # let _ = builder;
-    /// ```
-    pub fn body_limit(self, bytes: usize) -> Self {
-        Self {
-            inner: self.inner.body_limit(bytes),
-        }
-    }
-
-    /// Retry failed calls; see [`crate::ClientBuilder::retry`].
-    ///
-    /// ```
-    /// let builder = heartbeat_sdk::blocking::HeartbeatClient::builder()
-    ///     .retry(heartbeat_sdk::RetryPolicy::new(3));
-    /// # let _ = builder;
-    /// ```
-    pub fn retry(self, policy: RetryPolicy) -> Self {
-        Self {
-            inner: self.inner.retry(policy),
-        }
-    }
-
-    /// Validate the settings, build the client and start its worker thread.
-    ///
-    /// ```
-    /// assert!(heartbeat_sdk::blocking::HeartbeatClient::builder().app_id("").build().is_err());
-    /// ```
-    pub fn build(self) -> Result<HeartbeatClient> {
-        HeartbeatClient::from_async(self.inner.build()?)
     }
 }
 
@@ -616,11 +442,8 @@ impl KeepAliveHandle {
     /// ```
     pub fn shutdown(self) -> Result<String> {
         let KeepAliveHandle { inner, worker } = self;
-        worker.run(inner.shutdown()).unwrap_or_else(|WorkerGone| {
-            Err(Error::Transport {
-                url: String::new(),
-                source: worker_gone(),
-            })
-        })
+        worker
+            .run(inner.shutdown())
+            .unwrap_or_else(|WorkerGone| Err(worker_gone()))
     }
 }

@@ -18,8 +18,15 @@ use crate::transport::{
 /// A client of one heartbeat server for one application id.
 ///
 /// Cheap to clone (the transport and settings are shared). Every method takes
-/// an [`ErrorPolicy`]: `Raise` returns failures as [`Error`], `Fallback(v)`
-/// logs them and returns `Ok(v)`.
+/// an [`ErrorPolicy`]: `Raise` returns failures as [`Error`] (logged at
+/// `debug` only), `Fallback(v)` logs them at `warn` and returns `Ok(v)`.
+///
+/// The words: the client **promises** a `timeout` with each `init`, `ping`
+/// and `done` (the time within which it will beat again, or be gone); the
+/// server answers with the timeout it **granted** (the promise plus its
+/// tolerance, 1 s for the reference), which `/status` reports as
+/// [`Status::granted`] and a keep-alive as
+/// [`KeepAliveState::granted`](crate::KeepAliveState::granted).
 ///
 /// | Python (`heartbeat.py`) | Rust |
 /// |---|---|
@@ -112,7 +119,7 @@ impl HeartbeatClient {
     /// A builder that sends through `transport`; always available, whatever
     /// the features.
     pub fn builder_with_transport(transport: impl Transport + 'static) -> ClientBuilder {
-        ClientBuilder::new().transport(transport)
+        ClientBuilder::with_transport(transport)
     }
 
     /// The server's base URL, without a trailing `/`.
@@ -125,20 +132,21 @@ impl HeartbeatClient {
         &self.inner.app_id
     }
 
-    /// `hb_init`: register with the promise to ping again within `timeout`;
+    /// `hb_init`: register, promising to ping again within `timeout`;
     /// returns the timeout the server granted (the reference adds 1 s).
     pub async fn init(&self, timeout: Duration, policy: ErrorPolicy<Duration>) -> Result<Duration> {
         self.beat(Beat::Init, timeout, policy).await
     }
 
-    /// `hb_ping`: I'm alive, expect the next ping within `timeout`; returns
-    /// the granted timeout. Pinging an unknown id registers it.
+    /// `hb_ping`: I'm alive, promising the next ping within `timeout`;
+    /// returns the timeout the server granted. Pinging an unknown id
+    /// registers it.
     pub async fn ping(&self, timeout: Duration, policy: ErrorPolicy<Duration>) -> Result<Duration> {
         self.beat(Beat::Ping, timeout, policy).await
     }
 
-    /// `hb_done`: deregister, gone within `timeout`; returns the server's
-    /// goodbye text.
+    /// `hb_done`: deregister, promising to be gone within `timeout`; returns
+    /// the server's goodbye text.
     pub async fn done(&self, timeout: Duration, policy: ErrorPolicy<String>) -> Result<String> {
         let build = protocol::timeout_ms(timeout).map(|ms| {
             move |buster: &str| protocol::beat_request(Beat::Done, ms, &self.inner.app_id, buster)
@@ -238,7 +246,8 @@ impl HeartbeatClient {
     /// built), reading at most `body_limit` reply bytes, parse a 2xx reply
     /// with `parse`, and apply `policy` to any failure. `build` is called
     /// with a fresh cache buster for every attempt, so no two requests on
-    /// the wire share one.
+    /// the wire share one. The failure is logged once, by
+    /// [`ErrorPolicy::recover`].
     async fn call<T, B>(
         &self,
         build: Result<B>,
@@ -253,10 +262,7 @@ impl HeartbeatClient {
             Ok(build) => self.exchange(&build, body_limit, parse).await,
             Err(e) => Err(e),
         };
-        result.or_else(|error| {
-            tracing::error!(url = %self.inner.base, error = %error, "heartbeat request failed");
-            policy.fallback().ok_or(error)
-        })
+        result.or_else(|error| policy.recover(&self.inner.base, error))
     }
 
     async fn exchange<T>(
@@ -338,7 +344,8 @@ impl HeartbeatClient {
     }
 }
 
-/// Configures a [`HeartbeatClient`].
+/// Configures a [`HeartbeatClient`], async or (with feature `blocking`)
+/// [blocking](ClientBuilder::build_blocking).
 ///
 /// ```
 /// use std::time::Duration;
@@ -357,14 +364,22 @@ pub struct ClientBuilder {
     url: Option<String>,
     settings: Option<Settings>,
     app_id: Option<String>,
-    transport: Option<Arc<dyn Transport>>,
+    transport: GivenTransport,
     request_timeout: Duration,
     #[cfg(any(feature = "reqwest", feature = "surf"))]
-    connect_timeout: Duration,
+    connect_timeout: Option<Duration>,
     body_limit: usize,
     max_apps: usize,
     retry: RetryPolicy,
 }
+
+/// The transport given to the builder. With a default transport compiled
+/// in, it is optional; without one, the only way to get a builder is
+/// [`HeartbeatClient::builder_with_transport`], so there always is one.
+#[cfg(any(feature = "reqwest", feature = "surf"))]
+type GivenTransport = Option<Arc<dyn Transport>>;
+#[cfg(not(any(feature = "reqwest", feature = "surf")))]
+type GivenTransport = Arc<dyn Transport>;
 
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -378,15 +393,27 @@ impl fmt::Debug for ClientBuilder {
 }
 
 impl ClientBuilder {
+    /// A builder over the default transport.
+    #[cfg(any(feature = "reqwest", feature = "surf"))]
     pub(crate) fn new() -> Self {
+        Self::with(None)
+    }
+
+    /// A builder over `transport`.
+    pub(crate) fn with_transport(transport: impl Transport + 'static) -> Self {
+        let transport: Arc<dyn Transport> = Arc::new(transport);
+        Self::with(transport.into())
+    }
+
+    fn with(transport: GivenTransport) -> Self {
         Self {
             url: None,
             settings: None,
             app_id: None,
-            transport: None,
+            transport,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             #[cfg(any(feature = "reqwest", feature = "surf"))]
-            connect_timeout: crate::transport::DEFAULT_CONNECT_TIMEOUT,
+            connect_timeout: None,
             body_limit: DEFAULT_BODY_LIMIT,
             max_apps: protocol::MAX_APPS,
             retry: RetryPolicy::none(),
@@ -413,24 +440,47 @@ impl ClientBuilder {
         self
     }
 
-    /// Send through `transport` instead of the default one.
+    /// Send through `transport` instead of the default one. Configure its
+    /// connect timeout on the transport itself: together with
+    /// [`connect_timeout`](Self::connect_timeout), [`build`](Self::build)
+    /// fails with [`Error::Config`].
     pub fn transport(mut self, transport: impl Transport + 'static) -> Self {
-        self.transport = Some(Arc::new(transport));
+        let transport: Arc<dyn Transport> = Arc::new(transport);
+        self.transport = transport.into();
         self
     }
 
-    /// Total time allowed per request (default 4 s).
+    /// Total time allowed per request (default 4 s), whatever the
+    /// transport. Not the timeout promised to the server: that is the
+    /// argument of each call.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
     }
 
-    /// Connect timeout of the default transport (default 2 s); ignored when
-    /// a transport is given.
+    /// Connect timeout of the default transport (default
+    /// [`DEFAULT_CONNECT_TIMEOUT`](crate::transport::DEFAULT_CONNECT_TIMEOUT),
+    /// 2 s). The builder cannot reach into a transport it was given, so
+    /// setting both is refused by [`build`](Self::build) with
+    /// [`Error::Config`] rather than silently ignored.
+    ///
+    /// ```
+    /// # #[cfg(all(feature = "reqwest", feature = "mock"))] {
+    /// use std::time::Duration;
+    /// use heartbeat_sdk::{Error, HeartbeatClient};
+    ///
+    /// let ok = HeartbeatClient::builder().connect_timeout(Duration::from_millis(500)).build();
+    /// assert!(ok.is_ok());
+    /// let contradictory = HeartbeatClient::builder_with_transport(heartbeat_sdk::transport::MockTransport::new())
+    ///     .connect_timeout(Duration::from_millis(500))
+    ///     .build();
+    /// assert!(matches!(contradictory, Err(Error::Config { .. })));
+    /// # }
+    /// ```
     #[cfg(any(feature = "reqwest", feature = "surf"))]
     #[cfg_attr(docsrs, doc(cfg(any(feature = "reqwest", feature = "surf"))))]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connect_timeout = Some(timeout);
         self
     }
 
@@ -484,6 +534,13 @@ impl ClientBuilder {
     }
 
     /// Validate the settings and build the client.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`] and [`Error::InvalidAppId`] for unusable
+    /// settings, [`Error::Config`] for [`connect_timeout`](Self::connect_timeout)
+    /// together with a given transport, [`Error::Build`] when the default
+    /// transport cannot be set up (e.g. its TLS backend).
     pub fn build(self) -> Result<HeartbeatClient> {
         let defaults = self.settings;
         let url: Url = match (self.url, &defaults) {
@@ -497,16 +554,23 @@ impl ClientBuilder {
             (None, None) => crate::settings::DEFAULT_APP_ID.to_owned(),
         };
         protocol::validate_app_id(&app_id)?;
-        let transport = match self.transport {
-            Some(transport) => transport,
-            #[cfg(any(feature = "reqwest", feature = "surf"))]
-            None => Arc::new(default_transport(
-                self.connect_timeout,
+        #[cfg(any(feature = "reqwest", feature = "surf"))]
+        let transport = match (self.transport, self.connect_timeout) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config {
+                    reason: "connect_timeout applies to the default transport only; \
+                             set it on the transport given to the builder instead"
+                        .to_owned(),
+                })
+            }
+            (Some(transport), None) => transport,
+            (None, connect) => Arc::new(default_transport(
+                connect.unwrap_or(crate::transport::DEFAULT_CONNECT_TIMEOUT),
                 self.request_timeout,
             )?),
-            #[cfg(not(any(feature = "reqwest", feature = "surf")))]
-            None => return Err(Error::NoTransport),
         };
+        #[cfg(not(any(feature = "reqwest", feature = "surf")))]
+        let transport = self.transport;
         Ok(HeartbeatClient {
             inner: Arc::new(Inner {
                 base: url.as_str().trim_end_matches('/').to_owned(),
@@ -519,6 +583,34 @@ impl ClientBuilder {
             }),
         })
     }
+
+    /// Build a [`blocking::HeartbeatClient`](crate::blocking::HeartbeatClient)
+    /// with these settings: [`build`](Self::build), then start its worker
+    /// thread. The one way to configure a blocking client.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`build`](Self::build), and [`Error::Build`] when the worker
+    /// thread or its runtime cannot be started.
+    ///
+    /// ```
+    /// # #[cfg(feature = "mock")] {
+    /// use heartbeat_sdk::transport::MockTransport;
+    /// use heartbeat_sdk::{ErrorPolicy, HeartbeatClient};
+    ///
+    /// let client = HeartbeatClient::builder_with_transport(MockTransport::new())
+    ///     .app_id("kiosk-7")
+    ///     .build_blocking()
+    ///     .unwrap();
+    /// let granted = client.init(std::time::Duration::from_secs(2), ErrorPolicy::Raise).unwrap();
+    /// assert_eq!(granted, std::time::Duration::from_secs(3));
+    /// # }
+    /// ```
+    #[cfg(feature = "blocking")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "blocking")))]
+    pub fn build_blocking(self) -> Result<crate::blocking::HeartbeatClient> {
+        crate::blocking::HeartbeatClient::from_async(self.build()?)
+    }
 }
 
 #[cfg(any(feature = "reqwest", feature = "surf"))]
@@ -530,8 +622,36 @@ fn default_transport(
         .connect_timeout(connect)
         .timeout(total)
         .build()
-        .map_err(|source| Error::Transport {
-            url: String::new(),
-            source,
-        })
+        .map_err(|source| Error::build("cannot set up the default HTTP transport", source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(all(feature = "mock", any(feature = "reqwest", feature = "surf")))]
+    #[test]
+    fn a_connect_timeout_with_a_given_transport_is_refused_not_dropped() {
+        let mock = || crate::transport::MockTransport::new();
+        let second = Duration::from_secs(1);
+        for builder in [
+            HeartbeatClient::builder_with_transport(mock()).connect_timeout(second),
+            HeartbeatClient::builder()
+                .connect_timeout(second)
+                .transport(mock()),
+        ] {
+            let error = builder.build().unwrap_err();
+            assert!(matches!(error, Error::Config { .. }), "{error:?}");
+            assert!(error.to_string().contains("connect_timeout"), "{error}");
+        }
+        // each alone is fine
+        assert!(HeartbeatClient::builder()
+            .connect_timeout(second)
+            .build()
+            .is_ok());
+        assert!(HeartbeatClient::builder_with_transport(mock())
+            .request_timeout(second)
+            .build()
+            .is_ok());
+    }
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 ///         Error::Transport { source, .. } if source.is_timeout() => "server too slow",
 ///         Error::Status { .. } => "server said no",
 ///         Error::Parse { .. } => "server said something odd",
+///         Error::Build { .. } | Error::Task { .. } => "local failure",
 ///         _ => "bad configuration or argument",
 ///     }
 /// }
@@ -53,10 +54,49 @@ pub enum Error {
         /// The largest timeout in milliseconds the protocol carries.
         max_ms: u64,
     },
-    /// No transport was given to a builder and none is compiled in by default.
-    #[error("no HTTP transport: enable feature `reqwest` or `surf`, or pass one to the builder")]
-    NoTransport,
+    /// Builder settings that contradict each other: for example
+    /// [`ClientBuilder::connect_timeout`](crate::ClientBuilder::connect_timeout)
+    /// together with an explicit transport, which the builder cannot
+    /// configure.
+    #[error("invalid client configuration: {reason}")]
+    Config {
+        /// What is wrong with the settings.
+        reason: String,
+    },
+    /// The client could not be set up on this machine: its default HTTP
+    /// transport failed to build (say, its TLS backend could not be
+    /// initialised), or the blocking client could not start its worker
+    /// thread or runtime. Nothing was sent.
+    #[error("cannot build the client: {reason}")]
+    Build {
+        /// What could not be set up.
+        reason: String,
+        /// The underlying failure, if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
+    /// A background task of this crate stopped before it could finish its
+    /// work: the keep-alive task (it panicked or was aborted), or the
+    /// blocking client's worker thread. Not a network failure: a failed
+    /// request of the task is reported as that request's own error.
+    #[error("{reason}")]
+    Task {
+        /// What stopped, and how.
+        reason: String,
+    },
+    /// A keep-alive's [`shutdown`](crate::KeepAliveHandle::shutdown) (a beat
+    /// in flight, then `hb_done`) did not finish within
+    /// [`KeepAlive::shutdown_timeout`](crate::KeepAlive::shutdown_timeout):
+    /// the task was aborted, and `hb_done` may not have reached the server.
+    /// [`is_timeout`](Error::is_timeout) is true for it.
+    #[error("keep-alive shutdown not done within {timeout:?}; task aborted")]
+    ShutdownTimeout {
+        /// The shutdown timeout that ran out.
+        timeout: Duration,
+    },
     /// The request did not get an HTTP reply (refused, timed out, cut off...).
+    /// Always a request that was attempted: set-up failures are
+    /// [`Error::Build`], a stopped background task [`Error::Task`].
     #[error("request to {url} failed: {source}")]
     Transport {
         /// The full URL of the request.
@@ -103,10 +143,33 @@ impl Error {
             .is_some_and(TransportError::is_connect)
     }
 
-    /// True when the request timed out.
+    /// True when the request timed out, or a keep-alive's shutdown did
+    /// ([`Error::ShutdownTimeout`]).
     pub fn is_timeout(&self) -> bool {
-        self.transport_error()
-            .is_some_and(TransportError::is_timeout)
+        matches!(self, Error::ShutdownTimeout { .. })
+            || self
+                .transport_error()
+                .is_some_and(TransportError::is_timeout)
+    }
+
+    /// An [`Error::Build`] for `reason`, caused by `source`.
+    #[cfg(any(feature = "reqwest", feature = "surf", feature = "blocking"))]
+    pub(crate) fn build(
+        reason: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Error {
+        Error::Build {
+            reason: reason.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// An [`Error::Task`] for `reason`.
+    #[cfg(feature = "keepalive")]
+    pub(crate) fn task(reason: impl Into<String>) -> Error {
+        Error::Task {
+            reason: reason.into(),
+        }
     }
 }
 

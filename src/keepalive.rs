@@ -12,27 +12,30 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::client::HeartbeatClient;
-use crate::error::{Error, Result, TransportError};
+use crate::error::{Error, Result};
 use crate::policy::ErrorPolicy;
 use crate::protocol;
 use crate::retry::{exponential, jitter};
 
-/// How a keep-alive task beats: its interval, the promise it makes, and its
-/// backoff and shutdown bounds.
+/// How a keep-alive task beats: its interval, the timeout it promises, and
+/// its backoff and shutdown bounds.
 ///
-/// - **Promise:** every init and ping promises the server the next beat
-///   within `interval + margin`; the margin defaults to the interval itself,
-///   so the promise is twice the interval (a late beat or one lost request
-///   does not make the application late). The server adds its own tolerance
-///   on top (the reference: 1000 ms). The promise is capped at
+/// - **Timeout:** every init and ping promises the server the next beat
+///   within a [`timeout`](Self::timeout) of `interval + margin`; the margin
+///   defaults to the interval itself, so the timeout is twice the interval
+///   (a late beat or one lost request does not make the application late).
+///   The server adds its own tolerance on top (the reference: 1000 ms) and
+///   answers with the timeout it granted
+///   ([`KeepAliveState::granted`]). The timeout is capped at
 ///   [`MAX_TIMEOUT_MS`](crate::protocol::MAX_TIMEOUT_MS), the largest
 ///   timeout a request carries.
 /// - **Cadence:** the next beat is due one interval after the previous one
 ///   *started*. If that moment has already passed (a slow reply, a stalled
 ///   runtime, a suspended machine), one beat is sent at once and the cadence
 ///   restarts from it: missed beats are skipped, never sent in a burst.
-/// - **Failures** are logged through `tracing` (warn) and the task keeps
-///   going. After the *n*-th failure in a row it waits
+/// - **Failures** are logged through `tracing` once, at `warn`, with the
+///   keep-alive's context (failures in a row, next retry), and the task
+///   keeps going. After the *n*-th failure in a row it waits
 ///   `interval × 2^(n-1)`, capped at `max(max_backoff, interval)`, jittered to
 ///   a random point between half of that and all of it; so the first retry
 ///   comes within one interval, and a fleet does not retry in step.
@@ -49,9 +52,9 @@ use crate::retry::{exponential, jitter};
 /// use heartbeat_sdk::KeepAlive;
 ///
 /// let config = KeepAlive::every(Duration::from_secs(5));
-/// assert_eq!(config.promise(), Duration::from_secs(10));
+/// assert_eq!(config.timeout(), Duration::from_secs(10));
 /// let config = config.margin(Duration::from_secs(1));
-/// assert_eq!(config.promise(), Duration::from_secs(6));
+/// assert_eq!(config.timeout(), Duration::from_secs(6));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeepAlive {
@@ -86,13 +89,13 @@ impl KeepAlive {
         }
     }
 
-    /// Promise `interval + margin` instead of twice the interval. The margin
-    /// stays fixed when the interval changes.
+    /// Promise a timeout of `interval + margin` instead of twice the
+    /// interval. The margin stays fixed when the interval changes.
     ///
     /// ```
     /// use std::time::Duration;
     /// let config = heartbeat_sdk::KeepAlive::every(Duration::from_secs(2)).margin(Duration::from_millis(500));
-    /// assert_eq!(config.promise(), Duration::from_millis(2500));
+    /// assert_eq!(config.timeout(), Duration::from_millis(2500));
     /// ```
     pub fn margin(mut self, margin: Duration) -> KeepAlive {
         self.margin = Some(margin);
@@ -112,7 +115,7 @@ impl KeepAlive {
         self
     }
 
-    /// The timeout sent with `hb_done` on shutdown (default 0: gone now).
+    /// The timeout `hb_done` promises on shutdown (default 0: gone now).
     ///
     /// ```
     /// use std::time::Duration;
@@ -147,22 +150,23 @@ impl KeepAlive {
         self.interval
     }
 
-    /// The timeout promised with each beat at the starting interval.
+    /// The timeout each init and ping promises at the starting interval:
+    /// `interval + margin`.
     ///
     /// ```
     /// use std::time::Duration;
     /// let config = heartbeat_sdk::KeepAlive::every(Duration::from_millis(300));
-    /// assert_eq!(config.promise(), Duration::from_millis(600));
+    /// assert_eq!(config.timeout(), Duration::from_millis(600));
     /// ```
-    pub fn promise(&self) -> Duration {
-        self.promise_for(self.interval)
+    pub fn timeout(&self) -> Duration {
+        self.timeout_for(self.interval)
     }
 
     /// `interval + margin`, capped at the largest timeout the protocol
     /// carries ([`MAX_TIMEOUT_MS`](protocol::MAX_TIMEOUT_MS)), so a very
     /// long interval still beats rather than failing every time with
     /// [`Error::InvalidTimeout`].
-    fn promise_for(&self, interval: Duration) -> Duration {
+    fn timeout_for(&self, interval: Duration) -> Duration {
         interval
             .saturating_add(self.margin.unwrap_or(interval))
             .min(Duration::from_millis(protocol::MAX_TIMEOUT_MS))
@@ -192,7 +196,7 @@ impl KeepAlive {
 /// let keep_alive = client.keep_alive(KeepAlive::every(Duration::from_secs(1)));
 /// let state = keep_alive.subscribe().wait_for(|s| s.beats_ok >= 1).await.unwrap().clone();
 /// assert_eq!(state.inits_ok, 1);
-/// assert_eq!(state.last_granted, Some(Duration::from_secs(3))); // 2 s promised + 1 s tolerance
+/// assert_eq!(state.granted, Some(Duration::from_secs(3))); // 2 s promised + 1 s tolerance
 /// keep_alive.shutdown().await.unwrap();
 /// # }
 /// # #[cfg(not(feature = "mock"))] fn main() {}
@@ -211,8 +215,9 @@ pub struct KeepAliveState {
     pub inits_ok: u64,
     /// Failures since the last success.
     pub consecutive_failures: u32,
-    /// The timeout the server granted at the last successful beat.
-    pub last_granted: Option<Duration>,
+    /// The timeout the server granted at the last successful beat (the
+    /// promised [`KeepAlive::timeout`] plus the server's tolerance).
+    pub granted: Option<Duration>,
     /// The error of the last failed beat (kept after a later success).
     pub last_error: Option<Arc<Error>>,
     /// True once the task has stopped on [`KeepAliveHandle::shutdown`] and
@@ -257,13 +262,12 @@ pub struct KeepAliveHandle {
     state: watch::Receiver<KeepAliveState>,
     task: Option<JoinHandle<Option<Result<String>>>>,
     shutdown_timeout: Duration,
-    done_url: String,
 }
 
 impl HeartbeatClient {
     /// Start a keep-alive task on the current tokio runtime: `hb_init` now,
     /// then `hb_ping` every interval, until the handle is shut down or
-    /// dropped. See [`KeepAlive`] for the promise, backoff and re-init rules.
+    /// dropped. See [`KeepAlive`] for the timeout, backoff and re-init rules.
     ///
     /// # Panics
     ///
@@ -277,7 +281,7 @@ impl HeartbeatClient {
     /// use heartbeat_sdk::{HeartbeatClient, KeepAlive};
     ///
     /// let keep_alive = HeartbeatClient::from_env()?.keep_alive(KeepAlive::every(Duration::from_secs(2)));
-    /// // ... promise: 4 s per beat; the server sees the app OK while this runs
+    /// // ... each beat promises a timeout of 4 s; the server sees the app OK while this runs
     /// keep_alive.shutdown().await?;
     /// # Ok(()) }
     /// ```
@@ -316,21 +320,19 @@ impl HeartbeatClient {
             ..KeepAliveState::default()
         });
         let shutdown_timeout = config.shutdown_timeout;
-        let done_url = format!("{}{}", self.url(), protocol::Beat::Done.path());
         let task = runtime.spawn(run(self.clone(), config, control_rx, state_tx));
         KeepAliveHandle {
             control,
             state,
             task: Some(task),
             shutdown_timeout,
-            done_url,
         }
     }
 }
 
 impl KeepAliveHandle {
     /// Change the interval: one beat right away, then one every `interval`
-    /// (the promise follows). `Duration::ZERO` pauses the task (no beat is
+    /// (the promised timeout follows). `Duration::ZERO` pauses the task (no beat is
     /// sent; the server will see the application go late); a later non-zero
     /// interval resumes it with a beat at once. Like the JavaScript client's
     /// `setInterval`.
@@ -387,8 +389,10 @@ impl KeepAliveHandle {
     /// Stop the task and sign off: let a beat in flight finish, send
     /// `hb_done` (with [`KeepAlive::done_timeout`]), and return the server's
     /// goodbye. The whole shutdown is bounded by
-    /// [`KeepAlive::shutdown_timeout`]; past it the task is aborted and a
-    /// timeout error is returned. Must be awaited inside the tokio runtime.
+    /// [`KeepAlive::shutdown_timeout`]; past it the task is aborted and
+    /// [`Error::ShutdownTimeout`] is returned. A failed `hb_done` is its own
+    /// error; a task that stopped on its own (it panicked) is
+    /// [`Error::Task`]. Must be awaited inside the tokio runtime.
     ///
     /// ```no_run
     /// # async fn run(keep_alive: heartbeat_sdk::KeepAliveHandle) -> heartbeat_sdk::Result<()> {
@@ -399,31 +403,23 @@ impl KeepAliveHandle {
     pub async fn shutdown(mut self) -> Result<String> {
         self.control.send_modify(|control| control.stopping = true);
         let Some(task) = self.task.take() else {
-            return Err(self.error(TransportError::other("keep-alive task already gone")));
+            return Err(Error::task("the keep-alive task is already gone"));
         };
         let abort = task.abort_handle();
         match tokio::time::timeout(self.shutdown_timeout, task).await {
             Ok(Ok(Some(result))) => result,
-            Ok(Ok(None)) => Err(self.error(TransportError::other(
-                "keep-alive task ended without hb_done",
+            Ok(Ok(None)) => Err(Error::task(
+                "the keep-alive task ended without sending hb_done",
+            )),
+            Ok(Err(join)) => Err(Error::task(format!(
+                "the keep-alive task stopped before hb_done: {join}"
             ))),
-            Ok(Err(join)) => Err(self.error(TransportError::other(format!(
-                "keep-alive task failed: {join}"
-            )))),
             Err(_) => {
                 abort.abort();
-                Err(self.error(TransportError::timeout(format!(
-                    "keep-alive shutdown not done within {:?}",
-                    self.shutdown_timeout
-                ))))
+                Err(Error::ShutdownTimeout {
+                    timeout: self.shutdown_timeout,
+                })
             }
-        }
-    }
-
-    fn error(&self, source: TransportError) -> Error {
-        Error::Transport {
-            url: self.done_url.clone(),
-            source,
         }
     }
 }
@@ -466,13 +462,13 @@ async fn run(
             }
             () = sleep_until(next) => {}
         }
-        let promise = config.promise_for(interval);
+        let timeout = config.timeout_for(interval);
         let started = Instant::now();
         let init = need_init;
         let result = if init {
-            client.init(promise, ErrorPolicy::Raise).await
+            client.init(timeout, ErrorPolicy::Raise).await
         } else {
-            client.ping(promise, ErrorPolicy::Raise).await
+            client.ping(timeout, ErrorPolicy::Raise).await
         };
         let now = Instant::now();
         match result {
@@ -483,7 +479,7 @@ async fn run(
                     s.beats_ok += 1;
                     s.inits_ok += u64::from(init);
                     s.consecutive_failures = 0;
-                    s.last_granted = Some(granted);
+                    s.granted = Some(granted);
                 });
                 let due = after(started, interval);
                 next = Some(if due > now { due } else { after(now, interval) });
@@ -533,33 +529,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_promise_is_twice_the_interval_unless_a_margin_is_set() {
+    fn the_timeout_is_twice_the_interval_unless_a_margin_is_set() {
         let s = Duration::from_secs;
-        assert_eq!(KeepAlive::every(s(3)).promise(), s(6));
-        assert_eq!(KeepAlive::every(s(3)).margin(s(1)).promise(), s(4));
+        assert_eq!(KeepAlive::every(s(3)).timeout(), s(6));
+        assert_eq!(KeepAlive::every(s(3)).margin(s(1)).timeout(), s(4));
         assert_eq!(
-            KeepAlive::every(s(3)).margin(s(1)).promise_for(s(10)),
+            KeepAlive::every(s(3)).margin(s(1)).timeout_for(s(10)),
             s(11)
         );
     }
 
     #[test]
-    fn the_promise_is_capped_at_the_largest_protocol_timeout() {
+    fn the_timeout_is_capped_at_the_largest_protocol_timeout() {
         let max = Duration::from_millis(protocol::MAX_TIMEOUT_MS);
         // 25 days: twice that is over the cap
         let long = Duration::from_secs(25 * 24 * 60 * 60);
-        assert_eq!(KeepAlive::every(long).promise(), max);
-        assert_eq!(KeepAlive::every(Duration::MAX).promise(), max);
-        assert_eq!(KeepAlive::every(max).margin(Duration::MAX).promise(), max);
+        assert_eq!(KeepAlive::every(long).timeout(), max);
+        assert_eq!(KeepAlive::every(Duration::MAX).timeout(), max);
+        assert_eq!(KeepAlive::every(max).margin(Duration::MAX).timeout(), max);
         assert_eq!(
             KeepAlive::every(max - Duration::from_secs(1))
                 .margin(Duration::from_millis(500))
-                .promise(),
+                .timeout(),
             max - Duration::from_millis(500)
         );
-        // and the capped promise is one the client sends
+        // and the capped timeout is one the client sends
         assert_eq!(
-            protocol::timeout_ms(KeepAlive::every(long).promise()).unwrap(),
+            protocol::timeout_ms(KeepAlive::every(long).timeout()).unwrap(),
             protocol::MAX_TIMEOUT_MS
         );
     }

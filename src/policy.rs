@@ -2,9 +2,11 @@
 
 /// What a call does when it fails: the Python client's `errorReturnValue`.
 ///
-/// Under either policy the failure is logged through `tracing` at error
-/// level with the URL and path. [`ErrorPolicy::Raise`] then returns the
-/// error; [`ErrorPolicy::Fallback`] returns `Ok(value)` instead.
+/// [`ErrorPolicy::Raise`] returns the error; the failure is logged only at
+/// `debug` level (the caller has it, and logs it with its own context if it
+/// wants). [`ErrorPolicy::Fallback`] returns `Ok(value)` instead and logs
+/// the swallowed failure once at `warn` level, with the server URL, since
+/// the log is then its only trace. Nothing is logged at `error` level.
 ///
 /// ```
 /// use std::time::Duration;
@@ -30,6 +32,22 @@ impl<T> ErrorPolicy<T> {
         match self {
             ErrorPolicy::Raise => None,
             ErrorPolicy::Fallback(value) => Some(value),
+        }
+    }
+
+    /// Apply the policy to a failed call to `url`: log it (`warn` when it is
+    /// swallowed, `debug` when it is returned) and return the fallback value
+    /// or the error.
+    pub(crate) fn recover(self, url: &str, error: crate::Error) -> crate::Result<T> {
+        match self {
+            ErrorPolicy::Raise => {
+                tracing::debug!(url, %error, "heartbeat request failed");
+                Err(error)
+            }
+            ErrorPolicy::Fallback(value) => {
+                tracing::warn!(url, %error, "heartbeat request failed; returning the fallback value");
+                Ok(value)
+            }
         }
     }
 }

@@ -366,7 +366,12 @@ mod tests {
             reason: "r".into(),
             body: String::new(),
         }));
-        assert!(!is_retryable(&Error::NoTransport));
+        assert!(!is_retryable(&Error::Config { reason: "r".into() }));
+        assert!(!is_retryable(&Error::Task { reason: "r".into() }));
+        assert!(!is_retryable(&Error::Build {
+            reason: "r".into(),
+            source: None
+        }));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use heartbeat_sdk::blocking::{HeartbeatClient, KeepAliveHandle};
 use heartbeat_sdk::transport::{MockFailure, MockTransport};
-use heartbeat_sdk::{ErrorPolicy, KeepAlive, KeepAliveState, State};
+use heartbeat_sdk::{Error, ErrorPolicy, KeepAlive, KeepAliveState, State};
 
 const GOODBYE: &str = "So Long, and Thanks for All the Fish!";
 
@@ -35,9 +35,9 @@ fn wait(handle: &KeepAliveHandle, mut done: impl FnMut(&KeepAliveState) -> bool)
 /// Every call and a keep-alive over the mock, checked against its registry.
 fn exercise_mock(app: &str) {
     let mock = MockTransport::new();
-    let client = HeartbeatClient::builder_with_transport(mock.clone())
+    let client = heartbeat_sdk::HeartbeatClient::builder_with_transport(mock.clone())
         .app_id(app)
-        .build()
+        .build_blocking()
         .unwrap();
     let key = format!("{app} @ 127.0.0.1");
     assert_eq!(client.init(ms(500), ErrorPolicy::Raise).unwrap(), ms(1500));
@@ -121,8 +121,8 @@ async fn works_inside_spawn_blocking_of_a_multi_thread_runtime() {
 #[tokio::test(flavor = "current_thread")]
 async fn created_in_a_runtime_and_dropped_in_another_context() {
     let mock = MockTransport::new();
-    let client = HeartbeatClient::builder_with_transport(mock.clone())
-        .build()
+    let client = heartbeat_sdk::HeartbeatClient::builder_with_transport(mock.clone())
+        .build_blocking()
         .unwrap();
     let keep_alive = client.keep_alive(KeepAlive::every(ms(10)));
     // the client goes first; the keep-alive's worker lives on without it
@@ -159,17 +159,42 @@ fn a_client_made_from_an_async_one_keeps_its_settings() {
 
 #[test]
 fn builder_errors_are_reported_not_panicked() {
+    let builder = || heartbeat_sdk::HeartbeatClient::builder_with_transport(MockTransport::new());
+    assert!(matches!(
+        builder().app_id("").build_blocking(),
+        Err(Error::InvalidAppId { .. })
+    ));
+    assert!(matches!(
+        builder().url("ftp://x").build_blocking(),
+        Err(Error::InvalidUrl { .. })
+    ));
+}
+
+/// `build_blocking` takes every setting of the async builder: the same
+/// builder, not a copy of its setters.
+#[test]
+fn build_blocking_keeps_every_setting_of_the_async_builder() {
+    let mock = MockTransport::new();
+    let client = heartbeat_sdk::HeartbeatClient::builder_with_transport(mock.clone())
+        .url("10.9.8.7:6")
+        .app_id("from-builder")
+        .body_limit(4)
+        .retry(heartbeat_sdk::RetryPolicy::new(2).initial_backoff(ms(1)))
+        .build_blocking()
+        .unwrap();
+    assert_eq!(client.url(), "http://10.9.8.7:6");
+    assert_eq!(client.app_id(), "from-builder");
+    mock.fail_next(1, MockFailure::Refused);
+    // the retry policy: the refused attempt is retried; the body limit: a
+    // granted timeout of 4 digits ("1500") fits, a goodbye does not
+    assert_eq!(client.init(ms(500), ErrorPolicy::Raise).unwrap(), ms(1500));
+    assert_eq!(mock.requests().len(), 2);
+    let too_big = client.done_now(ErrorPolicy::Raise).unwrap_err();
     assert!(
-        HeartbeatClient::builder_with_transport(MockTransport::new())
-            .app_id("")
-            .build()
-            .is_err()
-    );
-    assert!(
-        HeartbeatClient::builder_with_transport(MockTransport::new())
-            .url("ftp://x")
-            .build()
-            .is_err()
+        too_big
+            .transport_error()
+            .is_some_and(|e| e.is_body_too_large()),
+        "{too_big:?}"
     );
 }
 
@@ -180,10 +205,10 @@ mod real_server {
 
     /// Every call and a keep-alive over reqwest against the embedded server.
     fn exercise_server(url: &str, app: &str) {
-        let client = HeartbeatClient::builder()
+        let client = heartbeat_sdk::HeartbeatClient::builder()
             .url(url)
             .app_id(app)
-            .build()
+            .build_blocking()
             .unwrap();
         let key = format!("{app} @ 127.0.0.1");
         assert_eq!(client.init(ms(500), ErrorPolicy::Raise).unwrap(), ms(1500));
@@ -247,7 +272,10 @@ mod real_server {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         drop(listener);
-        let client = HeartbeatClient::builder().url(url).build().unwrap();
+        let client = heartbeat_sdk::HeartbeatClient::builder()
+            .url(url)
+            .build_blocking()
+            .unwrap();
         assert!(client
             .ping(ms(100), ErrorPolicy::Raise)
             .unwrap_err()

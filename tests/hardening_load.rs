@@ -139,7 +139,7 @@ async fn a_thousand_apps_pinging_twenty_times_each_lose_nothing_and_mix_nothing_
             .unwrap();
         assert_eq!(status.state(), State::Ok, "{status}");
         assert_eq!(status.app(), Some(key(i).as_str()));
-        assert_eq!(status.delay(), Some(promise(i) + Duration::from_secs(1)));
+        assert_eq!(status.granted(), Some(promise(i) + Duration::from_secs(1)));
     })
     .await;
 

@@ -120,7 +120,7 @@ async fn inits_then_pings_every_interval_promising_twice_it_and_signs_off() {
     assert_eq!(state.inits_ok, 1);
     assert_eq!(state.beats_failed, 0);
     assert_eq!(
-        state.last_granted,
+        state.granted,
         Some(ms(3000)),
         "2000 promised + 1000 tolerance"
     );
@@ -382,7 +382,39 @@ async fn shutdown_is_bounded_when_the_server_never_answers() {
     let start = Instant::now();
     let err = handle.shutdown().await.unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
+    // its own variant, not a transport error with some URL
+    assert!(
+        matches!(err, heartbeat_sdk::Error::ShutdownTimeout { timeout } if timeout == ms(2000)),
+        "{err:?}"
+    );
+    assert!(err.transport_error().is_none(), "{err:?}");
     assert_eq!(start.elapsed(), ms(2000));
+}
+
+/// Issue 13: a keep-alive task that died is [`Error::Task`], not a
+/// transport failure of some URL.
+#[tokio::test(start_paused = true)]
+async fn shutdown_after_the_task_died_says_so() {
+    #[derive(Debug)]
+    struct Panics;
+    #[async_trait]
+    impl Transport for Panics {
+        async fn send(&self, _: HttpRequest) -> Result<HttpResponse, TransportError> {
+            panic!("a transport bug");
+        }
+    }
+    let client = HeartbeatClient::builder_with_transport(Panics)
+        .build()
+        .unwrap();
+    let handle = client.keep_alive(KeepAlive::every(ms(1000)));
+    tokio::time::sleep(ms(100)).await; // the init has panicked the task
+    let err = handle.shutdown().await.unwrap_err();
+    assert!(matches!(err, heartbeat_sdk::Error::Task { .. }), "{err:?}");
+    assert!(
+        err.transport_error().is_none() && !err.is_timeout(),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("keep-alive task"), "{err}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -478,10 +510,7 @@ mod real_server {
         let client = client(&server.url(), app);
         let handle = client.keep_alive(KeepAlive::every(Duration::from_millis(200)));
         wait(&handle, Duration::from_secs(5), |s| s.beats_ok >= 1).await;
-        assert_eq!(
-            handle.state().last_granted,
-            Some(Duration::from_millis(400))
-        );
+        assert_eq!(handle.state().granted, Some(Duration::from_millis(400)));
 
         // sample for 2 s, past the 1.2 s after which a stopped app is WARNING
         for _ in 0..10 {

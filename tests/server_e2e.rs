@@ -88,7 +88,7 @@ async fn life_cycle(transport: impl Transport + 'static, url: String, app: &str)
     let status = client.status(Some(app), ErrorPolicy::Raise).await.unwrap();
     assert_eq!(status.state(), State::Ok, "{status}");
     assert_eq!(status.app(), Some(key.as_str()));
-    assert_eq!(status.delay(), Some(Duration::from_millis(3000)));
+    assert_eq!(status.granted(), Some(Duration::from_millis(3000)));
     let bye = client.done_now(ErrorPolicy::Raise).await.unwrap();
     assert_eq!(bye, "So Long, and Thanks for All the Fish!");
     assert!(!client

@@ -20,8 +20,16 @@ pub enum State {
 }
 
 impl State {
-    /// The Nagios plugin exit code: 0, 1, 2 or 3.
-    pub fn exit_code(self) -> i32 {
+    /// The Nagios plugin exit code: 0, 1, 2 or 3 (a `u8`, as
+    /// [`std::process::ExitCode::from`] takes it).
+    ///
+    /// ```
+    /// use heartbeat_sdk::State;
+    /// let code: u8 = State::Critical.exit_code();
+    /// assert_eq!(code, 2);
+    /// let _ = std::process::ExitCode::from(code);
+    /// ```
+    pub fn exit_code(self) -> u8 {
         match self {
             State::Ok => 0,
             State::Warning => 1,
@@ -168,7 +176,7 @@ impl PerfValue {
 /// assert_eq!(status.state().exit_code(), 1);
 /// assert_eq!(status.app(), Some("Tetris @ 127.0.0.1"));
 /// assert_eq!(status.overdue_ratio(), Some(3.10));
-/// assert_eq!(status.delay().unwrap().as_millis(), 3000);
+/// assert_eq!(status.granted().unwrap().as_millis(), 3000);
 /// assert_eq!(status.to_string(), line);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
@@ -199,7 +207,7 @@ impl Status {
     /// let status = Status::parse("CRITICAL - quite late application [x]| od=5.07;3;5;0;6 junk delay=3000ms;;; ").unwrap();
     /// assert_eq!(status.state(), State::Critical);
     /// assert_eq!(status.overdue_ratio(), Some(5.07));
-    /// assert_eq!(status.delay().unwrap().as_millis(), 3000);
+    /// assert_eq!(status.granted().unwrap().as_millis(), 3000);
     /// assert_eq!(status.unparsed_perfdata(), ["junk"]);
     /// assert_eq!(status.raw_perfdata(), "od=5.07;3;5;0;6 junk delay=3000ms;;;");
     /// ```
@@ -273,8 +281,16 @@ impl Status {
         self.perf("od")?.value
     }
 
-    /// The timeout the server granted (`delay`).
-    pub fn delay(&self) -> Option<Duration> {
+    /// The timeout the server granted this application: the one it
+    /// promised plus the server's tolerance (perfdata `delay`, the
+    /// reference's name on the wire).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let status: heartbeat_sdk::Status = "OK - fine application [x]| od=0.10;3;5;0;6 delay=3000ms;;; ".parse().unwrap();
+    /// assert_eq!(status.granted(), Some(Duration::from_secs(3)));
+    /// ```
+    pub fn granted(&self) -> Option<Duration> {
         self.perf("delay")?.as_duration()
     }
 
@@ -575,7 +591,7 @@ mod tests {
             assert_eq!(status.state(), state, "{line}");
             assert_eq!(status.overdue_ratio(), od, "{line}");
             assert_eq!(
-                status.delay(),
+                status.granted(),
                 delay_ms.map(Duration::from_millis),
                 "{line}"
             );
@@ -621,7 +637,7 @@ mod tests {
             (delay.warn, delay.crit, delay.min, delay.max),
             (None, None, None, None)
         );
-        assert_eq!(status.delay(), Some(Duration::from_secs(3)));
+        assert_eq!(status.granted(), Some(Duration::from_secs(3)));
     }
 
     #[test]

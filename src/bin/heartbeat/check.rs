@@ -19,8 +19,7 @@ pub async fn run(global: &Global, app: Option<&str>) -> u8 {
     match query_status(global, app).await {
         Ok(status) => {
             let line = printable(status.raw().trim_end_matches(['\r', '\n']));
-            // exit_code() is 0..=3
-            let code = u8::try_from(status.state().exit_code()).unwrap_or(UNKNOWN);
+            let code = status.state().exit_code();
             output::print("check", &format!("{line}\n"), code, UNKNOWN)
         }
         Err(error) => {

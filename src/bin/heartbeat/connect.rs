@@ -24,9 +24,11 @@ pub fn client(global: &Global) -> Result<HeartbeatClient, Error> {
     let settings = settings(global)?;
     let total = Duration::from_millis(global.timeout);
     let connect = total.min(DEFAULT_CONNECT_TIMEOUT);
-    let built = |source: TransportError| Error::Transport {
-        url: settings.url.to_string(),
-        source,
+    // a transport that cannot be built (its TLS backend, say) is a local
+    // failure, not an unreachable server: exit::CANNOT_START
+    let built = |source: TransportError| Error::Build {
+        reason: "cannot set up the HTTP transport".to_owned(),
+        source: Some(Box::new(source)),
     };
     let builder = match global.transport {
         TransportKind::Reqwest => HeartbeatClient::builder_with_transport(

@@ -20,7 +20,7 @@ pub async fn run(global: &Global, args: &DemoArgs) -> u8 {
             output::error_line(&format!(
                 "heartbeat demo: cannot install signal handlers: {error}"
             ));
-            return exit::UNREACHABLE;
+            return exit::CANNOT_START;
         }
     };
     let server = if server_configured(global) {
@@ -32,7 +32,7 @@ pub async fn run(global: &Global, args: &DemoArgs) -> u8 {
                 output::error_line(&format!(
                     "heartbeat demo: cannot start the embedded server: {error}"
                 ));
-                return exit::UNREACHABLE;
+                return exit::CANNOT_LISTEN;
             }
         }
     };

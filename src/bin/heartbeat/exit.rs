@@ -5,14 +5,24 @@ use heartbeat_sdk::Error;
 
 /// Success.
 pub const OK: u8 = 0;
-/// The server could not be reached, or did not answer in time.
+/// The server could not be reached, or did not answer in time
+/// ([`Error::Transport`], [`Error::ShutdownTimeout`]).
 pub const UNREACHABLE: u8 = 1;
-/// Bad command line or settings (clap's usage errors use 2 as well).
+/// Bad command line or settings (clap's usage errors use 2 as well):
+/// [`Error::InvalidUrl`], [`Error::InvalidAppId`], [`Error::InvalidTimeout`],
+/// [`Error::Config`].
 pub const USAGE: u8 = 2;
-/// The server answered, but with an error status or an unreadable reply.
+/// The server answered, but with an error status or an unreadable reply
+/// ([`Error::Status`], [`Error::Parse`]).
 pub const SERVER_ERROR: u8 = 3;
-/// `serve`: cannot listen on the address (in use, not allowed, not local).
+/// `serve`: cannot listen on the address (in use, not allowed, not local);
+/// `demo`: cannot start its own embedded server.
 pub const CANNOT_LISTEN: u8 = 4;
+/// Nothing was sent because this machine could not set things up: the HTTP
+/// client (its TLS backend, say: [`Error::Build`]), the async runtime, the
+/// signal handlers, or a background task that died ([`Error::Task`]).
+/// sysexits' `EX_OSERR`; before 1.0 these were reported as 1 (unreachable).
+pub const CANNOT_START: u8 = 71;
 /// stdout could not be written (a full disk, an I/O error): sysexits'
 /// `EX_IOERR`. A closed pipe is not a failure: the command ends quietly with
 /// the code it had (see [`crate::output`]). `check` exits 3 (UNKNOWN) instead.
@@ -29,7 +39,8 @@ Exit codes:
   1    server unreachable or too slow (--timeout)
   2    bad command line or settings (URL, app id, timeout)
   3    server answered with an error status or an unreadable reply
-  4    serve: cannot listen on the address (in use, not allowed)
+  4    serve: cannot listen on the address (in use, not allowed); demo: cannot start its own server
+  71   cannot set up locally (HTTP client or TLS, async runtime, signal handlers)
   74   stdout could not be written (disk full, I/O error); a closed pipe is no error
   check: 0 OK, 1 WARNING, 2 CRITICAL (also: server unreachable), 3 UNKNOWN (also: stdout unwritable)
   wrap:  CMD's exit code, 128+N if CMD was killed by signal N, 126 cannot run, 127 not found";
@@ -37,8 +48,11 @@ Exit codes:
 /// The exit code for a failed request.
 pub fn for_error(error: &Error) -> u8 {
     match error {
-        Error::Transport { .. } => UNREACHABLE,
+        Error::Transport { .. } | Error::ShutdownTimeout { .. } => UNREACHABLE,
         Error::Status { .. } | Error::Parse { .. } => SERVER_ERROR,
+        Error::Build { .. } | Error::Task { .. } => CANNOT_START,
+        // InvalidUrl, InvalidAppId, InvalidTimeout, Config, and any variant
+        // a later version adds until it gets a code of its own
         _ => USAGE,
     }
 }
@@ -81,6 +95,8 @@ mod tests {
             (UNREACHABLE, "server unreachable"),
             (USAGE, "bad command line"),
             (SERVER_ERROR, "server answered with an error"),
+            (CANNOT_LISTEN, "serve: cannot listen"),
+            (CANNOT_START, "cannot set up locally"),
             (CANNOT_WRITE, "stdout could not be written"),
         ] {
             assert!(
@@ -123,5 +139,31 @@ mod tests {
             }),
             USAGE
         );
+    }
+
+    /// Issue 13: failures that are not the server's are not "unreachable".
+    #[test]
+    fn local_failures_are_not_called_unreachable() {
+        let tls = Error::Build {
+            reason: "cannot set up the HTTP transport".into(),
+            source: Some(Box::new(TransportError::other("no TLS backend"))),
+        };
+        assert_eq!(for_error(&tls), CANNOT_START);
+        assert_eq!(
+            one_line(&tls),
+            "cannot build the client: cannot set up the HTTP transport (transport error: no TLS backend)"
+        );
+        let died = Error::Task {
+            reason: "the keep-alive task stopped".into(),
+        };
+        assert_eq!(for_error(&died), CANNOT_START);
+        let contradictory = Error::Config {
+            reason: "connect_timeout with a transport".into(),
+        };
+        assert_eq!(for_error(&contradictory), USAGE);
+        let slow = Error::ShutdownTimeout {
+            timeout: std::time::Duration::from_secs(5),
+        };
+        assert_eq!(for_error(&slow), UNREACHABLE);
     }
 }

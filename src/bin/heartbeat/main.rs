@@ -44,7 +44,7 @@ fn main() -> ExitCode {
             output::error_line(&format!(
                 "heartbeat: cannot start the async runtime: {error}"
             ));
-            return ExitCode::from(exit::UNREACHABLE);
+            return ExitCode::from(exit::CANNOT_START);
         }
     };
     ExitCode::from(runtime.block_on(run(cli)))
