@@ -12,7 +12,8 @@ use crate::protocol::{self, Beat, ParseError, Request, Status};
 use crate::retry::RetryPolicy;
 use crate::settings::{parse_url, Settings};
 use crate::transport::{
-    HttpRequest, HttpResponse, Method, Transport, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT,
+    send_bounded, HttpRequest, HttpResponse, Method, Transport, DEFAULT_BODY_LIMIT,
+    DEFAULT_REQUEST_TIMEOUT,
 };
 
 /// A client of one heartbeat server for one application id.
@@ -277,7 +278,8 @@ impl HeartbeatClient {
         })
     }
 
-    /// The HTTP request `build` makes around a fresh cache buster.
+    /// The HTTP request `build` makes around a fresh cache buster: the
+    /// base URL and the protocol's request target travel apart.
     fn http_request(
         &self,
         build: &(impl Fn(&str) -> Request + Sync),
@@ -285,17 +287,18 @@ impl HeartbeatClient {
         body_limit: usize,
     ) -> HttpRequest {
         let request = build(&protocol::cache_buster());
-        HttpRequest {
-            method: request.method,
-            url: format!("{}{}", self.inner.base, request.target),
-            form: request.form,
-            timeout,
-            body_limit,
+        let http = HttpRequest::new(request.method, self.inner.base.as_str(), request.target)
+            .with_timeout(timeout)
+            .with_body_limit(body_limit);
+        match request.form {
+            Some(form) => http.with_form(form),
+            None => http,
         }
     }
 
-    /// One attempt: send a fresh request, and turn a non-2xx reply into an
-    /// error; returns the URL sent and the reply body.
+    /// One attempt: send a fresh request, held to its deadline and body cap
+    /// whatever the transport, and turn a non-2xx reply into an error;
+    /// returns the URL sent and the reply body.
     ///
     /// A `GET` whose connection was closed under it before the reply was
     /// complete ([`is_closed`](crate::TransportError::is_closed), e.g. a
@@ -310,31 +313,32 @@ impl HeartbeatClient {
     ) -> Result<(String, Vec<u8>)> {
         let started = Instant::now();
         let http = self.http_request(build, timeout, body_limit);
-        let method = http.method;
-        let mut url = http.url.clone();
+        let method = http.method();
+        let mut url = http.url();
         tracing::debug!(method = method.as_str(), %url, "heartbeat request");
-        let mut sent = self.inner.transport.send(http).await;
+        let transport = &*self.inner.transport;
+        let mut sent = send_bounded(transport, http).await;
         if let Err(error) = &sent {
             let left = timeout.saturating_sub(started.elapsed());
             if method == Method::Get && error.is_closed() && !left.is_zero() {
                 let again = self.http_request(build, left, body_limit);
-                tracing::debug!(url = %again.url, %error, "connection closed under a GET; sending it once more");
-                url.clone_from(&again.url);
-                sent = self.inner.transport.send(again).await;
+                url = again.url();
+                tracing::debug!(%url, %error, "connection closed under a GET; sending it once more");
+                sent = send_bounded(transport, again).await;
             }
         }
         let response: HttpResponse = match sent {
             Ok(response) => response,
             Err(source) => return Err(Error::Transport { url, source }),
         };
-        if !(200..300).contains(&response.status) {
+        if !(200..300).contains(&response.status()) {
             return Err(Error::Status {
                 url,
-                status: response.status,
-                body: String::from_utf8_lossy(&response.body).into_owned(),
+                status: response.status(),
+                body: String::from_utf8_lossy(response.body()).into_owned(),
             });
         }
-        Ok((url, response.body))
+        Ok((url, response.into_body()))
     }
 }
 

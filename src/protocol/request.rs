@@ -7,7 +7,35 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::{check_app_id, MAX_APP_ID_LEN, MAX_TIMEOUT_MS};
 use crate::error::Error;
-use crate::transport::Method;
+
+/// The HTTP method of a request: the protocol sends only these two.
+///
+/// It lives here, in the pure protocol module, and is re-exported as
+/// [`transport::Method`](crate::transport::Method) for the HTTP seam, so
+/// that the protocol never depends on the transport. More methods may come:
+/// match it with a `_` arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Method {
+    /// `GET`
+    Get,
+    /// `POST`
+    Post,
+}
+
+impl Method {
+    /// The method's name on the wire.
+    ///
+    /// ```
+    /// assert_eq!(heartbeat_sdk::protocol::Method::Post.as_str(), "POST");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        }
+    }
+}
 
 /// The three heartbeat commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
