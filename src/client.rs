@@ -141,9 +141,13 @@ impl HeartbeatClient {
     /// `hb_done`: deregister, gone within `timeout`; returns the server's
     /// goodbye text.
     pub async fn done(&self, timeout: Duration, policy: ErrorPolicy<String>) -> Result<String> {
-        let build = protocol::timeout_ms(timeout).map(|ms| {
-            move |buster: &str| protocol::beat_request(Beat::Done, ms, &self.inner.app_id, buster)
-        });
+        let build = protocol::timeout_ms(timeout)
+            .map_err(Error::from)
+            .map(|ms| {
+                move |buster: &str| {
+                    protocol::beat_request(Beat::Done, ms, &self.inner.app_id, buster)
+                }
+            });
         self.call(build, self.inner.body_limit, policy, protocol::parse_text)
             .await
     }
@@ -182,7 +186,9 @@ impl HeartbeatClient {
             None => protocol::max_host_status_body(self.inner.max_apps),
         };
         let build = match app {
-            Some(app) => protocol::validate_app_id(app).map(|()| Some(app)),
+            Some(app) => protocol::validate_app_id(app)
+                .map(|()| Some(app))
+                .map_err(Error::from),
             None => Ok(None),
         }
         .map(|app| move |buster: &str| protocol::status_request(app, buster));
@@ -223,9 +229,11 @@ impl HeartbeatClient {
         timeout: Duration,
         policy: ErrorPolicy<Duration>,
     ) -> Result<Duration> {
-        let build = protocol::timeout_ms(timeout).map(|ms| {
-            move |buster: &str| protocol::beat_request(beat, ms, &self.inner.app_id, buster)
-        });
+        let build = protocol::timeout_ms(timeout)
+            .map_err(Error::from)
+            .map(|ms| {
+                move |buster: &str| protocol::beat_request(beat, ms, &self.inner.app_id, buster)
+            });
         self.call(
             build,
             self.inner.body_limit,

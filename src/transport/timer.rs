@@ -67,6 +67,7 @@ pub(crate) async fn sleep(duration: Duration) -> bool {
 mod tests {
     use super::*;
 
+    #[cfg(any(feature = "reqwest", feature = "keepalive", feature = "server"))]
     #[tokio::test(start_paused = true)]
     async fn inside_tokio_the_deadline_runs_on_tokio_s_clock() {
         let start = tokio::time::Instant::now();
@@ -77,6 +78,7 @@ mod tests {
         assert_eq!(deadline(Duration::ZERO, async { 7 }).await, Some(7));
     }
 
+    #[cfg(any(feature = "reqwest", feature = "keepalive", feature = "server"))]
     #[tokio::test(start_paused = true)]
     async fn inside_tokio_sleep_runs_on_tokio_s_clock() {
         let start = tokio::time::Instant::now();
