@@ -14,6 +14,15 @@
 //! does not list, such as 299 or 499), so a server could panic the caller
 //! with one odd header byte. [`CurlClient`] converts headers without
 //! panicking and carries any status code through.
+//!
+//! What this backend does not do: keep a deadline. The client holds every
+//! request to its timeout above the transports (one timer: tokio's, or
+//! async-io's outside tokio; see the [transport module](super)), and the
+//! body cap too; this file only stops reading once past the cap. Two
+//! values still ride in surf's extensions, each because surf has no field
+//! for it: the request's own timeout ([`RequestTimeout`], surf's timeout is
+//! per client) and a status code `http-types` cannot represent
+//! ([`RawStatus`]).
 
 use std::fmt;
 use std::io;
