@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use heartbeat_sdk::transport::{self, HttpRequest, HttpResponse, Method, Transport};
+use heartbeat_sdk::transport::{self, HttpRequest, HttpResponse, Method};
 use heartbeat_sdk::{Error, ErrorPolicy, HeartbeatClient, TransportError, TransportErrorKind};
 
 /// Fails its first `failures` requests with `kind`, then answers `3000`;
@@ -141,6 +141,7 @@ async fn a_get_closed_under_it_is_sent_once_more_and_only_a_get_only_once() {
 mod dropped_connections {
     use super::*;
     use common::raw_http::{Closing, KeepAliveServer};
+    use heartbeat_sdk::transport::Transport;
     use std::sync::atomic::Ordering::SeqCst;
     use tokio::time::Instant;
 
@@ -354,6 +355,7 @@ mod demo_interrupted {
     use heartbeat_sdk::demo::{run, DemoOptions};
     use heartbeat_sdk::server::Server;
     use heartbeat_sdk::transport::ReqwestTransport;
+    use heartbeat_sdk::transport::Transport;
     use tokio::sync::Notify;
     use tokio::time::Instant;
 

@@ -63,7 +63,15 @@ pub(crate) async fn sleep(duration: Duration) -> bool {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(
+    test,
+    any(
+        feature = "reqwest",
+        feature = "keepalive",
+        feature = "server",
+        feature = "surf"
+    )
+))]
 mod tests {
     use super::*;
 
