@@ -56,9 +56,13 @@
 //!   at the cap rather than buffer a huge body first: that is the only part
 //!   of the cap they keep, and the only part that cannot live above them.
 //!
-//! The backends still tell their HTTP stack the connect timeout and a total
-//! timeout of their own (their builders' `timeout`), which apply to requests
-//! sent straight through the wrapped client.
+//! The backends still give their HTTP stack a connect timeout and a
+//! client-wide total timeout (their builders' `timeout`, for requests sent
+//! straight through the wrapped client), and hand it each request's own
+//! timeout so that this ceiling never cuts a longer request short: reqwest
+//! takes it per request, surf only per client, so the surf backend passes
+//! it to its curl glue in a request extension (`SurfTransport`, feature
+//! `surf`).
 
 use std::fmt::{self, Debug};
 use std::future::Future;
