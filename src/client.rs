@@ -12,7 +12,8 @@ use crate::protocol::{self, Beat, ParseError, Request, Status};
 use crate::retry::RetryPolicy;
 use crate::settings::{parse_url, Settings};
 use crate::transport::{
-    HttpRequest, HttpResponse, Method, Transport, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT,
+    send_bounded, HttpRequest, HttpResponse, Method, Transport, DEFAULT_BODY_LIMIT,
+    DEFAULT_REQUEST_TIMEOUT,
 };
 
 /// A client of one heartbeat server for one application id.
@@ -148,9 +149,13 @@ impl HeartbeatClient {
     /// `hb_done`: deregister, promising to be gone within `timeout`; returns
     /// the server's goodbye text.
     pub async fn done(&self, timeout: Duration, policy: ErrorPolicy<String>) -> Result<String> {
-        let build = protocol::timeout_ms(timeout).map(|ms| {
-            move |buster: &str| protocol::beat_request(Beat::Done, ms, &self.inner.app_id, buster)
-        });
+        let build = protocol::timeout_ms(timeout)
+            .map_err(Error::from)
+            .map(|ms| {
+                move |buster: &str| {
+                    protocol::beat_request(Beat::Done, ms, &self.inner.app_id, buster)
+                }
+            });
         self.call(build, self.inner.body_limit, policy, protocol::parse_text)
             .await
     }
@@ -189,7 +194,9 @@ impl HeartbeatClient {
             None => protocol::max_host_status_body(self.inner.max_apps),
         };
         let build = match app {
-            Some(app) => protocol::validate_app_id(app).map(|()| Some(app)),
+            Some(app) => protocol::validate_app_id(app)
+                .map(|()| Some(app))
+                .map_err(Error::from),
             None => Ok(None),
         }
         .map(|app| move |buster: &str| protocol::status_request(app, buster));
@@ -230,9 +237,11 @@ impl HeartbeatClient {
         timeout: Duration,
         policy: ErrorPolicy<Duration>,
     ) -> Result<Duration> {
-        let build = protocol::timeout_ms(timeout).map(|ms| {
-            move |buster: &str| protocol::beat_request(beat, ms, &self.inner.app_id, buster)
-        });
+        let build = protocol::timeout_ms(timeout)
+            .map_err(Error::from)
+            .map(|ms| {
+                move |buster: &str| protocol::beat_request(beat, ms, &self.inner.app_id, buster)
+            });
         self.call(
             build,
             self.inner.body_limit,
@@ -283,7 +292,8 @@ impl HeartbeatClient {
         })
     }
 
-    /// The HTTP request `build` makes around a fresh cache buster.
+    /// The HTTP request `build` makes around a fresh cache buster: the
+    /// base URL and the protocol's request target travel apart.
     fn http_request(
         &self,
         build: &(impl Fn(&str) -> Request + Sync),
@@ -291,17 +301,18 @@ impl HeartbeatClient {
         body_limit: usize,
     ) -> HttpRequest {
         let request = build(&protocol::cache_buster());
-        HttpRequest {
-            method: request.method,
-            url: format!("{}{}", self.inner.base, request.target),
-            form: request.form,
-            timeout,
-            body_limit,
+        let http = HttpRequest::new(request.method, self.inner.base.as_str(), request.target)
+            .with_timeout(timeout)
+            .with_body_limit(body_limit);
+        match request.form {
+            Some(form) => http.with_form(form),
+            None => http,
         }
     }
 
-    /// One attempt: send a fresh request, and turn a non-2xx reply into an
-    /// error; returns the URL sent and the reply body.
+    /// One attempt: send a fresh request, held to its deadline and body cap
+    /// whatever the transport, and turn a non-2xx reply into an error;
+    /// returns the URL sent and the reply body.
     ///
     /// A `GET` whose connection was closed under it before the reply was
     /// complete ([`is_closed`](crate::TransportError::is_closed), e.g. a
@@ -316,31 +327,32 @@ impl HeartbeatClient {
     ) -> Result<(String, Vec<u8>)> {
         let started = Instant::now();
         let http = self.http_request(build, timeout, body_limit);
-        let method = http.method;
-        let mut url = http.url.clone();
+        let method = http.method();
+        let mut url = http.url();
         tracing::debug!(method = method.as_str(), %url, "heartbeat request");
-        let mut sent = self.inner.transport.send(http).await;
+        let transport = &*self.inner.transport;
+        let mut sent = send_bounded(transport, http).await;
         if let Err(error) = &sent {
             let left = timeout.saturating_sub(started.elapsed());
             if method == Method::Get && error.is_closed() && !left.is_zero() {
                 let again = self.http_request(build, left, body_limit);
-                tracing::debug!(url = %again.url, %error, "connection closed under a GET; sending it once more");
-                url.clone_from(&again.url);
-                sent = self.inner.transport.send(again).await;
+                url = again.url();
+                tracing::debug!(%url, %error, "connection closed under a GET; sending it once more");
+                sent = send_bounded(transport, again).await;
             }
         }
         let response: HttpResponse = match sent {
             Ok(response) => response,
             Err(source) => return Err(Error::Transport { url, source }),
         };
-        if !(200..300).contains(&response.status) {
+        if !(200..300).contains(&response.status()) {
             return Err(Error::Status {
                 url,
-                status: response.status,
-                body: String::from_utf8_lossy(&response.body).into_owned(),
+                status: response.status(),
+                body: String::from_utf8_lossy(response.body()).into_owned(),
             });
         }
-        Ok((url, response.body))
+        Ok((url, response.into_body()))
     }
 }
 

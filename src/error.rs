@@ -128,6 +128,25 @@ pub enum Error {
     },
 }
 
+/// The protocol's own errors, as the client reports them.
+impl From<crate::protocol::AppIdError> for Error {
+    fn from(e: crate::protocol::AppIdError) -> Self {
+        Error::InvalidAppId {
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// The protocol's own errors, as the client reports them.
+impl From<crate::protocol::TimeoutTooLong> for Error {
+    fn from(e: crate::protocol::TimeoutTooLong) -> Self {
+        Error::InvalidTimeout {
+            requested: e.requested,
+            max_ms: e.max_ms,
+        }
+    }
+}
+
 impl Error {
     /// The transport error behind this error, if it is a transport failure.
     pub fn transport_error(&self) -> Option<&TransportError> {

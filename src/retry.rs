@@ -7,13 +7,11 @@
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::transport::timer;
 
 /// How many times a client call is tried, and how long it waits in between.
 ///
@@ -37,8 +35,13 @@ use crate::error::{Error, Result};
 ///   fallback).
 ///
 /// Backoff waits use tokio's timer when called inside a tokio runtime (the
-/// runtime must have its timer enabled, as `#[tokio::main]` does), otherwise a
-/// short-lived helper thread, so the policy works with any executor.
+/// runtime must have its timer enabled, as `#[tokio::main]` does), otherwise
+/// async-io's timer, which the `surf` feature brings and which works under
+/// any executor. A build with neither (no `reqwest`, `keepalive` nor
+/// `server`, and no `surf`), or a caller outside tokio without `surf`, has
+/// no timer: there the retries go out without waiting (still at most
+/// [`max_attempts`](Self::max_attempts) of them, within the budget). No
+/// thread is ever spawned to wait.
 ///
 /// ```
 /// use std::time::Duration;
@@ -230,11 +233,11 @@ fn random_u64() -> u64 {
 /// The current instant, on tokio's clock when tokio is compiled in (so that
 /// a paused test clock applies), else the system's.
 fn now() -> Instant {
-    #[cfg(any(feature = "keepalive", feature = "server"))]
+    #[cfg(any(feature = "reqwest", feature = "keepalive", feature = "server"))]
     {
         tokio::time::Instant::now().into_std()
     }
-    #[cfg(not(any(feature = "keepalive", feature = "server")))]
+    #[cfg(not(any(feature = "reqwest", feature = "keepalive", feature = "server")))]
     {
         Instant::now()
     }
@@ -244,67 +247,12 @@ fn elapsed(start: Instant) -> Duration {
     now().saturating_duration_since(start)
 }
 
-/// Wait `d`: on tokio's timer inside a tokio runtime, else on a helper thread.
+/// Wait `d` on the crate's one timer ([`timer`]): tokio's inside a tokio
+/// runtime, else async-io's when `surf` brings it; with neither, the retry
+/// goes out at once (logged), as documented on [`RetryPolicy`].
 async fn sleep(d: Duration) {
-    #[cfg(any(feature = "keepalive", feature = "server"))]
-    if tokio::runtime::Handle::try_current().is_ok() {
-        tokio::time::sleep(d).await;
-        return;
-    }
-    ThreadSleep::new(d).await;
-}
-
-/// A runtime-agnostic timer: a helper thread sleeps, then wakes the task.
-struct ThreadSleep {
-    duration: Duration,
-    shared: Arc<Mutex<(bool, Option<Waker>)>>,
-    started: bool,
-}
-
-impl ThreadSleep {
-    fn new(duration: Duration) -> Self {
-        ThreadSleep {
-            duration,
-            shared: Arc::default(),
-            started: false,
-        }
-    }
-}
-
-impl Future for ThreadSleep {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        {
-            let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-            if shared.0 {
-                return Poll::Ready(());
-            }
-            shared.1 = Some(cx.waker().clone());
-        }
-        if !self.started {
-            self.started = true;
-            let shared = self.shared.clone();
-            let duration = self.duration;
-            let spawned = std::thread::Builder::new()
-                .name("heartbeat-retry-timer".into())
-                .spawn(move || {
-                    std::thread::sleep(duration);
-                    let waker = {
-                        let mut shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
-                        shared.0 = true;
-                        shared.1.take()
-                    };
-                    if let Some(waker) = waker {
-                        waker.wake();
-                    }
-                });
-            if spawned.is_err() {
-                // no thread for the timer: retry at once rather than never
-                return Poll::Ready(());
-            }
-        }
-        Poll::Pending
+    if !timer::sleep(d).await {
+        tracing::debug!(backoff = ?d, "no timer outside a tokio runtime in this build: retrying at once");
     }
 }
 
@@ -374,8 +322,12 @@ mod tests {
         }));
     }
 
+    /// Outside tokio the backoff waits on async-io's timer (no thread of
+    /// our own): a plain executor sees the retries spaced out.
+    #[cfg(feature = "surf")]
     #[test]
-    fn the_thread_timer_works_without_any_runtime() {
+    fn the_backoff_waits_without_any_runtime() {
+        assert!(tokio::runtime::Handle::try_current().is_err());
         let start = Instant::now();
         let mut calls = 0;
         let result: Result<u32> = block_on(
@@ -402,7 +354,10 @@ mod tests {
     }
 
     /// A minimal executor: poll on this thread, park until woken.
+    #[cfg(feature = "surf")]
     fn block_on<F: Future>(future: F) -> F::Output {
+        use std::sync::Arc;
+        use std::task::{Context, Poll, Waker};
         struct Unpark(std::thread::Thread);
         impl std::task::Wake for Unpark {
             fn wake(self: Arc<Self>) {

@@ -664,7 +664,7 @@ async fn each_call_carries_its_own_body_cap() {
         client.get("/list", ErrorPolicy::Raise).await.unwrap();
         client.post("/list", "", ErrorPolicy::Raise).await.unwrap();
         client.done_now(ErrorPolicy::Raise).await.unwrap();
-        let caps = mock.requests().iter().map(|r| r.body_limit).collect();
+        let caps = mock.requests().iter().map(|r| r.body_limit()).collect();
         mock.clear_requests();
         caps
     }
@@ -837,5 +837,84 @@ mod big_registry {
     #[tokio::test]
     async fn mock_reads_100_000_apps() {
         over_the_mock(ALL, 40).await;
+    }
+}
+
+/// Issue 13: the deadline and the body cap are enforced above the
+/// transports, so a transport that enforces neither (here a closure) is
+/// still held to both, with the per-call caps of issue 10.
+mod enforced_above_the_transport {
+    use super::*;
+    use heartbeat_sdk::transport::{self, HttpResponse};
+
+    /// A transport that never answers ends at the request's deadline, as a
+    /// timeout, on the paused clock (exactly at the deadline). Needs tokio's
+    /// timer in the library (see `transport` module docs for other builds).
+    #[cfg(any(feature = "reqwest", feature = "keepalive", feature = "server"))]
+    #[tokio::test(start_paused = true)]
+    async fn a_transport_that_never_answers_times_out_at_the_deadline() {
+        let silent = transport::from_fn(|_| {
+            std::future::pending::<Result<HttpResponse, heartbeat_sdk::TransportError>>()
+        });
+        let client = HeartbeatClient::builder_with_transport(silent)
+            .request_timeout(Duration::from_millis(700))
+            .build()
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        // the guard only turns a hang into a failure
+        let err = tokio::time::timeout(
+            Duration::from_secs(60),
+            client.ping(Duration::from_secs(1), ErrorPolicy::Raise),
+        )
+        .await
+        .expect("the client must end the request at its deadline")
+        .unwrap_err();
+        assert!(err.is_timeout(), "{err:?}");
+        assert_eq!(started.elapsed(), Duration::from_millis(700));
+    }
+
+    /// A transport that returns more than the cap is refused, per call:
+    /// `list` carries a cap of its own, far above the small one.
+    #[tokio::test]
+    async fn an_oversized_body_from_any_transport_is_too_large() {
+        let body = "x\n".repeat(500); // 1000 bytes
+        let big = transport::from_fn(move |_| {
+            std::future::ready(Ok(HttpResponse::new(200, body.clone())))
+        });
+        let client = HeartbeatClient::builder_with_transport(big)
+            .body_limit(999)
+            .build()
+            .unwrap();
+        let err = client
+            .ping(Duration::from_secs(1), ErrorPolicy::Raise)
+            .await
+            .unwrap_err();
+        assert!(is_body_too_large(&err), "{err:?}");
+        let list = client.list(ErrorPolicy::Raise).await.unwrap();
+        assert_eq!(list.len(), 500);
+    }
+
+    /// The mock no longer checks the cap itself: the client does.
+    #[cfg(feature = "mock")]
+    #[tokio::test]
+    async fn a_scripted_mock_reply_over_the_cap_is_too_large() {
+        use heartbeat_sdk::transport::{MockFailure, MockTransport};
+        let mock = MockTransport::new();
+        let client = HeartbeatClient::builder_with_transport(mock.clone())
+            .body_limit(4)
+            .build()
+            .unwrap();
+        mock.fail_next(1, MockFailure::body("30000"));
+        let err = client
+            .ping(Duration::from_secs(1), ErrorPolicy::Raise)
+            .await
+            .unwrap_err();
+        assert!(is_body_too_large(&err), "{err:?}");
+        mock.fail_next(1, MockFailure::body("3000"));
+        let granted = client
+            .ping(Duration::from_secs(1), ErrorPolicy::Raise)
+            .await
+            .unwrap();
+        assert_eq!(granted, Duration::from_millis(3000));
     }
 }

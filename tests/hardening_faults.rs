@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use heartbeat_sdk::transport::{HttpRequest, HttpResponse, Method, Transport};
+use heartbeat_sdk::transport::{self, HttpRequest, HttpResponse, Method};
 use heartbeat_sdk::{Error, ErrorPolicy, HeartbeatClient, TransportError, TransportErrorKind};
 
 /// Fails its first `failures` requests with `kind`, then answers `3000`;
-/// records the method and timeout of every request.
+/// records the method and timeout of every request. The transport is a
+/// closure over it ([`client_over`]).
 #[derive(Debug)]
 struct FailingFirst {
     failures: AtomicUsize,
@@ -39,15 +39,12 @@ impl FailingFirst {
     fn seen(&self) -> Vec<(Method, Duration)> {
         self.seen.lock().unwrap().clone()
     }
-}
 
-#[async_trait]
-impl Transport for FailingFirst {
-    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+    fn answer(&self, request: &HttpRequest) -> Result<HttpResponse, TransportError> {
         self.seen
             .lock()
             .unwrap()
-            .push((request.method, request.timeout));
+            .push((request.method(), request.timeout()));
         let failing = self
             .failures
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -55,14 +52,12 @@ impl Transport for FailingFirst {
         if failing {
             return Err(TransportError::new(self.kind, "scripted failure"));
         }
-        Ok(HttpResponse {
-            status: 200,
-            body: b"3000".to_vec(),
-        })
+        Ok(HttpResponse::new(200, "3000"))
     }
 }
 
-fn client_over(transport: Arc<FailingFirst>) -> HeartbeatClient {
+fn client_over(script: Arc<FailingFirst>) -> HeartbeatClient {
+    let transport = transport::from_fn(move |request| std::future::ready(script.answer(&request)));
     HeartbeatClient::builder_with_transport(transport)
         .app_id("app")
         .request_timeout(Duration::from_secs(2))
@@ -146,6 +141,7 @@ async fn a_get_closed_under_it_is_sent_once_more_and_only_a_get_only_once() {
 mod dropped_connections {
     use super::*;
     use common::raw_http::{Closing, KeepAliveServer};
+    use heartbeat_sdk::transport::Transport;
     use std::sync::atomic::Ordering::SeqCst;
     use tokio::time::Instant;
 
@@ -232,12 +228,10 @@ mod dropped_connections {
 
             // the fault is real: below the client, a GET on the stale
             // connection fails, and is reported as closed under it
-            let get = |url: &str| HttpRequest {
-                method: Method::Get,
-                url: format!("{url}/hb_ping?1&appid=x"),
-                form: None,
-                timeout: Duration::from_secs(2),
-                body_limit: 1024,
+            let get = |url: &str| {
+                HttpRequest::new(Method::Get, url, "/hb_ping?1&appid=x")
+                    .with_timeout(Duration::from_secs(2))
+                    .with_body_limit(1024)
             };
             let server = KeepAliveServer::start("3000", Closing::OnNextRequest);
             transport.send(get(&server.url)).await.unwrap();
@@ -361,32 +355,35 @@ mod demo_interrupted {
     use heartbeat_sdk::demo::{run, DemoOptions};
     use heartbeat_sdk::server::Server;
     use heartbeat_sdk::transport::ReqwestTransport;
+    use heartbeat_sdk::transport::Transport;
     use tokio::sync::Notify;
     use tokio::time::Instant;
 
-    /// Sends through reqwest, except that every `hb_ping` stalls like a
-    /// server that stopped answering, after announcing itself.
-    #[derive(Debug, Clone)]
-    struct StallingPings {
-        inner: ReqwestTransport,
+    /// What the stalling transport tells the test.
+    #[derive(Debug, Clone, Default)]
+    struct Stalls {
         in_flight: Arc<Notify>,
         paths: Arc<Mutex<Vec<String>>>,
         finished_pings: Arc<AtomicUsize>,
     }
 
-    #[async_trait]
-    impl Transport for StallingPings {
-        async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
-            let path = url::Url::parse(&request.url).unwrap().path().to_owned();
-            self.paths.lock().unwrap().push(path.clone());
-            if path == "/hb_ping" {
-                self.in_flight.notify_one();
-                tokio::time::sleep(request.timeout).await;
-                self.finished_pings.fetch_add(1, Ordering::SeqCst);
-                return Err(TransportError::timeout("stalled"));
+    /// Sends through reqwest, except that every `hb_ping` stalls like a
+    /// server that stopped answering, after announcing itself.
+    fn stalling_pings(inner: ReqwestTransport, stalls: Stalls) -> impl Transport {
+        transport::from_fn(move |request: HttpRequest| {
+            let (inner, stalls) = (inner.clone(), stalls.clone());
+            async move {
+                let path = request.target().split('?').next().unwrap().to_owned();
+                stalls.paths.lock().unwrap().push(path.clone());
+                if path == "/hb_ping" {
+                    stalls.in_flight.notify_one();
+                    tokio::time::sleep(request.timeout()).await;
+                    stalls.finished_pings.fetch_add(1, Ordering::SeqCst);
+                    return Err(TransportError::timeout("stalled"));
+                }
+                inner.send(request).await
             }
-            self.inner.send(request).await
-        }
+        })
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,19 +392,17 @@ mod demo_interrupted {
             .start()
             .await
             .unwrap();
-        let transport = StallingPings {
-            inner: ReqwestTransport::new().unwrap(),
-            in_flight: Arc::default(),
-            paths: Arc::default(),
-            finished_pings: Arc::default(),
-        };
+        let transport = Stalls::default();
         let request_timeout = Duration::from_secs(10);
-        let client = HeartbeatClient::builder_with_transport(transport.clone())
-            .url(server.url())
-            .app_id("demo-interrupted")
-            .request_timeout(request_timeout)
-            .build()
-            .unwrap();
+        let client = HeartbeatClient::builder_with_transport(stalling_pings(
+            ReqwestTransport::new().unwrap(),
+            transport.clone(),
+        ))
+        .url(server.url())
+        .app_id("demo-interrupted")
+        .request_timeout(request_timeout)
+        .build()
+        .unwrap();
         let options = DemoOptions {
             min_promise: Duration::from_millis(10),
             max_promise: Duration::from_millis(20),

@@ -8,8 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use heartbeat_sdk::transport::{HttpRequest, HttpResponse, MockFailure, MockTransport};
+use heartbeat_sdk::transport::{self, HttpResponse, MockFailure, MockTransport};
 use heartbeat_sdk::{
     HeartbeatClient, KeepAlive, KeepAliveHandle, KeepAliveState, Transport, TransportError,
 };
@@ -55,8 +54,8 @@ impl Timed {
         at.into_iter()
             .zip(requests)
             .map(|(at, request)| {
-                let target = &request.url[request.url.find("/hb_").expect("a heartbeat command")..];
-                let (path, query) = target.split_once('?').unwrap();
+                let (path, query) = request.target().split_once('?').unwrap();
+                assert!(path.starts_with("/hb_"), "a heartbeat command: {path}");
                 let timeout = query.split('&').next().unwrap();
                 Seen {
                     at,
@@ -68,24 +67,26 @@ impl Timed {
     }
 
     fn client(&self) -> HeartbeatClient {
-        HeartbeatClient::builder_with_transport(self.clone())
+        HeartbeatClient::builder_with_transport(self.transport())
             .app_id(APP)
             .build()
             .unwrap()
+    }
+
+    /// The mock as a transport that notes the time of every request.
+    fn transport(&self) -> impl Transport + Clone + 'static {
+        let timed = self.clone();
+        transport::from_fn(move |request| {
+            timed.at.lock().unwrap().push(timed.start.elapsed());
+            let mock = timed.mock.clone();
+            async move { mock.send(request).await }
+        })
     }
 
     fn registered(&self) -> bool {
         self.mock
             .registry()
             .with_registry(|registry, _| !registry.is_empty())
-    }
-}
-
-#[async_trait]
-impl Transport for Timed {
-    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
-        self.at.lock().unwrap().push(self.start.elapsed());
-        self.mock.send(request).await
     }
 }
 
@@ -309,19 +310,18 @@ async fn no_burst_of_catch_up_beats_after_a_stall() {
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_beat_skips_the_missed_slot_instead_of_bursting() {
-    /// The mock, with every reply delayed by 2.5 intervals.
-    #[derive(Debug, Clone)]
-    struct Slow(Timed);
-    #[async_trait]
-    impl Transport for Slow {
-        async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
-            let reply = self.0.send(request).await;
+    let timed = Timed::new();
+    let mock = timed.transport();
+    // the mock, with every reply delayed by 2.5 intervals
+    let slow = transport::from_fn(move |request| {
+        let mock = mock.clone();
+        async move {
+            let reply = mock.send(request).await;
             tokio::time::sleep(ms(2500)).await;
             reply
         }
-    }
-    let timed = Timed::new();
-    let client = HeartbeatClient::builder_with_transport(Slow(timed.clone()))
+    });
+    let client = HeartbeatClient::builder_with_transport(slow)
         .app_id(APP)
         .build()
         .unwrap();
@@ -366,15 +366,9 @@ async fn shutdown_reports_a_failed_done() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_is_bounded_when_the_server_never_answers() {
-    #[derive(Debug)]
-    struct Hang;
-    #[async_trait]
-    impl Transport for Hang {
-        async fn send(&self, _: HttpRequest) -> Result<HttpResponse, TransportError> {
-            std::future::pending().await
-        }
-    }
-    let client = HeartbeatClient::builder_with_transport(Hang)
+    let hang =
+        transport::from_fn(|_| std::future::pending::<Result<HttpResponse, TransportError>>());
+    let client = HeartbeatClient::builder_with_transport(hang)
         .build()
         .unwrap();
     let handle = client.keep_alive(KeepAlive::every(ms(1000)).shutdown_timeout(ms(2000)));
@@ -419,18 +413,17 @@ async fn shutdown_after_the_task_died_says_so() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_waits_for_a_beat_in_flight_before_done() {
-    /// Replies after 500 ms, so a shutdown lands mid-beat.
-    #[derive(Debug, Clone)]
-    struct Slow(Timed);
-    #[async_trait]
-    impl Transport for Slow {
-        async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
-            tokio::time::sleep(ms(500)).await;
-            self.0.send(request).await
-        }
-    }
     let timed = Timed::new();
-    let client = HeartbeatClient::builder_with_transport(Slow(timed.clone()))
+    let mock = timed.transport();
+    // replies after 500 ms, so a shutdown lands mid-beat
+    let slow = transport::from_fn(move |request| {
+        let mock = mock.clone();
+        async move {
+            tokio::time::sleep(ms(500)).await;
+            mock.send(request).await
+        }
+    });
+    let client = HeartbeatClient::builder_with_transport(slow)
         .app_id(APP)
         .build()
         .unwrap();

@@ -54,23 +54,17 @@ async fn reads_http10_close_delimited_replies(transport: impl Transport + Clone 
 async fn caps_the_body(transport: impl Transport + 'static) {
     let big = format!("HTTP/1.0 200 OK\r\n\r\n{}", "9".repeat(100_000)).into_bytes();
     let url = serve_raw(big, 2);
-    let request = HttpRequest {
-        method: Method::Get,
-        url: format!("{url}/hb_ping?1&appid=x"),
-        form: None,
-        timeout: Duration::from_secs(2),
-        body_limit: 1024,
-    };
+    let request = HttpRequest::new(Method::Get, url, "/hb_ping?1&appid=x")
+        .with_timeout(Duration::from_secs(2))
+        .with_body_limit(1024);
+    // the backend itself stops reading at the cap
     let err = transport.send(request.clone()).await.unwrap_err();
     assert!(err.is_body_too_large(), "{err:?}");
     let ok = transport
-        .send(HttpRequest {
-            body_limit: 100_000,
-            ..request
-        })
+        .send(request.with_body_limit(100_000))
         .await
         .unwrap();
-    assert_eq!(ok.body.len(), 100_000);
+    assert_eq!(ok.body().len(), 100_000);
 }
 
 async fn a_dripping_reply_hits_the_total_timeout(transport: impl Transport + 'static) {
@@ -177,13 +171,9 @@ mod surf {
     }
 
     fn get(url: &str, timeout: Duration) -> HttpRequest {
-        HttpRequest {
-            method: Method::Get,
-            url: format!("{url}/hb_ping?1&appid=x"),
-            form: None,
-            timeout,
-            body_limit: 1024,
-        }
+        HttpRequest::new(Method::Get, url, "/hb_ping?1&appid=x")
+            .with_timeout(timeout)
+            .with_body_limit(1024)
     }
 
     shared_wire_tests!();
@@ -217,8 +207,8 @@ mod surf {
         );
     }
 
-    /// A surf backend that never answers: only the transport's own timer can
-    /// end a request sent through it.
+    /// A surf backend that never answers: only the client's deadline, above
+    /// the transport, can end a request sent through it.
     #[derive(Debug)]
     struct Silent;
 
@@ -252,9 +242,14 @@ mod surf {
         assert_eq!(granted, Duration::from_millis(3000));
 
         let silent = SurfTransport::from(::surf::Client::with_http_client(Silent));
+        let client = HeartbeatClient::builder_with_transport(silent)
+            .url("http://127.0.0.1:9")
+            .request_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
         let started = Instant::now();
-        let err = silent
-            .send(get("http://127.0.0.1:9", Duration::from_millis(300)))
+        let err = client
+            .ping(Duration::from_secs(1), ErrorPolicy::Raise)
             .await
             .unwrap_err();
         assert!(err.is_timeout(), "{err:?}");
@@ -315,7 +310,7 @@ mod surf {
                 .send(get(&url, Duration::from_secs(2)))
                 .await
                 .unwrap();
-            assert_eq!((reply.status, reply.body.as_slice()), (code, &b"body"[..]));
+            assert_eq!((reply.status(), reply.body()), (code, &b"body"[..]));
         }
         let url = serve_raw(b"HTTP/1.0 499 Client Closed\r\n\r\nbye".to_vec(), 1);
         let client = client_at(url);
@@ -353,7 +348,7 @@ mod surf {
             .send(get(&slow(), Duration::from_secs(5)))
             .await
             .unwrap();
-        assert_eq!((reply.status, reply.body.as_slice()), (200, &b"3000"[..]));
+        assert_eq!((reply.status(), reply.body()), (200, &b"3000"[..]));
     }
 }
 

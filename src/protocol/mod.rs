@@ -1,6 +1,11 @@
 //! The heartbeat protocol, pure: building requests and parsing replies.
 //!
-//! Nothing here does I/O. The client builds a [`Request`] here, hands it to a
+//! Nothing here does I/O, and nothing here depends on the rest of the crate:
+//! the [`Method`] a request is sent with is defined here, and the functions
+//! here fail with this module's own error types ([`ParseError`],
+//! [`AppIdError`], [`TimeoutTooLong`], [`CommandError`](command::CommandError)),
+//! which the client maps onto [`Error`](crate::Error). The client
+//! builds a [`Request`] here, hands it to a
 //! [`Transport`](crate::Transport) as plain HTTP, and parses the reply here
 //! again; the embedded server decodes requests with [`command`]. The wire
 //! contract is the project's `PROTOCOL.md`.
@@ -25,7 +30,7 @@ pub use reply::{
 };
 pub use request::{
     beat_request, cache_buster, encode_component, list_request, raw_request, status_request,
-    timeout_ms, validate_app_id, Beat, Request,
+    timeout_ms, validate_app_id, Beat, Method, Request, TimeoutTooLong,
 };
 pub use status::{
     app_line, multiple_line, multiple_line_head, no_record_line, PerfValue, Range, State, Status,

@@ -5,9 +5,36 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use super::{check_app_id, MAX_APP_ID_LEN, MAX_TIMEOUT_MS};
-use crate::error::Error;
-use crate::transport::Method;
+use super::{check_app_id, AppIdError, MAX_APP_ID_LEN, MAX_TIMEOUT_MS};
+
+/// The HTTP method of a request: the protocol sends only these two.
+///
+/// It lives here, in the pure protocol module, and is re-exported as
+/// [`transport::Method`](crate::transport::Method) for the HTTP seam, so
+/// that the protocol never depends on the transport. More methods may come:
+/// match it with a `_` arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Method {
+    /// `GET`
+    Get,
+    /// `POST`
+    Post,
+}
+
+impl Method {
+    /// The method's name on the wire.
+    ///
+    /// ```
+    /// assert_eq!(heartbeat_sdk::protocol::Method::Post.as_str(), "POST");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        }
+    }
+}
 
 /// The three heartbeat commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,16 +108,48 @@ pub fn cache_buster() -> String {
     format!("{nanos}-{seq}")
 }
 
+/// A timeout the protocol cannot carry: more than [`MAX_TIMEOUT_MS`]
+/// milliseconds. The client reports it as
+/// [`Error::InvalidTimeout`](crate::Error::InvalidTimeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TimeoutTooLong {
+    /// The timeout that was asked for.
+    pub requested: Duration,
+    /// The largest timeout in milliseconds the protocol carries.
+    pub max_ms: u64,
+}
+
+impl std::fmt::Display for TimeoutTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "timeout {:?} is out of range (the protocol carries at most {} ms)",
+            self.requested, self.max_ms
+        )
+    }
+}
+
+impl std::error::Error for TimeoutTooLong {}
+
 /// Convert a timeout to the whole milliseconds the protocol carries.
 ///
 /// A sub-millisecond remainder is rounded **up** (a promise is never shorter
 /// than asked): 1.2 ms is sent as 2, 0 stays 0. More than
-/// [`MAX_TIMEOUT_MS`] is [`Error::InvalidTimeout`].
-pub fn timeout_ms(timeout: Duration) -> Result<u64, Error> {
+/// [`MAX_TIMEOUT_MS`] is a [`TimeoutTooLong`].
+///
+/// ```
+/// use std::time::Duration;
+/// use heartbeat_sdk::protocol::{timeout_ms, MAX_TIMEOUT_MS};
+///
+/// assert_eq!(timeout_ms(Duration::from_micros(1200)), Ok(2));
+/// assert_eq!(timeout_ms(Duration::MAX).unwrap_err().max_ms, MAX_TIMEOUT_MS);
+/// ```
+pub fn timeout_ms(timeout: Duration) -> Result<u64, TimeoutTooLong> {
     let nanos = timeout.as_nanos();
     let ms = nanos.div_ceil(1_000_000);
     if ms > u128::from(MAX_TIMEOUT_MS) {
-        return Err(Error::InvalidTimeout {
+        return Err(TimeoutTooLong {
             requested: timeout,
             max_ms: MAX_TIMEOUT_MS,
         });
@@ -99,12 +158,11 @@ pub fn timeout_ms(timeout: Duration) -> Result<u64, Error> {
 }
 
 /// Check an application id before sending it: [`check_app_id`] with
-/// [`MAX_APP_ID_LEN`], the same rule the server applies, as an
-/// [`Error::InvalidAppId`] whose reason is the [`AppIdError`](super::AppIdError)'s text.
-pub fn validate_app_id(app_id: &str) -> Result<(), Error> {
-    check_app_id(app_id, MAX_APP_ID_LEN).map_err(|e| Error::InvalidAppId {
-        reason: e.to_string(),
-    })
+/// [`MAX_APP_ID_LEN`], the same rule the server applies. The client
+/// reports a refusal as [`Error::InvalidAppId`](crate::Error::InvalidAppId)
+/// with the [`AppIdError`]'s text.
+pub fn validate_app_id(app_id: &str) -> Result<(), AppIdError> {
+    check_app_id(app_id, MAX_APP_ID_LEN)
 }
 
 /// `hb_init`, `hb_ping` or `hb_done` with a timeout in milliseconds:
@@ -235,7 +293,13 @@ mod tests {
             MAX_TIMEOUT_MS
         );
         let err = timeout_ms(Duration::from_millis(MAX_TIMEOUT_MS + 1)).unwrap_err();
-        assert!(matches!(err, Error::InvalidTimeout { max_ms, .. } if max_ms == MAX_TIMEOUT_MS));
+        assert_eq!(
+            err,
+            TimeoutTooLong {
+                requested: Duration::from_millis(MAX_TIMEOUT_MS + 1),
+                max_ms: MAX_TIMEOUT_MS
+            }
+        );
         assert!(timeout_ms(Duration::MAX).is_err());
     }
 
@@ -244,10 +308,7 @@ mod tests {
         assert!(validate_app_id("Tetris").is_ok());
         assert!(validate_app_id(&"x".repeat(MAX_APP_ID_LEN)).is_ok());
         for bad in ["", "a\nb", "tab\there", "a|b", "a\u{2028}b", "a\u{202e}b"] {
-            assert!(
-                matches!(validate_app_id(bad), Err(Error::InvalidAppId { .. })),
-                "{bad:?}"
-            );
+            assert!(validate_app_id(bad).is_err(), "{bad:?}");
         }
         assert!(validate_app_id(&"x".repeat(MAX_APP_ID_LEN + 1)).is_err());
     }

@@ -112,24 +112,28 @@ impl ReqwestTransportBuilder {
 #[async_trait]
 impl Transport for ReqwestTransport {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
-        let url = reqwest::Url::parse(&request.url).map_err(|e| {
-            TransportError::other(format!("invalid URL {:?}: {e}", request.url)).with_source(e)
+        let url = request.url();
+        let url = reqwest::Url::parse(&url).map_err(|e| {
+            TransportError::other(format!("invalid URL {url:?}: {e}")).with_source(e)
         })?;
-        let builder = match request.method {
+        let builder = match request.method() {
             Method::Get => self.client.get(url.clone()),
             Method::Post => self.client.post(url.clone()),
         };
-        let builder = match request.form {
+        let builder = match request.form() {
             Some(form) => builder
                 .header(
                     reqwest::header::CONTENT_TYPE,
                     "application/x-www-form-urlencoded",
                 )
-                .body(form),
+                .body(form.to_owned()),
             None => builder,
         };
+        // reqwest takes a per-request timeout directly: it lifts the
+        // client's own ceiling to this request's deadline (which the client
+        // enforces above every transport anyway).
         let mut response = builder
-            .timeout(request.timeout)
+            .timeout(request.timeout())
             .send()
             .await
             .map_err(convert)?;
@@ -142,17 +146,19 @@ impl Transport for ReqwestTransport {
             )));
         }
         let status = response.status().as_u16();
+        let limit = request.body_limit();
+        // stop at the cap rather than buffer a huge body first
         if response
             .content_length()
-            .is_some_and(|len| len > request.body_limit as u64)
+            .is_some_and(|len| len > limit as u64)
         {
-            return Err(TransportError::body_too_large(request.body_limit));
+            return Err(TransportError::body_too_large(limit));
         }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(convert)? {
-            push_capped(&mut body, &chunk, request.body_limit)?;
+            push_capped(&mut body, &chunk, limit)?;
         }
-        Ok(HttpResponse { status, body })
+        Ok(HttpResponse::new(status, body))
     }
 }
 

@@ -14,13 +14,22 @@
 //! does not list, such as 299 or 499), so a server could panic the caller
 //! with one odd header byte. [`CurlClient`] converts headers without
 //! panicking and carries any status code through.
+//!
+//! What this backend does not do: keep a deadline. The client holds every
+//! request to its timeout above the transports (one timer: tokio's, or
+//! async-io's outside tokio; see the [transport module](super)), and the
+//! body cap too; this file only stops reading once past the cap. Two
+//! values still ride in surf's extensions, each because surf has no field
+//! for it: the request's own timeout ([`RequestTimeout`], surf's timeout is
+//! per client) and a status code `http-types` cannot represent
+//! ([`RawStatus`]).
 
 use std::fmt;
 use std::io;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_lite::{AsyncReadExt, FutureExt};
+use futures_lite::AsyncReadExt;
 use isahc::config::Configurable;
 use surf::http as http_types;
 
@@ -37,9 +46,10 @@ use crate::error::TransportError;
 /// `ALL_PROXY`...), follows no redirects (a `3xx` is returned as it is, and
 /// the client makes it an [`Error::Status`](crate::Error::Status)), connects
 /// within 2 s and gives a request 4 s in all; [`SurfTransport::builder`]
-/// changes the timeouts. Every request's own
-/// [`HttpRequest::timeout`] is enforced by a timer that works under any async
-/// runtime (tokio, async-std, smol) or none at all.
+/// changes the timeouts. The client holds every request to its own
+/// [`HttpRequest::timeout`] above the transport, with a timer that works
+/// under any async runtime (tokio, async-std, smol) or none at all (see the
+/// [transport module](super#what-the-seam-enforces-above-every-backend)).
 ///
 /// The transport owns one curl client (one background thread and one
 /// connection cache); clone the transport to share it.
@@ -114,7 +124,8 @@ impl SurfTransport {
 /// [`SurfTransport::client`], or enable a surf backend feature yourself
 /// (note that surf's own `curl-client` glue panics on a reply header value
 /// that is not visible ASCII, and on status codes `http-types` does not
-/// list). Whatever its backend, each request's timeout is still enforced.
+/// list). Whatever its backend, the client still enforces each request's
+/// timeout and body cap above the transport.
 /// Do not add surf's `Redirect` middleware: following a redirect would send
 /// the app id to whatever origin the server names.
 impl From<surf::Client> for SurfTransport {
@@ -190,54 +201,32 @@ impl SurfTransportBuilder {
 #[async_trait]
 impl Transport for SurfTransport {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
-        let timeout = request.timeout;
-        let deadline = async move {
-            // async-io runs its own timer thread: no runtime needed.
-            async_io::Timer::after(timeout).await;
-            Err(TransportError::timeout(format!(
-                "no complete reply within {timeout:?}"
-            )))
-        };
-        let started = std::time::Instant::now();
-        // The losing future is dropped, which aborts the curl transfer.
-        let reply = self.exchange(request).or(deadline).await?;
-        // curl enforces its own copy of the timeout; when the timer thread is
-        // starved and curl wins, a reply completed past the deadline is still
-        // a timeout, never a success.
-        if started.elapsed() > timeout {
-            return Err(TransportError::timeout(format!(
-                "no complete reply within {timeout:?}"
-            )));
-        }
-        Ok(reply)
-    }
-}
-
-impl SurfTransport {
-    async fn exchange(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
-        let method = match request.method {
+        let method = match request.method() {
             Method::Get => http_types::Method::Get,
             Method::Post => http_types::Method::Post,
         };
-        let url = surf::Url::parse(&request.url).map_err(|e| {
-            TransportError::other(format!("invalid URL {:?}: {e}", request.url)).with_source(e)
+        let url = request.url();
+        let url = surf::Url::parse(&url).map_err(|e| {
+            TransportError::other(format!("invalid URL {url:?}: {e}")).with_source(e)
         })?;
         let mut outgoing = surf::Request::new(method, url);
-        if let Some(form) = request.form {
+        if let Some(form) = request.form() {
             outgoing.set_body(form);
             // after set_body, which sets text/plain
             outgoing.set_content_type(http_types::mime::FORM);
         }
-        outgoing.set_ext(RequestTimeout(request.timeout));
+        outgoing.set_ext(RequestTimeout(request.timeout()));
 
         let mut response = self.client.send(outgoing).await.map_err(from_surf)?;
         let status = match response.ext::<RawStatus>() {
             Some(RawStatus(status)) => *status,
             None => u16::from(response.status()),
         };
+        // stop at the cap rather than buffer a huge body first
+        let limit = request.body_limit();
         let expected = response.len();
-        if expected.is_some_and(|len| len > request.body_limit) {
-            return Err(TransportError::body_too_large(request.body_limit));
+        if expected.is_some_and(|len| len > limit) {
+            return Err(TransportError::body_too_large(limit));
         }
         let mut reader = response.take_body();
         let mut body = Vec::new();
@@ -247,7 +236,7 @@ impl SurfTransport {
             if n == 0 {
                 break;
             }
-            push_capped(&mut body, &chunk[..n], request.body_limit)?;
+            push_capped(&mut body, &chunk[..n], limit)?;
         }
         // curl ends the body stream quietly when it aborts a transfer
         if let Some(expected) = expected.filter(|&len| body.len() < len) {
@@ -256,17 +245,22 @@ impl SurfTransport {
                 body.len()
             )));
         }
-        Ok(HttpResponse { status, body })
+        Ok(HttpResponse::new(status, body))
     }
 }
 
-/// The request's own total timeout, handed to [`CurlClient`] through the
-/// request's extensions so that curl enforces it too.
+/// The request's own total timeout, for [`CurlClient`] to hand to curl in
+/// place of the client-wide one: surf has a per-client timeout only, no
+/// per-request one, so this extension is the one way to lift the ceiling
+/// of [`SurfTransportBuilder::timeout`] for a request that may take longer.
+/// It is not a second deadline: the client enforces the request's deadline
+/// above every transport.
 #[derive(Debug, Clone, Copy)]
 struct RequestTimeout(Duration);
 
-/// The status code exactly as the server sent it; `http-types` only
-/// represents the codes it lists.
+/// The status code exactly as the server sent it: `http-types` represents
+/// only the codes it lists (no 299, no 499), and surf offers no other way
+/// to carry one.
 #[derive(Debug, Clone, Copy)]
 struct RawStatus(u16);
 
