@@ -389,15 +389,12 @@ async fn shutdown_is_bounded_when_the_server_never_answers() {
 /// transport failure of some URL.
 #[tokio::test(start_paused = true)]
 async fn shutdown_after_the_task_died_says_so() {
-    #[derive(Debug)]
-    struct Panics;
-    #[async_trait]
-    impl Transport for Panics {
-        async fn send(&self, _: HttpRequest) -> Result<HttpResponse, TransportError> {
-            panic!("a transport bug");
-        }
-    }
-    let client = HeartbeatClient::builder_with_transport(Panics)
+    let panics = transport::from_fn(|_| async {
+        panic!("a transport bug");
+        #[allow(unreachable_code)]
+        Err::<HttpResponse, TransportError>(TransportError::other("unreachable"))
+    });
+    let client = HeartbeatClient::builder_with_transport(panics)
         .build()
         .unwrap();
     let handle = client.keep_alive(KeepAlive::every(ms(1000)));
