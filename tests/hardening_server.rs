@@ -22,8 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use heartbeat_sdk::protocol::command::{parse_command, Command};
-use heartbeat_sdk::protocol::{encode_component, Beat, MAX_APP_ID_LEN};
-use heartbeat_sdk::server::service::GOODBYE;
+use heartbeat_sdk::protocol::{encode_component, Beat, GOODBYE, MAX_APP_ID_LEN};
 use heartbeat_sdk::server::{
     ManualClock, RegistryConfig, Server, ServerBuilder, ServerHandle, SharedRegistry,
 };

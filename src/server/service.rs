@@ -36,14 +36,12 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::protocol::command::{parse_command, Command};
-use crate::protocol::{self, Beat, MULTIPLE_LINE_END, MULTIPLE_LINE_SEPARATOR};
+use crate::protocol::{self, Beat, GOODBYE, MULTIPLE_LINE_END, MULTIPLE_LINE_SEPARATOR};
 use crate::server::metrics;
 use crate::server::registry::{
     whole_ms, AppInfo, AppStatus, HostStatus, Registry, RegistryConfig, RegistryFull, Snapshot,
 };
 
-/// The reference server's answer to `hb_done` (defined in [`crate::protocol`]).
-pub use crate::protocol::GOODBYE;
 
 /// The content type of every reply but `/metrics`, as the reference sends it.
 pub const TEXT_PLAIN: &str = "text/plain";

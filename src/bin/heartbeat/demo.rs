@@ -14,14 +14,9 @@ use crate::{connect, exit, output, signals};
 /// A stdout that cannot be written ends the demo (see [`output`]): quietly
 /// with 0 when the reader went away, else with [`exit::CANNOT_WRITE`].
 pub async fn run(global: &Global, args: &DemoArgs) -> u8 {
-    let stop = match signals::interrupt_or_terminate() {
+    let stop = match signals::stop_signal("demo") {
         Ok(stop) => stop,
-        Err(error) => {
-            output::error_line(&format!(
-                "heartbeat demo: cannot install signal handlers: {error}"
-            ));
-            return exit::UNREACHABLE;
-        }
+        Err(code) => return code,
     };
     let server = if server_configured(global) {
         None

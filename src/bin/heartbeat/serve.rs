@@ -50,14 +50,9 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     let open_files = raise_open_file_limit();
     let max_connections = connection_cap(open_files, DEFAULT_MAX_CONNECTIONS);
     server = server.max_connections(max_connections);
-    let stop = match signals::interrupt_or_terminate() {
+    let stop = match signals::stop_signal("serve") {
         Ok(stop) => stop,
-        Err(error) => {
-            output::error_line(&format!(
-                "heartbeat serve: cannot install signal handlers: {error}"
-            ));
-            return exit::UNREACHABLE;
-        }
+        Err(code) => return code,
     };
     let handle = match server.start().await {
         Ok(handle) => handle,
