@@ -219,7 +219,11 @@ async fn start() -> ServerHandle {
 /// The registry's keys, each followed by `\n` (as `/list` shows them).
 fn list(server: &ServerHandle) -> String {
     server.registry().with_registry(|registry, now| {
-        registry.list(now).iter().map(|key| format!("{key}\n")).collect()
+        registry
+            .list(now)
+            .iter()
+            .map(|key| format!("{key}\n"))
+            .collect()
     })
 }
 

@@ -721,7 +721,8 @@ mod big_registry {
     fn fill(registry: &SharedRegistry, apps: usize, id_len: usize) {
         registry.with_registry(|r, now| {
             for i in 0..apps {
-                r.init(&id(i, id_len), LOCAL, Duration::from_secs(3600), now).unwrap();
+                r.init(&id(i, id_len), LOCAL, Duration::from_secs(3600), now)
+                    .unwrap();
             }
             r.take_events();
         });

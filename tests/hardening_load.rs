@@ -114,10 +114,8 @@ async fn a_thousand_apps_pinging_twenty_times_each_lose_nothing_and_mix_nothing_
     // none lost: the server counted every ping; none mixed up: each record
     // holds its own app's timeout
     let (counters, records) = server.registry().with_registry(|r, now| {
-        let records: Vec<(String, Duration)> = r
-            .apps(now)
-            .map(|a| (a.key.to_owned(), a.granted))
-            .collect();
+        let records: Vec<(String, Duration)> =
+            r.apps(now).map(|a| (a.key.to_owned(), a.granted)).collect();
         (r.counters(), records)
     });
     assert_eq!(counters.pings, (APPS * PINGS) as u64);

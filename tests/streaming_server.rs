@@ -23,7 +23,9 @@ const HANG_GUARD: Duration = Duration::from_secs(60);
 
 /// A server on a frozen clock, so that replies can be compared with the
 /// registry's own rendering.
-async fn start(configure: impl FnOnce(ServerBuilder) -> ServerBuilder) -> (ServerHandle, ManualClock) {
+async fn start(
+    configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+) -> (ServerHandle, ManualClock) {
     let clock = ManualClock::new();
     let server = configure(
         Server::builder("127.0.0.1:0".parse().unwrap())

@@ -226,10 +226,7 @@ struct PercentDecodeError {
 ///
 /// # Errors
 /// [`PercentDecodeError`] when a `%` is not followed by two hex digits.
-fn percent_decode(
-    input: &[u8],
-    plus_as_space: bool,
-) -> Result<Cow<'_, [u8]>, PercentDecodeError> {
+fn percent_decode(input: &[u8], plus_as_space: bool) -> Result<Cow<'_, [u8]>, PercentDecodeError> {
     let needs_work = input
         .iter()
         .any(|&b| b == b'%' || (plus_as_space && b == b'+'));
@@ -473,10 +470,7 @@ mod tests {
             beat(Beat::Init, "Tetris", 2000)
         );
         assert_eq!(ok("/hb_ping?2000&appid=Tetris"), ping("Tetris", 2000));
-        assert_eq!(
-            ok("/hb_done?0&appid=Tetris"),
-            beat(Beat::Done, "Tetris", 0)
-        );
+        assert_eq!(ok("/hb_done?0&appid=Tetris"), beat(Beat::Done, "Tetris", 0));
     }
 
     #[test]
@@ -598,14 +592,8 @@ mod tests {
             }
         );
         let init = |body: &[u8]| parse_command("/hb_init?5", Some(body)).unwrap();
-        assert_eq!(
-            init(b"appid=a+b"),
-            beat(Beat::Init, "a b", 5)
-        );
-        assert_eq!(
-            init(b"appid=a%2Bb"),
-            beat(Beat::Init, "a+b", 5)
-        );
+        assert_eq!(init(b"appid=a+b"), beat(Beat::Init, "a b", 5));
+        assert_eq!(init(b"appid=a%2Bb"), beat(Beat::Init, "a+b", 5));
         // the query wins over the form, with its own rule
         assert_eq!(
             parse_command("/hb_init?5&appid=a+b", Some(b"appid=c+d")).unwrap(),

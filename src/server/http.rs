@@ -594,7 +594,10 @@ mod tests {
 
         let since = Instant::now();
         while held() > 0 {
-            assert!(since.elapsed() < HANG_GUARD, "the stalled reply is never dropped");
+            assert!(
+                since.elapsed() < HANG_GUARD,
+                "the stalled reply is never dropped"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let rest = tokio::task::spawn_blocking(move || {

@@ -148,8 +148,10 @@ mod tests {
     fn renders_counters_and_per_app_gauges() {
         let t0 = Instant::now();
         let mut r = Registry::default();
-        r.init("Tetris", LOCAL, Duration::from_millis(2000), t0).unwrap();
-        r.ping("we\"ird\\id", LOCAL, Duration::from_millis(0), t0).unwrap();
+        r.init("Tetris", LOCAL, Duration::from_millis(2000), t0)
+            .unwrap();
+        r.ping("we\"ird\\id", LOCAL, Duration::from_millis(0), t0)
+            .unwrap();
         r.ping("gone", LOCAL, Duration::from_millis(0), t0).unwrap();
         r.done("gone", LOCAL, t0);
         let text = render(&mut r, t0 + Duration::from_millis(1560));
@@ -182,7 +184,8 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Registry::default();
         r.ping("b", LOCAL, Duration::from_millis(0), t0).unwrap();
-        r.init("Tetris", LOCAL, Duration::from_millis(2000), t0).unwrap();
+        r.init("Tetris", LOCAL, Duration::from_millis(2000), t0)
+            .unwrap();
         let text = render(&mut r, t0 + Duration::from_millis(1560));
         assert_eq!(
             text,

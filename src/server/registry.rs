@@ -763,10 +763,8 @@ mod tests {
         let mut r = Registry::default();
         r.ping("T", LOCAL, d(0), t0).unwrap(); // ping registers
         r.init("T", LOCAL, d(2000), ms(t0, 5000)).unwrap(); // init refreshes
-        assert!(status_text(&mut r, "T", LOCAL, ms(t0, 6500))
-            .starts_with("OK - fine"));
-        assert!(host_text(&mut r, ms(t0, 6500))
-            .contains("od=0.50;3;5;0;6 delay=3000ms"));
+        assert!(status_text(&mut r, "T", LOCAL, ms(t0, 6500)).starts_with("OK - fine"));
+        assert!(host_text(&mut r, ms(t0, 6500)).contains("od=0.50;3;5;0;6 delay=3000ms"));
         // The old deadline (t0+6s) no longer applies; the new one is 5s+18s.
         assert_eq!(r.expire(ms(t0, 22_999)), 0);
         assert_eq!(r.deadline_index_len(), 1);
@@ -822,7 +820,10 @@ mod tests {
             host_text(&mut r, t0),
             "WARNING - multiple (3) applications: [A @ 1.2.3.4,B @ 1.2.3.4,C @ 1.2.3.4]"
         );
-        assert_eq!(list_text(&mut r, t0), "A @ 1.2.3.4\nB @ 1.2.3.4\nC @ 1.2.3.4\n");
+        assert_eq!(
+            list_text(&mut r, t0),
+            "A @ 1.2.3.4\nB @ 1.2.3.4\nC @ 1.2.3.4\n"
+        );
     }
 
     /// The registry answers with typed data; only the service renders text.
@@ -847,7 +848,13 @@ mod tests {
         assert_eq!(r.status("B", OTHER, ms(t0, 1500)), AppStatus::Tracked(one));
         assert_eq!(r.host_status(ms(t0, 1500)), HostStatus::One(one));
         let late = r.status("B", OTHER, ms(t0, 9000));
-        assert!(matches!(late, AppStatus::Tracked(AppInfo { state: State::Warning, .. })));
+        assert!(matches!(
+            late,
+            AppStatus::Tracked(AppInfo {
+                state: State::Warning,
+                ..
+            })
+        ));
         r.init("A", OTHER, d(2000), t0).unwrap();
         assert_eq!(
             r.host_status(t0),
@@ -865,7 +872,8 @@ mod tests {
         assert_eq!(r.len(), 2);
         let mapped = IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped());
         assert!(status_text(&mut r, "T", mapped, t0).starts_with("OK"));
-        r.init("T", IpAddr::V6(Ipv6Addr::LOCALHOST), d(0), t0).unwrap();
+        r.init("T", IpAddr::V6(Ipv6Addr::LOCALHOST), d(0), t0)
+            .unwrap();
         assert!(list_text(&mut r, t0).contains("T @ ::1\n"));
     }
 
@@ -880,8 +888,7 @@ mod tests {
         r.ping("T", OTHER, d(0), t0).unwrap();
         assert_eq!(r.len(), 1);
         assert_eq!(list_text(&mut r, t0), "T\n");
-        assert!(status_text(&mut r, "T", OTHER, t0)
-            .starts_with("OK - fine application [T]| "));
+        assert!(status_text(&mut r, "T", OTHER, t0).starts_with("OK - fine application [T]| "));
         assert_eq!(
             status_text(&mut r, "U", OTHER, t0),
             "CRITICAL - no application record for queried ID: [U]"
@@ -898,15 +905,24 @@ mod tests {
         });
         r.init("a", LOCAL, d(0), t0).unwrap();
         r.init("b", LOCAL, d(100_000), t0).unwrap();
-        assert_eq!(r.init("c", LOCAL, d(0), t0), Err(RegistryFull { max_apps: 2 }));
-        assert_eq!(r.ping("c", LOCAL, d(0), t0), Err(RegistryFull { max_apps: 2 }));
+        assert_eq!(
+            r.init("c", LOCAL, d(0), t0),
+            Err(RegistryFull { max_apps: 2 })
+        );
+        assert_eq!(
+            r.ping("c", LOCAL, d(0), t0),
+            Err(RegistryFull { max_apps: 2 })
+        );
         assert_eq!(r.ping("a", LOCAL, d(0), t0), Ok(d(1000)));
         assert_eq!(r.counters().refused, 2);
         assert_eq!(r.counters().pings, 1);
         assert!(!list_text(&mut r, t0).contains('c'));
         // Once "a" expires there is room again.
         assert_eq!(r.ping("c", LOCAL, d(0), ms(t0, 6000)), Ok(d(1000)));
-        assert_eq!(list_text(&mut r, ms(t0, 6000)), "b @ 127.0.0.1\nc @ 127.0.0.1\n");
+        assert_eq!(
+            list_text(&mut r, ms(t0, 6000)),
+            "b @ 127.0.0.1\nc @ 127.0.0.1\n"
+        );
     }
 
     #[test]
@@ -1008,8 +1024,7 @@ mod tests {
         r.take_events();
         // At t0 + 6 s + 9 µs, apps 0..=9 are due: exactly 10 are examined.
         let at = us(6_000_009);
-        assert!(status_text(&mut r, "app50000", LOCAL, at)
-            .starts_with("CRITICAL - quite"));
+        assert!(status_text(&mut r, "app50000", LOCAL, at).starts_with("CRITICAL - quite"));
         assert_eq!(r.last_sweep_examined(), 10);
         assert_eq!(r.len(), N as usize - 10);
         // A request with nothing due examines nothing.

@@ -42,7 +42,6 @@ use crate::server::registry::{
     whole_ms, AppInfo, AppStatus, HostStatus, Registry, RegistryConfig, RegistryFull, Snapshot,
 };
 
-
 /// The content type of every reply but `/metrics`, as the reference sends it.
 pub const TEXT_PLAIN: &str = "text/plain";
 
