@@ -562,9 +562,12 @@ fn info<'a>(config: &RegistryConfig, key: &'a str, record: &Record, now_us: u64)
     }
 }
 
-/// Whole milliseconds of `d`, saturating at `u64::MAX`.
+/// Whole milliseconds of `d`, saturating at `u64::MAX` (`as_millis`
+/// without its 128-bit arithmetic: this is on the ping path).
 pub(crate) fn whole_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    d.as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_millis()))
 }
 
 /// The records of a [`Registry`] as of one instant, for rendering a
