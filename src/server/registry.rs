@@ -80,6 +80,7 @@ impl Default for RegistryConfig {
 
 /// Totals since the registry was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Counters {
     /// Accepted `init` calls.
     pub inits: u64,

@@ -47,6 +47,7 @@ pub const TEXT_PLAIN: &str = "text/plain";
 
 /// An HTTP status, a content type and a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Reply {
     /// HTTP status code (200, 400, 414 or 503).
     pub status: u16,
