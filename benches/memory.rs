@@ -59,7 +59,9 @@ fn main() {
         });
         for (i, name) in names.iter().enumerate() {
             let now = t0 + Duration::from_micros(i as u64);
-            registry.ping(name, PEER, 60_000, now).expect("room");
+            registry
+                .ping(name, PEER, Duration::from_secs(60), now)
+                .expect("room");
             drop(registry.take_events()); // as the server does after each request
         }
         let change = region.change();

@@ -19,7 +19,7 @@ use criterion::{criterion_group, BenchmarkGroup, Criterion};
 use heartbeat_sdk::server::{Registry, RegistryConfig};
 
 const PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-const TIMEOUT_MS: u64 = 60_000;
+const TIMEOUT: Duration = Duration::from_millis(60_000);
 
 /// `count` apps named like kiosks (`kiosk-000042`), all registered at `t0`.
 fn filled(count: usize, t0: Instant) -> (Registry, Vec<String>) {
@@ -29,7 +29,7 @@ fn filled(count: usize, t0: Instant) -> (Registry, Vec<String>) {
     });
     let names: Vec<String> = (0..count).map(|i| format!("kiosk-{i:06}")).collect();
     for name in &names {
-        registry.ping(name, PEER, TIMEOUT_MS, t0).expect("room");
+        registry.ping(name, PEER, TIMEOUT, t0).expect("room");
     }
     registry.take_events();
     (registry, names)
@@ -46,7 +46,7 @@ fn bench_case(group: &mut BenchmarkGroup<'_, WallTime>, id: &str, tracked: usize
         b.iter(|| {
             now += Duration::from_micros(1);
             next = (next + 1) % active;
-            let granted = registry.ping(black_box(&names[next]), PEER, TIMEOUT_MS, now);
+            let granted = registry.ping(black_box(&names[next]), PEER, TIMEOUT, now);
             // the server drains events after every request; so do we
             black_box(registry.take_events());
             granted
@@ -82,7 +82,7 @@ fn profile() -> Option<()> {
     let (mut registry, names) = filled(tracked, t0);
     for i in 0..pings {
         let now = t0 + Duration::from_micros(i as u64 + 1);
-        black_box(registry.ping(&names[i % active], PEER, TIMEOUT_MS, now)).ok()?;
+        black_box(registry.ping(&names[i % active], PEER, TIMEOUT, now)).ok()?;
         black_box(registry.take_events());
     }
     Some(())

@@ -1,8 +1,8 @@
 //! The Python client's command-line demo, in Rust.
 //!
 //! Random promises of 100–2000 ms, random sleeps of up to seven times the
-//! promise, every beat logged; Ctrl+C or SIGTERM prints the list and status,
-//! sends `hb_done`, and prints them again.
+//! promise, every beat logged; Ctrl+C prints the list and status, sends
+//! `hb_done`, and prints them again.
 //!
 //! With no server named (`HB_URL`, `HB_HOST` and `HB_PORT` all unset, as for
 //! `heartbeat demo`) it starts the embedded server on a free loopback port
@@ -17,7 +17,7 @@
 #[cfg(any(feature = "reqwest", feature = "surf"))]
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    use heartbeat_sdk::demo::{run, stop_signal, DemoOptions};
+    use heartbeat_sdk::demo::{run, DemoOptions};
     use heartbeat_sdk::server::Server;
     use heartbeat_sdk::settings::names_a_server;
     use heartbeat_sdk::{HeartbeatClient, Settings};
@@ -28,12 +28,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
-    let stop = stop_signal()?;
     let settings = Settings::from_env()?;
     let server = if names_a_server(|name| std::env::var(name).ok()) {
         None
     } else {
-        let server = Server::bind(([127, 0, 0, 1], 0).into()).start().await?;
+        let server = Server::builder(([127, 0, 0, 1], 0).into()).start().await?;
         println!(
             "no server configured: started the embedded heartbeat server at {}",
             server.url()
@@ -58,6 +57,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = DemoOptions {
         max_beats,
         ..DemoOptions::default()
+    };
+    let stop = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            eprintln!("cannot listen for Ctrl+C ({error}): set HB_DEMO_BEATS to stop");
+            std::future::pending::<()>().await;
+        }
     };
     let report = run(&client, &options, stop).await?;
     println!("{report}");

@@ -4,14 +4,13 @@
 //! The session: `hb_init`, then forever a random promise of 100–2000 ms, a
 //! random sleep of up to seven times that promise (so some beats are late),
 //! and a `hb_ping` with the next promise, counting the late ones. When `stop`
-//! completes (Ctrl+C, SIGTERM, or a beat limit) it reads the list and the
-//! status, sends `hb_done`, and reads them again. [`DemoReport`] prints as
-//! the lines both show at the end, and [`stop_signal`] is their Ctrl+C /
-//! SIGTERM.
+//! completes (the caller's choice: `heartbeat demo` passes Ctrl+C or
+//! SIGTERM, `examples/demo.rs` [`tokio::signal::ctrl_c`]) or the beat limit
+//! is reached, it reads the list and the status, sends `hb_done`, and reads
+//! them again. [`DemoReport`] prints as the lines both show at the end.
 
 use std::fmt;
 use std::future::Future;
-use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::client::HeartbeatClient;
@@ -95,43 +94,6 @@ impl fmt::Display for DemoReport {
             "status after hb_done: {}",
             printable(self.status_after.raw())
         )
-    }
-}
-
-/// Install handlers for Ctrl+C (SIGINT) and, on Unix, SIGTERM **now** (from
-/// here on they no longer kill the process), and return a future that
-/// completes when either arrives: the `stop` of [`run`], and of any program
-/// that should end cleanly on them.
-///
-/// Call it inside a tokio runtime (with its I/O driver enabled, as
-/// `#[tokio::main]` does).
-///
-/// ```no_run
-/// # async fn run() -> std::io::Result<()> {
-/// let stop = heartbeat_sdk::demo::stop_signal()?;
-/// // ... start things ...
-/// stop.await; // Ctrl+C or SIGTERM
-/// # Ok(()) }
-/// ```
-pub fn stop_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        let mut terminate = signal(SignalKind::terminate())?;
-        Ok(async move {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        let mut interrupt = tokio::signal::windows::ctrl_c()?;
-        Ok(async move {
-            interrupt.recv().await;
-        })
     }
 }
 

@@ -231,7 +231,7 @@ mod real_server {
         // the server runs on its own runtime's worker threads
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let server = runtime
-            .block_on(Server::bind("127.0.0.1:0".parse().unwrap()).start())
+            .block_on(Server::builder("127.0.0.1:0".parse().unwrap()).start())
             .unwrap();
         let url = server.url();
         std::thread::spawn(move || exercise_server(&url, "blocking-plain"))
@@ -243,7 +243,7 @@ mod real_server {
     #[tokio::test(flavor = "current_thread")]
     async fn against_a_real_server_from_spawn_blocking_in_a_current_thread_runtime() {
         // the server shares this one thread; spawn_blocking leaves it free
-        let server = Server::bind("127.0.0.1:0".parse().unwrap())
+        let server = Server::builder("127.0.0.1:0".parse().unwrap())
             .start()
             .await
             .unwrap();
@@ -256,7 +256,7 @@ mod real_server {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn against_a_real_server_from_spawn_blocking_in_a_multi_thread_runtime() {
-        let server = Server::bind("127.0.0.1:0".parse().unwrap())
+        let server = Server::builder("127.0.0.1:0".parse().unwrap())
             .start()
             .await
             .unwrap();

@@ -210,16 +210,21 @@ fn assert_failed(output: &Output, code: i32, prefix: &str) {
 }
 
 async fn start() -> ServerHandle {
-    Server::bind("127.0.0.1:0".parse().unwrap())
+    Server::builder("127.0.0.1:0".parse().unwrap())
         .start()
         .await
         .unwrap()
 }
 
+/// The registry's keys, each followed by `\n` (as `/list` shows them).
 fn list(server: &ServerHandle) -> String {
-    server
-        .registry()
-        .with_registry(|registry, now| registry.list(now))
+    server.registry().with_registry(|registry, now| {
+        registry
+            .list(now)
+            .iter()
+            .map(|key| format!("{key}\n"))
+            .collect()
+    })
 }
 
 /// Poll `condition` until it holds, failing at the deadline.
@@ -359,7 +364,7 @@ async fn failures_are_one_line_on_stderr_with_the_documented_exit_code() {
     assert_eq!(output.code, Some(2), "clap's usage error: {output:?}");
 
     // 3: the server answers with an error (registry full: 503)
-    let server = Server::bind("127.0.0.1:0".parse().unwrap())
+    let server = Server::builder("127.0.0.1:0".parse().unwrap())
         .max_apps(1)
         .start()
         .await
@@ -377,7 +382,7 @@ async fn failures_are_one_line_on_stderr_with_the_documented_exit_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_exits_with_each_nagios_state() {
     let clock = ManualClock::new();
-    let server = Server::bind("127.0.0.1:0".parse().unwrap())
+    let server = Server::builder("127.0.0.1:0".parse().unwrap())
         .clock(clock.clone())
         .start()
         .await

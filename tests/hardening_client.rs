@@ -721,7 +721,8 @@ mod big_registry {
     fn fill(registry: &SharedRegistry, apps: usize, id_len: usize) {
         registry.with_registry(|r, now| {
             for i in 0..apps {
-                r.init(&id(i, id_len), LOCAL, 3_600_000, now).unwrap();
+                r.init(&id(i, id_len), LOCAL, Duration::from_secs(3600), now)
+                    .unwrap();
             }
             r.take_events();
         });
@@ -729,7 +730,7 @@ mod big_registry {
 
     #[cfg(all(feature = "server", any(feature = "reqwest", feature = "surf")))]
     async fn server_with(apps: usize, id_len: usize) -> ServerHandle {
-        let server = Server::bind("127.0.0.1:0".parse().unwrap())
+        let server = Server::builder("127.0.0.1:0".parse().unwrap())
             .start()
             .await
             .unwrap();

@@ -270,7 +270,7 @@ mod restart {
     use tokio::time::Instant;
 
     async fn start(addr: SocketAddr) -> ServerHandle {
-        Server::bind(addr).start().await.unwrap()
+        Server::builder(addr).start().await.unwrap()
     }
 
     /// Whether `server` tracks `key`.
@@ -310,7 +310,7 @@ mod restart {
         let rebind_deadline = Instant::now() + Duration::from_secs(5);
         let second = loop {
             // the port was ours a moment ago; rebinding it can take a few tries
-            match Server::bind(addr).start().await {
+            match Server::builder(addr).start().await {
                 Ok(server) => break server,
                 Err(e) if Instant::now() < rebind_deadline => eprintln!("rebinding {addr}: {e}"),
                 Err(e) => panic!("cannot rebind {addr}: {e}"),
@@ -388,7 +388,7 @@ mod demo_interrupted {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn ctrl_c_while_a_ping_is_in_flight_still_sends_done() {
-        let server = Server::bind("127.0.0.1:0".parse().unwrap())
+        let server = Server::builder("127.0.0.1:0".parse().unwrap())
             .start()
             .await
             .unwrap();

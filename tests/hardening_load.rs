@@ -21,7 +21,7 @@ const PINGS: usize = 20;
 const CONNECTIONS: usize = 50;
 
 async fn start() -> ServerHandle {
-    Server::bind("127.0.0.1:0".parse().unwrap())
+    Server::builder("127.0.0.1:0".parse().unwrap())
         .start()
         .await
         .unwrap()
@@ -114,10 +114,8 @@ async fn a_thousand_apps_pinging_twenty_times_each_lose_nothing_and_mix_nothing_
     // none lost: the server counted every ping; none mixed up: each record
     // holds its own app's timeout
     let (counters, records) = server.registry().with_registry(|r, now| {
-        let records: Vec<(String, u64)> = r
-            .apps(now)
-            .map(|a| (a.key.to_owned(), a.granted_ms))
-            .collect();
+        let records: Vec<(String, Duration)> =
+            r.apps(now).map(|a| (a.key.to_owned(), a.granted)).collect();
         (r.counters(), records)
     });
     assert_eq!(counters.pings, (APPS * PINGS) as u64);
@@ -125,10 +123,10 @@ async fn a_thousand_apps_pinging_twenty_times_each_lose_nothing_and_mix_nothing_
         (counters.inits, counters.refused, counters.expiries),
         (0, 0, 0)
     );
-    for (i, (record, granted_ms)) in records.iter().enumerate() {
+    for (i, (record, granted)) in records.iter().enumerate() {
         assert_eq!(
-            (record.as_str(), *granted_ms),
-            (key(i).as_str(), promise(i).as_millis() as u64 + 1000)
+            (record.as_str(), *granted),
+            (key(i).as_str(), promise(i) + Duration::from_secs(1))
         );
     }
     // each app's own status, as it asks for it

@@ -22,9 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use heartbeat_sdk::protocol::command::{parse_command, Command};
-use heartbeat_sdk::protocol::{encode_component, MAX_APP_ID_LEN};
-use heartbeat_sdk::server::service::GOODBYE;
-use heartbeat_sdk::server::{ManualClock, RegistryConfig, Server, ServerHandle, SharedRegistry};
+use heartbeat_sdk::protocol::{encode_component, Beat, GOODBYE, MAX_APP_ID_LEN};
+use heartbeat_sdk::server::{
+    ManualClock, RegistryConfig, Server, ServerBuilder, ServerHandle, SharedRegistry,
+};
 use proptest::prelude::*;
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -313,10 +314,14 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
         }
         match parse_command(&r.target, form) {
             Err(e) => prop_assert_eq!(status, e.http_status(), "{:?}: {}", r, body),
-            Ok(Command::Init { app, timeout_ms } | Command::Ping { app, timeout_ms }) => {
+            Ok(Command::Beat {
+                beat: Beat::Init | Beat::Ping,
+                app,
+                timeout,
+            }) => {
                 let key = key(&app, r.peer);
                 if model.contains(&key) || model.len() < case.max_apps {
-                    let granted = (timeout_ms + 1000).to_string();
+                    let granted = (timeout.as_millis() + 1000).to_string();
                     prop_assert_eq!((status, body), (200, granted.as_str()));
                     model.insert(key);
                 } else {
@@ -324,7 +329,11 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
                     prop_assert!(body.starts_with("ERROR: registry full"), "{body}");
                 }
             }
-            Ok(Command::Done { app, .. }) => {
+            Ok(Command::Beat {
+                beat: Beat::Done,
+                app,
+                ..
+            }) => {
                 prop_assert_eq!((status, body), (200, GOODBYE));
                 model.remove(&key(&app, r.peer));
             }
@@ -638,7 +647,7 @@ fn raw_bytes_over_tcp_get_well_formed_replies() {
     let rt = runtime();
     let server = rt
         .block_on(
-            Server::bind("127.0.0.1:0".parse().unwrap())
+            Server::builder("127.0.0.1:0".parse().unwrap())
                 .max_apps(20)
                 .start(),
         )
@@ -716,12 +725,12 @@ fn get(addr: SocketAddr, target: &str) -> (u16, String) {
     )
 }
 
-async fn start(server: Server) -> ServerHandle {
+async fn start(server: ServerBuilder) -> ServerHandle {
     server.start().await.unwrap()
 }
 
-fn local() -> Server {
-    Server::bind("127.0.0.1:0".parse().unwrap())
+fn local() -> ServerBuilder {
+    Server::builder("127.0.0.1:0".parse().unwrap())
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {

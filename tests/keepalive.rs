@@ -459,7 +459,7 @@ mod real_server {
     async fn start(addr: SocketAddr) -> ServerHandle {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            match Server::bind(addr).config(strict()).start().await {
+            match Server::builder(addr).config(strict()).start().await {
                 Ok(server) => return server,
                 Err(e) if Instant::now() < deadline => {
                     eprintln!("bind {addr}: {e}, retrying");

@@ -12,14 +12,14 @@ use heartbeat_sdk::server::{ManualClock, Server, ServerHandle};
 use heartbeat_sdk::{ErrorPolicy, HeartbeatClient, State, Transport};
 
 async fn start() -> ServerHandle {
-    Server::bind("127.0.0.1:0".parse().unwrap())
+    Server::builder("127.0.0.1:0".parse().unwrap())
         .start()
         .await
         .unwrap()
 }
 
 async fn start_with(clock: &ManualClock) -> ServerHandle {
-    Server::bind("127.0.0.1:0".parse().unwrap())
+    Server::builder("127.0.0.1:0".parse().unwrap())
         .clock(clock.clone())
         .start()
         .await

@@ -9,18 +9,20 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use heartbeat_sdk::server::{ManualClock, RegistryConfig, Server, ServerHandle, SharedRegistry};
+use heartbeat_sdk::server::{
+    ManualClock, RegistryConfig, Server, ServerBuilder, ServerHandle, SharedRegistry,
+};
 
 /// The tests here run one at a time: a subscriber made while another test
 /// hits a callsite for the first time could miss it (see above).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-async fn start(server: Server) -> ServerHandle {
+async fn start(server: ServerBuilder) -> ServerHandle {
     server.start().await.unwrap()
 }
 
-fn local() -> Server {
-    Server::bind("127.0.0.1:0".parse().unwrap())
+fn local() -> ServerBuilder {
+    Server::builder("127.0.0.1:0".parse().unwrap())
 }
 
 /// A `MakeWriter` that keeps everything written to it.
@@ -69,7 +71,7 @@ fn binding_beyond_loopback_is_warned_about() {
             captured.text()
         );
 
-        let everywhere = start(Server::bind("0.0.0.0:0".parse().unwrap())).await;
+        let everywhere = start(Server::builder("0.0.0.0:0".parse().unwrap())).await;
         let port = everywhere.local_addr().port();
         everywhere.shutdown().await;
         let log = captured.text();

@@ -39,7 +39,7 @@ pub fn run_child_if_asked() {
         .expect("tokio runtime");
     runtime.block_on(async {
         let addr = "127.0.0.1:0".parse().expect("address");
-        let server = heartbeat_sdk::server::Server::bind(addr)
+        let server = heartbeat_sdk::server::Server::builder(addr)
             .start()
             .await
             .expect("server starts");

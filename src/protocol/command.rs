@@ -16,7 +16,7 @@
 //!   `application/x-www-form-urlencoded` body, where HTML form rules apply
 //!   and `+` is a space; the first `appid` wins;
 //! - the id must pass [`check_app_id`]: not empty, at most
-//!   [`ParseLimits::max_app_id_len`] bytes, and no character that would
+//!   [`MAX_APP_ID_LEN`] bytes, and no character that would
 //!   corrupt a line of `/list` or a Nagios plugin line (control characters,
 //!   `|`, U+2028, U+2029, the bidirectional controls);
 //! - unknown parameters (`cache_buster=...`) are ignored without validation;
@@ -24,9 +24,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::time::Duration;
 
-use super::{check_app_id, AppIdError};
-pub use super::{MAX_APP_ID_LEN, MAX_TIMEOUT_MS};
+use super::{check_app_id, printable, AppIdError, Beat, MAX_APP_ID_LEN, MAX_TIMEOUT_MS};
 
 /// Longest echo of a rejected timeout value inside an error message, in chars.
 const MAX_ECHO_CHARS: usize = 64;
@@ -35,27 +35,16 @@ const MAX_ECHO_CHARS: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Command {
-    /// `hb_init`: register (or refresh) `app`, expecting a ping within
-    /// `timeout_ms`.
-    Init {
+    /// `hb_init`, `hb_ping` or `hb_done` for `app`: with init and ping the
+    /// client promises its next ping within `timeout`; with done, `timeout`
+    /// is the announced shutdown delay (informational).
+    Beat {
+        /// Which of the three.
+        beat: Beat,
         /// The application id, percent-decoded.
         app: String,
-        /// The requested timeout in milliseconds.
-        timeout_ms: u64,
-    },
-    /// `hb_ping`: `app` is alive; the next ping is due within `timeout_ms`.
-    Ping {
-        /// The application id, percent-decoded.
-        app: String,
-        /// The requested timeout in milliseconds.
-        timeout_ms: u64,
-    },
-    /// `hb_done`: deregister `app`.
-    Done {
-        /// The application id, percent-decoded.
-        app: String,
-        /// The announced shutdown delay in milliseconds (informational).
-        timeout_ms: u64,
+        /// The timeout the client promises (whole milliseconds on the wire).
+        timeout: Duration,
     },
     /// `list`: one line per tracked application.
     List,
@@ -72,9 +61,7 @@ impl Command {
     /// The command's name as it appears in the path (`hb_init`, `list`, ...).
     pub fn name(&self) -> &'static str {
         match self {
-            Command::Init { .. } => "hb_init",
-            Command::Ping { .. } => "hb_ping",
-            Command::Done { .. } => "hb_done",
+            Command::Beat { beat, .. } => beat_name(*beat),
             Command::List => "list",
             Command::Status { .. } => "status",
             Command::Metrics => "metrics",
@@ -82,14 +69,20 @@ impl Command {
     }
 }
 
+/// `hb_init`, `hb_ping` or `hb_done`: the path of `beat` without its `/`.
+fn beat_name(beat: Beat) -> &'static str {
+    let path = beat.path();
+    path.strip_prefix('/').unwrap_or(path)
+}
+
 /// Limits applied while parsing; [`Default`] gives [`MAX_APP_ID_LEN`] and
-/// [`MAX_TIMEOUT_MS`].
+/// [`MAX_TIMEOUT_MS`] (other values only in this module's tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ParseLimits {
+struct ParseLimits {
     /// Longest accepted application id, in bytes after decoding.
-    pub max_app_id_len: usize,
+    max_app_id_len: usize,
     /// Largest accepted timeout, in milliseconds.
-    pub max_timeout_ms: u64,
+    max_timeout_ms: u64,
 }
 
 impl Default for ParseLimits {
@@ -128,8 +121,8 @@ pub enum CommandError {
     TimeoutTooLarge {
         /// The decoded timeout element (sanitised, truncated).
         raw: String,
-        /// The maximum accepted timeout in milliseconds.
-        max_ms: u64,
+        /// The maximum accepted timeout (whole milliseconds).
+        max: Duration,
     },
     /// `hb_init`/`hb_ping`/`hb_done` without any `appid`.
     MissingAppId {
@@ -194,7 +187,8 @@ impl fmt::Display for CommandError {
             CommandError::NegativeTimeout { raw } => {
                 write!(f, "timeout must not be negative, got [{raw}]")
             }
-            CommandError::TimeoutTooLarge { raw, max_ms } => {
+            CommandError::TimeoutTooLarge { raw, max } => {
+                let max_ms = max.as_millis();
                 write!(f, "timeout [{raw}] exceeds the maximum of {max_ms} ms")
             }
             CommandError::MissingAppId { command } => {
@@ -222,28 +216,17 @@ impl std::error::Error for CommandError {}
 
 /// A `%` at byte `offset` is not followed by two hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PercentDecodeError {
+struct PercentDecodeError {
     /// Byte offset of the offending `%` in the input.
-    pub offset: usize,
+    offset: usize,
 }
-
-impl fmt::Display for PercentDecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid percent-escape at byte {}", self.offset)
-    }
-}
-
-impl std::error::Error for PercentDecodeError {}
 
 /// Percent-decodes `input` (`%XX`, either hex case); with `plus_as_space`,
 /// `+` becomes a space (form encoding). Borrows when nothing needs decoding.
 ///
 /// # Errors
 /// [`PercentDecodeError`] when a `%` is not followed by two hex digits.
-pub fn percent_decode(
-    input: &[u8],
-    plus_as_space: bool,
-) -> Result<Cow<'_, [u8]>, PercentDecodeError> {
+fn percent_decode(input: &[u8], plus_as_space: bool) -> Result<Cow<'_, [u8]>, PercentDecodeError> {
     let needs_work = input
         .iter()
         .any(|&b| b == b'%' || (plus_as_space && b == b'+'));
@@ -285,21 +268,18 @@ fn hex_value(b: u8) -> Option<u8> {
     }
 }
 
-/// Parses a request with the default [`ParseLimits`]. See the module docs.
-///
-/// # Errors
-/// See [`parse_command_with`].
-pub fn parse_command(target: &str, form_body: Option<&[u8]>) -> Result<Command, CommandError> {
-    parse_command_with(target, form_body, &ParseLimits::default())
-}
-
 /// Parses a request-target (`/path?query`) and optional form body into a
-/// [`Command`], applying `limits`. Never panics.
+/// [`Command`] (see the module docs). Never panics.
 ///
 /// # Errors
 /// A [`CommandError`] for an unknown command, a bad timeout (init, ping and
 /// done only), a missing, empty, over-long or malformed `appid`.
-pub fn parse_command_with(
+pub fn parse_command(target: &str, form_body: Option<&[u8]>) -> Result<Command, CommandError> {
+    parse_command_with(target, form_body, &ParseLimits::default())
+}
+
+/// [`parse_command`] with `limits`.
+fn parse_command_with(
     target: &str,
     form_body: Option<&[u8]>,
     limits: &ParseLimits,
@@ -309,16 +289,17 @@ pub fn parse_command_with(
         None => (target, ""),
     };
     let name = path.rsplit('/').next().unwrap_or("");
-    let command: &'static str = match name {
-        "hb_init" => "hb_init",
-        "hb_ping" => "hb_ping",
-        "hb_done" => "hb_done",
+    // `None` is `status`, the one other command with an `appid`
+    let beat = match name {
+        "hb_init" => Some(Beat::Init),
+        "hb_ping" => Some(Beat::Ping),
+        "hb_done" => Some(Beat::Done),
         "list" => return Ok(Command::List),
         "metrics" => return Ok(Command::Metrics),
-        "status" => "status",
+        "status" => None,
         _ => {
             return Err(CommandError::UnknownCommand {
-                target: sanitize(target, usize::MAX),
+                target: printable(target).into_owned(),
             })
         }
     };
@@ -332,7 +313,7 @@ pub fn parse_command_with(
     };
     let params = first_param.into_iter().chain(elements);
 
-    if command == "status" {
+    let Some(beat) = beat else {
         let app = match find_appid(params, QUERY)? {
             Some(app) => Some(app),
             None => match form_body {
@@ -341,12 +322,13 @@ pub fn parse_command_with(
             },
         };
         if let Some(app) = &app {
-            validate_app(app, command, limits)?;
+            validate_app(app, "status", limits)?;
         }
         return Ok(Command::Status { app });
-    }
+    };
 
-    let timeout_ms = parse_timeout(timeout_element, limits)?;
+    let command = beat_name(beat);
+    let timeout = Duration::from_millis(parse_timeout(timeout_element, limits)?);
     let app = match find_appid(params, QUERY)? {
         Some(app) => app,
         None => match form_body {
@@ -356,11 +338,7 @@ pub fn parse_command_with(
         .ok_or(CommandError::MissingAppId { command })?,
     };
     validate_app(&app, command, limits)?;
-    Ok(match command {
-        "hb_init" => Command::Init { app, timeout_ms },
-        "hb_ping" => Command::Ping { app, timeout_ms },
-        _ => Command::Done { app, timeout_ms },
-    })
+    Ok(Command::Beat { beat, app, timeout })
 }
 
 /// `plus_as_space` for the query: `+` is literal there, as in the reference.
@@ -390,7 +368,7 @@ fn parse_timeout(raw: &[u8], limits: &ParseLimits) -> Result<u64, CommandError> 
     if text.is_empty() {
         return Ok(0);
     }
-    let echo = || sanitize(&text, MAX_ECHO_CHARS);
+    let echo = || echoed(&text, MAX_ECHO_CHARS);
     if let Some(rest) = text.strip_prefix('-') {
         if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
             return Err(CommandError::NegativeTimeout { raw: echo() });
@@ -402,7 +380,7 @@ fn parse_timeout(raw: &[u8], limits: &ParseLimits) -> Result<u64, CommandError> 
     }
     let too_large = || CommandError::TimeoutTooLarge {
         raw: echo(),
-        max_ms: limits.max_timeout_ms,
+        max: Duration::from_millis(limits.max_timeout_ms),
     };
     // All ASCII digits: the only possible parse failure is overflow.
     let value: u64 = text.parse().map_err(|_| too_large())?;
@@ -451,22 +429,14 @@ fn validate_app(
     })
 }
 
-/// Escapes control characters and truncates to `max_chars` (adding `...`), so
-/// that an echoed value keeps an error message on one line.
-fn sanitize(text: &str, max_chars: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max_chars.saturating_add(3)));
-    for (i, c) in text.chars().enumerate() {
-        if i >= max_chars {
-            out.push_str("...");
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+/// The first `max_chars` characters of `text` made [`printable`], with
+/// `...` when some were cut, so that an echoed value keeps an error message
+/// on one short line.
+fn echoed(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}...", printable(&text[..cut])),
+        None => printable(text).into_owned(),
     }
-    out
 }
 
 #[cfg(test)]
@@ -481,30 +451,26 @@ mod tests {
         parse_command(target, None).unwrap_err()
     }
 
-    fn ping(app: &str, timeout_ms: u64) -> Command {
-        Command::Ping {
+    fn beat(beat: Beat, app: &str, timeout_ms: u64) -> Command {
+        Command::Beat {
+            beat,
             app: app.into(),
-            timeout_ms,
+            timeout: Duration::from_millis(timeout_ms),
         }
+    }
+
+    fn ping(app: &str, timeout_ms: u64) -> Command {
+        beat(Beat::Ping, app, timeout_ms)
     }
 
     #[test]
     fn parses_the_three_heartbeat_commands() {
         assert_eq!(
             ok("/hb_init?2000&appid=Tetris&cache_buster=1.2"),
-            Command::Init {
-                app: "Tetris".into(),
-                timeout_ms: 2000
-            }
+            beat(Beat::Init, "Tetris", 2000)
         );
         assert_eq!(ok("/hb_ping?2000&appid=Tetris"), ping("Tetris", 2000));
-        assert_eq!(
-            ok("/hb_done?0&appid=Tetris"),
-            Command::Done {
-                app: "Tetris".into(),
-                timeout_ms: 0
-            }
-        );
+        assert_eq!(ok("/hb_done?0&appid=Tetris"), beat(Beat::Done, "Tetris", 0));
     }
 
     #[test]
@@ -626,27 +592,12 @@ mod tests {
             }
         );
         let init = |body: &[u8]| parse_command("/hb_init?5", Some(body)).unwrap();
-        assert_eq!(
-            init(b"appid=a+b"),
-            Command::Init {
-                app: "a b".into(),
-                timeout_ms: 5
-            }
-        );
-        assert_eq!(
-            init(b"appid=a%2Bb"),
-            Command::Init {
-                app: "a+b".into(),
-                timeout_ms: 5
-            }
-        );
+        assert_eq!(init(b"appid=a+b"), beat(Beat::Init, "a b", 5));
+        assert_eq!(init(b"appid=a%2Bb"), beat(Beat::Init, "a+b", 5));
         // the query wins over the form, with its own rule
         assert_eq!(
             parse_command("/hb_init?5&appid=a+b", Some(b"appid=c+d")).unwrap(),
-            Command::Init {
-                app: "a+b".into(),
-                timeout_ms: 5
-            }
+            beat(Beat::Init, "a+b", 5)
         );
     }
 
@@ -742,6 +693,20 @@ mod tests {
             err("/x\ny").to_string(),
             "cannot process your request: [/x\\ny]"
         );
+        // the one terminal escaper: Unicode line breaks too, not only controls
+        assert_eq!(
+            err("/x\u{2028}y\u{1b}").to_string(),
+            "cannot process your request: [/x\\u{2028}y\\u{1b}]"
+        );
+        // echoed timeouts are cut after 64 characters, escapes kept whole
+        let long = format!("/hb_ping?{}\u{2029}x&appid=a", "9".repeat(63));
+        assert_eq!(
+            err(&long).to_string(),
+            format!(
+                "timeout must be a whole number of milliseconds, got [{}\\u{{2029}}...]",
+                "9".repeat(63)
+            )
+        );
     }
 
     #[test]
@@ -766,17 +731,11 @@ mod tests {
         let body: &[u8] = b"appid=Te%26tris&other=1";
         assert_eq!(
             parse_command("/hb_init?2000&cache_buster=1", Some(body)).unwrap(),
-            Command::Init {
-                app: "Te&tris".into(),
-                timeout_ms: 2000
-            }
+            beat(Beat::Init, "Te&tris", 2000)
         );
         assert_eq!(
             parse_command("/hb_init?2000&appid=q", Some(body)).unwrap(),
-            Command::Init {
-                app: "q".into(),
-                timeout_ms: 2000
-            }
+            beat(Beat::Init, "q", 2000)
         );
         assert_eq!(
             parse_command("/status", Some(b"appid=S")).unwrap(),

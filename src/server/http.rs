@@ -46,21 +46,38 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// The embedded heartbeat server (feature `server`).
+/// The embedded heartbeat server (feature `server`): configure one with
+/// [`Server::builder`] (or [`ServerBuilder::from_env`] /
+/// [`ServerBuilder::from_url`]), and [`ServerBuilder::start`] binds and
+/// serves, returning a [`ServerHandle`].
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> std::io::Result<()> {
 /// use heartbeat_sdk::server::Server;
 ///
-/// let server = Server::bind("127.0.0.1:0".parse().unwrap()).start().await?;
+/// let server = Server::builder("127.0.0.1:0".parse().unwrap()).start().await?;
 /// println!("listening on {}", server.url());
 /// server.shutdown().await;
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
+pub enum Server {}
+
+impl Server {
+    /// A builder for a server that will listen on `addr` (port 0 picks a
+    /// free port). Nothing is bound until [`ServerBuilder::start`].
+    pub fn builder(addr: SocketAddr) -> ServerBuilder {
+        ServerBuilder::new(addr)
+    }
+}
+
+/// The settings of a server still to start: made by [`Server::builder`],
+/// [`ServerBuilder::from_env`] or [`ServerBuilder::from_url`]; nothing is
+/// bound until [`start`](ServerBuilder::start).
+#[derive(Debug)]
 #[must_use]
-pub struct Server {
+pub struct ServerBuilder {
     addr: SocketAddr,
     config: RegistryConfig,
     clock: Arc<dyn Clock>,
@@ -69,10 +86,9 @@ pub struct Server {
     max_connections: usize,
 }
 
-impl Server {
-    /// A server that will listen on `addr` (port 0 picks a free port).
-    pub fn bind(addr: SocketAddr) -> Server {
-        Server {
+impl ServerBuilder {
+    fn new(addr: SocketAddr) -> ServerBuilder {
+        ServerBuilder {
             addr,
             config: RegistryConfig::default(),
             clock: Arc::new(SystemClock),
@@ -85,8 +101,8 @@ impl Server {
     /// A server on the address of `HB_URL`, or `HB_HOST`:`HB_PORT`
     /// (default `127.0.0.1:8888`), like the reference server. `APP_ID` is
     /// not read.
-    pub fn from_env() -> Result<Server, Error> {
-        Server::from_url(&Settings::url_from_env()?)
+    pub fn from_env() -> Result<ServerBuilder, Error> {
+        ServerBuilder::from_url(&Settings::url_from_env()?)
     }
 
     /// A server on the address `url` names: its port (or the scheme's
@@ -95,24 +111,24 @@ impl Server {
     /// # Errors
     /// [`Error::InvalidUrl`] when the host is another name (a server binds
     /// to an address, it does not resolve one) or there is no port.
-    pub fn from_url(url: &Url) -> Result<Server, Error> {
-        Ok(Server::bind(bind_address(url)?))
+    pub fn from_url(url: &Url) -> Result<ServerBuilder, Error> {
+        Ok(ServerBuilder::new(bind_address(url)?))
     }
 
     /// Registry settings (tolerance, thresholds, keys, app limit).
-    pub fn config(mut self, config: RegistryConfig) -> Server {
+    pub fn config(mut self, config: RegistryConfig) -> ServerBuilder {
         self.config = config;
         self
     }
 
     /// The largest number of applications tracked; past it new ones get `503`.
-    pub fn max_apps(mut self, max_apps: usize) -> Server {
+    pub fn max_apps(mut self, max_apps: usize) -> ServerBuilder {
         self.config.max_apps = max_apps;
         self
     }
 
     /// Run the registry on `clock` instead of the system clock.
-    pub fn clock(mut self, clock: impl Clock + 'static) -> Server {
+    pub fn clock(mut self, clock: impl Clock + 'static) -> ServerBuilder {
         self.clock = Arc::new(clock);
         self
     }
@@ -120,7 +136,7 @@ impl Server {
     /// How long a client may take to send its request head before the
     /// connection is closed, and then again its request body before it is
     /// answered `408` (default 10 s each).
-    pub fn head_timeout(mut self, timeout: Duration) -> Server {
+    pub fn head_timeout(mut self, timeout: Duration) -> ServerBuilder {
         self.head_timeout = timeout;
         self
     }
@@ -129,10 +145,10 @@ impl Server {
     /// nothing, before the connection is dropped (default 30 s). Only
     /// stuck writes are timed: a slow reader that keeps reading is served
     /// to the end, and an idle kept-alive connection is left to
-    /// [`head_timeout`](Server::head_timeout). "Progress" is the socket
+    /// [`head_timeout`](ServerBuilder::head_timeout). "Progress" is the socket
     /// taking more bytes, which the kernel allows once about a third of its
     /// send buffer (up to a few MiB) has been read.
-    pub fn write_timeout(mut self, timeout: Duration) -> Server {
+    pub fn write_timeout(mut self, timeout: Duration) -> ServerBuilder {
         self.write_timeout = timeout;
         self
     }
@@ -145,7 +161,7 @@ impl Server {
     /// request is never closed for that. When none is idle, the new client
     /// waits (and further ones in the kernel's listen backlog) until one
     /// turns idle or closes, rather than being refused. Silent or idle
-    /// connections are closed after [`head_timeout`](Server::head_timeout),
+    /// connections are closed after [`head_timeout`](ServerBuilder::head_timeout),
     /// so a full server frees up.
     ///
     /// Each connection holds a file descriptor: keep the cap below the
@@ -153,7 +169,7 @@ impl Server {
     /// with room for the listener and files, or accepts fail with "Too many
     /// open files". `heartbeat serve` raises that limit and derives its cap
     /// from it; a library user sizes it as fits the process.
-    pub fn max_connections(mut self, max: usize) -> Server {
+    pub fn max_connections(mut self, max: usize) -> ServerBuilder {
         self.max_connections = max.clamp(1, Semaphore::MAX_PERMITS);
         self
     }
@@ -503,10 +519,101 @@ mod tests {
             "0.0.0.0:80".parse().unwrap()
         );
         assert!(bind_address(&url("http://example.org:7")).is_err());
-        assert!(Server::from_url(&url("http://example.org:7")).is_err());
+        assert!(ServerBuilder::from_url(&url("http://example.org:7")).is_err());
         assert_eq!(
-            Server::from_url(&url("[::1]:7")).unwrap().addr,
+            ServerBuilder::from_url(&url("[::1]:7")).unwrap().addr,
             "[::1]:7".parse().unwrap()
         );
+    }
+
+    /// A client that stops reading a 40 MB `/metrics` is dropped once the
+    /// reply has made no progress for the write timeout: its snapshot is
+    /// freed (no key of the registry is shared any more), its reply ends
+    /// short, and the server, which holds no lock for it, keeps answering
+    /// meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_that_stalls_is_dropped_and_frees_its_reply() {
+        use crate::server::ManualClock;
+        use std::io::{Read, Write};
+        use std::net::TcpStream;
+        use std::time::Instant;
+
+        const APPS: usize = 20_000;
+        const HANG_GUARD: Duration = Duration::from_secs(60);
+        let local = IpAddr::from([127, 0, 0, 1]);
+        let server = Server::builder(SocketAddr::new(local, 0))
+            .clock(ManualClock::new())
+            .max_apps(APPS + 1)
+            .write_timeout(Duration::from_millis(300))
+            .start()
+            .await
+            .unwrap();
+        let whole = server.registry().with_registry(|registry, now| {
+            for i in 0..APPS {
+                let id = format!("app-{i:06}-{}", "x".repeat(990));
+                registry
+                    .init(&id, local, Duration::from_secs(600), now)
+                    .unwrap();
+            }
+            registry.take_events();
+            crate::server::metrics::render(registry, now).len()
+        });
+        let held = || {
+            server
+                .registry()
+                .with_registry(|registry, _| registry.keys_held_by_replies())
+        };
+        assert_eq!(held(), 0);
+        let addr = server.local_addr();
+        let connect = move |request: &str| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream.set_read_timeout(Some(HANG_GUARD)).unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            stream
+        };
+        // reads the head of the reply, then nothing
+        let mut stalled = tokio::task::spawn_blocking(move || {
+            let mut stream = connect("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+            let mut head = [0u8; 16];
+            stream.read_exact(&mut head).unwrap();
+            assert_eq!(&head, b"HTTP/1.1 200 OK\r");
+            stream
+        })
+        .await
+        .unwrap();
+        assert_eq!(held(), APPS, "the reply holds its snapshot");
+        let mut other = connect("GET /hb_ping?0&appid=other HTTP/1.0\r\n\r\n");
+        let reply = tokio::task::spawn_blocking(move || {
+            let mut reply = Vec::new();
+            other.read_to_end(&mut reply).unwrap();
+            reply
+        })
+        .await
+        .unwrap();
+        assert!(reply.ends_with(b"\r\n\r\n1000"), "answered meanwhile");
+
+        let since = Instant::now();
+        while held() > 0 {
+            assert!(
+                since.elapsed() < HANG_GUARD,
+                "the stalled reply is never dropped"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let rest = tokio::task::spawn_blocking(move || {
+            let mut rest = Vec::new();
+            stalled
+                .read_to_end(&mut rest)
+                .expect("the server closed the connection");
+            rest
+        })
+        .await
+        .unwrap();
+        assert!(
+            rest.len() < whole / 2,
+            "the client got {} of {whole} bytes: the reply was not dropped",
+            rest.len()
+        );
+        server.shutdown().await;
     }
 }

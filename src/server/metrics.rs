@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::io::Write as _;
 use std::time::Instant;
 
-use crate::server::registry::{Registry, Snapshot};
+use crate::server::registry::{whole_ms, Registry, Snapshot};
 use crate::server::service::{Streamed, View};
 
 /// The `Content-Type` to send with [`render`]'s output.
@@ -95,7 +95,7 @@ pub(crate) fn write_piece(snapshot: &Snapshot, i: usize, out: &mut Vec<u8>) {
             out,
             "heartbeat_app_granted_timeout_ms{{app=\"{}\"}} {}",
             escape_label_value(app.key),
-            app.granted_ms
+            whole_ms(app.granted)
         );
     }
 }
@@ -148,9 +148,11 @@ mod tests {
     fn renders_counters_and_per_app_gauges() {
         let t0 = Instant::now();
         let mut r = Registry::default();
-        r.init("Tetris", LOCAL, 2000, t0).unwrap();
-        r.ping("we\"ird\\id", LOCAL, 0, t0).unwrap();
-        r.ping("gone", LOCAL, 0, t0).unwrap();
+        r.init("Tetris", LOCAL, Duration::from_millis(2000), t0)
+            .unwrap();
+        r.ping("we\"ird\\id", LOCAL, Duration::from_millis(0), t0)
+            .unwrap();
+        r.ping("gone", LOCAL, Duration::from_millis(0), t0).unwrap();
         r.done("gone", LOCAL, t0);
         let text = render(&mut r, t0 + Duration::from_millis(1560));
         let expected = [
@@ -181,8 +183,9 @@ mod tests {
     fn renders_exactly() {
         let t0 = Instant::now();
         let mut r = Registry::default();
-        r.ping("b", LOCAL, 0, t0).unwrap();
-        r.init("Tetris", LOCAL, 2000, t0).unwrap();
+        r.ping("b", LOCAL, Duration::from_millis(0), t0).unwrap();
+        r.init("Tetris", LOCAL, Duration::from_millis(2000), t0)
+            .unwrap();
         let text = render(&mut r, t0 + Duration::from_millis(1560));
         assert_eq!(
             text,
@@ -219,7 +222,7 @@ mod tests {
     fn render_expires_first() {
         let t0 = Instant::now();
         let mut r = Registry::default();
-        r.ping("old", LOCAL, 0, t0).unwrap();
+        r.ping("old", LOCAL, Duration::from_millis(0), t0).unwrap();
         let text = render(&mut r, t0 + Duration::from_secs(6));
         assert!(text.contains("heartbeat_apps 0\n"));
         assert!(text.contains("heartbeat_expiries_total 1\n"));

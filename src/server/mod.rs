@@ -8,7 +8,8 @@
 //! - [`service`]: the one mapping from a request to a reply.
 //! - [`metrics`]: Prometheus text exposition.
 //! - [`SharedRegistry`]: the registry behind a lock, with its [`Clock`].
-//! - `Server` / `ServerHandle` (feature `server`): HTTP/1.0 and 1.1 over tokio and hyper.
+//! - `Server::builder` → `ServerBuilder` → `start` → `ServerHandle`
+//!   (feature `server`): HTTP/1.0 and 1.1 over tokio and hyper.
 
 mod clock;
 pub mod metrics;
@@ -22,9 +23,9 @@ mod conns;
 mod http;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use registry::{Registry, RegistryConfig};
+pub use registry::{AppInfo, AppStatus, HostStatus, Registry, RegistryConfig};
 pub use shared::SharedRegistry;
 
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
-pub use http::{Server, ServerHandle, DEFAULT_MAX_CONNECTIONS};
+pub use http::{Server, ServerBuilder, ServerHandle, DEFAULT_MAX_CONNECTIONS};

@@ -10,6 +10,10 @@
 //! `O(expired + log n)`, never a scan of all records. Measured: about 160 to
 //! 190 heap bytes per app with a 26-byte key, malloc overhead included.
 //!
+//! The registry answers with typed data ([`AppInfo`], [`AppStatus`],
+//! [`HostStatus`]); the wire text is rendered by
+//! [`service`](crate::server::service) with the protocol's line functions.
+//!
 //! Whole-registry replies are rendered from a `Snapshot` ([`Registry`]'s
 //! crate-internal `snapshot`): the keys' `Arc`s and 16 bytes per record,
 //! copied under the server's lock; sorting and formatting happen after it
@@ -32,7 +36,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::protocol::{self, State};
-use crate::server::service::{Streamed, View};
 
 /// Default cap on tracked applications (the reference has none); the
 /// client's body caps are sized for it ([`protocol::MAX_APPS`]).
@@ -47,7 +50,7 @@ pub const EVENT_BUFFER_CAP: usize = 4096;
 /// [`DEFAULT_MAX_APPS`] applications.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegistryConfig {
-    /// Added to every requested timeout to get the granted timeout.
+    /// Added to every promised timeout to get the granted one.
     pub tolerance: Duration,
     /// Overdue ratio from which an application is WARNING.
     pub warn_ratio: f64,
@@ -77,6 +80,7 @@ impl Default for RegistryConfig {
 
 /// Totals since the registry was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Counters {
     /// Accepted `init` calls.
     pub inits: u64,
@@ -152,28 +156,47 @@ impl fmt::Display for RegistryFull {
 
 impl std::error::Error for RegistryFull {}
 
-/// Health of one application, from its overdue ratio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    /// Below `warn_ratio`.
-    Ok,
-    /// From `warn_ratio` up to `crit_ratio`.
-    Warning,
-    /// From `crit_ratio` on.
-    Critical,
-}
-
 /// A read-only view of one tracked application.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct AppInfo<'a> {
     /// The record key (`"ID @ IP"` or the bare id).
     pub key: &'a str,
     /// Time since the last init/ping divided by the granted timeout.
     pub overdue_ratio: f64,
-    /// The granted timeout in milliseconds.
-    pub granted_ms: u64,
-    /// The level the overdue ratio maps to.
-    pub level: Level,
+    /// The timeout the server granted: the promised one plus the tolerance
+    /// (whole milliseconds).
+    pub granted: Duration,
+    /// The state the overdue ratio maps to: [`State::Ok`] below
+    /// `warn_ratio`, [`State::Warning`] from it up to `crit_ratio`,
+    /// [`State::Critical`] from there on (never [`State::Unknown`]).
+    pub state: State,
+}
+
+/// The status of one queried application ([`Registry::status`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum AppStatus<'a> {
+    /// The application is tracked.
+    Tracked(AppInfo<'a>),
+    /// No record under `key` (the key the query maps to, `"ID @ IP"` or
+    /// the bare id).
+    NoRecord {
+        /// The key looked up.
+        key: String,
+    },
+}
+
+/// The status of the whole host ([`Registry::host_status`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum HostStatus<'a> {
+    /// No application is tracked.
+    NoClients,
+    /// Exactly one application is tracked.
+    One(AppInfo<'a>),
+    /// Two or more are tracked: their keys, in key order.
+    Multiple(Vec<&'a str>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -191,6 +214,7 @@ pub struct Registry {
     deadlines: BTreeSet<(u64, Arc<str>)>,
     counters: Counters,
     events: Vec<Event>,
+    #[cfg(test)]
     last_sweep_examined: usize,
 }
 
@@ -211,6 +235,7 @@ impl Registry {
             deadlines: BTreeSet::new(),
             counters: Counters::default(),
             events: Vec::new(),
+            #[cfg(test)]
             last_sweep_examined: 0,
         }
     }
@@ -220,8 +245,10 @@ impl Registry {
         &self.config
     }
 
-    /// Registers or refreshes `app` from `peer`; returns the granted timeout
-    /// in ms (`timeout_ms + tolerance`, saturating).
+    /// Registers or refreshes `app` from `peer`, which promises its next
+    /// ping within `timeout`; returns the granted timeout (`timeout +
+    /// tolerance` in whole milliseconds, sub-millisecond parts dropped,
+    /// saturating).
     ///
     /// # Errors
     /// [`RegistryFull`] when `app` is new and `max_apps` are already tracked.
@@ -229,10 +256,10 @@ impl Registry {
         &mut self,
         app: &str,
         peer: IpAddr,
-        timeout_ms: u64,
+        timeout: Duration,
         now: Instant,
-    ) -> Result<u64, RegistryFull> {
-        let granted = self.touch(app, peer, timeout_ms, now)?;
+    ) -> Result<Duration, RegistryFull> {
+        let granted = self.touch(app, peer, timeout, now)?;
         self.counters.inits += 1;
         Ok(granted)
     }
@@ -246,10 +273,10 @@ impl Registry {
         &mut self,
         app: &str,
         peer: IpAddr,
-        timeout_ms: u64,
+        timeout: Duration,
         now: Instant,
-    ) -> Result<u64, RegistryFull> {
-        let granted = self.touch(app, peer, timeout_ms, now)?;
+    ) -> Result<Duration, RegistryFull> {
+        let granted = self.touch(app, peer, timeout, now)?;
         self.counters.pings += 1;
         Ok(granted)
     }
@@ -271,29 +298,35 @@ impl Registry {
         }
     }
 
-    /// The `/list` body: every key followed by `\n`, in key order.
-    pub fn list(&mut self, now: Instant) -> String {
-        Streamed::new(View::List, self.snapshot(now)).into_string()
+    /// Expires overdue records, then the keys `/list` shows, in key order.
+    pub fn list(&mut self, now: Instant) -> Vec<&str> {
+        self.expire(now);
+        self.sorted().into_iter().map(|(key, _)| &**key).collect()
     }
 
-    /// The `/status` body: the status of `app` (as seen from `peer`), or with
-    /// `None` the host status.
-    pub fn status(&mut self, app: Option<&str>, peer: IpAddr, now: Instant) -> String {
+    /// Expires overdue records, then the status of `app` as seen from
+    /// `peer` (what `/status?appid=APP` shows).
+    pub fn status(&mut self, app: &str, peer: IpAddr, now: Instant) -> AppStatus<'_> {
         self.expire(now);
         let now_us = self.offset_us(now);
-        match app {
-            Some(app) => {
-                let key = self.key_for(app, peer);
-                match self.apps.get(key.as_str()) {
-                    Some(record) => self.status_line(&key, record, now_us),
-                    None => protocol::no_record_line(&key),
-                }
+        let key = self.key_for(app, peer);
+        match self.apps.get_key_value(key.as_str()) {
+            Some((key, record)) => AppStatus::Tracked(info(&self.config, key, record, now_us)),
+            None => AppStatus::NoRecord { key },
+        }
+    }
+
+    /// Expires overdue records, then the status of the whole host (what
+    /// `/status` without an id shows).
+    pub fn host_status(&mut self, now: Instant) -> HostStatus<'_> {
+        self.expire(now);
+        let now_us = self.offset_us(now);
+        match (self.apps.len(), self.apps.iter().next()) {
+            (0, _) | (_, None) => HostStatus::NoClients,
+            (1, Some((key, record))) => HostStatus::One(info(&self.config, key, record, now_us)),
+            (_, Some(_)) => {
+                HostStatus::Multiple(self.sorted().into_iter().map(|(key, _)| &**key).collect())
             }
-            None => match (self.apps.len(), self.apps.iter().next()) {
-                (0, _) | (_, None) => protocol::NO_CLIENTS_LINE.to_owned(),
-                (1, Some((key, record))) => self.status_line(key, record, now_us),
-                (_, Some(_)) => Streamed::new(View::HostStatus, self.snapshot(now)).into_string(),
-            },
         }
     }
 
@@ -315,7 +348,10 @@ impl Registry {
             self.push_event(Event::Expired(key));
             expired += 1;
         }
-        self.last_sweep_examined = expired;
+        #[cfg(test)]
+        {
+            self.last_sweep_examined = expired;
+        }
         if expired > 0 {
             self.maybe_shrink();
         }
@@ -326,15 +362,9 @@ impl Registry {
     /// call [`Registry::expire`] first for an up-to-date view.
     pub fn apps(&self, now: Instant) -> impl Iterator<Item = AppInfo<'_>> + '_ {
         let now_us = self.peek_offset_us(now);
-        self.sorted().into_iter().map(move |(key, record)| {
-            let (overdue_ratio, level) = judge(&self.config, record, now_us);
-            AppInfo {
-                key,
-                overdue_ratio,
-                granted_ms: record.granted_ms,
-                level,
-            }
-        })
+        self.sorted()
+            .into_iter()
+            .map(move |(key, record)| info(&self.config, key, record, now_us))
     }
 
     /// Expires overdue records, then copies out what a whole-registry reply
@@ -358,8 +388,8 @@ impl Registry {
 
     /// How many keys are also held outside the registry (by the snapshot of
     /// a reply still being rendered or sent); 0 once every reply is gone.
-    #[doc(hidden)]
-    pub fn keys_held_by_replies(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn keys_held_by_replies(&self) -> usize {
         // the map and the deadline index hold one reference each
         self.apps
             .keys()
@@ -390,15 +420,15 @@ impl Registry {
     }
 
     /// Number of entries in the deadline index (always equals `len()`).
-    #[doc(hidden)]
-    pub fn deadline_index_len(&self) -> usize {
+    #[cfg(test)]
+    fn deadline_index_len(&self) -> usize {
         self.deadlines.len()
     }
 
     /// How many records the last expiry pass removed — which is also how many
     /// index entries it examined beyond the first unexpired one.
-    #[doc(hidden)]
-    pub fn last_sweep_examined(&self) -> usize {
+    #[cfg(test)]
+    fn last_sweep_examined(&self) -> usize {
         self.last_sweep_examined
     }
 
@@ -406,13 +436,12 @@ impl Registry {
         &mut self,
         app: &str,
         peer: IpAddr,
-        timeout_ms: u64,
+        timeout: Duration,
         now: Instant,
-    ) -> Result<u64, RegistryFull> {
+    ) -> Result<Duration, RegistryFull> {
         self.expire(now);
         let now_us = self.offset_us(now);
-        let tolerance_ms = u64::try_from(self.config.tolerance.as_millis()).unwrap_or(u64::MAX);
-        let granted_ms = timeout_ms.saturating_add(tolerance_ms);
+        let granted_ms = whole_ms(timeout).saturating_add(whole_ms(self.config.tolerance));
         let fresh = Record {
             last_us: now_us,
             granted_ms,
@@ -449,7 +478,7 @@ impl Registry {
             }
         };
         self.push_event(event);
-        Ok(granted_ms)
+        Ok(Duration::from_millis(granted_ms))
     }
 
     /// The records in key order (`O(n log n)`; only for whole-registry
@@ -495,25 +524,6 @@ impl Registry {
         record.last_us.saturating_add(span)
     }
 
-    fn status_line(&self, key: &str, record: &Record, now_us: u64) -> String {
-        let (od, level) = judge(&self.config, record, now_us);
-        let state = match level {
-            Level::Ok => State::Ok,
-            Level::Warning => State::Warning,
-            Level::Critical => State::Critical,
-        };
-        let c = &self.config;
-        protocol::app_line(
-            state,
-            key,
-            od,
-            c.warn_ratio,
-            c.crit_ratio,
-            c.drop_ratio,
-            record.granted_ms,
-        )
-    }
-
     fn offset_us(&mut self, now: Instant) -> u64 {
         let base = *self.base.get_or_insert(now);
         micros_since(base, now)
@@ -532,19 +542,33 @@ impl Registry {
     }
 }
 
-/// The overdue ratio of `record` at `now_us` and the level it maps to.
-fn judge(config: &RegistryConfig, record: &Record, now_us: u64) -> (f64, Level) {
+/// The view of `record` under `key` at `now_us`: its overdue ratio and the
+/// state that maps to.
+fn info<'a>(config: &RegistryConfig, key: &'a str, record: &Record, now_us: u64) -> AppInfo<'a> {
     let elapsed = now_us.saturating_sub(record.last_us) as f64;
     let granted_us = record.granted_ms.saturating_mul(1000).max(1) as f64;
     // Compare by multiplication so boundary values are exact.
-    let level = if elapsed < config.warn_ratio * granted_us {
-        Level::Ok
+    let state = if elapsed < config.warn_ratio * granted_us {
+        State::Ok
     } else if elapsed < config.crit_ratio * granted_us {
-        Level::Warning
+        State::Warning
     } else {
-        Level::Critical
+        State::Critical
     };
-    (elapsed / granted_us, level)
+    AppInfo {
+        key,
+        overdue_ratio: elapsed / granted_us,
+        granted: Duration::from_millis(record.granted_ms),
+        state,
+    }
+}
+
+/// Whole milliseconds of `d`, saturating at `u64::MAX` (`as_millis`
+/// without its 128-bit arithmetic: this is on the ping path).
+pub(crate) fn whole_ms(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_millis()))
 }
 
 /// The records of a [`Registry`] as of one instant, for rendering a
@@ -587,13 +611,7 @@ impl Snapshot {
     /// Record `i` as of the snapshot.
     pub(crate) fn app(&self, i: usize) -> AppInfo<'_> {
         let (key, record) = &self.records[i];
-        let (overdue_ratio, level) = judge(&self.config, record, self.now_us);
-        AppInfo {
-            key,
-            overdue_ratio,
-            granted_ms: record.granted_ms,
-            level,
-        }
+        info(&self.config, key, record, self.now_us)
     }
 }
 
@@ -620,7 +638,29 @@ fn micros_since(base: Instant, now: Instant) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::service::{app_status_line, host_status_line, list_body};
     use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn d(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    /// The `/status?appid=APP` body, as the service renders it.
+    fn status_text(r: &mut Registry, app: &str, peer: IpAddr, now: Instant) -> String {
+        let config = r.config().clone();
+        app_status_line(&r.status(app, peer, now), &config)
+    }
+
+    /// The `/status` body, as the service renders it.
+    fn host_text(r: &mut Registry, now: Instant) -> String {
+        let config = r.config().clone();
+        host_status_line(&r.host_status(now), &config)
+    }
+
+    /// The `/list` body, as the service renders it.
+    fn list_text(r: &mut Registry, now: Instant) -> String {
+        list_body(&r.list(now))
+    }
 
     const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
     const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(1, 2, 3, 4));
@@ -658,9 +698,9 @@ mod tests {
     fn granted_is_requested_plus_tolerance() {
         let t0 = Instant::now();
         let mut r = Registry::default();
-        assert_eq!(r.init("a", LOCAL, 2000, t0), Ok(3000));
-        assert_eq!(r.ping("a", LOCAL, 0, t0), Ok(1000));
-        assert_eq!(r.ping("b", LOCAL, u64::MAX, t0), Ok(u64::MAX));
+        assert_eq!(r.init("a", LOCAL, d(2000), t0), Ok(d(3000)));
+        assert_eq!(r.ping("a", LOCAL, d(0), t0), Ok(d(1000)));
+        assert_eq!(r.ping("b", LOCAL, d(u64::MAX), t0), Ok(d(u64::MAX)));
         assert_eq!(r.len(), 2);
     }
 
@@ -668,8 +708,8 @@ mod tests {
     fn boundaries_ok_warning_critical_dropped() {
         let t0 = Instant::now();
         let mut r = Registry::default();
-        r.init("T", LOCAL, 0, t0).unwrap();
-        let line = |r: &mut Registry, at| r.status(Some("T"), LOCAL, ms(t0, at));
+        r.init("T", LOCAL, d(0), t0).unwrap();
+        let line = |r: &mut Registry, at| status_text(r, "T", LOCAL, ms(t0, at));
         let perf = |od: &str| format!("| od={od};3;5;0;6 delay=1000ms;;; ");
         assert_eq!(
             line(&mut r, 2990),
@@ -716,7 +756,7 @@ mod tests {
     fn one_microsecond_before_drop_is_kept() {
         let t0 = Instant::now();
         let mut r = Registry::default();
-        r.init("T", LOCAL, 0, t0).unwrap();
+        r.init("T", LOCAL, d(0), t0).unwrap();
         assert_eq!(r.expire(t0 + Duration::from_micros(5_999_999)), 0);
         assert_eq!(r.expire(t0 + Duration::from_micros(6_000_000)), 1);
     }
@@ -725,14 +765,10 @@ mod tests {
     fn ping_refreshes_and_init_refreshes() {
         let t0 = Instant::now();
         let mut r = Registry::default();
-        r.ping("T", LOCAL, 0, t0).unwrap(); // ping registers
-        r.init("T", LOCAL, 2000, ms(t0, 5000)).unwrap(); // init refreshes
-        assert!(r
-            .status(Some("T"), LOCAL, ms(t0, 6500))
-            .starts_with("OK - fine"));
-        assert!(r
-            .status(None, LOCAL, ms(t0, 6500))
-            .contains("od=0.50;3;5;0;6 delay=3000ms"));
+        r.ping("T", LOCAL, d(0), t0).unwrap(); // ping registers
+        r.init("T", LOCAL, d(2000), ms(t0, 5000)).unwrap(); // init refreshes
+        assert!(status_text(&mut r, "T", LOCAL, ms(t0, 6500)).starts_with("OK - fine"));
+        assert!(host_text(&mut r, ms(t0, 6500)).contains("od=0.50;3;5;0;6 delay=3000ms"));
         // The old deadline (t0+6s) no longer applies; the new one is 5s+18s.
         assert_eq!(r.expire(ms(t0, 22_999)), 0);
         assert_eq!(r.deadline_index_len(), 1);
@@ -755,7 +791,7 @@ mod tests {
     fn done_removes_immediately() {
         let t0 = Instant::now();
         let mut r = Registry::default();
-        r.init("T", LOCAL, 1_000_000, t0).unwrap();
+        r.init("T", LOCAL, d(1_000_000), t0).unwrap();
         assert!(!r.done("T", OTHER, t0)); // other host's T is unknown
         assert!(r.done("T", LOCAL, t0));
         assert!(!r.done("T", LOCAL, t0));
@@ -773,35 +809,76 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Registry::default();
         assert_eq!(
-            r.status(None, LOCAL, t0),
+            host_text(&mut r, t0),
             "UNKNOWN - no heartbeat clients at the moment..."
         );
-        assert_eq!(r.list(t0), "");
-        r.init("B", OTHER, 2000, t0).unwrap();
+        assert_eq!(list_text(&mut r, t0), "");
+        r.init("B", OTHER, d(2000), t0).unwrap();
         assert_eq!(
-            r.status(None, LOCAL, t0),
+            host_text(&mut r, t0),
             "OK - fine application [B @ 1.2.3.4]| od=0.00;3;5;0;6 delay=3000ms;;; "
         );
-        r.init("C", OTHER, 2000, t0).unwrap();
-        r.init("A", OTHER, 2000, t0).unwrap();
+        r.init("C", OTHER, d(2000), t0).unwrap();
+        r.init("A", OTHER, d(2000), t0).unwrap();
         assert_eq!(
-            r.status(None, LOCAL, t0),
+            host_text(&mut r, t0),
             "WARNING - multiple (3) applications: [A @ 1.2.3.4,B @ 1.2.3.4,C @ 1.2.3.4]"
         );
-        assert_eq!(r.list(t0), "A @ 1.2.3.4\nB @ 1.2.3.4\nC @ 1.2.3.4\n");
+        assert_eq!(
+            list_text(&mut r, t0),
+            "A @ 1.2.3.4\nB @ 1.2.3.4\nC @ 1.2.3.4\n"
+        );
+    }
+
+    /// The registry answers with typed data; only the service renders text.
+    #[test]
+    fn status_and_list_are_typed() {
+        let t0 = Instant::now();
+        let mut r = Registry::default();
+        assert_eq!(r.host_status(t0), HostStatus::NoClients);
+        assert_eq!(
+            r.status("B", OTHER, t0),
+            AppStatus::NoRecord {
+                key: "B @ 1.2.3.4".into()
+            }
+        );
+        r.init("B", OTHER, d(2000), t0).unwrap();
+        let one = AppInfo {
+            key: "B @ 1.2.3.4",
+            overdue_ratio: 0.5,
+            granted: d(3000),
+            state: State::Ok,
+        };
+        assert_eq!(r.status("B", OTHER, ms(t0, 1500)), AppStatus::Tracked(one));
+        assert_eq!(r.host_status(ms(t0, 1500)), HostStatus::One(one));
+        let late = r.status("B", OTHER, ms(t0, 9000));
+        assert!(matches!(
+            late,
+            AppStatus::Tracked(AppInfo {
+                state: State::Warning,
+                ..
+            })
+        ));
+        r.init("A", OTHER, d(2000), t0).unwrap();
+        assert_eq!(
+            r.host_status(t0),
+            HostStatus::Multiple(vec!["A @ 1.2.3.4", "B @ 1.2.3.4"])
+        );
+        assert_eq!(r.list(t0), ["A @ 1.2.3.4", "B @ 1.2.3.4"]);
     }
 
     #[test]
     fn same_id_from_two_hosts_is_two_records() {
         let t0 = Instant::now();
         let mut r = Registry::default();
-        r.init("T", LOCAL, 0, t0).unwrap();
-        r.init("T", OTHER, 0, t0).unwrap();
+        r.init("T", LOCAL, d(0), t0).unwrap();
+        r.init("T", OTHER, d(0), t0).unwrap();
         assert_eq!(r.len(), 2);
         let mapped = IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped());
-        assert!(r.status(Some("T"), mapped, t0).starts_with("OK"));
-        r.init("T", IpAddr::V6(Ipv6Addr::LOCALHOST), 0, t0).unwrap();
-        assert!(r.list(t0).contains("T @ ::1\n"));
+        assert!(status_text(&mut r, "T", mapped, t0).starts_with("OK"));
+        r.init("T", IpAddr::V6(Ipv6Addr::LOCALHOST), d(0), t0)
+            .unwrap();
+        assert!(list_text(&mut r, t0).contains("T @ ::1\n"));
     }
 
     #[test]
@@ -811,15 +888,13 @@ mod tests {
             key_by_peer: false,
             ..RegistryConfig::default()
         });
-        r.init("T", LOCAL, 0, t0).unwrap();
-        r.ping("T", OTHER, 0, t0).unwrap();
+        r.init("T", LOCAL, d(0), t0).unwrap();
+        r.ping("T", OTHER, d(0), t0).unwrap();
         assert_eq!(r.len(), 1);
-        assert_eq!(r.list(t0), "T\n");
-        assert!(r
-            .status(Some("T"), OTHER, t0)
-            .starts_with("OK - fine application [T]| "));
+        assert_eq!(list_text(&mut r, t0), "T\n");
+        assert!(status_text(&mut r, "T", OTHER, t0).starts_with("OK - fine application [T]| "));
         assert_eq!(
-            r.status(Some("U"), OTHER, t0),
+            status_text(&mut r, "U", OTHER, t0),
             "CRITICAL - no application record for queried ID: [U]"
         );
         assert!(r.done("T", LOCAL, t0));
@@ -832,17 +907,26 @@ mod tests {
             max_apps: 2,
             ..RegistryConfig::default()
         });
-        r.init("a", LOCAL, 0, t0).unwrap();
-        r.init("b", LOCAL, 100_000, t0).unwrap();
-        assert_eq!(r.init("c", LOCAL, 0, t0), Err(RegistryFull { max_apps: 2 }));
-        assert_eq!(r.ping("c", LOCAL, 0, t0), Err(RegistryFull { max_apps: 2 }));
-        assert_eq!(r.ping("a", LOCAL, 0, t0), Ok(1000));
+        r.init("a", LOCAL, d(0), t0).unwrap();
+        r.init("b", LOCAL, d(100_000), t0).unwrap();
+        assert_eq!(
+            r.init("c", LOCAL, d(0), t0),
+            Err(RegistryFull { max_apps: 2 })
+        );
+        assert_eq!(
+            r.ping("c", LOCAL, d(0), t0),
+            Err(RegistryFull { max_apps: 2 })
+        );
+        assert_eq!(r.ping("a", LOCAL, d(0), t0), Ok(d(1000)));
         assert_eq!(r.counters().refused, 2);
         assert_eq!(r.counters().pings, 1);
-        assert!(!r.list(t0).contains('c'));
+        assert!(!list_text(&mut r, t0).contains('c'));
         // Once "a" expires there is room again.
-        assert_eq!(r.ping("c", LOCAL, 0, ms(t0, 6000)), Ok(1000));
-        assert_eq!(r.list(ms(t0, 6000)), "b @ 127.0.0.1\nc @ 127.0.0.1\n");
+        assert_eq!(r.ping("c", LOCAL, d(0), ms(t0, 6000)), Ok(d(1000)));
+        assert_eq!(
+            list_text(&mut r, ms(t0, 6000)),
+            "b @ 127.0.0.1\nc @ 127.0.0.1\n"
+        );
     }
 
     #[test]
@@ -855,15 +939,15 @@ mod tests {
             drop_ratio: 2.5,
             ..RegistryConfig::default()
         });
-        r.init("a", LOCAL, 1000, t0).unwrap();
+        r.init("a", LOCAL, d(1000), t0).unwrap();
         let view: Vec<AppInfo<'_>> = r.apps(ms(t0, 1500)).collect();
         assert_eq!(view.len(), 1);
         assert_eq!(view[0].key, "a @ 127.0.0.1");
-        assert_eq!(view[0].granted_ms, 1000);
-        assert_eq!(view[0].level, Level::Warning);
+        assert_eq!(view[0].granted, d(1000));
+        assert_eq!(view[0].state, State::Warning);
         assert!((view[0].overdue_ratio - 1.5).abs() < 1e-9);
         assert_eq!(
-            r.status(None, LOCAL, ms(t0, 2000)),
+            host_text(&mut r, ms(t0, 2000)),
             "CRITICAL - quite late application [a @ 127.0.0.1]| od=2.00;1.5;2;0;2.5 delay=1000ms;;; "
         );
         assert_eq!(r.expire(ms(t0, 2500)), 1);
@@ -876,11 +960,11 @@ mod tests {
             tolerance: Duration::ZERO,
             ..RegistryConfig::default()
         });
-        assert_eq!(r.ping("z", LOCAL, 0, t0), Ok(0));
+        assert_eq!(r.ping("z", LOCAL, d(0), t0), Ok(d(0)));
         assert!(r.apps(t0).all(|a| a.overdue_ratio.is_finite()));
         assert_eq!(r.len(), 1);
         assert_eq!(
-            r.list(t0),
+            list_text(&mut r, t0),
             "",
             "expired at once: od is 0/0 >= 6 by convention"
         );
@@ -890,9 +974,9 @@ mod tests {
     fn clock_going_backwards_does_not_panic() {
         let t0 = Instant::now();
         let mut r = Registry::default();
-        r.init("a", LOCAL, 0, ms(t0, 10_000)).unwrap();
-        assert!(r.status(Some("a"), LOCAL, t0).starts_with("OK"));
-        r.ping("b", LOCAL, 0, t0).unwrap();
+        r.init("a", LOCAL, d(0), ms(t0, 10_000)).unwrap();
+        assert!(status_text(&mut r, "a", LOCAL, t0).starts_with("OK"));
+        r.ping("b", LOCAL, d(0), t0).unwrap();
         assert_eq!(r.len(), 2);
     }
 
@@ -901,7 +985,7 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Registry::default();
         for i in 0..EVENT_BUFFER_CAP + 10 {
-            r.ping(&i.to_string(), LOCAL, 0, t0).unwrap();
+            r.ping(&i.to_string(), LOCAL, d(0), t0).unwrap();
         }
         assert_eq!(r.counters().events_dropped, 10);
         assert_eq!(r.take_events().len(), EVENT_BUFFER_CAP);
@@ -912,14 +996,14 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Registry::default();
         for i in 0..5000 {
-            r.init(&format!("{i:04}"), LOCAL, 0, t0).unwrap();
+            r.init(&format!("{i:04}"), LOCAL, d(0), t0).unwrap();
         }
         for i in 10..5000 {
             assert!(r.done(&format!("{i:04}"), LOCAL, t0));
         }
         assert_eq!(r.len(), 10);
         assert_eq!(r.deadline_index_len(), 10);
-        assert!(r.list(t0).starts_with("0000 @ 127.0.0.1\n0001 @ "));
+        assert!(list_text(&mut r, t0).starts_with("0000 @ 127.0.0.1\n0001 @ "));
         assert_eq!(r.expire(ms(t0, 6000)), 10);
         assert!(r.is_empty());
     }
@@ -936,7 +1020,7 @@ mod tests {
         // t0 + 6 s + i µs.
         let us = |n: u64| t0 + Duration::from_micros(n);
         for i in 0..N {
-            r.ping(&format!("app{i}"), LOCAL, 0, us(i)).unwrap();
+            r.ping(&format!("app{i}"), LOCAL, d(0), us(i)).unwrap();
             assert_eq!(r.last_sweep_examined(), 0);
         }
         assert_eq!(r.len(), N as usize);
@@ -944,13 +1028,11 @@ mod tests {
         r.take_events();
         // At t0 + 6 s + 9 µs, apps 0..=9 are due: exactly 10 are examined.
         let at = us(6_000_009);
-        assert!(r
-            .status(Some("app50000"), LOCAL, at)
-            .starts_with("CRITICAL - quite"));
+        assert!(status_text(&mut r, "app50000", LOCAL, at).starts_with("CRITICAL - quite"));
         assert_eq!(r.last_sweep_examined(), 10);
         assert_eq!(r.len(), N as usize - 10);
         // A request with nothing due examines nothing.
-        r.ping("app50000", LOCAL, 0, at).unwrap();
+        r.ping("app50000", LOCAL, d(0), at).unwrap();
         assert_eq!(r.last_sweep_examined(), 0);
         assert_eq!(r.deadline_index_len(), r.len());
         assert_eq!(r.counters().expiries, 10);

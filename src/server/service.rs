@@ -27,23 +27,27 @@
 //! request, exactly as before, byte for byte. Small replies (and big ones
 //! for the mock transport and [`apply`]) are rendered whole from the same
 //! pieces, so there is one renderer per reply.
+//!
+//! The [`Registry`] answers with typed data; this module is where it
+//! becomes wire text, through the protocol's line functions
+//! ([`protocol::app_line`] and its siblings).
 
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::protocol::command::{parse_command, Command};
-use crate::protocol::{self, MULTIPLE_LINE_END, MULTIPLE_LINE_SEPARATOR};
+use crate::protocol::{self, Beat, GOODBYE, MULTIPLE_LINE_END, MULTIPLE_LINE_SEPARATOR};
 use crate::server::metrics;
-use crate::server::registry::{Registry, Snapshot};
-
-/// The reference server's answer to `hb_done` (defined in [`crate::protocol`]).
-pub use crate::protocol::GOODBYE;
+use crate::server::registry::{
+    whole_ms, AppInfo, AppStatus, HostStatus, Registry, RegistryConfig, RegistryFull, Snapshot,
+};
 
 /// The content type of every reply but `/metrics`, as the reference sends it.
 pub const TEXT_PLAIN: &str = "text/plain";
 
 /// An HTTP status, a content type and a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Reply {
     /// HTTP status code (200, 400, 414 or 503).
     pub status: u16,
@@ -69,27 +73,6 @@ impl Reply {
             body: format!("ERROR: {reason}"),
             content_type: TEXT_PLAIN,
         }
-    }
-}
-
-/// Handles one request: [`parse`] then [`apply`]. `target` is the
-/// request-target (`/path?query`), `form_body` the request body if any (read
-/// for `appid=` only), `peer` the client address. Errors are
-/// `ERROR: {reason}` with status 400/414 (bad request, nothing registered)
-/// or 503 (registry full). Never panics.
-///
-/// Events (construction, expiry, ...) accumulate in the registry; drain them
-/// with [`Registry::take_events`] to log them.
-pub fn handle(
-    registry: &mut Registry,
-    target: &str,
-    form_body: Option<&[u8]>,
-    peer: IpAddr,
-    now: Instant,
-) -> Reply {
-    match parse(target, form_body) {
-        Ok(command) => apply(registry, command, peer, now),
-        Err(reply) => reply,
     }
 }
 
@@ -142,23 +125,66 @@ pub(crate) fn prepare(
         Answer::Streamed(Streamed::new(view, registry.snapshot(now)))
     };
     Answer::Ready(match command {
-        Command::Init { app, timeout_ms } => granted(registry.init(&app, peer, timeout_ms, now)),
-        Command::Ping { app, timeout_ms } => granted(registry.ping(&app, peer, timeout_ms, now)),
-        Command::Done { app, .. } => {
-            registry.done(&app, peer, now);
-            Reply::ok(GOODBYE.to_owned())
-        }
+        Command::Beat { beat, app, timeout } => match beat {
+            Beat::Init => granted(registry.init(&app, peer, timeout, now)),
+            Beat::Ping => granted(registry.ping(&app, peer, timeout, now)),
+            Beat::Done => {
+                registry.done(&app, peer, now);
+                Reply::ok(GOODBYE.to_owned())
+            }
+        },
         Command::List => return snapshot(View::List, registry),
         Command::Status { app: None } => {
             registry.expire(now);
             if registry.len() >= 2 {
                 return snapshot(View::HostStatus, registry);
             }
-            Reply::ok(registry.status(None, peer, now))
+            let config = registry.config().clone();
+            Reply::ok(host_status_line(&registry.host_status(now), &config))
         }
-        Command::Status { app } => Reply::ok(registry.status(app.as_deref(), peer, now)),
+        Command::Status { app: Some(app) } => {
+            let config = registry.config().clone();
+            Reply::ok(app_status_line(&registry.status(&app, peer, now), &config))
+        }
         Command::Metrics => return snapshot(View::Metrics, registry),
     })
+}
+
+/// The `/status` line of a tracked application under `config`'s ratios:
+/// [`protocol::app_line`].
+pub(crate) fn app_line(app: &AppInfo<'_>, config: &RegistryConfig) -> String {
+    protocol::app_line(
+        app.state,
+        app.key,
+        app.overdue_ratio,
+        config.warn_ratio,
+        config.crit_ratio,
+        config.drop_ratio,
+        whole_ms(app.granted),
+    )
+}
+
+/// The `/status?appid=ID` body for `status`.
+pub(crate) fn app_status_line(status: &AppStatus<'_>, config: &RegistryConfig) -> String {
+    match status {
+        AppStatus::Tracked(app) => app_line(app, config),
+        AppStatus::NoRecord { key } => protocol::no_record_line(key),
+    }
+}
+
+/// The `/status` body (no id) for `status`.
+pub(crate) fn host_status_line(status: &HostStatus<'_>, config: &RegistryConfig) -> String {
+    match status {
+        HostStatus::NoClients => protocol::NO_CLIENTS_LINE.to_owned(),
+        HostStatus::One(app) => app_line(app, config),
+        HostStatus::Multiple(keys) => protocol::multiple_line(keys.iter().copied()),
+    }
+}
+
+/// The `/list` body for `keys`: each followed by `\n`.
+#[cfg(test)]
+pub(crate) fn list_body(keys: &[&str]) -> String {
+    keys.iter().map(|key| format!("{key}\n")).collect()
 }
 
 /// Which whole-registry reply a [`Streamed`] renders.
@@ -292,9 +318,11 @@ impl Iterator for Chunks {
     }
 }
 
-fn granted(result: Result<u64, crate::server::registry::RegistryFull>) -> Reply {
+/// The reply to an accepted `hb_init`/`hb_ping`: the granted timeout in
+/// whole milliseconds; `503` when the registry is full.
+fn granted(result: Result<Duration, RegistryFull>) -> Reply {
     match result {
-        Ok(ms) => Reply::ok(ms.to_string()),
+        Ok(granted) => Reply::ok(whole_ms(granted).to_string()),
         Err(full) => Reply::error(503, full),
     }
 }
@@ -302,9 +330,8 @@ fn granted(result: Result<u64, crate::server::registry::RegistryFull>) -> Reply 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::registry::{Event, RegistryConfig};
+    use crate::server::registry::Event;
     use std::net::Ipv4Addr;
-    use std::time::Duration;
 
     const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
     const HOST: IpAddr = IpAddr::V4(Ipv4Addr::new(1, 2, 3, 4));
@@ -332,7 +359,10 @@ mod tests {
 
         fn req(&mut self, ms: u64, target: &str, body: Option<&[u8]>, peer: IpAddr) -> Reply {
             let now = self.t0 + Duration::from_millis(ms);
-            handle(&mut self.registry, target, body, peer, now)
+            match parse(target, body) {
+                Ok(command) => apply(&mut self.registry, command, peer, now),
+                Err(reply) => reply,
+            }
         }
     }
 
@@ -573,6 +603,32 @@ mod tests {
             prepare(&mut h.registry, command, LOCAL, h.t0),
             Answer::Ready(_)
         ));
+    }
+
+    /// A whole-registry reply shares the registry's keys until it is
+    /// dropped, rendered or not (what frees a stalled reader's reply).
+    #[test]
+    fn a_dropped_reply_frees_its_snapshot() {
+        let mut h = Harness::new();
+        for i in 0..50 {
+            h.at(0, &format!("/hb_init?0&appid=a{i}"));
+        }
+        // the events hold keys too
+        h.registry.take_events();
+        assert_eq!(h.registry.keys_held_by_replies(), 0);
+        for target in ["/list", "/status", "/metrics"] {
+            let command = parse(target, None).unwrap();
+            let answer = prepare(&mut h.registry, command, LOCAL, h.t0);
+            assert_eq!(h.registry.keys_held_by_replies(), 50, "{target}");
+            let Answer::Streamed(streamed) = answer else {
+                panic!("{target} is not streamed");
+            };
+            let mut chunks = streamed.chunks(10);
+            assert!(chunks.next().is_some());
+            assert_eq!(h.registry.keys_held_by_replies(), 50, "{target}");
+            drop(chunks);
+            assert_eq!(h.registry.keys_held_by_replies(), 0, "{target}");
+        }
     }
 
     #[test]

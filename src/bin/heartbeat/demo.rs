@@ -1,12 +1,12 @@
 //! `demo`: the Python client's demo session (`heartbeat_sdk::demo`).
 
-use heartbeat_sdk::demo::{run as run_demo, stop_signal, DemoOptions};
+use heartbeat_sdk::demo::{run as run_demo, DemoOptions};
 use heartbeat_sdk::server::{Server, ServerHandle};
 use heartbeat_sdk::settings::names_a_server;
 use heartbeat_sdk::Error;
 
 use crate::args::{DemoArgs, Global};
-use crate::{connect, exit, output};
+use crate::{connect, exit, output, signals};
 
 /// Run the demo session until Ctrl+C, SIGTERM or `--beats`, then print the
 /// report. With no server configured (no `--url`, `HB_URL`, `HB_HOST` or
@@ -14,19 +14,14 @@ use crate::{connect, exit, output};
 /// A stdout that cannot be written ends the demo (see [`output`]): quietly
 /// with 0 when the reader went away, else with [`exit::CANNOT_WRITE`].
 pub async fn run(global: &Global, args: &DemoArgs) -> u8 {
-    let stop = match stop_signal() {
+    let stop = match signals::stop_signal("demo") {
         Ok(stop) => stop,
-        Err(error) => {
-            output::error_line(&format!(
-                "heartbeat demo: cannot install signal handlers: {error}"
-            ));
-            return exit::CANNOT_START;
-        }
+        Err(code) => return code,
     };
     let server = if server_configured(global) {
         None
     } else {
-        match Server::bind(([127, 0, 0, 1], 0).into()).start().await {
+        match Server::builder(([127, 0, 0, 1], 0).into()).start().await {
             Ok(server) => Some(server),
             Err(error) => {
                 output::error_line(&format!(

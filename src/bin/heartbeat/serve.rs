@@ -1,7 +1,7 @@
 //! `serve`: the embedded heartbeat server as a program, a drop-in for the
 //! reference server.
 
-use heartbeat_sdk::server::{Server, DEFAULT_MAX_CONNECTIONS};
+use heartbeat_sdk::server::{Server, ServerBuilder, DEFAULT_MAX_CONNECTIONS};
 use heartbeat_sdk::{Error, Settings};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
@@ -26,12 +26,12 @@ const FD_HEADROOM: u64 = 64;
 /// line and the logs are then dropped, and the server serves on.
 pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     let server = match args.bind {
-        Some(addr) => Ok(Server::bind(addr)),
+        Some(addr) => Ok(Server::builder(addr)),
         None => Settings::url_from_vars(|name| match name {
             "HB_URL" if global.url.is_some() => global.url.clone(),
             _ => std::env::var(name).ok(),
         })
-        .and_then(|url| Server::from_url(&url))
+        .and_then(|url| ServerBuilder::from_url(&url))
         .map_err(|error| match error {
             Error::InvalidUrl { url, reason } => Error::InvalidUrl {
                 url,
@@ -50,14 +50,9 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     let open_files = raise_open_file_limit();
     let max_connections = connection_cap(open_files, DEFAULT_MAX_CONNECTIONS);
     server = server.max_connections(max_connections);
-    let stop = match signals::interrupt_or_terminate() {
+    let stop = match signals::stop_signal("serve") {
         Ok(stop) => stop,
-        Err(error) => {
-            output::error_line(&format!(
-                "heartbeat serve: cannot install signal handlers: {error}"
-            ));
-            return exit::UNREACHABLE;
-        }
+        Err(code) => return code,
     };
     let handle = match server.start().await {
         Ok(handle) => handle,
