@@ -1,9 +1,9 @@
 //! The Python client's command-line demo as a library function, shared by
 //! `examples/demo.rs` and `heartbeat demo`.
 //!
-//! The session: `hb_init`, then forever a random promise of 100–2000 ms, a
-//! random sleep of up to seven times that promise (so some beats are late),
-//! and a `hb_ping` with the next promise, counting the late ones. When `stop`
+//! The session: `hb_init`, then forever a random timeout of 100–2000 ms, a
+//! random sleep of up to seven times that timeout (so some beats are late),
+//! and a `hb_ping` with the next timeout, counting the late ones. When `stop`
 //! completes (the caller's choice: `heartbeat demo` passes Ctrl+C or
 //! SIGTERM, `examples/demo.rs` [`tokio::signal::ctrl_c`]) or the beat limit
 //! is reached, it reads the list and the status, sends `hb_done`, and reads
@@ -16,16 +16,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::client::HeartbeatClient;
 use crate::error::Result;
 use crate::policy::ErrorPolicy;
+use crate::protocol::whole_ms;
 use crate::protocol::{printable, Status};
 
 /// How the demo session beats.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DemoOptions {
-    /// Smallest promise (default 100 ms).
-    pub min_promise: Duration,
-    /// Largest promise (default 2000 ms).
-    pub max_promise: Duration,
-    /// Sleep up to this many times the promise (default 7).
+    /// Smallest timeout (default 100 ms).
+    pub min_timeout: Duration,
+    /// Largest timeout (default 2000 ms).
+    pub max_timeout: Duration,
+    /// Sleep up to this many times the timeout (default 7).
     pub max_sleep_factor: u32,
     /// Stop by itself after this many pings (default: only when stopped).
     pub max_beats: Option<u64>,
@@ -34,8 +35,8 @@ pub struct DemoOptions {
 impl Default for DemoOptions {
     fn default() -> Self {
         Self {
-            min_promise: Duration::from_millis(100),
-            max_promise: Duration::from_millis(2000),
+            min_timeout: Duration::from_millis(100),
+            max_timeout: Duration::from_millis(2000),
             max_sleep_factor: 7,
             max_beats: None,
         }
@@ -163,11 +164,11 @@ struct Counts {
 
 async fn beat(client: &HeartbeatClient, options: &DemoOptions, counts: &mut Counts) {
     let mut rng = Rng::seeded();
-    let mut promise = rng.between(options.min_promise, options.max_promise);
-    match client.init(promise, ErrorPolicy::Raise).await {
+    let mut timeout = rng.between(options.min_timeout, options.max_timeout);
+    match client.init(timeout, ErrorPolicy::Raise).await {
         Ok(granted) => tracing::info!(
-            promise_ms = millis(promise),
-            granted_ms = millis(granted),
+            timeout_ms = whole_ms(timeout),
+            granted_ms = whole_ms(granted),
             "hb_init"
         ),
         Err(error) => tracing::warn!(%error, "hb_init failed; pinging anyway"),
@@ -175,21 +176,21 @@ async fn beat(client: &HeartbeatClient, options: &DemoOptions, counts: &mut Coun
     while options.max_beats.is_none_or(|max| counts.beats < max) {
         let pause = rng.between(
             Duration::ZERO,
-            promise.saturating_mul(options.max_sleep_factor),
+            timeout.saturating_mul(options.max_sleep_factor),
         );
         tokio::time::sleep(pause).await;
-        let late = pause > promise;
+        let late = pause > timeout;
         counts.overdue += u64::from(late);
-        promise = rng.between(options.min_promise, options.max_promise);
+        timeout = rng.between(options.min_timeout, options.max_timeout);
         counts.beats += 1;
-        match client.ping(promise, ErrorPolicy::Raise).await {
+        match client.ping(timeout, ErrorPolicy::Raise).await {
             Ok(granted) => tracing::info!(
                 beat = counts.beats,
-                slept_ms = millis(pause),
+                slept_ms = whole_ms(pause),
                 late,
                 overdue = counts.overdue,
-                promise_ms = millis(promise),
-                granted_ms = millis(granted),
+                timeout_ms = whole_ms(timeout),
+                granted_ms = whole_ms(granted),
                 "hb_ping"
             ),
             Err(error) => {
@@ -198,11 +199,6 @@ async fn beat(client: &HeartbeatClient, options: &DemoOptions, counts: &mut Coun
             }
         }
     }
-}
-
-/// Whole milliseconds, saturating at `u64::MAX`.
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A small xorshift generator: the demo needs variety, not quality.
@@ -225,7 +221,7 @@ impl Rng {
 
     /// A duration in `low..=high` with millisecond steps.
     fn between(&mut self, low: Duration, high: Duration) -> Duration {
-        let (low, high) = (millis(low), millis(high));
+        let (low, high) = (whole_ms(low), whole_ms(high));
         let span = high.saturating_sub(low).saturating_add(1);
         Duration::from_millis(low.saturating_add(self.next() % span))
     }
@@ -257,9 +253,9 @@ mod tests {
             let d = rng.between(Duration::from_millis(u64::MAX - 1), Duration::MAX);
             assert!(d >= Duration::from_millis(u64::MAX - 1));
         }
-        assert_eq!(millis(Duration::MAX), u64::MAX);
-        assert_eq!(millis(Duration::from_millis(1234)), 1234);
-        // the sleep bound of a huge promise and factor
+        assert_eq!(whole_ms(Duration::MAX), u64::MAX);
+        assert_eq!(whole_ms(Duration::from_millis(1234)), 1234);
+        // the sleep bound of a huge timeout and factor
         let bound = Duration::MAX.saturating_mul(u32::MAX);
         let _ = rng.between(Duration::ZERO, bound);
     }

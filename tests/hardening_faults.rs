@@ -404,8 +404,8 @@ mod demo_interrupted {
         .build()
         .unwrap();
         let options = DemoOptions {
-            min_promise: Duration::from_millis(10),
-            max_promise: Duration::from_millis(20),
+            min_timeout: Duration::from_millis(10),
+            max_timeout: Duration::from_millis(20),
             max_sleep_factor: 1,
             max_beats: None,
         };

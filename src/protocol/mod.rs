@@ -96,3 +96,11 @@ pub const MAX_LIST_BODY: usize = max_list_body(MAX_APPS);
 /// The largest host `/status` reply of a server tracking [`MAX_APPS`]
 /// applications (a little over [`MAX_LIST_BODY`]).
 pub const MAX_HOST_STATUS_BODY: usize = max_host_status_body(MAX_APPS);
+
+/// Whole milliseconds of `d`, rounded down and saturating at `u64::MAX`
+/// (`as_millis` without its 128-bit arithmetic: this is on the ping path).
+pub(crate) fn whole_ms(d: std::time::Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_millis()))
+}

@@ -356,7 +356,7 @@ pub fn app_line(
     warn: f64,
     crit: f64,
     drop: f64,
-    delay_ms: u64,
+    granted_ms: u64,
 ) -> String {
     let prefix = match state {
         State::Ok => "OK - fine",
@@ -365,7 +365,7 @@ pub fn app_line(
         State::Unknown => "UNKNOWN - unknown",
     };
     format!(
-        "{prefix} application [{key}]| od={od:.2};{warn};{crit};0;{drop} delay={delay_ms}ms;;; "
+        "{prefix} application [{key}]| od={od:.2};{warn};{crit};0;{drop} delay={granted_ms}ms;;; "
     )
 }
 

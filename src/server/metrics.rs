@@ -4,7 +4,8 @@ use std::borrow::Cow;
 use std::io::Write as _;
 use std::time::Instant;
 
-use crate::server::registry::{whole_ms, Registry, Snapshot};
+use crate::protocol::whole_ms;
+use crate::server::registry::{Registry, Snapshot};
 use crate::server::service::{Streamed, View};
 
 /// The `Content-Type` to send with [`render`]'s output.

@@ -35,7 +35,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::protocol::{self, State};
+use crate::protocol::{self, whole_ms, State};
 
 /// Default cap on tracked applications (the reference has none); the
 /// client's body caps are sized for it ([`protocol::MAX_APPS`]).
@@ -561,14 +561,6 @@ fn info<'a>(config: &RegistryConfig, key: &'a str, record: &Record, now_us: u64)
         granted: Duration::from_millis(record.granted_ms),
         state,
     }
-}
-
-/// Whole milliseconds of `d`, saturating at `u64::MAX` (`as_millis`
-/// without its 128-bit arithmetic: this is on the ping path).
-pub(crate) fn whole_ms(d: Duration) -> u64 {
-    d.as_secs()
-        .saturating_mul(1000)
-        .saturating_add(u64::from(d.subsec_millis()))
 }
 
 /// The records of a [`Registry`] as of one instant, for rendering a

@@ -36,10 +36,10 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::protocol::command::{parse_command, Command};
-use crate::protocol::{self, Beat, GOODBYE, MULTIPLE_LINE_END, MULTIPLE_LINE_SEPARATOR};
+use crate::protocol::{self, whole_ms, Beat, GOODBYE, MULTIPLE_LINE_END, MULTIPLE_LINE_SEPARATOR};
 use crate::server::metrics;
 use crate::server::registry::{
-    whole_ms, AppInfo, AppStatus, HostStatus, Registry, RegistryConfig, RegistryFull, Snapshot,
+    AppInfo, AppStatus, HostStatus, Registry, RegistryConfig, RegistryFull, Snapshot,
 };
 
 /// The content type of every reply but `/metrics`, as the reference sends it.
