@@ -7,27 +7,15 @@
 //! tracing's per-callsite interest cache).
 #![cfg(all(feature = "mock", feature = "keepalive"))]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use heartbeat_sdk::transport::{MockFailure, MockTransport};
 use heartbeat_sdk::{ErrorPolicy, HeartbeatClient, KeepAlive};
 
-/// Everything logged, by every thread, from the first test on.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+#[path = "support/log_capture.rs"]
+mod log_capture;
+use log_capture::Captured;
 
 /// One log line of this crate: its level and the rest.
 #[derive(Debug)]
@@ -53,9 +41,9 @@ fn logged(scenario: impl FnOnce()) -> Vec<Line> {
             .init();
         captured
     });
-    captured.0.lock().unwrap().clear();
+    captured.clear();
     scenario();
-    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let text = captured.text();
     text.lines()
         .filter_map(|line| {
             let (level, rest) = line.trim_start().split_once(' ')?;

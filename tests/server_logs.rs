@@ -4,7 +4,6 @@
 //! same callsites for the first time.
 #![cfg(feature = "server")]
 
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,26 +24,9 @@ fn local() -> ServerBuilder {
     Server::builder("127.0.0.1:0".parse().unwrap())
 }
 
-/// A `MakeWriter` that keeps everything written to it.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
+#[path = "support/log_capture.rs"]
+mod log_capture;
+use log_capture::Captured;
 
 #[test]
 fn binding_beyond_loopback_is_warned_about() {
