@@ -228,12 +228,7 @@ fn fixed(x: f64, places: u32) -> String {
     if places == 0 {
         return n.to_string();
     }
-    format!(
-        "{}.{:0width$}",
-        n / p,
-        n % p,
-        width = places as usize
-    )
+    format!("{}.{:0width$}", n / p, n % p, width = places as usize)
 }
 
 fn bar_width(ratio: Option<f64>, drop_ratio: f64) -> String {
@@ -328,7 +323,11 @@ mod tests {
             apps: vec![
                 app(hostile, RowState::Ok, 0.1),
                 app(r#"x" onmouseover="alert(2)"#, RowState::Warning, 3.2),
-                app("</script><script>alert(3)</script>", RowState::Critical, 5.5),
+                app(
+                    "</script><script>alert(3)</script>",
+                    RowState::Critical,
+                    5.5,
+                ),
             ],
         };
         let page = render_page(&view);
@@ -338,12 +337,8 @@ mod tests {
         assert!(!rows.contains("<img"), "{rows}");
         assert!(!rows.contains("<script"), "{rows}");
         assert!(!rows.contains("\" onmouseover"), "{rows}");
-        assert!(rows.contains(
-            r#"<td class="app-id">&lt;img src=x onerror=alert(1)&gt;</td>"#
-        ));
-        assert!(rows.contains(
-            r#"data-key="&lt;img src=x onerror=alert(1)&gt; @ 127.0.0.1""#
-        ));
+        assert!(rows.contains(r#"<td class="app-id">&lt;img src=x onerror=alert(1)&gt;</td>"#));
+        assert!(rows.contains(r#"data-key="&lt;img src=x onerror=alert(1)&gt; @ 127.0.0.1""#));
         assert!(rows.contains(r#"<td class="app-id">x&quot; onmouseover=&quot;alert(2)</td>"#));
         // the page keeps exactly its own one script
         assert_eq!(page.matches("<script").count(), 1);
@@ -370,9 +365,18 @@ mod tests {
             (RowState::Missing, "state-missing", "MISSING"),
         ] {
             let r = row(&app("a", state, 1.0));
-            assert!(r.starts_with(&format!(r#"<tr class="app {class}" "#)), "{r}");
-            assert!(r.contains(&format!(r#"data-state="{}""#, state.name())), "{r}");
-            assert!(r.contains(&format!(r#"<span class="badge">{label}</span>"#)), "{r}");
+            assert!(
+                r.starts_with(&format!(r#"<tr class="app {class}" "#)),
+                "{r}"
+            );
+            assert!(
+                r.contains(&format!(r#"data-state="{}""#, state.name())),
+                "{r}"
+            );
+            assert!(
+                r.contains(&format!(r#"<span class="badge">{label}</span>"#)),
+                "{r}"
+            );
         }
     }
 
@@ -453,7 +457,12 @@ mod tests {
             assert!(!TEMPLATE.contains(needle), "{needle}");
         }
         // the script never writes HTML from data
-        for needle in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"] {
+        for needle in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+        ] {
             assert!(!TEMPLATE.contains(needle), "{needle}");
         }
         assert_eq!(TEMPLATE.matches("<!--SUMMARY-->").count(), 1);
