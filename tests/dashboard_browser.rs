@@ -111,6 +111,7 @@ fn run_chromium(chrome: &Path, args: &[String]) -> String {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
+            let _ = std::fs::remove_dir_all(&profile);
             panic!(
                 "chromium hung for 45 s: did the page open a dialog (alert) or never settle? {}",
                 err.join().unwrap()
