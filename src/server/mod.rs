@@ -20,6 +20,8 @@ mod shared;
 #[cfg(feature = "server")]
 mod conns;
 #[cfg(feature = "server")]
+mod dashboard;
+#[cfg(feature = "server")]
 mod http;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -1,0 +1,471 @@
+//! The dashboard at `GET /` (issue 12): one HTML page compiled into the
+//! binary, rendered on the server first (it reads fine with JavaScript off),
+//! then refreshed in place by its own script from `GET /api/v1/apps` every
+//! 2 s (the JSON shape is fixed in `docs/api-v1.md`).
+//!
+//! The page (`dashboard.html`) has two placeholders, `<!--SUMMARY-->` and
+//! `<!--ROWS-->`; [`render_page`] replaces them with the markup below, and the
+//! page's script builds exactly the same markup with `createElement` /
+//! `textContent` / `setAttribute`, so a refresh changes values, never the
+//! structure. Every text goes through [`escape`]; nothing is inserted raw.
+//!
+//! One row per application (no whitespace between the elements; `STATE` is
+//! `ok`, `warning`, `critical` or `missing`):
+//!
+//! ```text
+//! <tr class="app state-STATE" data-key="KEY" data-state="STATE">
+//!   <td class="app-id">ID</td>
+//!   <td class="app-host">HOST or —</td>
+//!   <td class="app-state"><span class="badge">OK|WARNING|CRITICAL|MISSING</span></td>
+//!   <td class="app-overdue"><span class="bar"><span class="fill" style="width:P%"></span></span><span class="ratio">R or —</span></td>
+//!   <td class="app-granted">3 s | 2.5 s | 500 ms | —</td>
+//!   <td class="app-seen">N s ago | N min ago | N h ago | N d ago | never</td>
+//! </tr>
+//! ```
+//!
+//! `P` is `min(ratio / drop_ratio, 1) × 100` and `R` the ratio, rounded as
+//! `round(x × 10^places)` then printed with 1 (`P`) or 2 (`R`) decimals
+//! (JavaScript's `Math.round` and Rust's `f64::round` agree for `x ≥ 0`).
+//! No applications: one `<tr class="empty"><td colspan="6">No applications
+//! yet.</td></tr>`.
+//!
+//! The summary: per state in the order ok, warning, critical, missing,
+//! `<div class="count state-STATE"><b data-count="STATE">N</b><span>LABEL</span></div>`,
+//! then `<p class="thresholds">warning from od 3, critical from 5, dropped at 6; tolerance 1 s</p>`.
+//!
+//! Wiring (for the HTTP layer): fill a [`DashboardView`] from the registry
+//! snapshot and the expected list, call [`render_page`], and answer
+//! `200`, `Content-Type: text/html; charset=utf-8`, `Cache-Control: no-store`.
+
+// Not called by the HTTP layer yet: the lead wires `GET /` after issue 13.
+#![allow(dead_code)]
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+/// The page, with its `<!--SUMMARY-->` and `<!--ROWS-->` placeholders.
+pub(crate) const TEMPLATE: &str = include_str!("dashboard.html");
+
+/// The state of one row, as the JSON API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RowState {
+    /// Overdue ratio below `warn_ratio`.
+    Ok,
+    /// From `warn_ratio` up to `crit_ratio`.
+    Warning,
+    /// From `crit_ratio` on.
+    Critical,
+    /// Expected but not tracked.
+    Missing,
+}
+
+impl RowState {
+    /// Every state, in the summary's order.
+    pub(crate) const ALL: [RowState; 4] = [
+        RowState::Ok,
+        RowState::Warning,
+        RowState::Critical,
+        RowState::Missing,
+    ];
+
+    /// The JSON / CSS name: `ok`, `warning`, `critical`, `missing`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            RowState::Ok => "ok",
+            RowState::Warning => "warning",
+            RowState::Critical => "critical",
+            RowState::Missing => "missing",
+        }
+    }
+
+    /// The badge text.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            RowState::Ok => "OK",
+            RowState::Warning => "WARNING",
+            RowState::Critical => "CRITICAL",
+            RowState::Missing => "MISSING",
+        }
+    }
+}
+
+/// One application, as `docs/api-v1.md` describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AppRow {
+    /// The record key (`"ID @ IP"`, or the bare id); for a missing app the expected key.
+    pub(crate) key: String,
+    /// The application id.
+    pub(crate) id: String,
+    /// The peer address; `None` when unknown (a missing app never seen).
+    pub(crate) host: Option<String>,
+    /// The row's state.
+    pub(crate) state: RowState,
+    /// Time since the last init/ping over the granted timeout; `None` when missing.
+    pub(crate) overdue_ratio: Option<f64>,
+    /// The granted timeout in ms; `None` when missing.
+    pub(crate) granted_ms: Option<u64>,
+    /// Milliseconds since the last init/ping; `None` when never seen.
+    pub(crate) last_seen_ago_ms: Option<u64>,
+}
+
+/// The server's thresholds, as in the JSON's `thresholds`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Thresholds {
+    /// Overdue ratio from which an app is WARNING.
+    pub(crate) warn_ratio: f64,
+    /// Overdue ratio from which an app is CRITICAL.
+    pub(crate) crit_ratio: f64,
+    /// Overdue ratio at which a record is dropped; the overdue bar is full there.
+    pub(crate) drop_ratio: f64,
+    /// Added to every requested timeout, in ms.
+    pub(crate) tolerance_ms: u64,
+}
+
+/// Everything the page shows, in display order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DashboardView {
+    /// The server's thresholds.
+    pub(crate) thresholds: Thresholds,
+    /// One row per tracked or expected application, in display order.
+    pub(crate) apps: Vec<AppRow>,
+}
+
+impl DashboardView {
+    /// How many rows are in `state` (the JSON's `counts`).
+    pub(crate) fn count(&self, state: RowState) -> usize {
+        self.apps.iter().filter(|a| a.state == state).count()
+    }
+}
+
+/// HTML-escapes `&`, `<`, `>`, `"` and `'`: safe in text and in quoted attributes.
+pub(crate) fn escape(text: &str) -> Cow<'_, str> {
+    if !text.contains(['&', '<', '>', '"', '\'']) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The whole page: the template with the summary and the rows filled in.
+pub(crate) fn render_page(view: &DashboardView) -> String {
+    let summary = render_summary(view);
+    let mut rows = String::with_capacity(view.apps.len() * 400);
+    for app in &view.apps {
+        render_row(&mut rows, app, view.thresholds.drop_ratio);
+    }
+    if view.apps.is_empty() {
+        rows.push_str(r#"<tr class="empty"><td colspan="6">No applications yet.</td></tr>"#);
+    }
+    TEMPLATE
+        .replacen("<!--SUMMARY-->", &summary, 1)
+        .replacen("<!--ROWS-->", &rows, 1)
+}
+
+fn render_summary(view: &DashboardView) -> String {
+    let mut out = String::new();
+    for state in RowState::ALL {
+        let _ = write!(
+            out,
+            r#"<div class="count state-{s}"><b data-count="{s}">{n}</b><span>{l}</span></div>"#,
+            s = state.name(),
+            n = view.count(state),
+            l = state.label(),
+        );
+    }
+    let t = &view.thresholds;
+    let text = format!(
+        "warning from od {}, critical from {}, dropped at {}; tolerance {}",
+        t.warn_ratio,
+        t.crit_ratio,
+        t.drop_ratio,
+        duration(Some(t.tolerance_ms)),
+    );
+    let _ = write!(out, r#"<p class="thresholds">{}</p>"#, escape(&text));
+    out
+}
+
+/// Appends one row's markup (the module docs give the exact shape).
+pub(crate) fn render_row(out: &mut String, app: &AppRow, drop_ratio: f64) {
+    let state = app.state.name();
+    let _ = write!(
+        out,
+        r#"<tr class="app state-{state}" data-key="{key}" data-state="{state}"><td class="app-id">{id}</td><td class="app-host">{host}</td><td class="app-state"><span class="badge">{label}</span></td><td class="app-overdue"><span class="bar"><span class="fill" style="{width}"></span></span><span class="ratio">{ratio}</span></td><td class="app-granted">{granted}</td><td class="app-seen">{seen}</td></tr>"#,
+        key = escape(&app.key),
+        id = escape(&app.id),
+        host = escape(app.host.as_deref().unwrap_or(DASH)),
+        label = app.state.label(),
+        width = bar_width(app.overdue_ratio, drop_ratio),
+        ratio = match app.overdue_ratio {
+            Some(r) if usable(r) => fixed(r, 2),
+            _ => DASH.to_owned(),
+        },
+        granted = duration(app.granted_ms),
+        seen = ago(app.last_seen_ago_ms),
+    );
+}
+
+const DASH: &str = "\u{2014}";
+
+fn usable(x: f64) -> bool {
+    x.is_finite() && x >= 0.0
+}
+
+/// `x ≥ 0` with `places` decimals, rounded like the page's `fixed()`.
+fn fixed(x: f64, places: u32) -> String {
+    let p = 10u64.pow(places);
+    // Saturating cast: a ratio beyond u64 cannot reach the page anyway.
+    let n = (x * p as f64).round() as u64;
+    if places == 0 {
+        return n.to_string();
+    }
+    format!("{}.{:0width$}", n / p, n % p, width = places as usize)
+}
+
+fn bar_width(ratio: Option<f64>, drop_ratio: f64) -> String {
+    match ratio {
+        Some(r) if usable(r) && usable(drop_ratio) && drop_ratio > 0.0 => {
+            format!("width:{}%", fixed((r / drop_ratio).min(1.0) * 100.0, 1))
+        }
+        _ => "width:0.0%".to_owned(),
+    }
+}
+
+fn duration(ms: Option<u64>) -> String {
+    match ms {
+        None => DASH.to_owned(),
+        Some(ms) if ms < 1000 => format!("{ms} ms"),
+        Some(ms) if ms % 1000 == 0 => format!("{} s", ms / 1000),
+        Some(ms) => format!("{} s", fixed(ms as f64 / 1000.0, 1)),
+    }
+}
+
+fn ago(ms: Option<u64>) -> String {
+    let Some(ms) = ms else {
+        return "never".to_owned();
+    };
+    let s = ms / 1000;
+    match s {
+        0..=59 => format!("{s} s ago"),
+        60..=3599 => format!("{} min ago", s / 60),
+        3600..=86_399 => format!("{} h ago", s / 3600),
+        _ => format!("{} d ago", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The markup both renderers must produce, shared with `tests/dashboard_browser.rs`.
+    const GOLDEN: &str = include_str!("../../tests/data/dashboard_rows.html");
+
+    fn thresholds() -> Thresholds {
+        Thresholds {
+            warn_ratio: 3.0,
+            crit_ratio: 5.0,
+            drop_ratio: 6.0,
+            tolerance_ms: 1000,
+        }
+    }
+
+    fn app(id: &str, state: RowState, ratio: f64) -> AppRow {
+        AppRow {
+            key: format!("{id} @ 127.0.0.1"),
+            id: id.to_owned(),
+            host: Some("127.0.0.1".to_owned()),
+            state,
+            overdue_ratio: Some(ratio),
+            granted_ms: Some(3000),
+            last_seen_ago_ms: Some((ratio * 3000.0) as u64),
+        }
+    }
+
+    fn missing(id: &str) -> AppRow {
+        AppRow {
+            key: id.to_owned(),
+            id: id.to_owned(),
+            host: None,
+            state: RowState::Missing,
+            overdue_ratio: None,
+            granted_ms: None,
+            last_seen_ago_ms: None,
+        }
+    }
+
+    fn row(app: &AppRow) -> String {
+        let mut out = String::new();
+        render_row(&mut out, app, 6.0);
+        out
+    }
+
+    #[test]
+    fn escape_covers_the_five_characters_and_borrows_plain_text() {
+        assert_eq!(escape(r#"a&b<c>d"e'f"#), "a&amp;b&lt;c&gt;d&quot;e&#39;f");
+        assert!(matches!(escape("kiosk-1 @ 127.0.0.1"), Cow::Borrowed(_)));
+        assert_eq!(escape("é ü 漢"), "é ü 漢");
+    }
+
+    #[test]
+    fn a_hostile_id_is_escaped_everywhere_it_appears() {
+        let hostile = "<img src=x onerror=alert(1)>";
+        let view = DashboardView {
+            thresholds: thresholds(),
+            apps: vec![
+                app(hostile, RowState::Ok, 0.1),
+                app(r#"x" onmouseover="alert(2)"#, RowState::Warning, 3.2),
+                app(
+                    "</script><script>alert(3)</script>",
+                    RowState::Critical,
+                    5.5,
+                ),
+            ],
+        };
+        let page = render_page(&view);
+        let (_, rows) = page.split_once(r#"<tbody id="apps">"#).unwrap();
+        let (rows, _) = rows.split_once("</tbody>").unwrap();
+        assert!(!rows.contains('\''), "{rows}");
+        assert!(!rows.contains("<img"), "{rows}");
+        assert!(!rows.contains("<script"), "{rows}");
+        assert!(!rows.contains("\" onmouseover"), "{rows}");
+        assert!(rows.contains(r#"<td class="app-id">&lt;img src=x onerror=alert(1)&gt;</td>"#));
+        assert!(rows.contains(r#"data-key="&lt;img src=x onerror=alert(1)&gt; @ 127.0.0.1""#));
+        assert!(rows.contains(r#"<td class="app-id">x&quot; onmouseover=&quot;alert(2)</td>"#));
+        // the page keeps exactly its own one script
+        assert_eq!(page.matches("<script").count(), 1);
+    }
+
+    #[test]
+    fn rows_match_the_shared_golden_markup() {
+        let mut lines = GOLDEN.lines().filter(|l| !l.trim().is_empty());
+        let ok = AppRow {
+            last_seen_ago_ms: Some(1234),
+            ..app("kiosk-1", RowState::Ok, 0.52)
+        };
+        assert_eq!(row(&ok), lines.next().unwrap());
+        assert_eq!(row(&missing("kiosk-9")), lines.next().unwrap());
+        assert_eq!(lines.next(), None);
+    }
+
+    #[test]
+    fn each_state_gets_its_class_badge_and_data_state() {
+        for (state, class, label) in [
+            (RowState::Ok, "state-ok", "OK"),
+            (RowState::Warning, "state-warning", "WARNING"),
+            (RowState::Critical, "state-critical", "CRITICAL"),
+            (RowState::Missing, "state-missing", "MISSING"),
+        ] {
+            let r = row(&app("a", state, 1.0));
+            assert!(
+                r.starts_with(&format!(r#"<tr class="app {class}" "#)),
+                "{r}"
+            );
+            assert!(
+                r.contains(&format!(r#"data-state="{}""#, state.name())),
+                "{r}"
+            );
+            assert!(
+                r.contains(&format!(r#"<span class="badge">{label}</span>"#)),
+                "{r}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_bar_is_the_ratio_over_the_drop_ratio_capped_at_full() {
+        assert!(row(&app("a", RowState::Ok, 0.0)).contains(r#"style="width:0.0%""#));
+        assert!(row(&app("a", RowState::Warning, 3.0)).contains(r#"style="width:50.0%""#));
+        assert!(row(&app("a", RowState::Critical, 5.99)).contains(r#"style="width:99.8%""#));
+        assert!(row(&app("a", RowState::Critical, 9.0)).contains(r#"style="width:100.0%""#));
+        let mut nan = app("a", RowState::Ok, 0.0);
+        nan.overdue_ratio = Some(f64::NAN);
+        assert!(row(&nan).contains(r#"style="width:0.0%""#));
+        assert!(row(&nan).contains(r#"<span class="ratio">—</span>"#));
+        let mut out = String::new();
+        render_row(&mut out, &app("a", RowState::Ok, 1.0), 0.0);
+        assert!(out.contains(r#"style="width:0.0%""#), "{out}");
+    }
+
+    #[test]
+    fn durations_and_ages_read_naturally() {
+        assert_eq!(duration(Some(500)), "500 ms");
+        assert_eq!(duration(Some(3000)), "3 s");
+        assert_eq!(duration(Some(2500)), "2.5 s");
+        assert_eq!(duration(Some(1001)), "1.0 s");
+        assert_eq!(duration(None), "—");
+        assert_eq!(ago(Some(12_999)), "12 s ago");
+        assert_eq!(ago(Some(60_000)), "1 min ago");
+        assert_eq!(ago(Some(7_200_000)), "2 h ago");
+        assert_eq!(ago(Some(172_800_000)), "2 d ago");
+        assert_eq!(ago(None), "never");
+        assert_eq!(fixed(0.005, 2), "0.01");
+        assert_eq!(fixed(12.0, 2), "12.00");
+    }
+
+    #[test]
+    fn the_summary_counts_each_state_and_shows_the_thresholds() {
+        let view = DashboardView {
+            thresholds: Thresholds {
+                warn_ratio: 2.5,
+                ..thresholds()
+            },
+            apps: vec![
+                app("a", RowState::Ok, 0.1),
+                app("b", RowState::Ok, 0.2),
+                app("c", RowState::Critical, 5.5),
+                missing("d"),
+            ],
+        };
+        let page = render_page(&view);
+        assert!(!page.contains("<!--SUMMARY-->") && !page.contains("<!--ROWS-->"));
+        for (state, n) in [("ok", 2), ("warning", 0), ("critical", 1), ("missing", 1)] {
+            assert!(
+                page.contains(&format!(r#"<b data-count="{state}">{n}</b>"#)),
+                "{state}"
+            );
+        }
+        assert!(page.contains(
+            r#"<p class="thresholds">warning from od 2.5, critical from 5, dropped at 6; tolerance 1 s</p>"#
+        ));
+        assert_eq!(page.matches(r#"<tr class="app "#).count(), 4);
+    }
+
+    #[test]
+    fn no_apps_renders_one_empty_row() {
+        let page = render_page(&DashboardView {
+            thresholds: thresholds(),
+            apps: vec![],
+        });
+        assert!(page.contains(
+            r#"<tbody id="apps"><tr class="empty"><td colspan="6">No applications yet.</td></tr></tbody>"#
+        ));
+    }
+
+    #[test]
+    fn the_page_is_self_contained() {
+        // no external resources: a kiosk network has no internet
+        for needle in ["http://", "https://", "src=", "<link", "@import", "url("] {
+            assert!(!TEMPLATE.contains(needle), "{needle}");
+        }
+        // the script never writes HTML from data
+        for needle in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+        ] {
+            assert!(!TEMPLATE.contains(needle), "{needle}");
+        }
+        assert_eq!(TEMPLATE.matches("<!--SUMMARY-->").count(), 1);
+        assert_eq!(TEMPLATE.matches("<!--ROWS-->").count(), 1);
+    }
+}
