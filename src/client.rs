@@ -393,6 +393,18 @@ type GivenTransport = Option<Arc<dyn Transport>>;
 #[cfg(not(any(feature = "reqwest", feature = "surf")))]
 type GivenTransport = Arc<dyn Transport>;
 
+/// `transport` as the builder holds it.
+#[cfg(any(feature = "reqwest", feature = "surf"))]
+fn given(transport: Arc<dyn Transport>) -> GivenTransport {
+    Some(transport)
+}
+
+/// `transport` as the builder holds it.
+#[cfg(not(any(feature = "reqwest", feature = "surf")))]
+fn given(transport: Arc<dyn Transport>) -> GivenTransport {
+    transport
+}
+
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
@@ -413,8 +425,7 @@ impl ClientBuilder {
 
     /// A builder over `transport`.
     pub(crate) fn with_transport(transport: impl Transport + 'static) -> Self {
-        let transport: Arc<dyn Transport> = Arc::new(transport);
-        Self::with(transport.into())
+        Self::with(given(Arc::new(transport)))
     }
 
     fn with(transport: GivenTransport) -> Self {
@@ -457,8 +468,7 @@ impl ClientBuilder {
     /// [`connect_timeout`](Self::connect_timeout), [`build`](Self::build)
     /// fails with [`Error::Config`].
     pub fn transport(mut self, transport: impl Transport + 'static) -> Self {
-        let transport: Arc<dyn Transport> = Arc::new(transport);
-        self.transport = transport.into();
+        self.transport = given(Arc::new(transport));
         self
     }
 
@@ -637,11 +647,10 @@ fn default_transport(
         .map_err(|source| Error::build("cannot set up the default HTTP transport", source))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "mock", any(feature = "reqwest", feature = "surf")))]
 mod tests {
     use super::*;
 
-    #[cfg(all(feature = "mock", any(feature = "reqwest", feature = "surf")))]
     #[test]
     fn a_connect_timeout_with_a_given_transport_is_refused_not_dropped() {
         let mock = || crate::transport::MockTransport::new();
