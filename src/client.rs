@@ -288,7 +288,7 @@ impl HeartbeatClient {
         parse(&body).map_err(|e| Error::Parse {
             url,
             reason: e.reason().to_owned(),
-            body: String::from_utf8_lossy(&body).into_owned(),
+            body: protocol::excerpt(&body),
         })
     }
 
@@ -349,7 +349,7 @@ impl HeartbeatClient {
             return Err(Error::Status {
                 url,
                 status: response.status(),
-                body: String::from_utf8_lossy(response.body()).into_owned(),
+                body: protocol::excerpt(response.body()),
             });
         }
         Ok((url, response.into_body()))

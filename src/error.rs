@@ -112,7 +112,8 @@ pub enum Error {
         url: String,
         /// The HTTP status code.
         status: u16,
-        /// The reply body (lossily decoded as UTF-8).
+        /// The reply body: its first [`MAX_EXCERPT`](crate::protocol::MAX_EXCERPT)
+        /// bytes, lossily decoded as UTF-8 (see [`excerpt`](crate::protocol::excerpt)).
         body: String,
     },
     /// The server answered 2xx but the body is not what the protocol says.
@@ -122,7 +123,8 @@ pub enum Error {
         url: String,
         /// What was wrong with it.
         reason: String,
-        /// The reply body (lossily decoded as UTF-8), kept so that you can see
+        /// The reply body (its first [`MAX_EXCERPT`](crate::protocol::MAX_EXCERPT)
+        /// bytes, lossily decoded as UTF-8, see [`excerpt`](crate::protocol::excerpt)), kept so that you can see
         /// what the server actually said.
         body: String,
     },

@@ -832,6 +832,23 @@ async fn an_empty_or_blank_app_id_is_refused_the_demo_id_is_for_an_unset_one() {
     assert_eq!(list(&server), "", "nothing was sent");
     assert_ok(&run(against(&url, &["ping", "1000"])).await, "2000\n");
     assert_eq!(list(&server), "rust_heartbeat_client_demo @ 127.0.0.1\n");
+    // the monitoring queries send no app id of their own: an empty APP_ID
+    // in a monitoring agent's environment must not fail them (a false
+    // CRITICAL from `check`)
+    let mut listed = against(&url, &["list"]);
+    listed.env("APP_ID", "");
+    assert_ok(
+        &run(listed).await,
+        "rust_heartbeat_client_demo @ 127.0.0.1\n",
+    );
+    let mut checked = against(&url, &["check", "--app-id", " "]);
+    checked.env("APP_ID", "");
+    let output = run(checked).await;
+    assert_eq!(output.code, Some(0), "one app, fine: {output:?}");
+    assert!(
+        output.stdout.starts_with("OK - fine application"),
+        "{output:?}"
+    );
     server.shutdown().await;
 }
 

@@ -919,3 +919,43 @@ mod enforced_above_the_transport {
         assert_eq!(granted, Duration::from_millis(3000));
     }
 }
+
+/// A hostile server's error body is kept as a bounded excerpt, not whole:
+/// a 500 or an unparsable 200 of 3 MiB costs the caller about 1 KiB in the
+/// error, and the error says how much there was.
+#[tokio::test]
+async fn error_bodies_are_kept_as_a_bounded_excerpt() {
+    use heartbeat_sdk::protocol::MAX_EXCERPT;
+    use heartbeat_sdk::transport::{self, HttpResponse};
+    let huge = vec![0xffu8; 3 << 20];
+    for status in [500u16, 200] {
+        let body = huge.clone();
+        let server = transport::from_fn(move |_| {
+            std::future::ready(Ok(HttpResponse::new(status, body.clone())))
+        });
+        let client = HeartbeatClient::builder_with_transport(server)
+            .body_limit(4 << 20)
+            .build()
+            .unwrap();
+        let err = client
+            .ping(Duration::from_secs(1), ErrorPolicy::Raise)
+            .await
+            .unwrap_err();
+        let body = match &err {
+            heartbeat_sdk::Error::Status { body, .. }
+            | heartbeat_sdk::Error::Parse { body, .. } => body,
+            other => panic!("{status}: {other:?}"),
+        };
+        // each invalid byte decodes to U+FFFD (3 bytes): at most 3 KiB and the note
+        assert!(
+            body.len() <= 3 * MAX_EXCERPT + 40,
+            "{status}: {}",
+            body.len()
+        );
+        assert!(
+            body.ends_with(&format!("({} bytes in all)", 3 << 20)),
+            "{status}"
+        );
+        assert!(err.to_string().len() < 16 * MAX_EXCERPT, "{status}");
+    }
+}

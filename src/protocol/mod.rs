@@ -26,7 +26,8 @@ mod status;
 
 pub use app_id::{check_app_id, AppIdError};
 pub use reply::{
-    parse_granted, parse_list, parse_text, printable, ParseError, GOODBYE, UNREACHABLE_LINE,
+    excerpt, parse_granted, parse_list, parse_text, printable, ParseError, GOODBYE, MAX_EXCERPT,
+    UNREACHABLE_LINE,
 };
 pub use request::{
     beat_request, cache_buster, encode_component, list_request, raw_request, status_request,

@@ -1,6 +1,8 @@
 //! Parsing the replies of PROTOCOL.md (the status line has its own file).
 
 use std::borrow::Cow;
+
+use super::app_id::is_bidi_control;
 use std::fmt;
 use std::time::Duration;
 
@@ -36,6 +38,33 @@ impl fmt::Display for ParseError {
 }
 
 impl std::error::Error for ParseError {}
+
+/// The most bytes of a reply body that an error keeps (see [`excerpt`]).
+pub const MAX_EXCERPT: usize = 1024;
+
+/// A reply body as an error keeps it: its first [`MAX_EXCERPT`] bytes,
+/// lossily decoded as UTF-8, followed by `... (N bytes in all)` when there
+/// was more. A hostile server can send up to a call's body cap (about
+/// 100 MiB for `list`); keeping, formatting and printing all of it in an
+/// error would cost several times that.
+///
+/// ```
+/// use heartbeat_sdk::protocol::{excerpt, MAX_EXCERPT};
+/// assert_eq!(excerpt(b"ERROR: no"), "ERROR: no");
+/// let long = excerpt(&vec![b'x'; 5000]);
+/// assert!(long.starts_with(&"x".repeat(MAX_EXCERPT)));
+/// assert!(long.ends_with("... (5000 bytes in all)"));
+/// ```
+pub fn excerpt(body: &[u8]) -> String {
+    if body.len() <= MAX_EXCERPT {
+        return String::from_utf8_lossy(body).into_owned();
+    }
+    format!(
+        "{}... ({} bytes in all)",
+        String::from_utf8_lossy(&body[..MAX_EXCERPT]),
+        body.len()
+    )
+}
 
 /// The reference server's answer to `hb_done` (any text is a valid goodbye;
 /// the embedded server sends this one).
@@ -120,7 +149,8 @@ pub fn parse_text(body: &[u8]) -> Result<String, ParseError> {
 /// assert_eq!(printable("a\u{2028}b"), "a\\u{2028}b");
 /// ```
 pub fn printable(text: &str) -> Cow<'_, str> {
-    let escaped = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    let escaped =
+        |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || is_bidi_control(c);
     if !text.chars().any(escaped) {
         return Cow::Borrowed(text);
     }
@@ -138,6 +168,18 @@ pub fn printable(text: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_escapes_line_breaks_and_bidi_controls_only() {
+        for (raw, shown) in [
+            ("a\u{202e}gnp.exe", "a\\u{202e}gnp.exe"),
+            ("[evil\u{2066}]", "[evil\\u{2066}]"),
+            ("x\u{2029}y", "x\\u{2029}y"),
+            ("Zürich 東京 عربي", "Zürich 東京 عربي"),
+        ] {
+            assert_eq!(printable(raw), shown);
+        }
+    }
 
     #[test]
     fn granted_timeouts() {

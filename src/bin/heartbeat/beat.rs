@@ -32,7 +32,7 @@ pub async fn beat(global: &Global, beat: Beat, timeout_ms: u64) -> u8 {
 /// [`printable`]).
 pub async fn list(global: &Global) -> u8 {
     let reply = async {
-        let client = connect::client(global)?;
+        let client = connect::query_client(global)?;
         let apps = client.list(ErrorPolicy::Raise).await?;
         Ok(apps
             .iter()
@@ -58,7 +58,7 @@ pub async fn query_status(
     global: &Global,
     app: Option<&str>,
 ) -> Result<heartbeat_sdk::Status, Error> {
-    let client: HeartbeatClient = connect::client(global)?;
+    let client: HeartbeatClient = connect::query_client(global)?;
     client.status(app, ErrorPolicy::Raise).await
 }
 

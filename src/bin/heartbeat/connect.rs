@@ -21,7 +21,23 @@ pub fn settings(global: &Global) -> Result<Settings, Error> {
 /// A client over the chosen transport, with `--timeout` as the total
 /// per-request time (and as the connect timeout when shorter than 2 s).
 pub fn client(global: &Global) -> Result<HeartbeatClient, Error> {
-    let settings = settings(global)?;
+    build(global, settings(global)?)
+}
+
+/// [`client`] for the monitoring queries (`list`, `status`, `check`), which
+/// send no app id of their own: `--app-id` / `APP_ID` are not read, so an
+/// empty `APP_ID` in a monitoring agent's environment cannot turn a check
+/// into a false CRITICAL.
+pub fn query_client(global: &Global) -> Result<HeartbeatClient, Error> {
+    let settings = Settings::from_vars(|name| match name {
+        "HB_URL" if global.url.is_some() => global.url.clone(),
+        "APP_ID" => None,
+        _ => std::env::var(name).ok(),
+    })?;
+    build(global, settings)
+}
+
+fn build(global: &Global, settings: Settings) -> Result<HeartbeatClient, Error> {
     let total = Duration::from_millis(global.timeout);
     let connect = total.min(DEFAULT_CONNECT_TIMEOUT);
     // a transport that cannot be built (its TLS backend, say) is a local

@@ -38,7 +38,7 @@ Exit codes:
   0    success
   1    server unreachable or too slow (--timeout)
   2    bad command line or settings (URL, app id, timeout)
-  3    server answered with an error status or an unreadable reply
+  3    server answered with an error status, an unreadable or an oversized reply
   4    serve: cannot listen on the address (in use, not allowed); demo: cannot start its own server
   71   cannot set up locally (HTTP client or TLS, async runtime, signal handlers)
   74   stdout could not be written (disk full, I/O error); a closed pipe is no error
@@ -48,6 +48,8 @@ Exit codes:
 /// The exit code for a failed request.
 pub fn for_error(error: &Error) -> u8 {
     match error {
+        // the server answered, with more than the protocol can produce
+        Error::Transport { source, .. } if source.is_body_too_large() => SERVER_ERROR,
         Error::Transport { .. } | Error::ShutdownTimeout { .. } => UNREACHABLE,
         Error::Status { .. } | Error::Parse { .. } => SERVER_ERROR,
         Error::Build { .. } | Error::Task { .. } => CANNOT_START,
@@ -116,6 +118,11 @@ mod tests {
             source: TransportError::timeout("slow"),
         };
         assert_eq!(for_error(&transport), UNREACHABLE);
+        let too_large = Error::Transport {
+            url: "u".into(),
+            source: TransportError::body_too_large(10),
+        };
+        assert_eq!(for_error(&too_large), SERVER_ERROR, "the server did answer");
         let status = Error::Status {
             url: "u".into(),
             status: 400,
