@@ -87,7 +87,7 @@ impl fmt::Display for AppIdError {
 impl std::error::Error for AppIdError {}
 
 /// True for the bidirectional embedding, override and isolate controls.
-fn is_bidi_control(c: char) -> bool {
+pub(crate) fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 

@@ -11,6 +11,7 @@
 
 use std::fmt::Write as _;
 
+use super::app_id::is_bidi_control;
 use super::reply::printable;
 use super::status::{no_record_line, State, Status};
 
@@ -86,15 +87,25 @@ impl AppAnswer {
 }
 
 /// Text a server sent, made safe for a Nagios plugin line: [`printable`]
-/// (no control character, no line break), and `|`, which would start
-/// perfdata, written `\u{7c}`.
+/// (no control character, no line break), `|`, which would start
+/// perfdata, written `\u{7c}`, and the bidirectional controls (which
+/// would reorder the line as displayed) escaped too.
 ///
 /// ```
 /// use heartbeat_sdk::protocol::nagios_text;
 /// assert_eq!(nagios_text("a|b=1\nOK"), "a\\u{7c}b=1\\nOK");
+/// assert_eq!(nagios_text("x\u{202e}y"), "x\\u{202e}y");
 /// ```
 pub fn nagios_text(text: &str) -> String {
-    printable(text).replace('|', "\\u{7c}")
+    let mut out = String::with_capacity(text.len());
+    for c in printable(text).chars() {
+        if c == '|' || is_bidi_control(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// How one application stands in a [`HostCheck`].
