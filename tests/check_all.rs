@@ -542,3 +542,67 @@ async fn hundred_thousand_apps() {
     println!("status_all over 100 000 apps: {took:?}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn at_most_eight_statuses_in_flight_in_list_order_and_one_failure_stays_its_own() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use heartbeat_sdk::transport::{self, HttpResponse};
+    use heartbeat_sdk::STATUS_ALL_CONCURRENCY;
+
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let list: String = (0..50)
+        .map(|i| format!("app-{i:02} @ 127.0.0.1\n"))
+        .collect();
+    let (now, max) = (in_flight.clone(), most.clone());
+    let server = transport::from_fn(move |request| {
+        let target = request.target().to_owned();
+        let (now, max, list) = (now.clone(), max.clone(), list.clone());
+        async move {
+            if target.starts_with("/list") {
+                return Ok(HttpResponse::new(200, list));
+            }
+            let id = target
+                .split('&')
+                .find_map(|p| p.strip_prefix("appid="))
+                .unwrap()
+                .to_owned();
+            let n: usize = id[4..].parse().unwrap();
+            let inside = now.fetch_add(1, Ordering::SeqCst) + 1;
+            max.fetch_max(inside, Ordering::SeqCst);
+            // later ones may finish first
+            for _ in 0..(7 - n % 7) {
+                tokio::task::yield_now().await;
+            }
+            now.fetch_sub(1, Ordering::SeqCst);
+            if n == 13 {
+                return Ok(HttpResponse::new(500, "boom"));
+            }
+            let key = format!("{id} @ 127.0.0.1");
+            Ok(HttpResponse::new(
+                200,
+                app_line(State::Ok, &key, 0.1, 3.0, 5.0, 6.0, 3000),
+            ))
+        }
+    });
+    let client = HeartbeatClient::builder_with_transport(server)
+        .build()
+        .unwrap();
+    let checks = client.status_all(ErrorPolicy::Raise).await.unwrap();
+    assert_eq!(most.load(Ordering::SeqCst), STATUS_ALL_CONCURRENCY);
+    assert_eq!(STATUS_ALL_CONCURRENCY, 8);
+    let keys: Vec<String> = checks.iter().map(|c| c.key.clone()).collect();
+    let expected: Vec<String> = (0..50).map(|i| format!("app-{i:02} @ 127.0.0.1")).collect();
+    assert_eq!(keys, expected);
+    for (i, check) in checks.iter().enumerate() {
+        match (&check.answer, i) {
+            (Err(heartbeat_sdk::Error::Status { status: 500, .. }), 13) => {}
+            (Ok(AppAnswer::Status(status)), i) if i != 13 => {
+                assert_eq!(status.app(), Some(check.key.as_str()));
+            }
+            (other, i) => panic!("{i}: {other:?}"),
+        }
+    }
+}
