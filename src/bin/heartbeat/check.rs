@@ -18,7 +18,7 @@
 //! UNKNOWN < WARNING < CRITICAL), UNKNOWN with no applications, and when
 //! `/list` cannot be read, [`UNREACHABLE_LINE`] and 2.
 //!
-//! With `--json`, one JSON document instead (see [`json`]).
+//! With `--json`, one JSON document instead (see [`json()`]).
 
 use std::collections::{HashMap, HashSet};
 
