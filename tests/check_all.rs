@@ -387,6 +387,10 @@ async fn against_the_reference_other_hosts_are_unknown_and_gone_apps_skipped() {
     let run = heartbeat(&url, &["check", "--all"]).await;
     assert_eq!(run.code, Some(1), "WARNING beats UNKNOWN: {run:?}");
     assert_eq!(
+        run.stderr, "",
+        "the reference's 400 for the JSON API is no news"
+    );
+    assert_eq!(
         run.first_line(),
         "WARNING - 2 of 3 applications need attention: late @ 127.0.0.1 (WARNING, od 3.10), \
          far @ 10.0.0.9 (UNKNOWN, on another host)| ok=1 warning=1 critical=0 unknown=1"
@@ -443,6 +447,23 @@ async fn the_json_api_adds_missing_apps_and_other_hosts_states() {
     assert_eq!(doc["apps"][2]["missing"], true);
     assert_eq!(doc["apps"][2]["host"], serde_json::Value::Null);
     assert_eq!(doc["apps"][2]["state"], "critical");
+
+    // a JSON API that answers something else: said on stderr, the check goes on
+    let server = like(
+        "kiosk-1 @ 127.0.0.1\n",
+        &[(
+            "kiosk-1",
+            app_line(State::Ok, "kiosk-1 @ 127.0.0.1", 0.5, 3.0, 5.0, 6.0, 3000),
+        )],
+        Some("<html>not it</html>"),
+    )
+    .await;
+    let run = heartbeat(&server.uri(), &["check", "--all"]).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        run.stderr,
+        "heartbeat check: /api/v1/apps unusable, missing applications not checked: not a version 1 document\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

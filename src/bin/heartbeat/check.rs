@@ -117,10 +117,30 @@ pub struct ApiApp {
 }
 
 /// `GET /api/v1/apps`, parsed; `None` when the server has no such API (the
-/// reference answers 400) or its reply is not a version-1 document.
+/// reference answers 400: said nowhere) or it failed otherwise, or its
+/// reply is not a version-1 document (both said on stderr: the check then
+/// cannot see missing applications).
 async fn api_apps(client: &HeartbeatClient) -> Option<Vec<ApiApp>> {
-    let body = client.get(API_APPS, ErrorPolicy::Raise).await.ok()?;
-    parse_api_apps(&body)
+    let unusable = |reason: &str| {
+        output::error_line(&format!(
+            "heartbeat check: {API_APPS} unusable, missing applications not checked: {}",
+            printable(reason)
+        ));
+    };
+    match client.get(API_APPS, ErrorPolicy::Raise).await {
+        Ok(body) => {
+            let apps = parse_api_apps(&body);
+            if apps.is_none() {
+                unusable("not a version 1 document");
+            }
+            apps
+        }
+        Err(heartbeat_sdk::Error::Status { status, .. }) if (400..500).contains(&status) => None,
+        Err(error) => {
+            unusable(&one_line(&error));
+            None
+        }
+    }
 }
 
 /// The applications of a `/api/v1/apps` document (version 1, ignoring
