@@ -5,19 +5,50 @@
 //! HB server!` ([`UNREACHABLE_LINE`](heartbeat_sdk::protocol::UNREACHABLE_LINE))
 //! and 2. `heartbeat check` does the same from the command line.
 //!
+//! With `--all` instead of an id, a host check over every listed
+//! application ([`HeartbeatClient::status_all`](heartbeat_sdk::HeartbeatClient::status_all)
+//! and [`HostCheck`](heartbeat_sdk::protocol::HostCheck)): the worst state,
+//! a summary line with counts as perfdata, one line per application.
+//! `heartbeat check --all` also reports the server's missing expected
+//! applications (from its JSON API).
+//!
 //! ```sh
-//! HB_URL=http://127.0.0.1:8888 cargo run --example check_heartbeat [APP_ID]
+//! HB_URL=http://127.0.0.1:8888 cargo run --example check_heartbeat [APP_ID | --all]
 //! ```
 
 #[cfg(any(feature = "reqwest", feature = "surf"))]
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
-    use heartbeat_sdk::protocol::{printable, UNREACHABLE_LINE};
+    use heartbeat_sdk::protocol::{printable, CheckedApp, Finding, HostCheck, UNREACHABLE_LINE};
     use heartbeat_sdk::{ErrorPolicy, HeartbeatClient};
 
-    let app = std::env::args().nth(1);
-    let status = match HeartbeatClient::from_env() {
-        Ok(client) => client.status(app.as_deref(), ErrorPolicy::Raise).await,
+    let arg = std::env::args().nth(1);
+    let client = HeartbeatClient::from_env();
+    if arg.as_deref() == Some("--all") {
+        let checks = match client {
+            Ok(client) => client.status_all(ErrorPolicy::Raise).await,
+            Err(error) => Err(error),
+        };
+        let Ok(checks) = checks else {
+            println!("{UNREACHABLE_LINE}");
+            return std::process::ExitCode::from(2);
+        };
+        let apps = checks
+            .into_iter()
+            .map(|check| match &check.answer {
+                Ok(answer) => CheckedApp::from_answer(check.key, answer),
+                Err(error) => CheckedApp {
+                    key: check.key,
+                    finding: Finding::Failed(error.to_string()),
+                },
+            })
+            .collect();
+        let check = HostCheck::new(apps);
+        print!("{}", check.output());
+        return std::process::ExitCode::from(check.state().exit_code());
+    }
+    let status = match client {
+        Ok(client) => client.status(arg.as_deref(), ErrorPolicy::Raise).await,
         Err(error) => Err(error),
     };
     match status {

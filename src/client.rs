@@ -1,20 +1,50 @@
 //! [`HeartbeatClient`]: the typed client, one method per Python function.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use url::Url;
 
 use crate::error::{Error, Result};
 use crate::policy::ErrorPolicy;
-use crate::protocol::{self, Beat, ParseError, Request, Status};
+use crate::protocol::{self, AppAnswer, Beat, ParseError, Request, Status};
 use crate::retry::RetryPolicy;
 use crate::settings::{parse_url, Settings};
 use crate::transport::{
     send_bounded, HttpRequest, HttpResponse, Method, Transport, DEFAULT_BODY_LIMIT,
     DEFAULT_REQUEST_TIMEOUT,
 };
+
+/// Most `/status` requests [`HeartbeatClient::status_all`] has in flight
+/// at once: enough to hide the latency of a remote server, few enough that
+/// 100 000 applications never mean 100 000 connections.
+pub const STATUS_ALL_CONCURRENCY: usize = 8;
+
+/// One listed application and what its status query answered
+/// ([`HeartbeatClient::status_all`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct AppCheck {
+    /// The key as `/list` printed it (`ID @ IP`, or the bare id).
+    pub key: String,
+    /// The answer to `/status?appid=ID`, classified for this key, or why
+    /// there was none.
+    pub answer: Result<AppAnswer>,
+}
+
+impl AppCheck {
+    /// An application checked elsewhere (a test, another source).
+    pub fn new(key: impl Into<String>, answer: Result<AppAnswer>) -> AppCheck {
+        AppCheck {
+            key: key.into(),
+            answer,
+        }
+    }
+}
 
 /// A client of one heartbeat server for one application id.
 ///
@@ -201,6 +231,95 @@ impl HeartbeatClient {
         }
         .map(|app| move |buster: &str| protocol::status_request(app, buster));
         self.call(build, cap, policy, Status::from_body).await
+    }
+
+    /// Every listed application's status: `/list`, then
+    /// `/status?appid=ID` for each key, at most [`STATUS_ALL_CONCURRENCY`]
+    /// at once; the results in `/list`'s order.
+    ///
+    /// Each key is queried by its id, the part before its **last** `" @ "`
+    /// ([`protocol::split_key`]): a query by the whole key `ID @ IP` is
+    /// looked up as `ID @ IP @ ASKER_IP` by the reference and by our server
+    /// (when it keys by peer, the default) and never matches. A bare id is
+    /// looked up as `ID @ ASKER_IP`, so only the applications of the host
+    /// the server sees this client coming from can be answered about; the
+    /// key in brackets in the answer tells which record was looked up, and
+    /// [`AppAnswer::classify`] sorts each answer into the app's own status,
+    /// [`Gone`](AppAnswer::Gone) (done or expired since `/list`: the call
+    /// goes on) or [`OtherHost`](AppAnswer::OtherHost) (the server answered
+    /// about another record, or had none, for an application of another
+    /// host). A server that keys by the bare id lists bare ids, and every
+    /// app is answered about.
+    ///
+    /// Only a failed `/list` fails the call (and goes through `policy`);
+    /// a failed status request is that application's
+    /// [`AppCheck::answer`] error.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "reqwest")]
+    /// # async fn run() -> heartbeat_sdk::Result<()> {
+    /// use heartbeat_sdk::protocol::AppAnswer;
+    /// use heartbeat_sdk::{ErrorPolicy, HeartbeatClient};
+    ///
+    /// let client = HeartbeatClient::from_env()?;
+    /// for app in client.status_all(ErrorPolicy::Raise).await? {
+    ///     match &app.answer {
+    ///         Ok(AppAnswer::Status(status)) => println!("{}: {}", app.key, status.state()),
+    ///         Ok(other) => println!("{}: {other:?}", app.key),
+    ///         Err(error) => println!("{}: {error}", app.key),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn status_all(&self, policy: ErrorPolicy<Vec<AppCheck>>) -> Result<Vec<AppCheck>> {
+        let keys = match self.list(ErrorPolicy::Raise).await {
+            Ok(keys) => keys,
+            Err(error) => return policy.recover(&self.inner.base, error),
+        };
+        Ok(self.check_keys(keys).await)
+    }
+
+    /// The status of each of `keys`, at most [`STATUS_ALL_CONCURRENCY`]
+    /// requests in flight, in the order of `keys`. Runtime-agnostic: the
+    /// in-flight requests are polled by hand, no task is spawned.
+    async fn check_keys(&self, keys: Vec<String>) -> Vec<AppCheck> {
+        type Running<'a> = Pin<Box<dyn Future<Output = (usize, AppCheck)> + Send + 'a>>;
+        let mut done: Vec<Option<AppCheck>> = Vec::with_capacity(keys.len());
+        done.resize_with(keys.len(), || None);
+        let mut pending = keys.into_iter().enumerate();
+        let mut running: Vec<Running<'_>> = Vec::with_capacity(STATUS_ALL_CONCURRENCY);
+        loop {
+            while running.len() < STATUS_ALL_CONCURRENCY {
+                let Some((index, key)) = pending.next() else {
+                    break;
+                };
+                running.push(Box::pin(async move { (index, self.check_key(key).await) }));
+            }
+            if running.is_empty() {
+                break;
+            }
+            let (slot, (index, check)) = std::future::poll_fn(|cx| {
+                for (slot, future) in running.iter_mut().enumerate() {
+                    if let Poll::Ready(out) = future.as_mut().poll(cx) {
+                        return Poll::Ready((slot, out));
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            drop(running.swap_remove(slot));
+            done[index] = Some(check);
+        }
+        done.into_iter().flatten().collect()
+    }
+
+    async fn check_key(&self, key: String) -> AppCheck {
+        let (id, _) = protocol::split_key(&key);
+        let answer = self
+            .status(Some(id), ErrorPolicy::Raise)
+            .await
+            .map(|status| AppAnswer::classify(&key, status));
+        AppCheck { key, answer }
     }
 
     /// `GET path` (Python `hb_read`): the reply body as text, read up to the

@@ -65,7 +65,7 @@ pub mod server;
 pub mod settings;
 pub mod transport;
 
-pub use client::{ClientBuilder, HeartbeatClient};
+pub use client::{AppCheck, ClientBuilder, HeartbeatClient, STATUS_ALL_CONCURRENCY};
 pub use error::{Error, Result, TransportError, TransportErrorKind};
 #[cfg(feature = "keepalive")]
 #[cfg_attr(docsrs, doc(cfg(feature = "keepalive")))]

@@ -23,6 +23,7 @@ pub mod command;
 mod reply;
 mod request;
 mod status;
+mod summary;
 
 pub use app_id::{check_app_id, AppIdError};
 pub use reply::{
@@ -36,6 +37,9 @@ pub use request::{
 pub use status::{
     app_line, multiple_line, multiple_line_head, no_record_line, PerfValue, Range, State, Status,
     MULTIPLE_LINE_END, MULTIPLE_LINE_SEPARATOR, NO_CLIENTS_LINE,
+};
+pub use summary::{
+    nagios_text, split_key, AppAnswer, CheckedApp, Counts, Finding, HostCheck, SUMMARY_NAMES,
 };
 
 /// The largest timeout, in milliseconds, that a request may carry. The

@@ -90,8 +90,14 @@ pub enum Command {
     /// Nagios plugin: print the status line, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
     Check {
         /// The application to check; the whole host when omitted.
-        #[arg(value_name = "APP_ID")]
+        #[arg(value_name = "APP_ID", conflicts_with = "all")]
         app: Option<String>,
+        /// Check every listed application (and the server's missing expected ones): the worst state, a summary line with counts, one line per app.
+        #[arg(long)]
+        all: bool,
+        /// With --all: print one JSON document instead of the Nagios output.
+        #[arg(long, requires = "all")]
+        json: bool,
     },
     /// Run CMD with heartbeats: init before, pings while it runs, done after.
     #[command(after_long_help = WRAP_SIGNALS)]

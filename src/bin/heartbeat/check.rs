@@ -1,14 +1,44 @@
-//! `check`: a Nagios plugin, like the reference's `check_heartbeat.py`.
+//! `check`: a Nagios plugin, like the reference's `check_heartbeat.py`, and
+//! `check --all`, a host check over every application.
+//!
+//! # `check --all`
+//!
+//! [`HeartbeatClient::status_all`] (`/list`, then each app's `/status`),
+//! then, when the server has it, `GET /api/v1/apps` (docs/api-v1.md) for
+//! the expected applications that are missing (`"missing": true`, counted
+//! CRITICAL) and for the state of the applications of other hosts, which
+//! `/status` does not answer about by id. The reference server answers
+//! `400` there: the check then goes on with what `/status` said. The JSON
+//! API was chosen over `/metrics` because it carries keys, states and the
+//! `missing` flag as typed fields, with a shape fixed by its document.
+//!
+//! Output: [`HostCheck::output`]: one line
+//! `CRITICAL - 2 of 7 applications need attention: kiosk-3 (CRITICAL, od 5.20), kiosk-9 (missing)| ok=5 warning=0 critical=2 unknown=0`,
+//! then one line per application; exit code of the worst state (OK <
+//! UNKNOWN < WARNING < CRITICAL), UNKNOWN with no applications, and when
+//! `/list` cannot be read, [`UNREACHABLE_LINE`] and 2.
+//!
+//! With `--json`, one JSON document instead (see [`json()`]).
 
-use heartbeat_sdk::protocol::{printable, UNREACHABLE_LINE};
+use std::collections::{HashMap, HashSet};
+
+use heartbeat_sdk::protocol::{
+    printable, split_key, CheckedApp, Finding, HostCheck, State, UNREACHABLE_LINE,
+};
+use heartbeat_sdk::{AppCheck, ErrorPolicy, HeartbeatClient};
+use serde_json::{json, Value};
 
 use crate::args::Global;
 use crate::beat::query_status;
+use crate::connect;
 use crate::exit::one_line;
 use crate::output;
 
 /// Nagios' UNKNOWN: also the exit code when stdout cannot be written.
 const UNKNOWN: u8 = 3;
+
+/// The JSON API path `check --all` asks for missing applications.
+pub const API_APPS: &str = "/api/v1/apps";
 
 /// Print the status line of the host or of `app` (control characters
 /// escaped) and return its Nagios exit code (OK 0, WARNING 1, CRITICAL 2,
@@ -22,10 +52,323 @@ pub async fn run(global: &Global, app: Option<&str>) -> u8 {
             let code = status.state().exit_code();
             output::print("check", &format!("{line}\n"), code, UNKNOWN)
         }
-        Err(error) => {
-            let code = output::print("check", &format!("{UNREACHABLE_LINE}\n"), 2, UNKNOWN);
-            output::error_line(&format!("heartbeat check: {}", one_line(&error)));
-            code
+        Err(error) => unreachable(&error, None),
+    }
+}
+
+/// `check --all [--json]`: see the module docs.
+pub async fn run_all(global: &Global, as_json: bool) -> u8 {
+    let client = match connect::client(global) {
+        Ok(client) => client,
+        Err(error) => return unreachable(&error, as_json.then_some(())),
+    };
+    let checks = match client.status_all(ErrorPolicy::Raise).await {
+        Ok(checks) => checks,
+        Err(error) => return unreachable(&error, as_json.then_some(())),
+    };
+    let api = api_apps(&client).await;
+    let check = host_check(checks, api.as_deref());
+    let code = check.state().exit_code();
+    let text = if as_json {
+        format!("{}\n", json(&check, api.is_some()))
+    } else {
+        check.output()
+    };
+    output::print("check", &text, code, UNKNOWN)
+}
+
+/// Print [`UNREACHABLE_LINE`] (as JSON with `json`), the reason on stderr;
+/// returns 2 (or 3 when stdout cannot be written).
+fn unreachable(error: &heartbeat_sdk::Error, json: Option<()>) -> u8 {
+    let text = match json {
+        None => format!("{UNREACHABLE_LINE}\n"),
+        Some(()) => format!(
+            "{}\n",
+            json!({
+                "version": 1,
+                "state": "critical",
+                "exit_code": 2,
+                "line": UNREACHABLE_LINE,
+                "api": false,
+                "counts": counts_json(&HostCheck::new(Vec::new())),
+                "apps": [],
+            })
+        ),
+    };
+    let code = output::print("check", &text, 2, UNKNOWN);
+    output::error_line(&format!("heartbeat check: {}", one_line(error)));
+    code
+}
+
+/// One application as the JSON API (docs/api-v1.md) gives it: only the
+/// fields the check needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiApp {
+    /// `key`.
+    pub key: String,
+    /// `state`: `ok`, `warning`, `critical`, or anything else (`missing`).
+    pub state: String,
+    /// `overdue_ratio`.
+    pub overdue_ratio: Option<f64>,
+    /// `granted_ms`.
+    pub granted_ms: Option<u64>,
+    /// `missing`.
+    pub missing: bool,
+}
+
+/// `GET /api/v1/apps`, parsed; `None` when the server has no such API (the
+/// reference answers 400: said nowhere) or it failed otherwise, or its
+/// reply is not a version-1 document (both said on stderr: the check then
+/// cannot see missing applications).
+async fn api_apps(client: &HeartbeatClient) -> Option<Vec<ApiApp>> {
+    let unusable = |reason: &str| {
+        output::error_line(&format!(
+            "heartbeat check: {API_APPS} unusable, missing applications not checked: {}",
+            printable(reason)
+        ));
+    };
+    match client.get(API_APPS, ErrorPolicy::Raise).await {
+        Ok(body) => {
+            let apps = parse_api_apps(&body);
+            if apps.is_none() {
+                unusable("not a version 1 document");
+            }
+            apps
         }
+        Err(heartbeat_sdk::Error::Status { status, .. }) if (400..500).contains(&status) => None,
+        Err(error) => {
+            unusable(&one_line(&error));
+            None
+        }
+    }
+}
+
+/// The applications of a `/api/v1/apps` document (version 1, ignoring
+/// every field it does not need); `None` when the body is not one. The one
+/// place that reads the JSON API.
+pub fn parse_api_apps(body: &str) -> Option<Vec<ApiApp>> {
+    let doc: Value = serde_json::from_str(body).ok()?;
+    if doc.get("version")?.as_u64()? != 1 {
+        return None;
+    }
+    let apps = doc.get("apps")?.as_array()?;
+    Some(
+        apps.iter()
+            .filter_map(|app| {
+                Some(ApiApp {
+                    key: app.get("key")?.as_str()?.to_owned(),
+                    state: app.get("state")?.as_str()?.to_owned(),
+                    overdue_ratio: app.get("overdue_ratio").and_then(Value::as_f64),
+                    granted_ms: app.get("granted_ms").and_then(Value::as_u64),
+                    missing: app.get("missing").and_then(Value::as_bool).unwrap_or(false),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The host check of `checks` (in `/list` order), completed by the JSON
+/// API's `api` when there is one: applications on another host take their
+/// state from it, and its missing ones are added at the end, CRITICAL.
+pub fn host_check(checks: Vec<AppCheck>, api: Option<&[ApiApp]>) -> HostCheck {
+    let by_key: HashMap<&str, &ApiApp> = api
+        .unwrap_or_default()
+        .iter()
+        .map(|app| (app.key.as_str(), app))
+        .collect();
+    let mut apps: Vec<CheckedApp> = checks
+        .into_iter()
+        .map(|check| {
+            let checked = match &check.answer {
+                Ok(answer) => CheckedApp::from_answer(check.key.clone(), answer),
+                Err(error) => CheckedApp {
+                    key: check.key.clone(),
+                    finding: Finding::Failed(one_line(error)),
+                },
+            };
+            match (&checked.finding, by_key.get(check.key.as_str())) {
+                (Finding::OtherHost, Some(api)) if !api.missing => CheckedApp {
+                    key: check.key,
+                    finding: Finding::Tracked {
+                        state: api_state(&api.state),
+                        overdue_ratio: api.overdue_ratio,
+                        granted_ms: api.granted_ms,
+                    },
+                },
+                _ => checked,
+            }
+        })
+        .collect();
+    let listed: HashSet<String> = apps.iter().map(|app| app.key.clone()).collect();
+    for app in api.unwrap_or_default() {
+        if app.missing && !listed.contains(&app.key) {
+            apps.push(CheckedApp {
+                key: app.key.clone(),
+                finding: Finding::Missing,
+            });
+        }
+    }
+    HostCheck::new(apps)
+}
+
+/// The state of an API `state` string.
+fn api_state(state: &str) -> State {
+    match state {
+        "ok" => State::Ok,
+        "warning" => State::Warning,
+        "critical" => State::Critical,
+        _ => State::Unknown,
+    }
+}
+
+/// A state's lowercase JSON name.
+fn state_name(state: State) -> &'static str {
+    match state {
+        State::Ok => "ok",
+        State::Warning => "warning",
+        State::Critical => "critical",
+        State::Unknown => "unknown",
+    }
+}
+
+fn counts_json(check: &HostCheck) -> Value {
+    let c = check.counts();
+    json!({
+        "ok": c.ok, "warning": c.warning, "critical": c.critical, "unknown": c.unknown,
+        "missing": c.missing, "gone": c.gone,
+    })
+}
+
+/// `check --all --json`: one document, every field always present.
+///
+/// ```json
+/// {
+///   "version": 1,
+///   "state": "critical",            // worst: ok | warning | critical | unknown
+///   "exit_code": 2,
+///   "line": "CRITICAL - 2 of 7 applications need attention: ...| ok=5 warning=0 critical=2 unknown=0",
+///   "api": true,                    // /api/v1/apps was read (missing apps were looked for)
+///   "counts": { "ok": 5, "warning": 0, "critical": 2, "unknown": 0, "missing": 1, "gone": 0 },
+///   "apps": [
+///     { "key": "kiosk-3 @ 10.0.0.3", "id": "kiosk-3", "host": "10.0.0.3",
+///       "state": "critical", "finding": "tracked", "overdue_ratio": 5.2,
+///       "granted_ms": 3000, "missing": false, "reason": null }
+///   ]
+/// }
+/// ```
+///
+/// `state` of an app: `ok`, `warning`, `critical`, `unknown`, or `gone`
+/// (dropped between the list and its status; counted in no state).
+/// `finding`: `tracked`, `missing`, `gone`, `other_host`, `failed`.
+/// `host` is `null` for a key without ` @ `; `overdue_ratio`, `granted_ms`
+/// are `null` unless tracked; `reason` is the failure of a `failed` app.
+/// Keys and reasons are JSON strings as the server sent them (escaped by
+/// JSON only). `counts.critical` includes the missing apps.
+pub fn json(check: &HostCheck, api: bool) -> Value {
+    let apps: Vec<Value> = check
+        .apps()
+        .iter()
+        .map(|app| {
+            let (id, host) = split_key(&app.key);
+            let (finding, od, granted, reason) = match &app.finding {
+                Finding::Tracked {
+                    overdue_ratio,
+                    granted_ms,
+                    ..
+                } => ("tracked", *overdue_ratio, *granted_ms, None),
+                Finding::Missing => ("missing", None, None, None),
+                Finding::Gone => ("gone", None, None, None),
+                Finding::OtherHost => ("other_host", None, None, None),
+                Finding::Failed(reason) => ("failed", None, None, Some(reason.as_str())),
+                _ => ("unknown", None, None, None),
+            };
+            json!({
+                "key": app.key,
+                "id": id,
+                "host": host,
+                "state": app.state().map_or("gone", state_name),
+                "finding": finding,
+                "overdue_ratio": od,
+                "granted_ms": granted,
+                "missing": app.is_missing(),
+                "reason": reason,
+            })
+        })
+        .collect();
+    let state = check.state();
+    json!({
+        "version": 1,
+        "state": state_name(state),
+        "exit_code": state.exit_code(),
+        "line": check.line(),
+        "api": api,
+        "counts": counts_json(check),
+        "apps": apps,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_document_gives_its_apps_and_nothing_else_parses() {
+        let doc = r#"{"version":1,"generated_at":"x","extra":{"a":1},"apps":[
+            {"key":"k @ 1.2.3.4","id":"k","host":"1.2.3.4","state":"warning","overdue_ratio":3.5,"granted_ms":3000,"missing":false,"new":1},
+            {"key":"m","id":"m","host":null,"state":"missing","overdue_ratio":null,"granted_ms":null,"missing":true}]}"#;
+        let apps = parse_api_apps(doc).unwrap();
+        assert_eq!(apps.len(), 2);
+        assert_eq!(apps[0].state, "warning");
+        assert_eq!(apps[0].overdue_ratio, Some(3.5));
+        assert!(!apps[0].missing);
+        assert!(apps[1].missing);
+        assert_eq!(apps[1].granted_ms, None);
+        for not_it in [
+            "ERROR: cannot process your request: [/api/v1/apps]",
+            r#"{"version":2,"apps":[]}"#,
+            r#"{"apps":[]}"#,
+            "[]",
+        ] {
+            assert_eq!(parse_api_apps(not_it), None, "{not_it}");
+        }
+    }
+
+    #[test]
+    fn missing_apps_come_last_and_other_hosts_take_the_api_state() {
+        use heartbeat_sdk::protocol::{no_record_line, AppAnswer, Status};
+        let parse = |s: &str| Status::parse(s).unwrap();
+        let api = vec![
+            ApiApp {
+                key: "far @ 10.0.0.9".into(),
+                state: "critical".into(),
+                overdue_ratio: Some(5.5),
+                granted_ms: Some(2000),
+                missing: false,
+            },
+            ApiApp {
+                key: "kiosk-9".into(),
+                state: "missing".into(),
+                overdue_ratio: None,
+                granted_ms: None,
+                missing: true,
+            },
+        ];
+        let far = || {
+            AppCheck::new(
+                "far @ 10.0.0.9",
+                Ok(AppAnswer::classify(
+                    "far @ 10.0.0.9",
+                    parse(&no_record_line("far @ 127.0.0.1")),
+                )),
+            )
+        };
+        let with_api = host_check(vec![far()], Some(&api));
+        assert_eq!(with_api.state(), State::Critical);
+        assert_eq!(with_api.apps()[1].key, "kiosk-9");
+        assert!(with_api.apps()[1].is_missing());
+        assert_eq!(with_api.counts().critical, 2);
+        let without = host_check(vec![far()], None);
+        assert_eq!(without.state(), State::Unknown);
+        assert_eq!(without.apps().len(), 1);
     }
 }

@@ -60,7 +60,10 @@ async fn run(cli: Cli) -> u8 {
         Command::List => beat::list(global).await,
         // an empty APP_ID (an unset `$ARG1$` in a Nagios command) means the host
         Command::Status { app } => beat::status(global, non_empty(app.as_deref())).await,
-        Command::Check { app } => check::run(global, non_empty(app.as_deref())).await,
+        Command::Check {
+            all: true, json, ..
+        } => check::run_all(global, json).await,
+        Command::Check { app, .. } => check::run(global, non_empty(app.as_deref())).await,
         Command::Wrap(args) => wrap::run(global, args, false).await,
         Command::Dummy(args) => wrap::run(global, args, true).await,
         Command::Serve(args) => serve::run(global, &args).await,
