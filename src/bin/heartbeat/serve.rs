@@ -74,12 +74,10 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     }
     // best effort: a closed or full stdout (`serve | head -1`) or stderr
     // does not stop the server; it serves on until Ctrl+C or SIGTERM
-    if let Err(output::Unwritten::Failed(error)) =
-        output::stdout(&format!(
-            "listening on {url}\ndashboard at {url}/\n",
-            url = handle.url()
-        ))
-    {
+    if let Err(output::Unwritten::Failed(error)) = output::stdout(&format!(
+        "listening on {url}\ndashboard at {url}/\n",
+        url = handle.url()
+    )) {
         tracing::warn!("cannot write the address to stdout: {error}");
     }
     stop.await;
