@@ -189,7 +189,7 @@ impl<M: Missing> Listing<'_, M> {
     fn generated_ms(&self) -> u64 {
         self.generated_at
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| whole_ms(since))
+            .map_or(0, whole_ms)
     }
 
     fn json_head(&self, out: &mut Vec<u8>) {
