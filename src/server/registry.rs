@@ -607,11 +607,13 @@ impl Snapshot {
     }
 
     /// Time from record `i`'s last init/ping to the snapshot.
+    #[cfg(feature = "server")]
     pub(crate) fn age(&self, i: usize) -> Duration {
         Duration::from_micros(self.now_us.saturating_sub(self.records[i].1.last_us))
     }
 
     /// The configuration the snapshot was taken under.
+    #[cfg(feature = "server")]
     pub(crate) fn config(&self) -> &RegistryConfig {
         &self.config
     }

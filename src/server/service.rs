@@ -253,6 +253,7 @@ impl Streamed {
 
     /// Whether the reply is sent with `Cache-Control: no-store` (the
     /// dashboard and its API; the reference's replies keep their headers).
+    #[cfg(feature = "server")]
     pub(crate) fn no_store(&self) -> bool {
         !matches!(self.view, View::List | View::HostStatus | View::Metrics)
     }
