@@ -1,25 +1,39 @@
-//! The dashboard in a real browser (issue 12): headless Chromium loads the
-//! page, its script refreshes from `/api/v1/apps`, and the rendered DOM is
-//! checked. No browser on the machine: the tests say so on stderr and pass
+//! The dashboard in a real browser (issue 12): headless Chromium loads `/`
+//! from the real server, with applications registered through the SDK, its
+//! script refreshes from `/api/v1/apps`, and the rendered DOM is checked.
+//! No browser on the machine: the tests say so on stderr and pass
 //! (`.ci/run` installs Debian's `chromium`, so CI always runs them).
 //!
-//! For now a tiny scripted server in this file serves the page
-//! (`src/server/dashboard.html`) and the JSON; once `GET /` and
-//! `GET /api/v1/apps` are wired into the real server, `start` gives way to
-//! the real one with apps registered through the SDK.
-#![cfg(feature = "server")]
+//! Determinism: the server runs on a [`ManualClock`], so every state is
+//! exact. Chromium runs with `--virtual-time-budget` (timers fire at once,
+//! a pending fetch holds virtual time), and reaches the server through a
+//! small proxy in this file that counts the page's `/api/v1/apps` fetches:
+//! before it forwards the second one, the test moves the clock (an app goes
+//! late) and waits for that to finish; from the third one on the proxy
+//! answers `503` itself (the page must say it is stale). Nothing depends on
+//! how fast the machine is: the proxy orders the events, not a timer.
+//!
+//! The server shows no *missing* application until an expected list is
+//! configured; until then one test serves scripted JSON (a tiny server in
+//! this file) to check the script's rendering of a missing row against the
+//! shared golden markup.
+#![cfg(all(feature = "server", feature = "reqwest"))]
 #![forbid(unsafe_code)]
 
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use heartbeat_sdk::server::{ManualClock, Server, ServerHandle};
+use heartbeat_sdk::{ErrorPolicy, HeartbeatClient};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
 
 const PAGE: &str = include_str!("../src/server/dashboard.html");
 const GOLDEN_ROWS: &str = include_str!("data/dashboard_rows.html");
@@ -175,7 +189,123 @@ fn target_dir() -> PathBuf {
         .to_owned()
 }
 
-// ---------------------------------------------------------------- server
+// ---------------------------------------------------------------- real server
+
+async fn start_server(clock: &ManualClock) -> ServerHandle {
+    Server::builder("127.0.0.1:0".parse().unwrap())
+        .clock(clock.clone())
+        .start()
+        .await
+        .unwrap()
+}
+
+fn client(server: &ServerHandle, id: &str) -> HeartbeatClient {
+    HeartbeatClient::builder()
+        .url(server.url())
+        .app_id(id)
+        .build()
+        .unwrap()
+}
+
+/// Registers `(id, timeout_ms, age_ms)` through the SDK so that, once this
+/// returns, each app's last init is `age_ms` old on `clock`.
+async fn register(server: &ServerHandle, clock: &ManualClock, apps: &[(&str, u64, u64)]) {
+    let mut apps = apps.to_vec();
+    apps.sort_by_key(|&(_, _, age)| std::cmp::Reverse(age));
+    let mut age_now = apps.first().map_or(0, |a| a.2);
+    for (id, timeout_ms, age) in apps {
+        clock.advance(Duration::from_millis(age_now - age));
+        age_now = age;
+        client(server, id)
+            .init(Duration::from_millis(timeout_ms), ErrorPolicy::Raise)
+            .await
+            .unwrap();
+    }
+    clock.advance(Duration::from_millis(age_now));
+}
+
+/// A proxy in front of `upstream`, one request per connection. Before it
+/// forwards the second `GET /api/v1/apps` it sends a `oneshot::Sender` on
+/// `on_second` and waits until that is answered; from the `fail_from`-th
+/// fetch on, it answers `503` itself.
+struct Proxy {
+    url: String,
+    paths: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proxy {
+    fn paths(&self) -> Vec<String> {
+        self.paths.lock().unwrap().clone()
+    }
+}
+
+async fn proxy(
+    upstream: SocketAddr,
+    on_second: Option<mpsc::Sender<oneshot::Sender<()>>>,
+    fail_from: Option<usize>,
+) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let paths = Arc::new(Mutex::new(Vec::new()));
+    let log = paths.clone();
+    let fetches = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let (log, fetches, on_second) = (log.clone(), fetches.clone(), on_second.clone());
+            tokio::spawn(async move {
+                let Some(path) = read_path(&mut conn).await else {
+                    return;
+                };
+                log.lock().unwrap().push(path.clone());
+                let n = match path.as_str() {
+                    "/api/v1/apps" => fetches.fetch_add(1, Ordering::SeqCst) + 1,
+                    _ => 0,
+                };
+                if let (2, Some(on_second)) = (n, on_second) {
+                    let (done, wait) = oneshot::channel();
+                    on_second.send(done).await.unwrap();
+                    wait.await.unwrap();
+                }
+                if fail_from.is_some_and(|from| n >= from) {
+                    let _ = conn
+                        .write_all(
+                            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\
+                              Connection: close\r\n\r\ndown\n",
+                        )
+                        .await;
+                    let _ = conn.shutdown().await;
+                    return;
+                }
+                let mut up = TcpStream::connect(upstream).await.unwrap();
+                up.write_all(
+                    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await
+                .unwrap();
+                let _ = tokio::io::copy(&mut up, &mut conn).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    Proxy { url, paths }
+}
+
+/// The path of the request on `conn` (its head read whole).
+async fn read_path(conn: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+        match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    head.split(' ').nth(1).map(str::to_owned)
+}
+
+// ---------------------------------------------------------------- scripted server
 
 /// What the scripted server answers to the n-th `GET /api/v1/apps`: the n-th
 /// body (the last one again once past the end), or a 503 past the end when
@@ -291,28 +421,6 @@ fn document(apps: Vec<Value>) -> Value {
     })
 }
 
-/// Apps in every state, the golden ones, and two hostile ids; `late` is
-/// `late-app`'s state and ratio.
-fn fleet(late: (&str, f64)) -> Value {
-    document(vec![
-        tracked("kiosk-1", "127.0.0.1", "ok", 0.52, 3000, 1234),
-        tracked("projector-b", "127.0.0.1", "warning", 3.4, 11_000, 37_400),
-        // past the drop ratio, just before the sweep: the bar is full, not wider
-        tracked("audio-sync", "127.0.0.1", "critical", 6.3, 2000, 12_600),
-        missing("kiosk-9"),
-        tracked(HOSTILE, "127.0.0.1", "ok", 0.1, 3000, 300),
-        tracked(HOSTILE_MARKER, "127.0.0.1", "ok", 0.2, 3000, 600),
-        tracked(
-            "late-app",
-            "127.0.0.1",
-            late.0,
-            late.1,
-            3000,
-            (late.1 * 3000.0) as u64,
-        ),
-    ])
-}
-
 // ---------------------------------------------------------------- DOM
 
 /// The rows of a dumped DOM, in order: (serialized text of `td.app-id`,
@@ -355,20 +463,50 @@ fn body_tag(dom: &str) -> &str {
 
 // ---------------------------------------------------------------- tests
 
+/// Apps in every state the server knows, both hostile ids, and `late-app`,
+/// OK at the first refresh and CRITICAL at the second, in place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_refresh_in_place_hostile_ids_stay_text_and_failures_show_stale() {
     let Some(chrome) = chromium_or_skip("rows_refresh_in_place") else {
         return;
     };
-    // 1st refresh: late-app OK; 2nd: it went late; then the server fails.
-    let server = start(Script {
-        bodies: vec![fleet(("ok", 1.0)), fleet(("critical", 5.2))],
-        then_fail: true,
-    })
+    let clock = ManualClock::new();
+    let server = start_server(&clock).await;
+    // (id, promised timeout, age) at the first refresh: all OK but
+    // audio-sync (WARNING 3.2)
+    register(
+        &server,
+        &clock,
+        &[
+            ("projector-b", 10_000, 24_800),
+            ("audio-sync", 5000, 19_200),
+            ("late-app", 2000, 3000),
+            (HOSTILE, 59_000, 600),
+            (HOSTILE_MARKER, 59_000, 600),
+            ("kiosk-1", 2000, 600),
+        ],
+    )
     .await;
-    let dom = dump_dom(&chrome, &server.url, 7000).await;
+    // before the second refresh: 12.6 s pass, kiosk-1 pinging 1.56 s before the end
+    let (on_second, mut second) = mpsc::channel(1);
+    let late = {
+        let (clock, kiosk) = (clock.clone(), client(&server, "kiosk-1"));
+        tokio::spawn(async move {
+            let done: oneshot::Sender<()> = second.recv().await.unwrap();
+            clock.advance(Duration::from_millis(11_040));
+            kiosk
+                .ping(Duration::from_millis(2000), ErrorPolicy::Raise)
+                .await
+                .unwrap();
+            clock.advance(Duration::from_millis(1560));
+            done.send(()).unwrap();
+        })
+    };
+    let proxy = proxy(server.local_addr(), Some(on_second), Some(3)).await;
+    let dom = dump_dom(&chrome, &proxy.url, 7000).await;
+    late.await.unwrap();
 
-    let paths = server.paths();
+    let paths = proxy.paths();
     assert_eq!(
         paths.iter().filter(|p| *p == "/").count(),
         1,
@@ -380,15 +518,22 @@ async fn rows_refresh_in_place_hostile_ids_stay_text_and_failures_show_stale() {
     );
 
     let rows = rows(&dom);
-    assert_eq!(rows.len(), 7, "one row per app: {rows:#?}");
+    assert_eq!(rows.len(), 6, "one row per app: {rows:#?}");
     for (id, class) in [
         ("kiosk-1", "app state-ok"),
-        ("projector-b", "app state-warning"),
-        ("audio-sync", "app state-critical"),
-        ("kiosk-9", "app state-missing"),
         ("&lt;img src=x onerror=alert(1)&gt;", "app state-ok"),
     ] {
         assert_eq!(row(&rows, id).1, class, "{id}");
+    }
+    // these two moved on too, in place
+    for (id, class, was) in [
+        ("projector-b", "app state-warning changed", "ok"),
+        ("audio-sync", "app state-critical changed", "warning"),
+    ] {
+        let (_, got, markup) = row(&rows, id);
+        assert_eq!(got, class, "{markup}");
+        let was = format!(r#"data-previous-state="{was}""#);
+        assert!(markup.contains(&was), "{markup}");
     }
 
     // late-app was rendered OK by the first refresh and turned CRITICAL in
@@ -401,16 +546,17 @@ async fn rows_refresh_in_place_hostile_ids_stay_text_and_failures_show_stale() {
         "{late}"
     );
     assert!(late.contains(r#"style="width:86.7%""#), "{late}");
-    let (_, _, full) = row(&rows, "audio-sync");
-    assert!(full.contains(r#"style="width:100.0%""#), "{full}");
+    assert!(
+        late.contains(r#"<span class="ratio">5.20</span>"#),
+        "{late}"
+    );
 
     // the JavaScript renderer builds exactly the markup the Rust one does
-    for golden in GOLDEN_ROWS.lines().filter(|l| !l.trim().is_empty()) {
-        assert!(
-            dom.contains(golden),
-            "missing golden row {golden}\nin {dom}"
-        );
-    }
+    let golden = GOLDEN_ROWS.lines().next().unwrap();
+    assert!(
+        dom.contains(golden),
+        "missing golden row {golden}\nin {dom}"
+    );
 
     // hostile ids are text: shown literally, no element made, nothing ran
     assert!(!dom.contains("<img"), "an <img> element was created: {dom}");
@@ -422,7 +568,7 @@ async fn rows_refresh_in_place_hostile_ids_stay_text_and_failures_show_stale() {
     assert!(!body.contains("data-pwned"), "{body}");
 
     // counts from the last good document; a failed fetch keeps the rows and says stale
-    for (state, n) in [("ok", 3), ("warning", 1), ("critical", 2), ("missing", 1)] {
+    for (state, n) in [("ok", 3), ("warning", 1), ("critical", 2), ("missing", 0)] {
         assert!(
             dom.contains(&format!(r#"<b data-count="{state}">{n}</b>"#)),
             "{state} {n}"
@@ -438,6 +584,77 @@ async fn rows_refresh_in_place_hostile_ids_stay_text_and_failures_show_stale() {
         dom.contains("stale: no answer from the server, last update"),
         "{dom}"
     );
+    server.shutdown().await;
+}
+
+/// The rows are rendered by the server (the page reads without
+/// JavaScript): with the API down from the first fetch, the browser shows
+/// them as served, and says it is stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_renders_the_rows_before_any_refresh() {
+    let Some(chrome) = chromium_or_skip("the_server_renders_the_rows") else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let server = start_server(&clock).await;
+    register(
+        &server,
+        &clock,
+        &[
+            ("kiosk-1", 2000, 1560),
+            ("projector-b", 10_000, 37_400),
+            (HOSTILE, 2000, 300),
+        ],
+    )
+    .await;
+    let proxy = proxy(server.local_addr(), None, Some(1)).await;
+    let dom = dump_dom(&chrome, &proxy.url, 3000).await;
+    let paths = proxy.paths();
+    assert_eq!(paths.iter().filter(|p| *p == "/").count(), 1, "{paths:?}");
+    let rows = rows(&dom);
+    assert_eq!(rows.len(), 3, "{rows:#?}");
+    assert_eq!(row(&rows, "projector-b").1, "app state-warning");
+    assert_eq!(
+        row(&rows, "&lt;img src=x onerror=alert(1)&gt;").1,
+        "app state-ok"
+    );
+    let golden = GOLDEN_ROWS.lines().next().unwrap();
+    assert!(
+        dom.contains(golden),
+        "missing golden row {golden}\nin {dom}"
+    );
+    assert!(!dom.contains("<img"), "{dom}");
+    let body = body_tag(&dom);
+    assert!(body.contains(r#"data-refreshes="0""#), "{body}");
+    assert!(body.contains(r#"data-stale="true""#), "{body}");
+    server.shutdown().await;
+}
+
+/// The script renders a missing app (which the server lists once an
+/// expected list is configured) exactly like the server's golden row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_script_renders_a_missing_app_like_the_server() {
+    let Some(chrome) = chromium_or_skip("the_script_renders_a_missing_app") else {
+        return;
+    };
+    let server = start(Script {
+        bodies: vec![document(vec![
+            tracked("kiosk-1", "127.0.0.1", "ok", 0.52, 3000, 1234),
+            missing("kiosk-9"),
+        ])],
+        then_fail: false,
+    })
+    .await;
+    let dom = dump_dom(&chrome, &server.url, 3000).await;
+    assert!(server.paths().iter().any(|p| p == "/api/v1/apps"));
+    for golden in GOLDEN_ROWS.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            dom.contains(golden),
+            "missing golden row {golden}\nin {dom}"
+        );
+    }
+    let body = body_tag(&dom);
+    assert!(!body.contains(r#"data-refreshes="0""#), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,18 +662,22 @@ async fn a_screenshot_is_saved_to_target() {
     let Some(chrome) = chromium_or_skip("a_screenshot_is_saved_to_target") else {
         return;
     };
-    let server = start(Script {
-        bodies: vec![showcase()],
-        then_fail: false,
-    })
-    .await;
+    let (server, _clock) = showcase().await;
     let file = target_dir().join("dashboard.png");
-    screenshot(&chrome, &server.url, &file, (1100, 560), false).await;
+    screenshot(
+        &chrome,
+        &format!("{}/", server.url()),
+        &file,
+        (1100, 520),
+        false,
+    )
+    .await;
     let _ = writeln!(
         std::io::stderr(),
         "dashboard screenshot: {}",
         file.display()
     );
+    server.shutdown().await;
 }
 
 /// Desktop and phone, light and dark, to look at (`docs/dashboard.png` is
@@ -467,46 +688,36 @@ async fn screenshots_in_every_mode() {
     let Some(chrome) = chromium_or_skip("screenshots_in_every_mode") else {
         return;
     };
-    let server = start(Script {
-        bodies: vec![showcase()],
-        then_fail: false,
-    })
-    .await;
+    let (server, _clock) = showcase().await;
     for (name, size, dark) in [
-        ("desktop-light", (1100, 560), false),
-        ("desktop-dark", (1100, 560), true),
+        ("desktop-light", (1100, 520), false),
+        ("desktop-dark", (1100, 520), true),
         ("phone-light", (375, 900), false),
         ("phone-dark", (375, 900), true),
     ] {
         let file = target_dir().join(format!("dashboard-{name}.png"));
-        screenshot(&chrome, &server.url, &file, size, dark).await;
+        screenshot(&chrome, &format!("{}/", server.url()), &file, size, dark).await;
         let _ = writeln!(std::io::stderr(), "{}", file.display());
     }
+    server.shutdown().await;
 }
 
-/// A museum's morning, for the screenshots.
-fn showcase() -> Value {
-    document(vec![
-        tracked("entrance-kiosk", "10.0.4.11", "ok", 0.41, 11_000, 4_510),
-        tracked("kiosk-1", "10.0.4.12", "ok", 0.52, 3000, 1_560),
-        tracked("vitrine-climate-2", "10.0.4.20", "ok", 1.12, 31_000, 34_720),
-        tracked(
-            "projector-hall-b",
-            "10.0.5.3",
-            "warning",
-            3.4,
-            11_000,
-            37_400,
-        ),
-        tracked(
-            "audio-guide-sync",
-            "10.0.5.9",
-            "critical",
-            5.3,
-            6000,
-            31_800,
-        ),
-        missing("planetarium-show"),
-        tracked(HOSTILE, "10.0.6.66", "ok", 0.1, 3000, 300),
-    ])
+/// A museum's morning on the real server, for the screenshots.
+async fn showcase() -> (ServerHandle, ManualClock) {
+    let clock = ManualClock::new();
+    let server = start_server(&clock).await;
+    register(
+        &server,
+        &clock,
+        &[
+            ("entrance-kiosk", 10_000, 4510),
+            ("kiosk-1", 2000, 1560),
+            ("vitrine-climate-2", 30_000, 34_720),
+            ("projector-hall-b", 10_000, 37_400),
+            ("audio-guide-sync", 5000, 31_800),
+            (HOSTILE, 2000, 300),
+        ],
+    )
+    .await;
+    (server, clock)
 }

@@ -20,7 +20,9 @@
 //!   corrupt a line of `/list` or a Nagios plugin line (control characters,
 //!   `|`, U+2028, U+2029, the bidirectional controls);
 //! - unknown parameters (`cache_buster=...`) are ignored without validation;
-//! - `list`, `status` and `metrics` ignore the timeout element.
+//! - `list`, `status` and `metrics` ignore the timeout element;
+//! - two paths are matched whole, query ignored: `/` is the dashboard and
+//!   `/api/v1/apps` its JSON API (`/x/` and `/x/api/v1/apps` stay unknown).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -55,16 +57,26 @@ pub enum Command {
     },
     /// `metrics`: Prometheus text exposition.
     Metrics,
+    /// `GET /` (exactly that path): the dashboard, an HTML page that
+    /// refreshes itself from [`Command::Apps`]. The reference answers `/`
+    /// with its unknown-command `400`; none of its clients requests it.
+    Dashboard,
+    /// `GET /api/v1/apps` (exactly that path): every application, the
+    /// counters and the thresholds as JSON (`docs/api-v1.md`).
+    Apps,
 }
 
 impl Command {
-    /// The command's name as it appears in the path (`hb_init`, `list`, ...).
+    /// The command's name as it appears in the path (`hb_init`, `list`,
+    /// ..., `api/v1/apps`; `dashboard` for `/`).
     pub fn name(&self) -> &'static str {
         match self {
             Command::Beat { beat, .. } => beat_name(*beat),
             Command::List => "list",
             Command::Status { .. } => "status",
             Command::Metrics => "metrics",
+            Command::Dashboard => "dashboard",
+            Command::Apps => "api/v1/apps",
         }
     }
 }
@@ -288,6 +300,12 @@ fn parse_command_with(
         Some((path, query)) => (path, query),
         None => (target, ""),
     };
+    // the dashboard and its API: exact paths, not a last segment
+    match path {
+        "/" => return Ok(Command::Dashboard),
+        "/api/v1/apps" => return Ok(Command::Apps),
+        _ => {}
+    }
     let name = path.rsplit('/').next().unwrap_or("");
     // `None` is `status`, the one other command with an `appid`
     let beat = match name {
@@ -679,6 +697,18 @@ mod tests {
     }
 
     #[test]
+    fn the_dashboard_and_its_api_are_two_exact_paths() {
+        for target in ["/", "/?0&appid=x", "/?"] {
+            assert_eq!(parse_command(target, None), Ok(Command::Dashboard));
+        }
+        for target in ["/api/v1/apps", "/api/v1/apps?cache_buster=1"] {
+            assert_eq!(parse_command(target, None), Ok(Command::Apps));
+        }
+        assert_eq!(Command::Dashboard.name(), "dashboard");
+        assert_eq!(Command::Apps.name(), "api/v1/apps");
+    }
+
+    #[test]
     fn unknown_commands_echo_the_target() {
         let e = err("/hb_pong?1&appid=a");
         assert_eq!(e.http_status(), 400);
@@ -686,7 +716,17 @@ mod tests {
             e.to_string(),
             "cannot process your request: [/hb_pong?1&appid=a]"
         );
-        for target in ["", "/", "*", "/hb_ping/", "/HB_PING?1&appid=a"] {
+        for target in [
+            "",
+            "//",
+            "/x/",
+            "*",
+            "/hb_ping/",
+            "/HB_PING?1&appid=a",
+            "/x/api/v1/apps",
+            "/api/v1/apps/",
+            "/api/v2/apps",
+        ] {
             assert!(matches!(err(target), CommandError::UnknownCommand { .. }));
         }
         assert_eq!(

@@ -4,7 +4,7 @@
 //! 2 s (the JSON shape is fixed in `docs/api-v1.md`).
 //!
 //! The page (`dashboard.html`) has two placeholders, `<!--SUMMARY-->` and
-//! `<!--ROWS-->`; [`render_page`] replaces them with the markup below, and the
+//! `<!--ROWS-->`; the server fills them with the markup below, and the
 //! page's script builds exactly the same markup with `createElement` /
 //! `textContent` / `setAttribute`, so a refresh changes values, never the
 //! structure. Every text goes through [`escape`]; nothing is inserted raw.
@@ -33,12 +33,10 @@
 //! `<div class="count state-STATE"><b data-count="STATE">N</b><span>LABEL</span></div>`,
 //! then `<p class="thresholds">warning from od 3, critical from 5, dropped at 6; tolerance 1 s</p>`.
 //!
-//! Wiring (for the HTTP layer): fill a [`DashboardView`] from the registry
-//! snapshot and the expected list, call [`render_page`], and answer
-//! `200`, `Content-Type: text/html; charset=utf-8`, `Cache-Control: no-store`.
-
-// Not called by the HTTP layer yet: the lead wires `GET /` after issue 13.
-#![allow(dead_code)]
+//! Served from the same registry snapshot as `/api/v1/apps`, a piece at a
+//! time ([`write_head`], one [`render_row`] per application, [`write_tail`]):
+//! see [`crate::server::api`]. `200`, `Content-Type: text/html;
+//! charset=utf-8`, `Cache-Control: no-store`.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -87,17 +85,26 @@ impl RowState {
             RowState::Missing => "MISSING",
         }
     }
+
+    /// The index of the state in [`RowState::ALL`] (and in [`Counts`]).
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
 }
 
-/// One application, as `docs/api-v1.md` describes it.
+/// How many applications are in each state, in [`RowState::ALL`]'s order.
+pub(crate) type Counts = [usize; 4];
+
+/// One application, as `docs/api-v1.md` describes it; borrowed from the
+/// snapshot where it can be.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct AppRow {
+pub(crate) struct AppRow<'a> {
     /// The record key (`"ID @ IP"`, or the bare id); for a missing app the expected key.
-    pub(crate) key: String,
+    pub(crate) key: Cow<'a, str>,
     /// The application id.
-    pub(crate) id: String,
+    pub(crate) id: &'a str,
     /// The peer address; `None` when unknown (a missing app never seen).
-    pub(crate) host: Option<String>,
+    pub(crate) host: Option<Cow<'a, str>>,
     /// The row's state.
     pub(crate) state: RowState,
     /// Time since the last init/ping over the granted timeout; `None` when missing.
@@ -106,6 +113,8 @@ pub(crate) struct AppRow {
     pub(crate) granted_ms: Option<u64>,
     /// Milliseconds since the last init/ping; `None` when never seen.
     pub(crate) last_seen_ago_ms: Option<u64>,
+    /// On the server's expected list.
+    pub(crate) expected: bool,
 }
 
 /// The server's thresholds, as in the JSON's `thresholds`.
@@ -119,22 +128,6 @@ pub(crate) struct Thresholds {
     pub(crate) drop_ratio: f64,
     /// Added to every requested timeout, in ms.
     pub(crate) tolerance_ms: u64,
-}
-
-/// Everything the page shows, in display order.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct DashboardView {
-    /// The server's thresholds.
-    pub(crate) thresholds: Thresholds,
-    /// One row per tracked or expected application, in display order.
-    pub(crate) apps: Vec<AppRow>,
-}
-
-impl DashboardView {
-    /// How many rows are in `state` (the JSON's `counts`).
-    pub(crate) fn count(&self, state: RowState) -> usize {
-        self.apps.iter().filter(|a| a.state == state).count()
-    }
 }
 
 /// HTML-escapes `&`, `<`, `>`, `"` and `'`: safe in text and in quoted attributes.
@@ -156,33 +149,59 @@ pub(crate) fn escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// The whole page: the template with the summary and the rows filled in.
-pub(crate) fn render_page(view: &DashboardView) -> String {
-    let summary = render_summary(view);
-    let mut rows = String::with_capacity(view.apps.len() * 400);
-    for app in &view.apps {
-        render_row(&mut rows, app, view.thresholds.drop_ratio);
-    }
-    if view.apps.is_empty() {
-        rows.push_str(r#"<tr class="empty"><td colspan="6">No applications yet.</td></tr>"#);
-    }
-    TEMPLATE
-        .replacen("<!--SUMMARY-->", &summary, 1)
-        .replacen("<!--ROWS-->", &rows, 1)
+/// The template's three parts: up to the summary, between the summary and
+/// the rows, after the rows.
+fn template_parts() -> (&'static str, &'static str, &'static str) {
+    // both placeholders are there (a unit test says so)
+    let (head, rest) = TEMPLATE
+        .split_once("<!--SUMMARY-->")
+        .unwrap_or((TEMPLATE, ""));
+    let (middle, tail) = rest.split_once("<!--ROWS-->").unwrap_or((rest, ""));
+    (head, middle, tail)
 }
 
-fn render_summary(view: &DashboardView) -> String {
-    let mut out = String::new();
+/// Appends the page up to its first row: the head, the summary.
+pub(crate) fn write_head(out: &mut String, counts: &Counts, thresholds: &Thresholds) {
+    let (head, middle, _) = template_parts();
+    out.push_str(head);
+    render_summary(out, counts, thresholds);
+    out.push_str(middle);
+}
+
+/// Appends the page after its last row (`empty`: there was none).
+pub(crate) fn write_tail(out: &mut String, empty: bool) {
+    if empty {
+        out.push_str(r#"<tr class="empty"><td colspan="6">No applications yet.</td></tr>"#);
+    }
+    out.push_str(template_parts().2);
+}
+
+/// The whole page for `apps`, in one string.
+#[cfg(test)]
+pub(crate) fn render_page(thresholds: &Thresholds, apps: &[AppRow<'_>]) -> String {
+    let mut counts = Counts::default();
+    for app in apps {
+        counts[app.state.index()] += 1;
+    }
+    let mut page = String::new();
+    write_head(&mut page, &counts, thresholds);
+    for app in apps {
+        render_row(&mut page, app, thresholds.drop_ratio);
+    }
+    write_tail(&mut page, apps.is_empty());
+    page
+}
+
+fn render_summary(out: &mut String, counts: &Counts, t: &Thresholds) {
     for state in RowState::ALL {
         let _ = write!(
             out,
             r#"<div class="count state-{s}"><b data-count="{s}">{n}</b><span>{l}</span></div>"#,
             s = state.name(),
-            n = view.count(state),
+            n = counts[state.index()],
             l = state.label(),
         );
     }
-    let t = &view.thresholds;
     let text = format!(
         "warning from od {}, critical from {}, dropped at {}; tolerance {}",
         t.warn_ratio,
@@ -191,17 +210,16 @@ fn render_summary(view: &DashboardView) -> String {
         duration(Some(t.tolerance_ms)),
     );
     let _ = write!(out, r#"<p class="thresholds">{}</p>"#, escape(&text));
-    out
 }
 
 /// Appends one row's markup (the module docs give the exact shape).
-pub(crate) fn render_row(out: &mut String, app: &AppRow, drop_ratio: f64) {
+pub(crate) fn render_row(out: &mut String, app: &AppRow<'_>, drop_ratio: f64) {
     let state = app.state.name();
     let _ = write!(
         out,
         r#"<tr class="app state-{state}" data-key="{key}" data-state="{state}"><td class="app-id">{id}</td><td class="app-host">{host}</td><td class="app-state"><span class="badge">{label}</span></td><td class="app-overdue"><span class="bar"><span class="fill" style="{width}"></span></span><span class="ratio">{ratio}</span></td><td class="app-granted">{granted}</td><td class="app-seen">{seen}</td></tr>"#,
         key = escape(&app.key),
-        id = escape(&app.id),
+        id = escape(app.id),
         host = escape(app.host.as_deref().unwrap_or(DASH)),
         label = app.state.label(),
         width = bar_width(app.overdue_ratio, drop_ratio),
@@ -278,27 +296,29 @@ mod tests {
         }
     }
 
-    fn app(id: &str, state: RowState, ratio: f64) -> AppRow {
+    fn app(id: &str, state: RowState, ratio: f64) -> AppRow<'_> {
         AppRow {
-            key: format!("{id} @ 127.0.0.1"),
-            id: id.to_owned(),
-            host: Some("127.0.0.1".to_owned()),
+            key: format!("{id} @ 127.0.0.1").into(),
+            id,
+            host: Some("127.0.0.1".into()),
             state,
             overdue_ratio: Some(ratio),
             granted_ms: Some(3000),
             last_seen_ago_ms: Some((ratio * 3000.0) as u64),
+            expected: false,
         }
     }
 
-    fn missing(id: &str) -> AppRow {
+    fn missing(id: &str) -> AppRow<'_> {
         AppRow {
-            key: id.to_owned(),
-            id: id.to_owned(),
+            key: id.into(),
+            id,
             host: None,
             state: RowState::Missing,
             overdue_ratio: None,
             granted_ms: None,
             last_seen_ago_ms: None,
+            expected: true,
         }
     }
 
@@ -318,9 +338,9 @@ mod tests {
     #[test]
     fn a_hostile_id_is_escaped_everywhere_it_appears() {
         let hostile = "<img src=x onerror=alert(1)>";
-        let view = DashboardView {
-            thresholds: thresholds(),
-            apps: vec![
+        let page = render_page(
+            &thresholds(),
+            &[
                 app(hostile, RowState::Ok, 0.1),
                 app(r#"x" onmouseover="alert(2)"#, RowState::Warning, 3.2),
                 app(
@@ -329,8 +349,7 @@ mod tests {
                     5.5,
                 ),
             ],
-        };
-        let page = render_page(&view);
+        );
         let (_, rows) = page.split_once(r#"<tbody id="apps">"#).unwrap();
         let (rows, _) = rows.split_once("</tbody>").unwrap();
         assert!(!rows.contains('\''), "{rows}");
@@ -413,19 +432,18 @@ mod tests {
 
     #[test]
     fn the_summary_counts_each_state_and_shows_the_thresholds() {
-        let view = DashboardView {
-            thresholds: Thresholds {
+        let page = render_page(
+            &Thresholds {
                 warn_ratio: 2.5,
                 ..thresholds()
             },
-            apps: vec![
+            &[
                 app("a", RowState::Ok, 0.1),
                 app("b", RowState::Ok, 0.2),
                 app("c", RowState::Critical, 5.5),
                 missing("d"),
             ],
-        };
-        let page = render_page(&view);
+        );
         assert!(!page.contains("<!--SUMMARY-->") && !page.contains("<!--ROWS-->"));
         for (state, n) in [("ok", 2), ("warning", 0), ("critical", 1), ("missing", 1)] {
             assert!(
@@ -441,10 +459,7 @@ mod tests {
 
     #[test]
     fn no_apps_renders_one_empty_row() {
-        let page = render_page(&DashboardView {
-            thresholds: thresholds(),
-            apps: vec![],
-        });
+        let page = render_page(&thresholds(), &[]);
         assert!(page.contains(
             r#"<tbody id="apps"><tr class="empty"><td colspan="6">No applications yet.</td></tr></tbody>"#
         ));

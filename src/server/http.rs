@@ -11,7 +11,7 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW, CONNECTION, CONTENT_TYPE, HOST,
+    HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -473,7 +473,15 @@ async fn respond(
         // rendered a chunk at a time as hyper writes it: see `stream`
         Answer::Streamed(streamed) => {
             let content_type = streamed.content_type();
-            response(200, content_type, ReplyBody::stream(streamed.chunks(CHUNK)))
+            let no_store = streamed.no_store();
+            let mut response =
+                response(200, content_type, ReplyBody::stream(streamed.chunks(CHUNK)));
+            if no_store {
+                response
+                    .headers_mut()
+                    .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
+            response
         }
     })
 }

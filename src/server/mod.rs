@@ -7,6 +7,8 @@
 //! - [`registry`]: the state machine, no I/O, clock injected.
 //! - [`service`]: the one mapping from a request to a reply.
 //! - [`metrics`]: Prometheus text exposition.
+//! - `api` and `dashboard` (feature `server`): `GET /api/v1/apps` (JSON,
+//!   `docs/api-v1.md`) and the dashboard page at `GET /`.
 //! - [`SharedRegistry`]: the registry behind a lock, with its [`Clock`].
 //! - `Server::builder` → `ServerBuilder` → `start` → `ServerHandle`
 //!   (feature `server`): HTTP/1.0 and 1.1 over tokio and hyper.
@@ -17,6 +19,8 @@ pub mod registry;
 pub mod service;
 mod shared;
 
+#[cfg(feature = "server")]
+mod api;
 #[cfg(feature = "server")]
 mod conns;
 #[cfg(feature = "server")]

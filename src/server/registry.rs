@@ -605,6 +605,18 @@ impl Snapshot {
         let (key, record) = &self.records[i];
         info(&self.config, key, record, self.now_us)
     }
+
+    /// Time from record `i`'s last init/ping to the snapshot.
+    #[cfg(feature = "server")]
+    pub(crate) fn age(&self, i: usize) -> Duration {
+        Duration::from_micros(self.now_us.saturating_sub(self.records[i].1.last_us))
+    }
+
+    /// The configuration the snapshot was taken under.
+    #[cfg(feature = "server")]
+    pub(crate) fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
 }
 
 /// Appends `ip` in dotted-decimal form, as its `Display` does.

@@ -33,10 +33,12 @@
 //! ([`protocol::app_line`] and its siblings).
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::protocol::command::{parse_command, Command};
 use crate::protocol::{self, whole_ms, Beat, GOODBYE, MULTIPLE_LINE_END, MULTIPLE_LINE_SEPARATOR};
+#[cfg(feature = "server")]
+use crate::server::api;
 use crate::server::metrics;
 use crate::server::registry::{
     AppInfo, AppStatus, HostStatus, Registry, RegistryConfig, RegistryFull, Snapshot,
@@ -147,6 +149,15 @@ pub(crate) fn prepare(
             Reply::ok(app_status_line(&registry.status(&app, peer, now), &config))
         }
         Command::Metrics => return snapshot(View::Metrics, registry),
+        #[cfg(feature = "server")]
+        Command::Dashboard => return snapshot(View::Dashboard, registry),
+        #[cfg(feature = "server")]
+        Command::Apps => return snapshot(View::Apps, registry),
+        // without the `server` feature (the mock alone): as unknown paths
+        #[cfg(not(feature = "server"))]
+        Command::Dashboard | Command::Apps => {
+            Reply::error(400, "the dashboard needs feature `server`")
+        }
     })
 }
 
@@ -197,6 +208,12 @@ pub(crate) enum View {
     HostStatus,
     /// `/metrics`: [`metrics::render`].
     Metrics,
+    /// `/api/v1/apps`: `docs/api-v1.md`.
+    #[cfg(feature = "server")]
+    Apps,
+    /// `/`: the dashboard page.
+    #[cfg(feature = "server")]
+    Dashboard,
 }
 
 /// A whole-registry reply still to be rendered from its [`Snapshot`],
@@ -206,12 +223,20 @@ pub(crate) enum View {
 pub(crate) struct Streamed {
     view: View,
     snapshot: Snapshot,
+    /// The system time of the snapshot (the JSON's `generated_at`).
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
+    taken: SystemTime,
 }
 
 impl Streamed {
     /// The reply `view` of `snapshot` (sorted later, when rendered).
     pub(crate) fn new(view: View, snapshot: Snapshot) -> Self {
-        Streamed { view, snapshot }
+        let taken = SystemTime::now();
+        Streamed {
+            view,
+            snapshot,
+            taken,
+        }
     }
 
     /// The reply's `Content-Type`.
@@ -219,6 +244,29 @@ impl Streamed {
         match self.view {
             View::List | View::HostStatus => TEXT_PLAIN,
             View::Metrics => metrics::CONTENT_TYPE,
+            #[cfg(feature = "server")]
+            View::Apps => api::JSON,
+            #[cfg(feature = "server")]
+            View::Dashboard => api::HTML,
+        }
+    }
+
+    /// Whether the reply is sent with `Cache-Control: no-store` (the
+    /// dashboard and its API; the reference's replies keep their headers).
+    #[cfg(feature = "server")]
+    pub(crate) fn no_store(&self) -> bool {
+        !matches!(self.view, View::List | View::HostStatus | View::Metrics)
+    }
+
+    /// The dashboard's view of the snapshot. No expected list yet: no
+    /// application is expected, none is missing.
+    #[cfg(feature = "server")]
+    fn listing(&self) -> api::Listing<'_, api::MissingApp> {
+        api::Listing {
+            snapshot: &self.snapshot,
+            generated_at: self.taken,
+            is_expected: &|_| false,
+            missing: api::NO_MISSING,
         }
     }
 
@@ -248,6 +296,8 @@ impl Streamed {
             View::List => n,
             View::HostStatus => n + 2,
             View::Metrics => metrics::pieces(n),
+            #[cfg(feature = "server")]
+            View::Apps | View::Dashboard => self.listing().pieces(),
         }
     }
 
@@ -273,6 +323,10 @@ impl Streamed {
                 }
             }
             View::Metrics => metrics::write_piece(snapshot, i, out),
+            #[cfg(feature = "server")]
+            View::Apps => self.listing().write_piece(api::Format::Json, i, out),
+            #[cfg(feature = "server")]
+            View::Dashboard => self.listing().write_piece(api::Format::Html, i, out),
         }
     }
 }

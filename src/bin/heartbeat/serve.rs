@@ -14,7 +14,9 @@ const FD_HEADROOM: u64 = 64;
 
 /// Listen on `--bind`, else on the address of `--url` / `HB_URL`, else on
 /// `HB_HOST`:`HB_PORT` (default `127.0.0.1:8888`); print
-/// `listening on http://ADDR` on stdout; log constructions, destructions,
+/// `listening on http://ADDR` and `dashboard at http://ADDR/` on stdout
+/// (two lines, one write: scripts that take the first line's URL keep
+/// working); log constructions, destructions,
 /// expiries and refusals (tracing, info; updates at debug); stop gracefully
 /// on Ctrl+C or SIGTERM and return 0. `APP_ID` / `--app-id` play no part.
 ///
@@ -72,9 +74,10 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     }
     // best effort: a closed or full stdout (`serve | head -1`) or stderr
     // does not stop the server; it serves on until Ctrl+C or SIGTERM
-    if let Err(output::Unwritten::Failed(error)) =
-        output::stdout(&format!("listening on {}\n", handle.url()))
-    {
+    if let Err(output::Unwritten::Failed(error)) = output::stdout(&format!(
+        "listening on {url}\ndashboard at {url}/\n",
+        url = handle.url()
+    )) {
         tracing::warn!("cannot write the address to stdout: {error}");
     }
     stop.await;

@@ -41,7 +41,7 @@ pub(crate) enum ReplyBody {
     /// The whole body, until it is taken.
     Full(Option<Bytes>),
     /// A first chunk already rendered, then the rest.
-    Chunked(Option<Bytes>, Chunks),
+    Chunked(Option<Bytes>, Box<Chunks>),
 }
 
 impl ReplyBody {
@@ -52,7 +52,7 @@ impl ReplyBody {
         if chunks.is_done() {
             ReplyBody::Full(Some(first))
         } else {
-            ReplyBody::Chunked(Some(first), chunks)
+            ReplyBody::Chunked(Some(first), Box::new(chunks))
         }
     }
 }

@@ -1,0 +1,528 @@
+//! `GET /api/v1/apps` (the JSON of `docs/api-v1.md`) and the rows of the
+//! dashboard at `GET /`, both rendered from one registry [`Snapshot`] a
+//! piece at a time, like `/list` and `/metrics` (see
+//! [`service`](crate::server::service)): piece 0 is the head (thresholds,
+//! counters, counts; for the page the HTML up to the first row), then one
+//! piece per tracked application in key order, one per missing (expected,
+//! untracked) application, and a closing piece.
+//!
+//! Times: ages come from the server's [`Clock`](crate::server::Clock) (the
+//! snapshot's), `generated_at` from the system clock when the snapshot was
+//! taken, and `last_seen` is `generated_at` minus the age, both in whole
+//! milliseconds, so `last_seen_ago_ms` is exactly their difference.
+//!
+//! Strings go through `serde_json` (escapes of `"`, `\` and control
+//! characters), floats too (`null` for a non-finite one); the page goes
+//! through [`dashboard::escape`].
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::protocol::{whole_ms, State};
+use crate::server::dashboard::{self, AppRow, Counts, RowState, Thresholds};
+use crate::server::registry::Snapshot;
+
+/// The `Content-Type` of `/api/v1/apps`.
+pub(crate) const JSON: &str = "application/json";
+/// The `Content-Type` of the dashboard.
+pub(crate) const HTML: &str = "text/html; charset=utf-8";
+
+/// An application on the expected list that is not tracked.
+pub(crate) trait Missing {
+    /// The expected id.
+    fn id(&self) -> &str;
+    /// The expected host, when one was configured.
+    fn host(&self) -> Option<IpAddr>;
+}
+
+/// A missing application given by value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MissingApp {
+    /// The expected id.
+    pub(crate) id: String,
+    /// The expected host, if known.
+    pub(crate) host: Option<IpAddr>,
+}
+
+impl Missing for MissingApp {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn host(&self) -> Option<IpAddr> {
+        self.host
+    }
+}
+
+/// No missing applications: what a server without an expected list shows.
+pub(crate) const NO_MISSING: &[MissingApp] = &[];
+
+/// `"ID @ IP"` split on its **last** `" @ "` (an id may contain one, an
+/// address never does); a key without one is a bare id.
+pub(crate) fn split_key(key: &str) -> (&str, Option<&str>) {
+    match key.rsplit_once(" @ ") {
+        Some((id, host)) => (id, Some(host)),
+        None => (key, None),
+    }
+}
+
+/// Which document a [`Listing`] renders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// `/api/v1/apps`.
+    Json,
+    /// The dashboard page.
+    Html,
+}
+
+/// One snapshot as the API and the dashboard list it.
+pub(crate) struct Listing<'a, M: Missing> {
+    /// The tracked applications (sorted before rendering).
+    pub(crate) snapshot: &'a Snapshot,
+    /// System time when the snapshot was taken.
+    pub(crate) generated_at: SystemTime,
+    /// Whether tracked application `i` is on the expected list.
+    pub(crate) is_expected: &'a dyn Fn(usize) -> bool,
+    /// The expected applications not tracked, listed after the tracked ones.
+    pub(crate) missing: &'a [M],
+}
+
+impl<M: Missing> Listing<'_, M> {
+    /// How many pieces there are: the head, one per application, the end.
+    pub(crate) fn pieces(&self) -> usize {
+        self.rows() + 2
+    }
+
+    fn rows(&self) -> usize {
+        self.snapshot.len() + self.missing.len()
+    }
+
+    /// Appends piece `i` of `format` to `out`.
+    pub(crate) fn write_piece(&self, format: Format, i: usize, out: &mut Vec<u8>) {
+        let rows = self.rows();
+        match (format, i) {
+            (Format::Json, 0) => self.json_head(out),
+            (Format::Html, 0) => {
+                let mut head = String::new();
+                dashboard::write_head(&mut head, &self.counts(), &self.thresholds());
+                out.extend_from_slice(head.as_bytes());
+            }
+            (Format::Json, i) if i <= rows => {
+                if i > 1 {
+                    out.push(b',');
+                }
+                self.json_app(&self.row(i - 1), out);
+            }
+            (Format::Html, i) if i <= rows => {
+                let mut row = String::new();
+                dashboard::render_row(&mut row, &self.row(i - 1), self.thresholds().drop_ratio);
+                out.extend_from_slice(row.as_bytes());
+            }
+            (Format::Json, _) => out.extend_from_slice(b"]}\n"),
+            (Format::Html, _) => {
+                let mut tail = String::new();
+                dashboard::write_tail(&mut tail, rows == 0);
+                out.extend_from_slice(tail.as_bytes());
+            }
+        }
+    }
+
+    fn thresholds(&self) -> Thresholds {
+        let config = self.snapshot.config();
+        Thresholds {
+            warn_ratio: config.warn_ratio,
+            crit_ratio: config.crit_ratio,
+            drop_ratio: config.drop_ratio,
+            tolerance_ms: whole_ms(config.tolerance),
+        }
+    }
+
+    fn counts(&self) -> Counts {
+        let mut counts = Counts::default();
+        for i in 0..self.snapshot.len() {
+            counts[row_state(self.snapshot.app(i).state).index()] += 1;
+        }
+        counts[RowState::Missing.index()] += self.missing.len();
+        counts
+    }
+
+    /// Row `i`: a tracked application, then the missing ones.
+    fn row(&self, i: usize) -> AppRow<'_> {
+        let snapshot = self.snapshot;
+        if let Some(missing) = i.checked_sub(snapshot.len()).map(|m| &self.missing[m]) {
+            let id = missing.id();
+            let host = missing.host().map(|ip| Cow::Owned(ip.to_string()));
+            let key = match &host {
+                Some(host) if snapshot.config().key_by_peer => Cow::Owned(format!("{id} @ {host}")),
+                _ => Cow::Borrowed(id),
+            };
+            return AppRow {
+                key,
+                id,
+                host,
+                state: RowState::Missing,
+                overdue_ratio: None,
+                granted_ms: None,
+                last_seen_ago_ms: None,
+                expected: true,
+            };
+        }
+        let app = snapshot.app(i);
+        let (id, host) = if snapshot.config().key_by_peer {
+            split_key(app.key)
+        } else {
+            (app.key, None)
+        };
+        AppRow {
+            key: Cow::Borrowed(app.key),
+            id,
+            host: host.map(Cow::Borrowed),
+            state: row_state(app.state),
+            overdue_ratio: Some(app.overdue_ratio),
+            granted_ms: Some(whole_ms(app.granted)),
+            last_seen_ago_ms: Some(whole_ms(snapshot.age(i))),
+            expected: (self.is_expected)(i),
+        }
+    }
+
+    fn generated_ms(&self) -> u64 {
+        self.generated_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, whole_ms)
+    }
+
+    fn json_head(&self, out: &mut Vec<u8>) {
+        let t = self.thresholds();
+        let c = self.snapshot.counters();
+        let n = self.counts();
+        out.extend_from_slice(b"{\"version\":1,\"generated_at\":\"");
+        out.extend_from_slice(rfc3339_ms(self.generated_ms()).as_bytes());
+        out.extend_from_slice(b"\",\"thresholds\":{\"warn_ratio\":");
+        number(out, t.warn_ratio);
+        out.extend_from_slice(b",\"crit_ratio\":");
+        number(out, t.crit_ratio);
+        out.extend_from_slice(b",\"drop_ratio\":");
+        number(out, t.drop_ratio);
+        let text = format!(
+            ",\"tolerance_ms\":{}}},\"counters\":{{\"inits\":{},\"pings\":{},\"dones\":{},\"expiries\":{},\"refusals\":{}}},\
+             \"counts\":{{\"ok\":{},\"warning\":{},\"critical\":{},\"missing\":{}}},\"apps\":[",
+            t.tolerance_ms,
+            c.inits,
+            c.pings,
+            c.dones,
+            c.expiries,
+            c.refused,
+            n[0],
+            n[1],
+            n[2],
+            n[3],
+        );
+        out.extend_from_slice(text.as_bytes());
+    }
+
+    fn json_app(&self, app: &AppRow<'_>, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"key\":");
+        string(out, &app.key);
+        out.extend_from_slice(b",\"id\":");
+        string(out, app.id);
+        out.extend_from_slice(b",\"host\":");
+        match &app.host {
+            Some(host) => string(out, host),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"state\":\"");
+        out.extend_from_slice(app.state.name().as_bytes());
+        out.extend_from_slice(b"\",\"overdue_ratio\":");
+        match app.overdue_ratio {
+            Some(ratio) => number(out, ratio),
+            None => out.extend_from_slice(b"null"),
+        }
+        let granted = app
+            .granted_ms
+            .map_or_else(|| "null".to_owned(), |g| g.to_string());
+        out.extend_from_slice(b",\"granted_ms\":");
+        out.extend_from_slice(granted.as_bytes());
+        match app.last_seen_ago_ms {
+            Some(ago) => {
+                let seen = rfc3339_ms(self.generated_ms().saturating_sub(ago));
+                out.extend_from_slice(
+                    format!(",\"last_seen\":\"{seen}\",\"last_seen_ago_ms\":{ago}").as_bytes(),
+                );
+            }
+            None => out.extend_from_slice(b",\"last_seen\":null,\"last_seen_ago_ms\":null"),
+        }
+        let missing = app.state == RowState::Missing;
+        out.extend_from_slice(
+            format!(",\"expected\":{},\"missing\":{missing}}}", app.expected).as_bytes(),
+        );
+    }
+}
+
+/// A registry state as a row state (the registry never says UNKNOWN).
+fn row_state(state: State) -> RowState {
+    match state {
+        State::Ok => RowState::Ok,
+        State::Warning => RowState::Warning,
+        _ => RowState::Critical,
+    }
+}
+
+/// A JSON string: serde_json's escaping (writing to a `Vec` cannot fail).
+fn string(out: &mut Vec<u8>, text: &str) {
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+/// A JSON number; `null` when not finite.
+fn number(out: &mut Vec<u8>, x: f64) {
+    let _ = serde_json::to_writer(&mut *out, &x);
+}
+
+/// `ms` since the Unix epoch as RFC 3339 in UTC with milliseconds
+/// (`2026-11-25T10:00:01.234Z`).
+pub(crate) fn rfc3339_ms(ms: u64) -> String {
+    let (days, ms_of_day) = (ms / 86_400_000, ms % 86_400_000);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01 (≥ 0)
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let s = ms_of_day / 1000;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        ms_of_day % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::registry::{Registry, RegistryConfig};
+    use serde_json::{json, Value};
+    use std::net::Ipv4Addr;
+    use std::time::{Duration, Instant};
+
+    const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    const HOST: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 5, 3));
+
+    /// 2026-11-25T10:00:01.234Z
+    fn generated_at() -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(1_795_600_801_234)
+    }
+
+    fn render<M: Missing>(
+        snapshot: &mut Snapshot,
+        format: Format,
+        is_expected: &dyn Fn(usize) -> bool,
+        missing: &[M],
+    ) -> String {
+        snapshot.sort();
+        let listing = Listing {
+            snapshot,
+            generated_at: generated_at(),
+            is_expected,
+            missing,
+        };
+        let mut out = Vec::new();
+        for i in 0..listing.pieces() {
+            listing.write_piece(format, i, &mut out);
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_with_milliseconds() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_795_600_801_234), "2026-11-25T10:00:01.234Z");
+        // leap days, a century that is not a leap year, one that is
+        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(4_107_542_400_000), "2100-03-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn keys_split_on_their_last_separator() {
+        assert_eq!(
+            split_key("kiosk-1 @ 127.0.0.1"),
+            ("kiosk-1", Some("127.0.0.1"))
+        );
+        assert_eq!(split_key("a @ b @ ::1"), ("a @ b", Some("::1")));
+        assert_eq!(split_key("bare"), ("bare", None));
+    }
+
+    /// The exact document for a small registry, expected and missing
+    /// applications given explicitly.
+    #[test]
+    fn a_small_registry_renders_exactly() {
+        let t0 = Instant::now();
+        let mut r = Registry::default();
+        r.init("projector-b", HOST, Duration::from_secs(10), t0)
+            .unwrap();
+        r.ping(
+            "kiosk-1",
+            LOCAL,
+            Duration::from_secs(2),
+            t0 + Duration::from_millis(35_840),
+        )
+        .unwrap();
+        r.done("gone", LOCAL, t0);
+        let mut snapshot = r.snapshot(t0 + Duration::from_millis(37_400));
+        // after sorting: 0 = kiosk-1, 1 = projector-b
+        let missing = [
+            MissingApp {
+                id: "planetarium-show".into(),
+                host: None,
+            },
+            MissingApp {
+                id: "vitrine".into(),
+                host: Some(HOST),
+            },
+        ];
+        let text = render(&mut snapshot, Format::Json, &|i| i == 0, &missing);
+        // compact, one line, fields in the order of docs/api-v1.md
+        let expected = concat!(
+            r#"{"version":1,"generated_at":"2026-11-25T10:00:01.234Z","#,
+            r#""thresholds":{"warn_ratio":3.0,"crit_ratio":5.0,"drop_ratio":6.0,"tolerance_ms":1000},"#,
+            r#""counters":{"inits":1,"pings":1,"dones":1,"expiries":0,"refusals":0},"#,
+            r#""counts":{"ok":1,"warning":1,"critical":0,"missing":2},"apps":["#,
+            r#"{"key":"kiosk-1 @ 127.0.0.1","id":"kiosk-1","host":"127.0.0.1","state":"ok","#,
+            r#""overdue_ratio":0.52,"granted_ms":3000,"last_seen":"2026-11-25T09:59:59.674Z","#,
+            r#""last_seen_ago_ms":1560,"expected":true,"missing":false},"#,
+            r#"{"key":"projector-b @ 10.0.5.3","id":"projector-b","host":"10.0.5.3","state":"warning","#,
+            r#""overdue_ratio":3.4,"granted_ms":11000,"last_seen":"2026-11-25T09:59:23.834Z","#,
+            r#""last_seen_ago_ms":37400,"expected":false,"missing":false},"#,
+            r#"{"key":"planetarium-show","id":"planetarium-show","host":null,"state":"missing","#,
+            r#""overdue_ratio":null,"granted_ms":null,"last_seen":null,"#,
+            r#""last_seen_ago_ms":null,"expected":true,"missing":true},"#,
+            r#"{"key":"vitrine @ 10.0.5.3","id":"vitrine","host":"10.0.5.3","state":"missing","#,
+            r#""overdue_ratio":null,"granted_ms":null,"last_seen":null,"#,
+            r#""last_seen_ago_ms":null,"expected":true,"missing":true}]}"#,
+            "\n"
+        );
+        assert_eq!(text, expected);
+        let _: Value = serde_json::from_str(&text).expect("valid JSON");
+    }
+
+    #[test]
+    fn an_empty_registry_has_no_apps_and_zero_counts() {
+        let mut snapshot = Registry::default().snapshot(Instant::now());
+        let text = render(&mut snapshot, Format::Json, &|_| false, NO_MISSING);
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(doc["apps"], json!([]));
+        assert_eq!(
+            doc["counts"],
+            json!({"ok": 0, "warning": 0, "critical": 0, "missing": 0})
+        );
+        let page = render(&mut snapshot, Format::Html, &|_| false, NO_MISSING);
+        assert!(
+            page.contains(r#"<tbody id="apps"><tr class="empty">"#),
+            "{page}"
+        );
+    }
+
+    /// Ids are JSON strings that parse back to themselves, whatever they
+    /// hold; on the page they are escaped text.
+    #[test]
+    fn hostile_ids_are_escaped_in_json_and_html() {
+        let t0 = Instant::now();
+        let mut r = Registry::default();
+        let ids = [
+            "<img src=x onerror=alert(1)>",
+            r#"q"uote\back"#,
+            "</script><script>alert(3)</script>",
+            "a @ b",
+            "é 漢 😀",
+        ];
+        for id in ids {
+            r.init(id, LOCAL, Duration::ZERO, t0).unwrap();
+        }
+        let mut snapshot = r.snapshot(t0);
+        let text = render(&mut snapshot, Format::Json, &|_| false, NO_MISSING);
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        let mut got: Vec<&str> = doc["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap())
+            .collect();
+        got.sort_unstable();
+        let mut want = ids.to_vec();
+        want.sort_unstable();
+        assert_eq!(got, want);
+        assert!(text.contains(r#""id":"q\"uote\\back""#), "{text}");
+        let hosts: Vec<&Value> = doc["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| &a["host"])
+            .collect();
+        assert!(hosts.iter().all(|h| *h == "127.0.0.1"), "{hosts:?}");
+
+        let page = render(&mut snapshot, Format::Html, &|_| false, NO_MISSING);
+        assert!(!page.contains("<img"), "{page}");
+        assert_eq!(page.matches("<script").count(), 1, "the page's own only");
+        assert!(page.contains(r#"<td class="app-id">&lt;img src=x onerror=alert(1)&gt;</td>"#));
+        assert!(
+            page.contains(r#"<td class="app-id">a @ b</td><td class="app-host">127.0.0.1</td>"#)
+        );
+    }
+
+    #[test]
+    fn bare_keys_have_no_host() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(RegistryConfig {
+            key_by_peer: false,
+            ..RegistryConfig::default()
+        });
+        r.init("x @ 1.2.3.4", LOCAL, Duration::ZERO, t0).unwrap();
+        let missing = [MissingApp {
+            id: "m".into(),
+            host: Some(HOST),
+        }];
+        let mut snapshot = r.snapshot(t0);
+        let text = render(&mut snapshot, Format::Json, &|_| false, &missing);
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(doc["apps"][0]["id"], "x @ 1.2.3.4");
+        assert_eq!(doc["apps"][0]["host"], Value::Null);
+        assert_eq!(doc["apps"][1]["key"], "m");
+        assert_eq!(doc["apps"][1]["host"], "10.0.5.3");
+    }
+
+    /// The page's rows are the dashboard's golden markup, from a snapshot.
+    #[test]
+    fn the_page_renders_the_snapshot_rows() {
+        let t0 = Instant::now();
+        let mut r = Registry::default();
+        r.init("kiosk-1", LOCAL, Duration::from_secs(2), t0)
+            .unwrap();
+        let mut snapshot = r.snapshot(t0 + Duration::from_millis(1560));
+        let missing = [MissingApp {
+            id: "kiosk-9".into(),
+            host: None,
+        }];
+        let page = render(&mut snapshot, Format::Html, &|_| false, &missing);
+        let golden = include_str!("../../tests/data/dashboard_rows.html");
+        for row in golden.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(page.contains(row), "{row}\nnot in\n{page}");
+        }
+        for (state, n) in [("ok", 1), ("warning", 0), ("critical", 0), ("missing", 1)] {
+            assert!(
+                page.contains(&format!(r#"<b data-count="{state}">{n}</b>"#)),
+                "{state}"
+            );
+        }
+        assert!(
+            page.ends_with("</html>\n") || page.ends_with("</html>"),
+            "whole page"
+        );
+    }
+}
