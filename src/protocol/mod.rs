@@ -104,6 +104,7 @@ pub const MAX_HOST_STATUS_BODY: usize = max_host_status_body(MAX_APPS);
 
 /// Whole milliseconds of `d`, rounded down and saturating at `u64::MAX`
 /// (`as_millis` without its 128-bit arithmetic: this is on the ping path).
+#[cfg(any(feature = "server", feature = "mock"))]
 pub(crate) fn whole_ms(d: std::time::Duration) -> u64 {
     d.as_secs()
         .saturating_mul(1000)
