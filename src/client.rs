@@ -49,6 +49,7 @@ use crate::transport::{
 /// |---|---|
 /// | `init`, `ping`, `done`, `status(Some(id))` | [`DEFAULT_BODY_LIMIT`] (64 KiB; [`ClientBuilder::body_limit`]) |
 /// | `list` | [`protocol::max_list_body`]`(max_apps)` |
+/// | `apps` (feature `serde`) | [`protocol::max_apps_body`]`(max_apps)` |
 /// | `status(None)` (the host) | [`protocol::max_host_status_body`]`(max_apps)` |
 /// | `get`, `post` (any path) | the largest of the caps above |
 ///
@@ -203,6 +204,76 @@ impl HeartbeatClient {
         self.call(build, cap, policy, Status::from_body).await
     }
 
+    /// `GET /api/v1/apps` (feature `serde`): every tracked and expected
+    /// application with its state, the server's thresholds, counters and
+    /// per-state counts, as typed records (the document of the project's
+    /// `docs/api-v1.md`).
+    ///
+    /// The reply is read up to [`protocol::max_apps_body`] for the
+    /// client's `max_apps` (see [Body caps](HeartbeatClient#body-caps)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] from a server without the JSON API (the
+    /// reference answers `400`), or one that answers text or HTML;
+    /// [`Error::Parse`], with the body, for JSON that is not the
+    /// document; and the errors of every call.
+    ///
+    /// ```no_run
+    /// # async fn run(client: heartbeat_sdk::HeartbeatClient) -> heartbeat_sdk::Result<()> {
+    /// use heartbeat_sdk::protocol::apps::{AppState, Apps};
+    /// use heartbeat_sdk::{Error, ErrorPolicy};
+    ///
+    /// match client.apps(ErrorPolicy::Raise).await {
+    ///     Ok(apps) => {
+    ///         for app in apps.apps.iter().filter(|app| app.state != AppState::Ok) {
+    ///             println!("{} is {}", app.key, app.state);
+    ///         }
+    ///     }
+    ///     Err(Error::Unsupported { .. }) => println!("an older server: use list() and status()"),
+    ///     Err(error) => return Err(error),
+    /// }
+    /// // or: an empty document when anything fails
+    /// let apps = client.apps(ErrorPolicy::Fallback(Apps::default())).await?;
+    /// # let _ = apps; Ok(()) }
+    /// ```
+    #[cfg(feature = "serde")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+    pub async fn apps(
+        &self,
+        policy: ErrorPolicy<protocol::apps::Apps>,
+    ) -> Result<protocol::apps::Apps> {
+        use protocol::apps;
+        let cap = protocol::max_apps_body(self.inner.max_apps);
+        let build = |_: &str| apps::apps_request();
+        let result = async {
+            let sent = (self.inner.retry)
+                .run(self.inner.request_timeout, |timeout| {
+                    self.send_once(&build, timeout, cap)
+                })
+                .await;
+            let (url, body) = match sent {
+                Err(Error::Status { url, status, .. })
+                    if matches!(status, 400 | 404 | 405 | 501) =>
+                {
+                    return Err(Error::Unsupported { url, status })
+                }
+                other => other?,
+            };
+            if !apps::is_json_document(&body) {
+                return Err(Error::Unsupported { url, status: 200 });
+            }
+            apps::parse_apps(&body).map_err(|e| Error::Parse {
+                url,
+                reason: e.reason().to_owned(),
+                body: String::from_utf8_lossy(&body).into_owned(),
+            })
+        };
+        result
+            .await
+            .or_else(|error| policy.recover(&self.inner.base, error))
+    }
+
     /// `GET path` (Python `hb_read`): the reply body as text, read up to the
     /// largest cap of any call (see [Body caps](HeartbeatClient#body-caps)).
     pub async fn get(&self, path: &str, policy: ErrorPolicy<String>) -> Result<String> {
@@ -212,10 +283,12 @@ impl HeartbeatClient {
     }
 
     /// The cap of a raw `get`/`post`: it may ask for anything, so the
-    /// largest cap of any call (the host status's, or the small replies'
+    /// largest cap of any call (the JSON API's, or the small replies'
     /// when that is larger).
     fn raw_cap(&self) -> usize {
-        protocol::max_host_status_body(self.inner.max_apps).max(self.inner.body_limit)
+        protocol::max_host_status_body(self.inner.max_apps)
+            .max(protocol::max_apps_body(self.inner.max_apps))
+            .max(self.inner.body_limit)
     }
 
     /// `POST path` with an encoded form body (Python `hb_post`): the reply

@@ -80,12 +80,19 @@ pub enum Command {
         timeout_ms: u64,
     },
     /// Print the applications the server tracks, one per line.
-    List,
+    List {
+        /// Print one JSON document instead: {"keys":["ID @ IP",...]}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the host's status line, or APP_ID's.
     Status {
         /// The application to ask about; the whole host when omitted.
         #[arg(value_name = "APP_ID")]
         app: Option<String>,
+        /// Print the status as one JSON document instead (state, exit_code, message, app, overdue_ratio, granted_ms, perfdata, raw, ...).
+        #[arg(long)]
+        json: bool,
     },
     /// Nagios plugin: print the status line, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
     Check {
