@@ -120,13 +120,19 @@ async fn list_and_status_as_json() {
 async fn hostile_ids_are_escaped_by_json_and_the_text_output_is_unchanged() {
     let server = start().await;
     let url = server.url();
-    let id = r#"a"},"keys":["forged\ <b>&"#;
+    // quotes, a backslash, markup, a combining accent (which Rust's Debug
+    // would print as `\u{301}`, not JSON)
+    let id = "a\"},\"keys\":[\"forged\\ <b>&e\u{301}";
     init(&server, id).await;
     let key = format!("{id} @ 127.0.0.1");
 
     let list = run(&url, &["list", "--json"]).await;
     assert_eq!(document(&list), json!({ "keys": [key] }));
-    assert!(list.stdout.contains(r#"a\"},\"keys\":[\"forged\\ <b>&"#), "{list:?}");
+    assert!(
+        list.stdout
+            .contains("a\\\"},\\\"keys\\\":[\\\"forged\\\\ <b>&e\u{301}"),
+        "{list:?}"
+    );
 
     let status = document(&run(&url, &["status", "--json", id]).await);
     assert_eq!(status["app"], key.as_str());

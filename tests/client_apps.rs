@@ -139,10 +139,7 @@ async fn not_found_and_html_are_unsupported_too() {
     ));
     let page = "<!DOCTYPE html><html><body>{\"version\":1}</body></html>";
     let server = serving(200, page, "text/html", 1).await;
-    let error = client(&server)
-        .apps(ErrorPolicy::Raise)
-        .await
-        .unwrap_err();
+    let error = client(&server).apps(ErrorPolicy::Raise).await.unwrap_err();
     assert!(
         matches!(error, Error::Unsupported { status: 200, .. }),
         "{error:?}"
@@ -194,10 +191,7 @@ async fn the_body_cap_follows_max_apps() {
         .max_apps(1)
         .build()
         .unwrap();
-    assert_eq!(
-        small.apps(ErrorPolicy::Raise).await.unwrap().apps.len(),
-        4
-    );
+    assert_eq!(small.apps(ErrorPolicy::Raise).await.unwrap().apps.len(), 4);
     let padded = format!("{}{}", api_example(), " ".repeat(max_apps_body(1)));
     let server = serving(200, &padded, "application/json", 2).await;
     let small = HeartbeatClient::builder()

@@ -55,15 +55,7 @@ fn states_are_snake_case_words() {
 
 #[test]
 fn a_status_line_with_its_perfdata() {
-    let line = app_line(
-        State::Warning,
-        "T @ 127.0.0.1",
-        3.1,
-        3.0,
-        5.0,
-        6.0,
-        3000,
-    );
+    let line = app_line(State::Warning, "T @ 127.0.0.1", 3.1, 3.0, 5.0, 6.0, 3000);
     let status: Status = line.parse().unwrap();
     round_trip(
         &status,
@@ -81,7 +73,8 @@ fn a_status_line_with_its_perfdata() {
 
 #[test]
 fn a_status_with_unparsed_perfdata_quotes_and_long_output() {
-    let raw = "CRITICAL - \"x\\y\" [a] b]| od=U;@1:2;~:; junk 'q''t'=5s;;;0;\nlong\u{1b}[2J | extra=1";
+    let raw =
+        "CRITICAL - \"x\\y\" [a] b]| od=U;@1:2;~:; junk 'q''t'=5s;;;0;\nlong\u{1b}[2J | extra=1";
     let status: Status = raw.parse().unwrap();
     assert_eq!(status.unparsed_perfdata(), ["junk"]);
     round_trip(
@@ -211,7 +204,11 @@ fn the_whole_example_of_the_api_document() {
         (3.0, 5.0, 6.0)
     );
     assert_eq!(
-        (apps.counters.inits, apps.counters.pings, apps.counters.refusals),
+        (
+            apps.counters.inits,
+            apps.counters.pings,
+            apps.counters.refusals
+        ),
         (7, 1234, 0)
     );
     assert_eq!(

@@ -130,7 +130,10 @@ pub struct Thresholds {
     /// Overdue ratio at which a record is dropped (reference: 6).
     pub drop_ratio: f64,
     /// Added to every promised timeout (reference: 1 s); `tolerance_ms`.
-    #[cfg_attr(feature = "serde", serde(rename = "tolerance_ms", with = "serde_glue::ms"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "tolerance_ms", with = "serde_glue::ms")
+    )]
     pub tolerance: Duration,
 }
 
@@ -197,7 +200,10 @@ pub struct AppRecord {
     /// missing app.
     pub overdue_ratio: Option<f64>,
     /// The granted timeout (promised + tolerance); `granted_ms`.
-    #[cfg_attr(feature = "serde", serde(rename = "granted_ms", with = "serde_glue::opt_ms"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "granted_ms", with = "serde_glue::opt_ms")
+    )]
     pub granted: Option<Duration>,
     /// The last init or ping.
     #[cfg_attr(feature = "serde", serde(with = "serde_glue::opt_time"))]
@@ -297,11 +303,8 @@ pub fn is_json_document(body: &[u8]) -> bool {
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub fn parse_apps(body: &[u8]) -> Result<Apps, ParseError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ParseError::new(format!(
-            "not a JSON API v1 document (docs/api-v1.md): {e}"
-        ))
-    })
+    serde_json::from_slice(body)
+        .map_err(|e| ParseError::new(format!("not a JSON API v1 document (docs/api-v1.md): {e}")))
 }
 
 #[cfg(test)]

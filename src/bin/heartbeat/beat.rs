@@ -56,12 +56,9 @@ pub async fn status(global: &Global, app: Option<&str>, json: bool) -> u8 {
     let status = query_status(global, app).await;
     if json {
         return match status {
-            Ok(status) => output::print(
-                "status",
-                &json_line(&status),
-                exit::OK,
-                exit::CANNOT_WRITE,
-            ),
+            Ok(status) => {
+                output::print("status", &json_line(&status), exit::OK, exit::CANNOT_WRITE)
+            }
             Err(error) => exit::report("status", &error),
         };
     }
