@@ -81,7 +81,7 @@ pub enum Command {
     },
     /// Print the applications the server tracks, one per line.
     List {
-        /// Print one JSON document instead: {"keys":["ID @ IP",...]}.
+        /// Print one JSON document instead: an object whose "keys" array holds the keys, ID @ IP.
         #[arg(long)]
         json: bool,
     },
