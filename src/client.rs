@@ -253,9 +253,7 @@ impl HeartbeatClient {
                 })
                 .await;
             let (url, body) = match sent {
-                Err(Error::Status { url, status, .. })
-                    if matches!(status, 400 | 404 | 405 | 501) =>
-                {
+                Err(Error::Status { url, status, .. }) if matches!(status, 400 | 404 | 405) => {
                     return Err(Error::Unsupported { url, status })
                 }
                 other => other?,

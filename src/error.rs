@@ -119,7 +119,7 @@ pub enum Error {
     /// The server does not offer what was asked for: it answered
     /// `GET /api/v1/apps` ([`HeartbeatClient::apps`](crate::HeartbeatClient::apps))
     /// with `400` (the reference server's `ERROR: cannot process your
-    /// request`), `404`, `405` or `501`, or with a `2xx` reply that is not
+    /// request`), `404` or `405`, or with a `2xx` reply that is not
     /// JSON at all (text or HTML; `status` is then `200`). Use `/list` and
     /// `/status` with such a server. Never retried.
     #[error("the server at {url} does not offer this API (HTTP {status})")]

@@ -204,6 +204,31 @@ mod tests {
     }
 
     #[test]
+    fn json_is_a_flag_of_list_and_status_off_by_default() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).unwrap().command;
+        assert!(matches!(
+            parse(&["heartbeat", "list"]),
+            Command::List { json: false }
+        ));
+        assert!(matches!(
+            parse(&["heartbeat", "list", "--json"]),
+            Command::List { json: true }
+        ));
+        assert!(matches!(
+            parse(&["heartbeat", "status", "kiosk", "--json"]),
+            Command::Status { app: Some(app), json: true } if app == "kiosk"
+        ));
+        assert!(matches!(
+            parse(&["heartbeat", "status"]),
+            Command::Status {
+                app: None,
+                json: false
+            }
+        ));
+        assert!(Cli::try_parse_from(["heartbeat", "ping", "--json"]).is_err());
+    }
+
+    #[test]
     fn wrap_takes_the_command_verbatim() {
         let cli = Cli::try_parse_from([
             "heartbeat",
