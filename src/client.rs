@@ -49,9 +49,9 @@ use crate::transport::{
 /// |---|---|
 /// | `init`, `ping`, `done`, `status(Some(id))` | [`DEFAULT_BODY_LIMIT`] (64 KiB; [`ClientBuilder::body_limit`]) |
 /// | `list` | [`protocol::max_list_body`]`(max_apps)` |
-/// | `apps` (feature `serde`) | [`protocol::max_apps_body`]`(max_apps)` |
 /// | `status(None)` (the host) | [`protocol::max_host_status_body`]`(max_apps)` |
 /// | `get`, `post` (any path) | the largest of the caps above |
+/// | `apps` (feature `serde`, JSON) | [`protocol::max_apps_body`]`(max_apps)` |
 ///
 /// `max_apps` is [`protocol::MAX_APPS`] (100 000, the embedded server's
 /// default cap) unless set with [`ClientBuilder::max_apps`]; the caps are
@@ -281,12 +281,10 @@ impl HeartbeatClient {
     }
 
     /// The cap of a raw `get`/`post`: it may ask for anything, so the
-    /// largest cap of any call (the JSON API's, or the small replies'
+    /// largest cap of any call (the host status's, or the small replies'
     /// when that is larger).
     fn raw_cap(&self) -> usize {
-        protocol::max_host_status_body(self.inner.max_apps)
-            .max(protocol::max_apps_body(self.inner.max_apps))
-            .max(self.inner.body_limit)
+        protocol::max_host_status_body(self.inner.max_apps).max(self.inner.body_limit)
     }
 
     /// `POST path` with an encoded form body (Python `hb_post`): the reply
