@@ -254,3 +254,32 @@ fn an_empty_document_is_the_default() {
     );
     round_trip(&Apps::default(), json);
 }
+
+/// The compact document the embedded server writes (its golden render,
+/// with a missing app that has a host): written back byte for byte, so
+/// the derives keep the field order of docs/api-v1.md.
+#[test]
+fn the_servers_compact_document_byte_for_byte() {
+    let doc = concat!(
+        r#"{"version":1,"generated_at":"2026-11-25T10:00:01.234Z","#,
+        r#""thresholds":{"warn_ratio":3.0,"crit_ratio":5.0,"drop_ratio":6.0,"tolerance_ms":1000},"#,
+        r#""counters":{"inits":1,"pings":1,"dones":1,"expiries":0,"refusals":0},"#,
+        r#""counts":{"ok":1,"warning":1,"critical":0,"missing":2},"apps":["#,
+        r#"{"key":"kiosk-1 @ 127.0.0.1","id":"kiosk-1","host":"127.0.0.1","state":"ok","#,
+        r#""overdue_ratio":0.52,"granted_ms":3000,"last_seen":"2026-11-25T09:59:59.674Z","#,
+        r#""last_seen_ago_ms":1560,"expected":true,"missing":false},"#,
+        r#"{"key":"projector-b @ 10.0.5.3","id":"projector-b","host":"10.0.5.3","state":"warning","#,
+        r#""overdue_ratio":3.4,"granted_ms":11000,"last_seen":"2026-11-25T09:59:23.834Z","#,
+        r#""last_seen_ago_ms":37400,"expected":false,"missing":false},"#,
+        r#"{"key":"planetarium-show","id":"planetarium-show","host":null,"state":"missing","#,
+        r#""overdue_ratio":null,"granted_ms":null,"last_seen":null,"#,
+        r#""last_seen_ago_ms":null,"expected":true,"missing":true},"#,
+        r#"{"key":"vitrine @ 10.0.5.3","id":"vitrine","host":"10.0.5.3","state":"missing","#,
+        r#""overdue_ratio":null,"granted_ms":null,"last_seen":null,"#,
+        r#""last_seen_ago_ms":null,"expected":true,"missing":true}]}"#
+    );
+    let apps = parse_apps(doc.as_bytes()).unwrap();
+    assert_eq!(apps.apps[3].host.as_deref(), Some("10.0.5.3"));
+    assert_eq!(apps.apps[3].state, AppState::Missing);
+    round_trip(&apps, doc);
+}
