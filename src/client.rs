@@ -81,6 +81,7 @@ impl AppCheck {
 /// | `list` | [`protocol::max_list_body`]`(max_apps)` |
 /// | `status(None)` (the host) | [`protocol::max_host_status_body`]`(max_apps)` |
 /// | `get`, `post` (any path) | the largest of the caps above |
+/// | `apps` (feature `serde`, JSON) | [`protocol::max_apps_body`]`(max_apps)` |
 ///
 /// `max_apps` is [`protocol::MAX_APPS`] (100 000, the embedded server's
 /// default cap) unless set with [`ClientBuilder::max_apps`]; the caps are
@@ -320,6 +321,74 @@ impl HeartbeatClient {
             .await
             .map(|status| AppAnswer::classify(&key, status));
         AppCheck { key, answer }
+    }
+
+    /// `GET /api/v1/apps` (feature `serde`): every tracked and expected
+    /// application with its state, the server's thresholds, counters and
+    /// per-state counts, as typed records (the document of the project's
+    /// `docs/api-v1.md`).
+    ///
+    /// The reply is read up to [`protocol::max_apps_body`] for the
+    /// client's `max_apps` (see [Body caps](HeartbeatClient#body-caps)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] from a server without the JSON API (the
+    /// reference answers `400`), or one that answers text or HTML;
+    /// [`Error::Parse`], with the body, for JSON that is not the
+    /// document; and the errors of every call.
+    ///
+    /// ```no_run
+    /// # async fn run(client: heartbeat_sdk::HeartbeatClient) -> heartbeat_sdk::Result<()> {
+    /// use heartbeat_sdk::protocol::apps::{AppState, Apps};
+    /// use heartbeat_sdk::{Error, ErrorPolicy};
+    ///
+    /// match client.apps(ErrorPolicy::Raise).await {
+    ///     Ok(apps) => {
+    ///         for app in apps.apps.iter().filter(|app| app.state != AppState::Ok) {
+    ///             println!("{} is {}", app.key, app.state);
+    ///         }
+    ///     }
+    ///     Err(Error::Unsupported { .. }) => println!("an older server: use list() and status()"),
+    ///     Err(error) => return Err(error),
+    /// }
+    /// // or: an empty document when anything fails
+    /// let apps = client.apps(ErrorPolicy::Fallback(Apps::default())).await?;
+    /// # let _ = apps; Ok(()) }
+    /// ```
+    #[cfg(feature = "serde")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+    pub async fn apps(
+        &self,
+        policy: ErrorPolicy<protocol::apps::Apps>,
+    ) -> Result<protocol::apps::Apps> {
+        use protocol::apps;
+        let cap = protocol::max_apps_body(self.inner.max_apps);
+        let build = |_: &str| apps::apps_request();
+        let result = async {
+            let sent = (self.inner.retry)
+                .run(self.inner.request_timeout, |timeout| {
+                    self.send_once(&build, timeout, cap)
+                })
+                .await;
+            let (url, body) = match sent {
+                Err(Error::Status { url, status, .. }) if matches!(status, 400 | 404 | 405) => {
+                    return Err(Error::Unsupported { url, status })
+                }
+                other => other?,
+            };
+            if !apps::is_json_document(&body) {
+                return Err(Error::Unsupported { url, status: 200 });
+            }
+            apps::parse_apps(&body).map_err(|e| Error::Parse {
+                url,
+                reason: e.reason().to_owned(),
+                body: String::from_utf8_lossy(&body).into_owned(),
+            })
+        };
+        result
+            .await
+            .or_else(|error| policy.recover(&self.inner.base, error))
     }
 
     /// `GET path` (Python `hb_read`): the reply body as text, read up to the

@@ -17,6 +17,7 @@ use std::time::Duration;
 ///         Error::Transport { source, .. } if source.is_timeout() => "server too slow",
 ///         Error::Status { .. } => "server said no",
 ///         Error::Parse { .. } => "server said something odd",
+///         Error::Unsupported { .. } => "server too old for this call",
 ///         Error::Build { .. } | Error::Task { .. } => "local failure",
 ///         _ => "bad configuration or argument",
 ///     }
@@ -115,6 +116,19 @@ pub enum Error {
         /// The reply body: its first [`MAX_EXCERPT`](crate::protocol::MAX_EXCERPT)
         /// bytes, lossily decoded as UTF-8 (see [`excerpt`](crate::protocol::excerpt)).
         body: String,
+    },
+    /// The server does not offer what was asked for: it answered
+    /// `GET /api/v1/apps` ([`HeartbeatClient::apps`](crate::HeartbeatClient::apps))
+    /// with `400` (the reference server's `ERROR: cannot process your
+    /// request`), `404` or `405`, or with a `2xx` reply that is not
+    /// JSON at all (text or HTML; `status` is then `200`). Use `/list` and
+    /// `/status` with such a server. Never retried.
+    #[error("the server at {url} does not offer this API (HTTP {status})")]
+    Unsupported {
+        /// The full URL of the request.
+        url: String,
+        /// The HTTP status code it answered.
+        status: u16,
     },
     /// The server answered 2xx but the body is not what the protocol says.
     #[error("cannot parse the reply from {url} ({reason}): {body:?}")]

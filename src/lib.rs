@@ -40,6 +40,7 @@
 //! | `mock` | no | an in-memory mock transport for tests |
 //! | `server` | no | the embedded server (`server`) over hyper, and the `demo` session |
 //! | `keepalive` | yes | `HeartbeatClient::keep_alive`: a background task that inits, pings and signs off |
+//! | `serde` | no | `Serialize`/`Deserialize` for `State`, `Status`, `server::registry::Counters` and the JSON API's records (`protocol::apps`), and `HeartbeatClient::apps` |
 //! | `blocking` | no | `blocking::HeartbeatClient`, a synchronous client usable in and out of tokio |
 //! | `cli` | no | the `heartbeat` binary (Unix only: it uses Unix signals and `nix`) |
 #![forbid(unsafe_code)]

@@ -8,7 +8,8 @@
 //! builds a [`Request`] here, hands it to a
 //! [`Transport`](crate::Transport) as plain HTTP, and parses the reply here
 //! again; the embedded server decodes requests with [`command`]. The wire
-//! contract is the project's `PROTOCOL.md`.
+//! contract is the project's `PROTOCOL.md`; the JSON API's records, and the
+//! JSON shape of every value type (feature `serde`), are in [`apps`].
 //!
 //! ```
 //! use heartbeat_sdk::protocol::{self, Beat};
@@ -19,11 +20,13 @@
 //! ```
 
 mod app_id;
+pub mod apps;
 pub mod command;
 mod reply;
 mod request;
 mod status;
 mod summary;
+mod time;
 
 pub use app_id::{check_app_id, AppIdError};
 pub use reply::{
@@ -41,6 +44,7 @@ pub use status::{
 pub use summary::{
     nagios_text, split_key, AppAnswer, CheckedApp, Counts, Finding, HostCheck, SUMMARY_NAMES,
 };
+pub use time::{format_time, parse_time};
 
 /// The largest timeout, in milliseconds, that a request may carry. The
 /// reference server keeps timeouts as integers; ours refuses anything larger
@@ -101,6 +105,42 @@ pub const MAX_LIST_BODY: usize = max_list_body(MAX_APPS);
 /// The largest host `/status` reply of a server tracking [`MAX_APPS`]
 /// applications (a little over [`MAX_LIST_BODY`]).
 pub const MAX_HOST_STATUS_BODY: usize = max_host_status_body(MAX_APPS);
+
+/// Bytes of one entry of the JSON API's `apps` other than its key, id and
+/// host (field names, punctuation, indentation, the state, two integers of
+/// at most 20 digits, a float of at most 24 characters, a time, two
+/// booleans), with a wide margin: the pretty-printed entries of
+/// `docs/api-v1.md` are about 300 bytes with short ids.
+pub const APP_RECORD_OVERHEAD: usize = 512;
+
+/// Bytes of a JSON API document other than its `apps` entries (version,
+/// time, thresholds, five counters and four counts of at most 20 digits
+/// each), with a wide margin.
+pub const APPS_OVERHEAD: usize = 4096;
+
+/// The largest `GET /api/v1/apps` reply for `apps` entries (tracked apps
+/// and missing expected ones): per entry, the key (at most
+/// [`MAX_KEY_LEN`]) and the id (at most [`MAX_APP_ID_LEN`]) twice over, as
+/// JSON escaping doubles a `"` or `\` (the only characters of a valid id
+/// that JSON must escape), the host ([`MAX_PEER_LEN`], never escaped) and
+/// [`APP_RECORD_OVERHEAD`]; plus [`APPS_OVERHEAD`] (saturating).
+///
+/// 4 749 bytes per entry: about 453 MiB for [`MAX_APPS`] entries of
+/// 1024-byte ids made of quotes from IPv6 peers (a real document of
+/// 100 000 short ids is about 35 MB). A server that escapes more than JSON requires (every
+/// non-ASCII character as `\uXXXX`, say) can exceed it with long
+/// non-ASCII ids: raise [`max_apps`](crate::ClientBuilder::max_apps) for it.
+///
+/// ```
+/// use heartbeat_sdk::protocol::{max_apps_body, APPS_OVERHEAD};
+/// assert_eq!(max_apps_body(0), APPS_OVERHEAD);
+/// assert_eq!(max_apps_body(2) - max_apps_body(1), 4749);
+/// assert_eq!(max_apps_body(usize::MAX), usize::MAX);
+/// ```
+pub const fn max_apps_body(apps: usize) -> usize {
+    let per_app = 2 * (MAX_KEY_LEN + MAX_APP_ID_LEN) + MAX_PEER_LEN + APP_RECORD_OVERHEAD;
+    apps.saturating_mul(per_app).saturating_add(APPS_OVERHEAD)
+}
 
 /// Whole milliseconds of `d`, rounded down and saturating at `u64::MAX`
 /// (`as_millis` without its 128-bit arithmetic: this is on the ping path).

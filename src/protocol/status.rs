@@ -7,7 +7,15 @@ use std::time::Duration;
 use super::reply::{text, ParseError};
 
 /// The service state a status line starts with, and its Nagios exit code.
+///
+/// JSON (feature `serde`): `"ok"`, `"warning"`, `"critical"`, `"unknown"`;
+/// any other string reads as `"unknown"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum State {
     /// `OK`, exit code 0.
     Ok,
@@ -16,6 +24,7 @@ pub enum State {
     /// `CRITICAL`, exit code 2.
     Critical,
     /// `UNKNOWN` or anything else, exit code 3.
+    #[cfg_attr(feature = "serde", serde(other))]
     Unknown,
 }
 
@@ -71,6 +80,7 @@ impl fmt::Display for State {
 /// An unbounded end is `None`. Nagios alerts when the value is outside
 /// `start..=end`, or inside it when the range starts with `@`.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Range {
     /// Lower bound, `None` for negative infinity (`~`).
     pub start: Option<f64>,
@@ -125,6 +135,7 @@ impl FromStr for Range {
 
 /// One performance datum: `label=value[UOM];[warn];[crit];[min];[max]`.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PerfValue {
     /// The label, unquoted.
     pub label: String,
@@ -179,6 +190,11 @@ impl PerfValue {
 /// assert_eq!(status.granted().unwrap().as_millis(), 3000);
 /// assert_eq!(status.to_string(), line);
 /// ```
+///
+/// JSON (feature `serde`): an object with the state, the derived fields and
+/// `raw`, the line as sent; reading it back parses `raw` again, so the
+/// other fields cannot contradict it (the shape is in the
+/// [`protocol::apps`](crate::protocol::apps#json-shapes-feature-serde) docs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Status {
     raw: String,
@@ -327,6 +343,47 @@ impl FromStr for Status {
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.raw)
+    }
+}
+
+/// `Status` as JSON: the derived fields for readers, `raw` as the truth.
+#[cfg(feature = "serde")]
+mod serde_glue {
+    use serde::ser::SerializeStruct;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Status;
+
+    impl Serialize for Status {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut out = s.serialize_struct("Status", 10)?;
+            out.serialize_field("state", &self.state)?;
+            out.serialize_field("exit_code", &self.state.exit_code())?;
+            out.serialize_field("message", &self.message)?;
+            out.serialize_field("app", &self.app())?;
+            out.serialize_field("overdue_ratio", &self.overdue_ratio())?;
+            let granted_ms = self.granted().map(crate::protocol::whole_ms);
+            out.serialize_field("granted_ms", &granted_ms)?;
+            out.serialize_field("perfdata", &self.perfdata)?;
+            out.serialize_field("raw_perfdata", &self.raw_perfdata)?;
+            out.serialize_field("unparsed_perfdata", &self.unparsed)?;
+            out.serialize_field("raw", &self.raw)?;
+            out.end()
+        }
+    }
+
+    /// Only `raw` is read; the rest is derived from it.
+    #[derive(Deserialize)]
+    struct Raw<'a> {
+        #[serde(borrow)]
+        raw: std::borrow::Cow<'a, str>,
+    }
+
+    impl<'de> Deserialize<'de> for Status {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Status, D::Error> {
+            let Raw { raw } = Raw::deserialize(d)?;
+            Status::parse(&raw).map_err(serde::de::Error::custom)
+        }
     }
 }
 

@@ -80,6 +80,7 @@ impl Default for RegistryConfig {
 
 /// Totals since the registry was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct Counters {
     /// Accepted `init` calls.

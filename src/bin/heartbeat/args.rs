@@ -80,12 +80,19 @@ pub enum Command {
         timeout_ms: u64,
     },
     /// Print the applications the server tracks, one per line.
-    List,
+    List {
+        /// Print one JSON document instead: an object whose "keys" array holds the keys, ID @ IP.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the host's status line, or APP_ID's.
     Status {
         /// The application to ask about; the whole host when omitted.
         #[arg(value_name = "APP_ID")]
         app: Option<String>,
+        /// Print the status as one JSON document instead (state, exit_code, message, app, overdue_ratio, granted_ms, perfdata, raw, ...).
+        #[arg(long)]
+        json: bool,
     },
     /// Nagios plugin: print the status line, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
     Check {
@@ -200,6 +207,31 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn json_is_a_flag_of_list_and_status_off_by_default() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).unwrap().command;
+        assert!(matches!(
+            parse(&["heartbeat", "list"]),
+            Command::List { json: false }
+        ));
+        assert!(matches!(
+            parse(&["heartbeat", "list", "--json"]),
+            Command::List { json: true }
+        ));
+        assert!(matches!(
+            parse(&["heartbeat", "status", "kiosk", "--json"]),
+            Command::Status { app: Some(app), json: true } if app == "kiosk"
+        ));
+        assert!(matches!(
+            parse(&["heartbeat", "status"]),
+            Command::Status {
+                app: None,
+                json: false
+            }
+        ));
+        assert!(Cli::try_parse_from(["heartbeat", "ping", "--json"]).is_err());
     }
 
     #[test]

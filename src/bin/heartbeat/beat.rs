@@ -29,15 +29,19 @@ pub async fn beat(global: &Global, beat: Beat, timeout_ms: u64) -> u8 {
 }
 
 /// Print the tracked applications, one per line (each made
-/// [`printable`]).
-pub async fn list(global: &Global) -> u8 {
+/// [`printable`]), or with `json` one JSON document, `{"keys":[...]}`
+/// (the keys as `/list` gives them, escaped by JSON).
+pub async fn list(global: &Global, json: bool) -> u8 {
     let reply = async {
         let client = connect::query_client(global)?;
         let apps = client.list(ErrorPolicy::Raise).await?;
-        Ok(apps
-            .iter()
-            .map(|app| format!("{}\n", printable(app)))
-            .collect::<String>())
+        Ok(if json {
+            json_line(&serde_json::json!({ "keys": apps }))
+        } else {
+            apps.iter()
+                .map(|app| format!("{}\n", printable(app)))
+                .collect::<String>()
+        })
     };
     match reply.await {
         Ok(lines) => output::print("list", &lines, exit::OK, exit::CANNOT_WRITE),
@@ -45,12 +49,31 @@ pub async fn list(global: &Global) -> u8 {
     }
 }
 
-/// Print the status line of the host (`app` = `None`) or of one application.
-pub async fn status(global: &Global, app: Option<&str>) -> u8 {
-    print_or_report(
-        "status",
-        query_status(global, app).await.map(|s| s.raw().to_owned()),
-    )
+/// Print the status line of the host (`app` = `None`) or of one
+/// application, or with `json` the parsed status as one JSON document (the
+/// shape of `Status`'s `Serialize`, see `heartbeat_sdk::protocol::apps`).
+pub async fn status(global: &Global, app: Option<&str>, json: bool) -> u8 {
+    let status = query_status(global, app).await;
+    if json {
+        return match status {
+            Ok(status) => {
+                output::print("status", &json_line(&status), exit::OK, exit::CANNOT_WRITE)
+            }
+            Err(error) => exit::report("status", &error),
+        };
+    }
+    print_or_report("status", status.map(|s| s.raw().to_owned()))
+}
+
+/// `value` as one line of compact JSON (serde_json escapes every control
+/// character, so a peer's text cannot break the line).
+fn json_line(value: &impl serde::Serialize) -> String {
+    // never fails for our values (string keys only); still no panic
+    let mut line = serde_json::to_string(value).unwrap_or_else(|error| {
+        serde_json::json!({ "error": format!("cannot write JSON: {error}") }).to_string()
+    });
+    line.push('\n');
+    line
 }
 
 /// Ask the server for the status of the host or of `app`.

@@ -57,9 +57,11 @@ async fn run(cli: Cli) -> u8 {
         Command::Init { timeout_ms } => beat::beat(global, Beat::Init, timeout_ms).await,
         Command::Ping { timeout_ms } => beat::beat(global, Beat::Ping, timeout_ms).await,
         Command::Done { timeout_ms } => beat::beat(global, Beat::Done, timeout_ms).await,
-        Command::List => beat::list(global).await,
+        Command::List { json } => beat::list(global, json).await,
         // an empty APP_ID (an unset `$ARG1$` in a Nagios command) means the host
-        Command::Status { app } => beat::status(global, non_empty(app.as_deref())).await,
+        Command::Status { app, json } => {
+            beat::status(global, non_empty(app.as_deref()), json).await
+        }
         Command::Check {
             all: true, json, ..
         } => check::run_all(global, json).await,

@@ -1,0 +1,218 @@
+//! `HeartbeatClient::apps()` (feature `serde`) against wiremock: the
+//! document of docs/api-v1.md, a server without the API (the reference
+//! answers 400), HTML, malformed JSON, and the body cap.
+#![cfg(all(feature = "serde", feature = "reqwest"))]
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use heartbeat_sdk::protocol::apps::{AppState, Apps};
+use heartbeat_sdk::protocol::max_apps_body;
+use heartbeat_sdk::{Error, ErrorPolicy, HeartbeatClient, RetryPolicy};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// The example document of docs/api-v1.md, read from the file itself.
+fn api_example() -> &'static str {
+    let doc = include_str!("../docs/api-v1.md");
+    let start = doc.find("```json\n").expect("a json block") + "```json\n".len();
+    let len = doc[start..].find("```").expect("its end");
+    &doc[start..start + len]
+}
+
+/// A server answering every `GET /api/v1/apps` with `status`, `body` and
+/// `content_type`, exactly `times` times.
+async fn serving(status: u16, body: &str, content_type: &str, times: u64) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/apps"))
+        .respond_with(
+            ResponseTemplate::new(status)
+                .insert_header("content-type", content_type)
+                .set_body_string(body),
+        )
+        .expect(times)
+        .mount(&server)
+        .await;
+    server
+}
+
+fn client(server: &MockServer) -> HeartbeatClient {
+    HeartbeatClient::builder()
+        .url(server.uri())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_example_document_arrives_as_typed_records() {
+    let server = serving(200, api_example(), "application/json", 1).await;
+    let apps = client(&server).apps(ErrorPolicy::Raise).await.unwrap();
+    assert_eq!(apps.version, 1);
+    assert_eq!(
+        apps.generated_at,
+        UNIX_EPOCH + Duration::from_millis(1_795_600_801_234)
+    );
+    assert_eq!(apps.apps.len(), 4);
+    let kiosk = &apps.apps[0];
+    assert_eq!(
+        (kiosk.key.as_str(), kiosk.id.as_str(), kiosk.host.as_deref()),
+        ("kiosk-1 @ 127.0.0.1", "kiosk-1", Some("127.0.0.1"))
+    );
+    assert_eq!(kiosk.state, AppState::Ok);
+    assert_eq!(kiosk.overdue_ratio, Some(0.52));
+    assert_eq!(kiosk.granted, Some(Duration::from_secs(3)));
+    assert_eq!(
+        kiosk.last_seen,
+        Some(UNIX_EPOCH + Duration::from_millis(1_795_600_800_000))
+    );
+    assert_eq!(kiosk.last_seen_ago, Some(Duration::from_millis(1234)));
+    assert!(kiosk.expected && !kiosk.missing);
+    // a hostile id arrives verbatim: escaping is the renderer's job
+    assert_eq!(apps.apps[1].id, "<img src=x onerror=alert(1)>");
+    assert_eq!(apps.apps[2].state, AppState::Warning);
+    assert_eq!(apps.apps[2].granted, Some(Duration::from_secs(11)));
+    let missing = &apps.apps[3];
+    assert_eq!(missing.state, AppState::Missing);
+    assert!(missing.missing && missing.expected);
+    assert_eq!(
+        (
+            &missing.host,
+            missing.granted,
+            missing.last_seen,
+            missing.last_seen_ago
+        ),
+        (&None, None, None, None)
+    );
+    // one plain GET of the path, no query
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].url.query(), None);
+}
+
+#[tokio::test]
+async fn only_missing_apps_and_unknown_fields() {
+    let doc = concat!(
+        r#"{"version":1,"generated_at":"2026-11-25T10:00:01.234Z","later":{"x":1},"#,
+        r#""thresholds":{"warn_ratio":1.5,"crit_ratio":2.0,"drop_ratio":2.5,"tolerance_ms":250},"#,
+        r#""counters":{"inits":0,"pings":0,"dones":0,"expiries":3,"refusals":0},"#,
+        r#""counts":{"ok":0,"warning":0,"critical":0,"missing":2},"apps":["#,
+        r#"{"key":"a","id":"a","host":null,"state":"missing","overdue_ratio":null,"granted_ms":null,"#,
+        r#""last_seen":null,"last_seen_ago_ms":null,"expected":true,"missing":true,"note":"new"},"#,
+        r#"{"key":"b \"quoted\"","id":"b \"quoted\"","host":null,"state":"paused","overdue_ratio":null,"#,
+        r#""granted_ms":null,"last_seen":null,"last_seen_ago_ms":null,"expected":true,"missing":true}]}"#
+    );
+    let server = serving(200, doc, "application/json", 1).await;
+    let apps = client(&server).apps(ErrorPolicy::Raise).await.unwrap();
+    assert_eq!(apps.thresholds.tolerance, Duration::from_millis(250));
+    assert_eq!(apps.counters.expiries, 3);
+    assert_eq!(apps.counts.missing, 2);
+    assert_eq!(apps.apps[1].key, "b \"quoted\"");
+    // a state this version does not know is grey (missing)
+    assert!(apps.apps.iter().all(|app| app.state == AppState::Missing));
+}
+
+#[tokio::test]
+async fn a_server_without_the_api_is_unsupported_not_a_parse_error() {
+    let reference = "ERROR: cannot process your request: [/api/v1/apps]";
+    let server = serving(400, reference, "text/plain", 2).await;
+    let client = client(&server);
+    match client.apps(ErrorPolicy::Raise).await {
+        Err(Error::Unsupported { url, status: 400 }) => {
+            assert_eq!(url, format!("{}/api/v1/apps", server.uri()));
+        }
+        other => panic!("{other:?}"),
+    }
+    let fallback = client
+        .apps(ErrorPolicy::Fallback(Apps::default()))
+        .await
+        .unwrap();
+    assert_eq!(fallback, Apps::default());
+    assert!(fallback.apps.is_empty());
+}
+
+#[tokio::test]
+async fn not_found_and_html_are_unsupported_too() {
+    let server = serving(404, "not here", "text/plain", 1).await;
+    assert!(matches!(
+        client(&server).apps(ErrorPolicy::Raise).await,
+        Err(Error::Unsupported { status: 404, .. })
+    ));
+    let page = "<!DOCTYPE html><html><body>{\"version\":1}</body></html>";
+    let server = serving(200, page, "text/html", 1).await;
+    let error = client(&server).apps(ErrorPolicy::Raise).await.unwrap_err();
+    assert!(
+        matches!(error, Error::Unsupported { status: 200, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("does not offer"), "{error}");
+}
+
+#[tokio::test]
+async fn a_server_error_stays_a_status_error_and_is_retried() {
+    let server = serving(503, "busy", "text/plain", 2).await;
+    let client = HeartbeatClient::builder()
+        .url(server.uri())
+        .retry(RetryPolicy::new(2).initial_backoff(Duration::from_millis(1)))
+        .build()
+        .unwrap();
+    assert!(matches!(
+        client.apps(ErrorPolicy::Raise).await,
+        Err(Error::Status { status: 503, .. })
+    ));
+}
+
+#[tokio::test]
+async fn json_that_is_not_the_document_is_a_parse_error_with_the_body() {
+    let example = api_example();
+    let cut = &example[..example.len() / 2];
+    let wrong_time = example.replace("2026-11-25T10:00:01.234Z", "yesterday");
+    let no_apps = example.replace("\"apps\"", "\"applications\"");
+    for body in [cut, "[]", "{}", r#"{"version":1}"#, &wrong_time, &no_apps] {
+        let server = serving(200, body, "application/json", 1).await;
+        match client(&server).apps(ErrorPolicy::Raise).await {
+            Err(Error::Parse {
+                body: kept, reason, ..
+            }) => {
+                assert_eq!(kept, body);
+                assert!(reason.contains("JSON API"), "{reason}");
+            }
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_body_cap_follows_max_apps() {
+    // the example's 4 short entries fit the cap for 1 entry (4 749 bytes
+    // each); one padded past it does not
+    let server = serving(200, api_example(), "application/json", 1).await;
+    let small = HeartbeatClient::builder()
+        .url(server.uri())
+        .max_apps(1)
+        .build()
+        .unwrap();
+    assert_eq!(small.apps(ErrorPolicy::Raise).await.unwrap().apps.len(), 4);
+    let padded = format!("{}{}", api_example(), " ".repeat(max_apps_body(1)));
+    let server = serving(200, &padded, "application/json", 2).await;
+    let small = HeartbeatClient::builder()
+        .url(server.uri())
+        .max_apps(1)
+        .build()
+        .unwrap();
+    let error = small.apps(ErrorPolicy::Raise).await.unwrap_err();
+    assert!(
+        error
+            .transport_error()
+            .is_some_and(|e| e.is_body_too_large()),
+        "{error:?}"
+    );
+    // the default cap reads it
+    assert_eq!(
+        client(&server)
+            .apps(ErrorPolicy::Raise)
+            .await
+            .map(|apps| apps.apps.len())
+            .ok(),
+        Some(4)
+    );
+}
