@@ -24,6 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::rt::{Read, ReadBufCursor, Write};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
 use crate::server::service::Chunks;
@@ -40,20 +41,35 @@ pub(crate) const CHUNK: usize = 32 * 1024;
 pub(crate) enum ReplyBody {
     /// The whole body, until it is taken.
     Full(Option<Bytes>),
-    /// A first chunk already rendered, then the rest.
-    Chunked(Option<Bytes>, Chunks),
+    /// A first chunk already rendered, then the rest; and the slot it takes
+    /// among the streamed replies in progress, freed when it is dropped.
+    Chunked {
+        first: Option<Bytes>,
+        rest: Chunks,
+        _slot: OwnedSemaphorePermit,
+    },
 }
 
 impl ReplyBody {
     /// `chunks` as a body: whole if it fits in one chunk (so small replies
-    /// keep their `Content-Length`), else streamed.
-    pub(crate) fn stream(mut chunks: Chunks) -> ReplyBody {
+    /// keep their `Content-Length`, and `slot` is freed at once), else
+    /// streamed, holding `slot` until dropped.
+    pub(crate) fn stream(mut chunks: Chunks, slot: OwnedSemaphorePermit) -> ReplyBody {
         let first = chunks.next().map(Bytes::from).unwrap_or_default();
         if chunks.is_done() {
             ReplyBody::Full(Some(first))
         } else {
-            ReplyBody::Chunked(Some(first), chunks)
+            ReplyBody::Chunked {
+                first: Some(first),
+                rest: chunks,
+                _slot: slot,
+            }
         }
+    }
+
+    /// Whether it is sent without a length (chunked, or close-delimited).
+    pub(crate) fn is_streamed(&self) -> bool {
+        matches!(self, ReplyBody::Chunked { .. })
     }
 }
 
@@ -73,7 +89,7 @@ impl Body for ReplyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let next = match self.get_mut() {
             ReplyBody::Full(body) => body.take(),
-            ReplyBody::Chunked(first, rest) => {
+            ReplyBody::Chunked { first, rest, .. } => {
                 first.take().or_else(|| rest.next().map(Bytes::from))
             }
         };
@@ -83,7 +99,7 @@ impl Body for ReplyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ReplyBody::Full(body) => body.as_ref().is_none_or(Bytes::is_empty),
-            ReplyBody::Chunked(first, rest) => first.is_none() && rest.is_done(),
+            ReplyBody::Chunked { first, rest, .. } => first.is_none() && rest.is_done(),
         }
     }
 
@@ -92,7 +108,7 @@ impl Body for ReplyBody {
             ReplyBody::Full(body) => {
                 SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64))
             }
-            ReplyBody::Chunked(..) => SizeHint::default(),
+            ReplyBody::Chunked { .. } => SizeHint::default(),
         }
     }
 }
