@@ -546,7 +546,9 @@ async fn respond(
             let close_delimited = version < Version::HTTP_11 && body.is_streamed();
             let mut response = response(200, content_type, body);
             if close_delimited {
-                // its end is the connection's: it cannot be kept alive
+                // its end is the connection's: it cannot be kept alive (an
+                // HTTP/1.0 response keeps hyper from adding `keep-alive`)
+                *response.version_mut() = Version::HTTP_10;
                 let headers = response.headers_mut();
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
