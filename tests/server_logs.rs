@@ -157,3 +157,115 @@ fn updates_log_at_debug_and_everything_else_at_info() {
         "no raw line separator in the log"
     );
 }
+
+/// At the connection cap, a flood of new connections closes one waiting
+/// connection each: the first eviction of the burst is logged at info, the
+/// others at debug only, and the end of the burst (a connection that finds
+/// a free slot) at info once, with how many were closed.
+#[test]
+fn evictions_log_one_info_line_per_burst() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // the server's tasks run on this thread, under the subscriber
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    const FLOOD: usize = 6;
+    runtime.block_on(async {
+        let server = start(
+            local()
+                .max_connections(2)
+                .head_timeout(Duration::from_secs(60)),
+        )
+        .await;
+        let addr = server.local_addr();
+        let ping = |stream: &mut TcpStream| {
+            stream
+                .write_all(b"GET /hb_ping?0&appid=a HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            let mut reply = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !reply.ends_with(b"\r\n\r\n1000") {
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0, "closed before the reply");
+                reply.extend_from_slice(&buf[..n]);
+            }
+        };
+        // two silent connections fill the cap; each of the FLOOD pings
+        // after them (kept alive) closes the connection waiting longest
+        let clients = tokio::task::spawn_blocking(move || {
+            let mut open: Vec<TcpStream> =
+                (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+            for _ in 0..FLOOD {
+                let mut stream = TcpStream::connect(addr).unwrap();
+                ping(&mut stream);
+                open.push(stream);
+            }
+            open
+        })
+        .await
+        .unwrap();
+        let log = captured.text();
+        let evictions = |level| {
+            lines_at(&log, level)
+                .into_iter()
+                .filter(|l| l.contains("connection cap reached"))
+                .count()
+        };
+        assert_eq!(evictions("INFO"), 1, "{log}");
+        assert_eq!(evictions("DEBUG"), FLOOD - 1, "{log}");
+        // the cap is no longer reached once the clients are gone: a new
+        // connection (maybe after a few more evictions, while the server
+        // drops the closed ones) ends the burst
+        drop(clients);
+        for attempt in 0.. {
+            assert!(attempt < 1000, "the burst never ends: {}", captured.text());
+            tokio::task::spawn_blocking(move || {
+                let mut stream = TcpStream::connect(addr).unwrap();
+                ping(&mut stream);
+            })
+            .await
+            .unwrap();
+            let log = captured.text();
+            if let Some(end) = log
+                .lines()
+                .find(|l| l.contains("connection cap no longer reached"))
+            {
+                assert!(end.contains(" INFO "), "{end}");
+                let debug = lines_at(&log, "DEBUG")
+                    .into_iter()
+                    .filter(|l| l.contains("connection cap reached"))
+                    .count();
+                assert!(
+                    end.contains(&format!("evicted={}", debug + 1)),
+                    "{end} after {debug} debug lines"
+                );
+                break;
+            }
+        }
+        let log = captured.text();
+        assert_eq!(
+            lines_at(&log, "INFO")
+                .into_iter()
+                .filter(|l| l.contains("connection cap"))
+                .count(),
+            2,
+            "{log}"
+        );
+        server.shutdown().await;
+    });
+}
