@@ -45,7 +45,7 @@ pub(crate) enum ReplyBody {
     /// among the streamed replies in progress, freed when it is dropped.
     Chunked {
         first: Option<Bytes>,
-        rest: Chunks,
+        rest: Box<Chunks>,
         _slot: OwnedSemaphorePermit,
     },
 }
@@ -61,7 +61,7 @@ impl ReplyBody {
         } else {
             ReplyBody::Chunked {
                 first: Some(first),
-                rest: chunks,
+                rest: Box::new(chunks),
                 _slot: slot,
             }
         }
