@@ -7,8 +7,9 @@
 //!   (503, no growth), request head size (431), body size (413), clients
 //!   that connect and send nothing (closed after `head_timeout`), bodies
 //!   that never arrive (408 after `head_timeout`), connections past
-//!   `max_connections` (the longest-idle one is closed to make room, or
-//!   they wait their turn when none is idle), `HEAD` (405, runs nothing),
+//!   `max_connections` (the one waiting longest for a request, silent or
+//!   idle, is closed to make room, or they wait their turn when all are
+//!   mid-request), `HEAD` (405, runs nothing),
 //!   HTTP/1.1 without exactly one `Host` (400; issue 10).
 //!
 //! What the server logs is tested in `server_logs.rs`.

@@ -100,7 +100,7 @@ impl Connections {
     /// or idle), if any is waiting: it is marked so that nothing more is
     /// read from it, and its task is told to drop it (which releases its
     /// slot).
-    pub(super) fn evict_longest_idle(&self) -> Option<Evicted> {
+    pub(super) fn evict_longest_waiting(&self) -> Option<Evicted> {
         let open = self.lock();
         loop {
             // ties (same microsecond) go to the one accepted first
@@ -128,7 +128,7 @@ impl Connections {
     }
 
     /// Wait until some connection turns idle (or a spurious wake-up): the
-    /// accept loop's cue to try [`evict_longest_idle`](Self::evict_longest_idle)
+    /// accept loop's cue to try [`evict_longest_waiting`](Self::evict_longest_waiting)
     /// again. Turn-idle notices are only sent while someone waits here.
     pub(super) async fn some_became_idle(&self) {
         struct Waiting<'a>(&'a AtomicBool);
@@ -425,16 +425,20 @@ mod tests {
         assert!(d.conn().bytes_read());
         d.conn().request_started();
         d.conn().read_pending(); // a body still to come: not idle
-        let first = connections.evict_longest_idle().expect("e is silent");
+        let first = connections.evict_longest_waiting().expect("e is silent");
         assert_eq!(first.peer, PEER);
         assert_eq!(e.conn().state.load(Ordering::SeqCst), EVICTED);
         assert!(!e.conn().bytes_read(), "nothing read once evicted");
-        connections.evict_longest_idle().expect("b is idle");
+        connections.evict_longest_waiting().expect("b is idle");
         assert_eq!(b.conn().state.load(Ordering::SeqCst), EVICTED);
         assert!(!b.conn().bytes_read(), "nothing read once evicted");
-        connections.evict_longest_idle().expect("c is idle");
+        connections.evict_longest_waiting().expect("c is idle");
         assert_eq!(c.conn().state.load(Ordering::SeqCst), EVICTED);
-        assert_eq!(connections.evict_longest_idle(), None, "a and d are busy");
+        assert_eq!(
+            connections.evict_longest_waiting(),
+            None,
+            "a and d are busy"
+        );
         assert_eq!(a.conn().state.load(Ordering::SeqCst), BUSY);
         drop((a, b, c, d, e));
         assert!(connections.lock().is_empty(), "registrations removed");

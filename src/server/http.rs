@@ -321,8 +321,9 @@ async fn serve(
     // one permit per whole-registry reply in progress: see `respond`
     let streams = Arc::new(Semaphore::new(max_streamed_replies));
     // One permit per open connection: when none is left, a new client's
-    // connection takes the slot of the longest-idle one, or waits (and
-    // later clients queue in the listen backlog) until one frees up.
+    // connection takes the slot of the one waiting longest for a request
+    // (silent or idle), or waits (and later clients queue in the listen
+    // backlog) until one frees up.
     let permits = Arc::new(Semaphore::new(max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
@@ -426,7 +427,7 @@ async fn make_room(
     evictions: &mut EvictionLog,
 ) -> OwnedSemaphorePermit {
     loop {
-        if let Some(evicted) = connections.evict_longest_idle() {
+        if let Some(evicted) = connections.evict_longest_waiting() {
             let (peer, idle_ms) = (evicted.peer, evicted.idle_for.as_millis());
             if evictions.evicted() {
                 tracing::info!(%peer, idle_ms, "connection cap reached: closed the connection waiting longest for a request; further ones until the cap is no longer reached are logged at debug");
