@@ -6,7 +6,17 @@
 //! chunk only once its write buffer holds less than `max_buf_size` (16 KiB
 //! here), so a connection holds the snapshot (shared keys, 32 bytes per
 //! record), at most one chunk in hyper's buffer and one being rendered,
-//! plus the kernel's socket buffers.
+//! plus the kernel's socket buffers. And the number of such bodies is
+//! capped (`ServerBuilder::max_streamed_replies`): each holds its slot until
+//! dropped, so stalled readers cannot pile up snapshots (a snapshot also
+//! keeps alive the keys of applications gone since it was taken).
+//!
+//! The sort of the snapshot and the first chunk are done on tokio's blocking
+//! pool (`respond` in `http.rs`): at 100 000 applications they take tens of
+//! milliseconds, which on an async worker would stall every connection it
+//! serves. Sorting lazily a chunk at a time would not help: the first key
+//! of a sorted list needs a pass over all of them. The later chunks are
+//! rendered inline, 32 KiB each, as hyper asks for them.
 //!
 //! Hyper has no write timeout, so [`WriteTimeout`] wraps the connection's
 //! I/O: when a write (or flush) has been pending, with nothing accepted by
