@@ -269,3 +269,70 @@ fn evictions_log_one_info_line_per_burst() {
         server.shutdown().await;
     });
 }
+
+/// A whole-registry request refused past `max_streamed_replies` is logged
+/// at debug only: a crowd of scrapers cannot flood the log.
+#[test]
+fn streamed_replies_refused_past_the_cap_log_at_debug() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    runtime.block_on(async {
+        let server = start(local().max_apps(1_000_000).max_streamed_replies(1)).await;
+        // /metrics is about 40 MB: far more than the sockets' buffers hold
+        server.registry().with_registry(|registry, now| {
+            let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+            for i in 0..20_000 {
+                let id = format!("app-{i:06}-{}", "x".repeat(990));
+                registry
+                    .init(&id, local, Duration::from_secs(600), now)
+                    .unwrap();
+            }
+            registry.take_events();
+        });
+        let addr = server.local_addr();
+        let get = move |target: &str| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            stream
+                .write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .unwrap();
+            let mut head = [0u8; 12];
+            stream.read_exact(&mut head).unwrap();
+            (stream, String::from_utf8_lossy(&head[9..]).into_owned())
+        };
+        let (stalled, refused) = tokio::task::spawn_blocking(move || {
+            let (stalled, status) = get("/metrics");
+            assert_eq!(status, "200");
+            let (_, refused) = get("/list");
+            (stalled, refused)
+        })
+        .await
+        .unwrap();
+        assert_eq!(refused, "503");
+        let log = captured.text();
+        let refusals: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("too many whole-registry replies"))
+            .collect();
+        assert_eq!(refusals.len(), 1, "{log}");
+        assert!(refusals[0].contains(" DEBUG "), "{log}");
+        drop(stalled);
+        server.shutdown().await;
+    });
+}
