@@ -1109,8 +1109,9 @@ async fn serve_fits_its_connection_cap_to_the_open_file_limit() {
         "{log}"
     );
     assert!(!log.contains("accept failed"), "{log}");
-    let evictions = log.matches("closed the longest-idle connection").count();
-    assert!(evictions >= 300 - 192, "{evictions} evictions: {log}");
+    // 108 or more evictions, one burst: logged once at info
+    let evictions = log.matches("connection cap reached").count();
+    assert_eq!(evictions, 1, "{log}");
 
     // a soft limit alone is raised to the hard one
     let hard = Command::new("sh")

@@ -7,8 +7,9 @@
 //!   (503, no growth), request head size (431), body size (413), clients
 //!   that connect and send nothing (closed after `head_timeout`), bodies
 //!   that never arrive (408 after `head_timeout`), connections past
-//!   `max_connections` (the longest-idle one is closed to make room, or
-//!   they wait their turn when none is idle), `HEAD` (405, runs nothing),
+//!   `max_connections` (the one waiting longest for a request, silent or
+//!   idle, is closed to make room, or they wait their turn when all are
+//!   mid-request), `HEAD` (405, runs nothing),
 //!   HTTP/1.1 without exactly one `Host` (400; issue 10).
 //!
 //! What the server logs is tested in `server_logs.rs`.
@@ -1037,14 +1038,19 @@ async fn head_requests_get_405_and_register_nothing() {
 }
 
 /// With `max_connections(1)`, a second client waits (in the listen
-/// backlog) until the first connection ends, then is served.
+/// backlog) while the first connection is mid-request, until it ends,
+/// then is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_cap_wait_their_turn() {
     let head_timeout = Duration::from_millis(300);
     let server = start(local().head_timeout(head_timeout).max_connections(1)).await;
     let addr = server.local_addr();
-    // holds the only permit until the head timeout closes it
-    let silent = TcpStream::connect(addr).unwrap();
+    // mid-request, so never closed to make room: holds the only permit
+    // until the head timeout closes it
+    let mut silent = TcpStream::connect(addr).unwrap();
+    silent
+        .write_all(b"GET /hb_ping?1&appid=first HTTP/1.1\r\nHo")
+        .unwrap();
     let since = Instant::now();
     let (status, _) = blocking(move || get(addr, "/hb_ping?1&appid=second")).await;
     let took = since.elapsed();
@@ -1165,6 +1171,43 @@ async fn past_the_cap_the_longest_idle_connection_makes_room() {
         assert_eq!(request_on(&mut tenth, &keep_alive_ping("tenth")).0, 200);
         assert!(closed_by_server(&mut ninth), "the 9th was closed");
         assert_eq!(request_on(&mut open[0], &keep_alive_ping("c0")).0, 200);
+    })
+    .await;
+    server.shutdown().await;
+}
+
+/// At the connection cap (8), with every connection silent since it
+/// connected (an attacker holding slots without sending a byte), a 9th
+/// client is served at once: the server closes the silent connection that
+/// has waited longest, not the others, instead of waiting for the head
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_cap_the_longest_silent_connection_makes_room() {
+    let server = start(
+        local()
+            .max_connections(8)
+            .head_timeout(Duration::from_secs(60)),
+    )
+    .await;
+    let addr = server.local_addr();
+    blocking(move || {
+        let mut silent: Vec<TcpStream> =
+            (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let mut ninth = TcpStream::connect(addr).unwrap();
+        assert_eq!(
+            request_on(&mut ninth, &keep_alive_ping("ninth")),
+            (200, "1001".into()),
+            "the 9th client is served"
+        );
+        assert!(
+            closed_by_server(&mut silent[0]),
+            "the oldest silent connection was closed"
+        );
+        // the others were not: each is still served
+        for (i, stream) in silent.iter_mut().enumerate().skip(1) {
+            let ping = keep_alive_ping(&format!("s{i}"));
+            assert_eq!(request_on(stream, &ping), (200, "1001".into()));
+        }
     })
     .await;
     server.shutdown().await;

@@ -157,3 +157,182 @@ fn updates_log_at_debug_and_everything_else_at_info() {
         "no raw line separator in the log"
     );
 }
+
+/// At the connection cap, a flood of new connections closes one waiting
+/// connection each: the first eviction of the burst is logged at info, the
+/// others at debug only, and the end of the burst (a connection that finds
+/// a free slot) at info once, with how many were closed.
+#[test]
+fn evictions_log_one_info_line_per_burst() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // the server's tasks run on this thread, under the subscriber
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    const FLOOD: usize = 6;
+    runtime.block_on(async {
+        let server = start(
+            local()
+                .max_connections(2)
+                .head_timeout(Duration::from_secs(60)),
+        )
+        .await;
+        let addr = server.local_addr();
+        let ping = |stream: &mut TcpStream| {
+            stream
+                .write_all(b"GET /hb_ping?0&appid=a HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            let mut reply = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !reply.ends_with(b"\r\n\r\n1000") {
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0, "closed before the reply");
+                reply.extend_from_slice(&buf[..n]);
+            }
+        };
+        // two silent connections fill the cap; each of the FLOOD pings
+        // after them (kept alive) closes the connection waiting longest
+        let clients = tokio::task::spawn_blocking(move || {
+            let mut open: Vec<TcpStream> =
+                (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+            for _ in 0..FLOOD {
+                let mut stream = TcpStream::connect(addr).unwrap();
+                ping(&mut stream);
+                open.push(stream);
+            }
+            open
+        })
+        .await
+        .unwrap();
+        let log = captured.text();
+        let evictions = |level| {
+            lines_at(&log, level)
+                .into_iter()
+                .filter(|l| l.contains("connection cap reached"))
+                .count()
+        };
+        assert_eq!(evictions("INFO"), 1, "{log}");
+        assert_eq!(evictions("DEBUG"), FLOOD - 1, "{log}");
+        // the cap is no longer reached once the clients are gone: a new
+        // connection (maybe after a few more evictions, while the server
+        // drops the closed ones) ends the burst
+        drop(clients);
+        for attempt in 0.. {
+            assert!(attempt < 1000, "the burst never ends: {}", captured.text());
+            tokio::task::spawn_blocking(move || {
+                let mut stream = TcpStream::connect(addr).unwrap();
+                ping(&mut stream);
+            })
+            .await
+            .unwrap();
+            let log = captured.text();
+            if let Some(end) = log
+                .lines()
+                .find(|l| l.contains("connection cap no longer reached"))
+            {
+                assert!(end.contains(" INFO "), "{end}");
+                let debug = lines_at(&log, "DEBUG")
+                    .into_iter()
+                    .filter(|l| l.contains("connection cap reached"))
+                    .count();
+                assert!(
+                    end.contains(&format!("evicted={}", debug + 1)),
+                    "{end} after {debug} debug lines"
+                );
+                break;
+            }
+        }
+        let log = captured.text();
+        assert_eq!(
+            lines_at(&log, "INFO")
+                .into_iter()
+                .filter(|l| l.contains("connection cap"))
+                .count(),
+            2,
+            "{log}"
+        );
+        server.shutdown().await;
+    });
+}
+
+/// A whole-registry request refused past `max_streamed_replies` is logged
+/// at debug only: a crowd of scrapers cannot flood the log.
+#[test]
+fn streamed_replies_refused_past_the_cap_log_at_debug() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    runtime.block_on(async {
+        let server = start(local().max_apps(1_000_000).max_streamed_replies(1)).await;
+        // /metrics is about 40 MB: far more than the sockets' buffers hold
+        server.registry().with_registry(|registry, now| {
+            let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+            for i in 0..20_000 {
+                let id = format!("app-{i:06}-{}", "x".repeat(990));
+                registry
+                    .init(&id, local, Duration::from_secs(600), now)
+                    .unwrap();
+            }
+            registry.take_events();
+        });
+        let addr = server.local_addr();
+        let get = move |target: &str| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            stream
+                .write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .unwrap();
+            let mut head = [0u8; 12];
+            stream.read_exact(&mut head).unwrap();
+            (stream, String::from_utf8_lossy(&head[9..]).into_owned())
+        };
+        let (stalled, refused) = tokio::task::spawn_blocking(move || {
+            let (stalled, status) = get("/metrics");
+            assert_eq!(status, "200");
+            let (_, refused) = get("/list");
+            (stalled, refused)
+        })
+        .await
+        .unwrap();
+        assert_eq!(refused, "503");
+        let log = captured.text();
+        let refusals: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("too many whole-registry replies"))
+            .collect();
+        assert_eq!(refusals.len(), 1, "{log}");
+        assert!(refusals[0].contains(" DEBUG "), "{log}");
+        drop(stalled);
+        server.shutdown().await;
+    });
+}

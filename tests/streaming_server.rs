@@ -177,7 +177,7 @@ async fn big_replies_come_in_bounded_chunks_byte_for_byte() {
 
 /// The reference's clients speak HTTP/1.0: a streamed reply to them has no
 /// length and ends when the server closes the connection, even when they
-/// ask for keep-alive.
+/// ask for keep-alive, and says so (`Connection: close`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http10_clients_get_big_replies_whole_and_close_delimited() {
     let (server, _clock) = start(|s| s).await;
@@ -195,6 +195,8 @@ async fn http10_clients_get_big_replies_whole_and_close_delimited() {
         assert!(!head.contains("transfer-encoding"), "{head}");
         assert!(!head.contains("content-length"), "{head}");
         assert!(head.contains("\r\ncontent-type: text/plain"), "{head}");
+        assert!(head.contains("\r\nconnection: close"), "{head}");
+        assert!(!head.contains("keep-alive"), "{head}");
         assert!(body == whole.as_bytes(), "{request:?}: body differs");
     }
     // a small reply keeps its Content-Length
@@ -202,6 +204,130 @@ async fn http10_clients_get_big_replies_whole_and_close_delimited() {
     let (head, body) = split_head(&reply);
     assert!(head.contains("\r\ncontent-length: 4"), "{head}");
     assert_eq!(body, b"1000");
+    server.shutdown().await;
+}
+
+/// An HTTP/1.0 client that asks for keep-alive and pipelines a second
+/// request behind a streamed reply is told `Connection: close`: the reply
+/// ends with the connection, and the second request is neither answered
+/// nor run (it must be sent again). A small reply keeps the connection
+/// alive, and a request pipelined behind it is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_keep_alive_behind_a_streamed_reply_is_told_close() {
+    let (server, _clock) = start(|s| s).await;
+    populate(&server, 3_000, 300);
+    let addr = server.local_addr();
+    let whole = expected(&server, "/list");
+    assert!(whole.len() > 10 * CHUNK);
+    let reply = blocking(move || {
+        exchange(
+            addr,
+            "GET /list HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\
+             GET /hb_init?1&appid=second HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        )
+    })
+    .await;
+    let (head, body) = split_head(&reply);
+    assert!(head.starts_with("http/1.0 200 ok\r\n"), "{head}");
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    assert!(!head.contains("keep-alive"), "{head}");
+    assert!(
+        body == whole.as_bytes(),
+        "one reply, whole, and nothing after it"
+    );
+    assert_eq!(
+        expected(&server, "/list"),
+        whole,
+        "the second request was not run"
+    );
+
+    let reply = blocking(move || {
+        exchange(
+            addr,
+            "GET /hb_ping?0&appid=x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\
+             GET /hb_ping?0&appid=y HTTP/1.0\r\n\r\n",
+        )
+    })
+    .await;
+    let reply = String::from_utf8(reply).unwrap().to_ascii_lowercase();
+    let (first, second) = reply.split_at(reply.rfind("http/1.0 ").expect("two replies"));
+    assert!(first.contains("\r\nconnection: keep-alive\r\n"), "{first}");
+    assert!(first.ends_with("\r\n\r\n1000"), "{first}");
+    assert!(second.starts_with("http/1.0 200 ok\r\n"), "{second}");
+    assert!(second.ends_with("\r\n\r\n1000"), "{second}");
+    server.shutdown().await;
+}
+
+/// With at most 2 whole-registry replies in progress, a third, while two
+/// clients stall reading `/metrics`, gets `503` with `Retry-After: 1` and a
+/// one-line reason, while pings and app statuses are still answered; once
+/// the stalled clients are gone, whole-registry replies are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_cap_on_streamed_replies_they_get_503_and_pings_do_not() {
+    let (server, _clock) = start(|s| {
+        s.max_streamed_replies(2)
+            .write_timeout(HANG_GUARD)
+            .head_timeout(HANG_GUARD)
+    })
+    .await;
+    // /metrics is about 40 MB: far more than the sockets' buffers hold
+    populate(&server, 20_000, 1_000);
+    let addr = server.local_addr();
+    let stalled = blocking(move || {
+        [
+            stalled_reader(addr, "/metrics"),
+            stalled_reader(addr, "/metrics"),
+        ]
+    })
+    .await;
+    for target in ["/list", "/status", "/metrics"] {
+        let reply = blocking(move || {
+            exchange(
+                addr,
+                &format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            )
+        })
+        .await;
+        let (head, body) = split_head(&reply);
+        assert!(
+            head.starts_with("http/1.1 503 service unavailable\r\n"),
+            "{target}: {head}"
+        );
+        assert!(head.contains("\r\nretry-after: 1\r\n"), "{head}");
+        let body = std::str::from_utf8(body).unwrap();
+        assert!(body.starts_with("ERROR: "), "{body}");
+        assert!(!body.contains('\n'), "one line: {body:?}");
+    }
+    for target in ["/hb_ping?0&appid=p", "/status?appid=p"] {
+        let reply =
+            blocking(move || exchange(addr, &format!("GET {target} HTTP/1.0\r\n\r\n"))).await;
+        let (head, _) = split_head(&reply);
+        assert!(head.starts_with("http/1.0 200 ok\r\n"), "{target}: {head}");
+    }
+    drop(stalled);
+    // their replies end when the server next writes to the closed sockets
+    let since = Instant::now();
+    let whole = expected(&server, "/list");
+    loop {
+        let reply = blocking(move || {
+            exchange(
+                addr,
+                "GET /list HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+        })
+        .await;
+        let (head, body) = split_head(&reply);
+        if head.starts_with("http/1.1 200 ok\r\n") {
+            assert!(dechunk(body).concat() == whole.as_bytes());
+            break;
+        }
+        assert!(head.starts_with("http/1.1 503 "), "{head}");
+        assert!(
+            since.elapsed() < HANG_GUARD,
+            "the stalled replies are never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.shutdown().await;
 }
 

@@ -1,13 +1,17 @@
 //! Connection bookkeeping for the HTTP front end: which connections are
-//! idle (kept alive and waiting for their next request) and since when, so
-//! that a server at its connection cap can close the longest-idle one to
-//! make room for a new client; and the back-off after a failed `accept`.
+//! waiting for a request (silent since they connected, or kept alive after
+//! a reply) and since when, so that a server at its connection cap can close
+//! the one waiting longest to make room for a new client; the back-off after
+//! a failed `accept`; and the log of evictions, one info line per burst.
 //!
 //! A connection's state changes on three signals: bytes read from its
 //! socket (a request is coming: busy), its reply body dropped by hyper once
 //! written (answered), and hyper finding nothing more to read after that
-//! (idle: hyper waits for the next request). Only idle connections are ever
-//! closed to make room; one that is reading or answering a request never is.
+//! (idle: hyper waits for the next request). Only connections that have not
+//! sent a byte of a request (fresh or idle) are ever closed to make room;
+//! one that is reading or answering a request never is. (A client that
+//! connects and stays silent would otherwise hold its slot for the whole
+//! head timeout: enough of them keep a full server from serving anyone.)
 
 use std::collections::HashMap;
 use std::io;
@@ -22,7 +26,8 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
-/// Accepted, no request yet (closed by the head timeout if it stays silent).
+/// Accepted, no byte received yet: may be closed to make room (and is
+/// closed by the head timeout if it stays silent).
 const FRESH: u8 = 0;
 /// A request is being read or answered.
 const BUSY: u8 = 1;
@@ -50,13 +55,15 @@ pub(super) struct Connections {
 pub(super) struct Conn {
     peer: IpAddr,
     state: AtomicU8,
-    /// Microseconds from [`Connections::epoch`] to when it last turned idle.
+    /// Microseconds from [`Connections::epoch`] to when it was accepted
+    /// (while fresh) or last turned idle: since when it has been waiting.
     idle_since_us: AtomicU64,
     evict: Notify,
     connections: Arc<Connections>,
 }
 
-/// A connection closed to make room: who it was and how long it had idled.
+/// A connection closed to make room: who it was and how long it had waited
+/// for a request (since it connected, or since its last reply).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Evicted {
     pub peer: IpAddr,
@@ -81,7 +88,7 @@ impl Connections {
         let conn = Arc::new(Conn {
             peer,
             state: AtomicU8::new(FRESH),
-            idle_since_us: AtomicU64::new(0),
+            idle_since_us: AtomicU64::new(self.now_us()),
             evict: Notify::new(),
             connections: Arc::clone(self),
         });
@@ -89,20 +96,25 @@ impl Connections {
         Registration { id, conn }
     }
 
-    /// Close the connection that has been idle longest, if any is idle:
-    /// it is marked so that nothing more is read from it, and its task is
-    /// told to drop it (which releases its slot).
-    pub(super) fn evict_longest_idle(&self) -> Option<Evicted> {
+    /// Close the connection that has waited longest for a request (fresh
+    /// or idle), if any is waiting: it is marked so that nothing more is
+    /// read from it, and its task is told to drop it (which releases its
+    /// slot).
+    pub(super) fn evict_longest_waiting(&self) -> Option<Evicted> {
         let open = self.lock();
         loop {
-            let oldest = open
-                .values()
-                .filter(|conn| conn.state.load(Ordering::SeqCst) == IDLE)
-                .min_by_key(|conn| conn.idle_since_us.load(Ordering::SeqCst))?;
+            // ties (same microsecond) go to the one accepted first
+            let (_, oldest, state) = open
+                .iter()
+                .filter_map(|(id, conn)| {
+                    let state = conn.state.load(Ordering::SeqCst);
+                    matches!(state, FRESH | IDLE).then_some((id, conn, state))
+                })
+                .min_by_key(|(id, conn, _)| (conn.idle_since_us.load(Ordering::SeqCst), **id))?;
             // it may have turned busy since the scan: then look again
             if oldest
                 .state
-                .compare_exchange(IDLE, EVICTED, Ordering::SeqCst, Ordering::SeqCst)
+                .compare_exchange(state, EVICTED, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
             {
                 oldest.evict.notify_one();
@@ -116,7 +128,7 @@ impl Connections {
     }
 
     /// Wait until some connection turns idle (or a spurious wake-up): the
-    /// accept loop's cue to try [`evict_longest_idle`](Self::evict_longest_idle)
+    /// accept loop's cue to try [`evict_longest_waiting`](Self::evict_longest_waiting)
     /// again. Turn-idle notices are only sent while someone waits here.
     pub(super) async fn some_became_idle(&self) {
         struct Waiting<'a>(&'a AtomicBool);
@@ -328,6 +340,30 @@ impl<B: Body + Unpin> Body for TrackedBody<B> {
     }
 }
 
+/// Counts the connections closed to make room, so that a flood of
+/// connections at the cap logs two info lines, not one per eviction: the
+/// first eviction of a burst, and the end of the burst (the next connection
+/// that finds a free slot) with how many were closed; the others go to debug.
+#[derive(Debug, Default)]
+pub(super) struct EvictionLog {
+    evicted: u64,
+}
+
+impl EvictionLog {
+    /// Record an eviction: whether it starts a burst (and so is logged at info).
+    pub(super) fn evicted(&mut self) -> bool {
+        self.evicted = self.evicted.saturating_add(1);
+        self.evicted == 1
+    }
+
+    /// Record a connection that found a free slot: the number of evictions
+    /// of the burst it ends, if more than the one logged at its start.
+    pub(super) fn room_found(&mut self) -> Option<u64> {
+        let evicted = std::mem::take(&mut self.evicted);
+        (evicted > 1).then_some(evicted)
+    }
+}
+
 /// Pauses after failed accepts (typically `EMFILE`, out of file
 /// descriptors), doubling from 10 ms up to 1 s, so that a burst of failures
 /// neither spins the accept loop nor floods the log: only the first failure
@@ -373,31 +409,52 @@ mod tests {
     }
 
     #[test]
-    fn only_idle_connections_are_evicted_longest_idle_first() {
+    fn waiting_connections_are_evicted_longest_waiting_first_busy_ones_never() {
         let connections = Connections::new();
-        let [a, b, c, d] = [(); 4].map(|()| connections.register(PEER));
-        assert_eq!(connections.evict_longest_idle(), None, "all fresh");
+        let [a, b, c, d, e] = [(); 5].map(|()| connections.register(PEER));
         for (since, reg) in [&a, &b, &c].into_iter().enumerate() {
             serve_one(reg.conn());
             reg.conn()
                 .idle_since_us
-                .store(since as u64, Ordering::SeqCst);
+                .store(since as u64 + 10, Ordering::SeqCst);
         }
+        // e stays fresh (silent since it connected), from before b and c idled
+        e.conn().idle_since_us.store(10, Ordering::SeqCst);
         // a turns busy again (the next request is arriving), d is answering
         assert!(a.conn().bytes_read());
         assert!(d.conn().bytes_read());
         d.conn().request_started();
         d.conn().read_pending(); // a body still to come: not idle
-        let first = connections.evict_longest_idle().expect("b is idle");
+        let first = connections.evict_longest_waiting().expect("e is silent");
         assert_eq!(first.peer, PEER);
+        assert_eq!(e.conn().state.load(Ordering::SeqCst), EVICTED);
+        assert!(!e.conn().bytes_read(), "nothing read once evicted");
+        connections.evict_longest_waiting().expect("b is idle");
         assert_eq!(b.conn().state.load(Ordering::SeqCst), EVICTED);
         assert!(!b.conn().bytes_read(), "nothing read once evicted");
-        connections.evict_longest_idle().expect("c is idle");
+        connections.evict_longest_waiting().expect("c is idle");
         assert_eq!(c.conn().state.load(Ordering::SeqCst), EVICTED);
-        assert_eq!(connections.evict_longest_idle(), None, "a and d are busy");
+        assert_eq!(
+            connections.evict_longest_waiting(),
+            None,
+            "a and d are busy"
+        );
         assert_eq!(a.conn().state.load(Ordering::SeqCst), BUSY);
-        drop((a, b, c, d));
+        drop((a, b, c, d, e));
         assert!(connections.lock().is_empty(), "registrations removed");
+    }
+
+    #[test]
+    fn evictions_log_the_start_of_a_burst_and_count_the_rest() {
+        let mut log = EvictionLog::default();
+        assert_eq!(log.room_found(), None);
+        assert!(log.evicted(), "the first of a burst");
+        assert_eq!(log.room_found(), None, "a burst of one: already logged");
+        let logged: Vec<bool> = (0..5).map(|_| log.evicted()).collect();
+        assert_eq!(logged, [true, false, false, false, false]);
+        assert_eq!(log.room_found(), Some(5));
+        assert_eq!(log.room_found(), None);
+        assert!(log.evicted(), "a new burst");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST,
+    RETRY_AFTER,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -23,7 +24,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::clock::{Clock, SystemClock};
-use super::conns::{AcceptBackoff, Connections, TrackedBody, TrackedIo};
+use super::conns::{AcceptBackoff, Connections, EvictionLog, TrackedBody, TrackedIo};
 use super::registry::RegistryConfig;
 use super::service::{Answer, Reply};
 use super::shared::SharedRegistry;
@@ -43,6 +44,9 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default cap on connections open at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default cap on whole-registry replies in progress at once
+/// ([`ServerBuilder::max_streamed_replies`]).
+const DEFAULT_MAX_STREAMED_REPLIES: usize = 16;
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -84,6 +88,7 @@ pub struct ServerBuilder {
     head_timeout: Duration,
     write_timeout: Duration,
     max_connections: usize,
+    max_streamed_replies: usize,
 }
 
 impl ServerBuilder {
@@ -95,6 +100,7 @@ impl ServerBuilder {
             head_timeout: HEAD_TIMEOUT,
             write_timeout: WRITE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_streamed_replies: DEFAULT_MAX_STREAMED_REPLIES,
         }
     }
 
@@ -156,13 +162,15 @@ impl ServerBuilder {
     /// The most connections served at once (default
     /// [`DEFAULT_MAX_CONNECTIONS`], at least 1). When that many are open and
     /// another client connects, the server closes the connection that has
-    /// been idle longest (kept alive, waiting for its next request; logged
-    /// at info) to serve the new one; a connection reading or answering a
-    /// request is never closed for that. When none is idle, the new client
-    /// waits (and further ones in the kernel's listen backlog) until one
-    /// turns idle or closes, rather than being refused. Silent or idle
-    /// connections are closed after [`head_timeout`](ServerBuilder::head_timeout),
-    /// so a full server frees up.
+    /// waited longest for a request, having sent nothing since it connected
+    /// or since its last reply (kept alive), to serve the new one; a
+    /// connection reading or answering a request is never closed for that.
+    /// The first such eviction of a burst is logged at info, the others at
+    /// debug, and the end of the burst at info with their count. When every
+    /// connection is mid-request, the new client waits (and further ones in
+    /// the kernel's listen backlog) until one turns idle or closes, rather
+    /// than being refused; a request that stalls is cut off by
+    /// [`head_timeout`](ServerBuilder::head_timeout), so a full server frees up.
     ///
     /// Each connection holds a file descriptor: keep the cap below the
     /// process's open-file limit (`RLIMIT_NOFILE`, often 1024 by default),
@@ -171,6 +179,27 @@ impl ServerBuilder {
     /// from it; a library user sizes it as fits the process.
     pub fn max_connections(mut self, max: usize) -> ServerBuilder {
         self.max_connections = max.clamp(1, Semaphore::MAX_PERMITS);
+        self
+    }
+
+    /// The most whole-registry replies (`/list`, `/metrics`, and `/status`
+    /// without an id when two or more applications are tracked) in progress
+    /// at once (default 16, at least 1). Each
+    /// holds a snapshot of the registry (about 32 bytes per application,
+    /// and the keys of applications gone since) until its last byte is
+    /// written, which a slow reader can make take long. Past the cap such a
+    /// request is answered `503` with `Retry-After: 1` and a one-line
+    /// `ERROR:` reason (logged at debug only); other requests are not
+    /// affected.
+    ///
+    /// ```
+    /// use heartbeat_sdk::server::Server;
+    ///
+    /// let builder = Server::builder("127.0.0.1:0".parse().unwrap()).max_streamed_replies(4);
+    /// # drop(builder);
+    /// ```
+    pub fn max_streamed_replies(mut self, max: usize) -> ServerBuilder {
+        self.max_streamed_replies = max.clamp(1, Semaphore::MAX_PERMITS);
         self
     }
 
@@ -187,6 +216,7 @@ impl ServerBuilder {
             head_timeout: self.head_timeout,
             write_timeout: self.write_timeout,
             max_connections: self.max_connections,
+            max_streamed_replies: self.max_streamed_replies,
         };
         let task = tokio::spawn(serve(listener, state.clone(), limits, stopped));
         tracing::info!(
@@ -274,6 +304,7 @@ struct Limits {
     head_timeout: Duration,
     write_timeout: Duration,
     max_connections: usize,
+    max_streamed_replies: usize,
 }
 
 async fn serve(
@@ -286,10 +317,14 @@ async fn serve(
         head_timeout,
         write_timeout,
         max_connections,
+        max_streamed_replies,
     } = limits;
+    // one permit per whole-registry reply in progress: see `respond`
+    let streams = Arc::new(Semaphore::new(max_streamed_replies));
     // One permit per open connection: when none is left, a new client's
-    // connection takes the slot of the longest-idle one, or waits (and
-    // later clients queue in the listen backlog) until one frees up.
+    // connection takes the slot of the one waiting longest for a request
+    // (silent or idle), or waits (and later clients queue in the listen
+    // backlog) until one frees up.
     let permits = Arc::new(Semaphore::new(max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
@@ -303,6 +338,7 @@ async fn serve(
         .keep_alive(true);
     let connections = Connections::new();
     let mut backoff = AcceptBackoff::default();
+    let mut evictions = EvictionLog::default();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -327,9 +363,14 @@ async fn serve(
         }
         let peer = peer.ip().to_canonical();
         let permit = match permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
+            Ok(permit) => {
+                if let Some(evicted) = evictions.room_found() {
+                    tracing::info!(evicted, "connection cap no longer reached: connections closed to make room meanwhile");
+                }
+                permit
+            }
             Err(_) => tokio::select! {
-                permit = make_room(&permits, &connections) => permit,
+                permit = make_room(&permits, &connections, &mut evictions) => permit,
                 _ = &mut stopped => break,
             },
         };
@@ -341,12 +382,14 @@ async fn serve(
             write_timeout,
         );
         let state = state.clone();
+        let streams = Arc::clone(&streams);
         let service = {
             let conn = Arc::clone(&conn);
             service_fn(move |request| {
                 conn.request_started();
                 let conn = Arc::clone(&conn);
-                let response = respond(state.clone(), peer, head_timeout, request);
+                let streams = Arc::clone(&streams);
+                let response = respond(state.clone(), streams, peer, head_timeout, request);
                 async move {
                     let response = response.await?;
                     Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, conn)))
@@ -376,16 +419,22 @@ async fn serve(
 }
 
 /// A slot for a new connection when all are taken: close the connection
-/// idle longest and take its slot; when none is idle, wait for one to turn
-/// idle or for any to close.
-async fn make_room(permits: &Arc<Semaphore>, connections: &Connections) -> OwnedSemaphorePermit {
+/// that has waited longest for a request (silent or idle) and take its
+/// slot; when all are busy, wait for one to turn idle or for any to close.
+/// The first eviction of a burst is logged at info, the others at debug.
+async fn make_room(
+    permits: &Arc<Semaphore>,
+    connections: &Connections,
+    evictions: &mut EvictionLog,
+) -> OwnedSemaphorePermit {
     loop {
-        if let Some(evicted) = connections.evict_longest_idle() {
-            tracing::info!(
-                peer = %evicted.peer,
-                idle_ms = evicted.idle_for.as_millis(),
-                "connection cap reached: closed the longest-idle connection"
-            );
+        if let Some(evicted) = connections.evict_longest_waiting() {
+            let (peer, idle_ms) = (evicted.peer, evicted.idle_for.as_millis());
+            if evictions.evicted() {
+                tracing::info!(%peer, idle_ms, "connection cap reached: closed the connection waiting longest for a request; further ones until the cap is no longer reached are logged at debug");
+            } else {
+                tracing::debug!(%peer, idle_ms, "connection cap reached: closed the connection waiting longest for a request");
+            }
             // its task ends at once and releases its permit
             if let Ok(permit) = permits.clone().acquire_owned().await {
                 return permit;
@@ -416,6 +465,7 @@ fn check_host(request: &Request<Incoming>) -> Result<(), Reply> {
 
 async fn respond(
     state: Arc<SharedRegistry>,
+    streams: Arc<Semaphore>,
     peer: IpAddr,
     body_timeout: Duration,
     request: Request<Incoming>,
@@ -437,6 +487,7 @@ async fn respond(
         tracing::info!(%peer, "request refused: {}", refusal.body);
         return Ok(reply(refusal));
     }
+    let version = request.version();
     let target = request
         .uri()
         .path_and_query()
@@ -472,14 +523,42 @@ async fn respond(
         Answer::Ready(ready) => reply(ready),
         // rendered a chunk at a time as hyper writes it: see `stream`
         Answer::Streamed(streamed) => {
+            // each holds its snapshot until written: a bounded number at once
+            let Ok(permit) = streams.try_acquire_owned() else {
+                tracing::debug!(%peer, "request refused: too many whole-registry replies in progress");
+                let mut response = reply(Reply::error(
+                    503,
+                    "too many whole-registry replies in progress: retry in a second",
+                ));
+                let headers = response.headers_mut();
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                return Ok(response);
+            };
             let content_type = streamed.content_type();
             let no_store = streamed.no_store();
-            let mut response =
-                response(200, content_type, ReplyBody::stream(streamed.chunks(CHUNK)));
+            // sorting the snapshot (100 000 keys: tens of ms) and rendering
+            // the first chunk block: not on an async worker, where they
+            // would stall every connection it serves
+            let body = tokio::task::spawn_blocking(move || {
+                ReplyBody::stream(streamed.chunks(CHUNK), permit)
+            })
+            .await;
+            let Ok(body) = body else {
+                return Ok(reply(Reply::error(500, "the reply could not be rendered")));
+            };
+            let close_delimited = version < Version::HTTP_11 && body.is_streamed();
+            let mut response = response(200, content_type, body);
             if no_store {
                 response
                     .headers_mut()
                     .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
+            if close_delimited {
+                // its end is the connection's: it cannot be kept alive (an
+                // HTTP/1.0 response keeps hyper from adding `keep-alive`)
+                *response.version_mut() = Version::HTTP_10;
+                let headers = response.headers_mut();
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             response
         }

@@ -15,7 +15,8 @@
 //!    `Arc<str>`, so this is a reference count bump per record, whatever the
 //!    key length; no formatting, no sorting. (Copying the key text instead
 //!    would cost 100 MB per reply at 100 000 × 1 KiB ids.)
-//! 2. After the lock is released, `Streamed` sorts the snapshot and
+//! 2. After the lock is released, `Streamed` sorts the snapshot (the HTTP
+//!    server does that, and the first chunk, on tokio's blocking pool) and
 //!    renders the reply piece by piece (one piece is one key or one sample
 //!    line), handing it out in chunks of at most a given size
 //!    (`Streamed::chunks`). The HTTP server renders the next chunk only

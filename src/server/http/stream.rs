@@ -6,7 +6,17 @@
 //! chunk only once its write buffer holds less than `max_buf_size` (16 KiB
 //! here), so a connection holds the snapshot (shared keys, 32 bytes per
 //! record), at most one chunk in hyper's buffer and one being rendered,
-//! plus the kernel's socket buffers.
+//! plus the kernel's socket buffers. And the number of such bodies is
+//! capped (`ServerBuilder::max_streamed_replies`): each holds its slot until
+//! dropped, so stalled readers cannot pile up snapshots (a snapshot also
+//! keeps alive the keys of applications gone since it was taken).
+//!
+//! The sort of the snapshot and the first chunk are done on tokio's blocking
+//! pool (`respond` in `http.rs`): at 100 000 applications they take tens of
+//! milliseconds, which on an async worker would stall every connection it
+//! serves. Sorting lazily a chunk at a time would not help: the first key
+//! of a sorted list needs a pass over all of them. The later chunks are
+//! rendered inline, 32 KiB each, as hyper asks for them.
 //!
 //! Hyper has no write timeout, so [`WriteTimeout`] wraps the connection's
 //! I/O: when a write (or flush) has been pending, with nothing accepted by
@@ -24,6 +34,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::rt::{Read, ReadBufCursor, Write};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
 use crate::server::service::Chunks;
@@ -40,20 +51,35 @@ pub(crate) const CHUNK: usize = 32 * 1024;
 pub(crate) enum ReplyBody {
     /// The whole body, until it is taken.
     Full(Option<Bytes>),
-    /// A first chunk already rendered, then the rest.
-    Chunked(Option<Bytes>, Box<Chunks>),
+    /// A first chunk already rendered, then the rest; and the slot it takes
+    /// among the streamed replies in progress, freed when it is dropped.
+    Chunked {
+        first: Option<Bytes>,
+        rest: Box<Chunks>,
+        _slot: OwnedSemaphorePermit,
+    },
 }
 
 impl ReplyBody {
     /// `chunks` as a body: whole if it fits in one chunk (so small replies
-    /// keep their `Content-Length`), else streamed.
-    pub(crate) fn stream(mut chunks: Chunks) -> ReplyBody {
+    /// keep their `Content-Length`, and `slot` is freed at once), else
+    /// streamed, holding `slot` until dropped.
+    pub(crate) fn stream(mut chunks: Chunks, slot: OwnedSemaphorePermit) -> ReplyBody {
         let first = chunks.next().map(Bytes::from).unwrap_or_default();
         if chunks.is_done() {
             ReplyBody::Full(Some(first))
         } else {
-            ReplyBody::Chunked(Some(first), Box::new(chunks))
+            ReplyBody::Chunked {
+                first: Some(first),
+                rest: Box::new(chunks),
+                _slot: slot,
+            }
         }
+    }
+
+    /// Whether it is sent without a length (chunked, or close-delimited).
+    pub(crate) fn is_streamed(&self) -> bool {
+        matches!(self, ReplyBody::Chunked { .. })
     }
 }
 
@@ -73,7 +99,7 @@ impl Body for ReplyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let next = match self.get_mut() {
             ReplyBody::Full(body) => body.take(),
-            ReplyBody::Chunked(first, rest) => {
+            ReplyBody::Chunked { first, rest, .. } => {
                 first.take().or_else(|| rest.next().map(Bytes::from))
             }
         };
@@ -83,7 +109,7 @@ impl Body for ReplyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ReplyBody::Full(body) => body.as_ref().is_none_or(Bytes::is_empty),
-            ReplyBody::Chunked(first, rest) => first.is_none() && rest.is_done(),
+            ReplyBody::Chunked { first, rest, .. } => first.is_none() && rest.is_done(),
         }
     }
 
@@ -92,7 +118,7 @@ impl Body for ReplyBody {
             ReplyBody::Full(body) => {
                 SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64))
             }
-            ReplyBody::Chunked(..) => SizeHint::default(),
+            ReplyBody::Chunked { .. } => SizeHint::default(),
         }
     }
 }
