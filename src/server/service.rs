@@ -33,13 +33,13 @@
 //! ([`protocol::app_line`] and its siblings).
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::protocol::command::{parse_command, Command};
 use crate::protocol::{self, whole_ms, Beat, GOODBYE, MULTIPLE_LINE_END, MULTIPLE_LINE_SEPARATOR};
 use crate::server::metrics;
 use crate::server::registry::{
-    AppInfo, AppStatus, HostStatus, Registry, RegistryConfig, RegistryFull, Snapshot,
+    AppInfo, AppStatus, Expected, HostStatus, Registry, RegistryConfig, RegistryFull, Snapshot,
 };
 
 /// The content type of every reply but `/metrics`, as the reference sends it.
@@ -136,7 +136,7 @@ pub(crate) fn prepare(
         Command::List => return snapshot(View::List, registry),
         Command::Status { app: None } => {
             registry.expire(now);
-            if registry.len() >= 2 {
+            if registry.len() >= 2 && registry.missing().is_empty() {
                 return snapshot(View::HostStatus, registry);
             }
             let config = registry.config().clone();
@@ -169,6 +169,24 @@ pub(crate) fn app_status_line(status: &AppStatus<'_>, config: &RegistryConfig) -
     match status {
         AppStatus::Tracked(app) => app_line(app, config),
         AppStatus::NoRecord { key } => protocol::no_record_line(key),
+        AppStatus::Missing(expected) => missing_line(&[expected]),
+    }
+}
+
+/// The status line of expected applications without a record:
+/// `CRITICAL - expected application has not reported [ID]` for one,
+/// `CRITICAL - N expected applications have not reported: [A,B]` for
+/// several (specs as written: `ID` or `ID @ IP`; ids are valid
+/// application ids, so the line cannot be forged).
+pub(crate) fn missing_line(missing: &[&Expected]) -> String {
+    let list = missing
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(MULTIPLE_LINE_SEPARATOR);
+    match missing.len() {
+        1 => format!("CRITICAL - expected application has not reported [{list}]"),
+        n => format!("CRITICAL - {n} expected applications have not reported: [{list}]"),
     }
 }
 
@@ -178,6 +196,7 @@ pub(crate) fn host_status_line(status: &HostStatus<'_>, config: &RegistryConfig)
         HostStatus::NoClients => protocol::NO_CLIENTS_LINE.to_owned(),
         HostStatus::One(app) => app_line(app, config),
         HostStatus::Multiple(keys) => protocol::multiple_line(keys.iter().copied()),
+        HostStatus::Missing(missing) => missing_line(missing),
     }
 }
 
@@ -206,12 +225,27 @@ pub(crate) enum View {
 pub(crate) struct Streamed {
     view: View,
     snapshot: Snapshot,
+    /// The wall-clock time of the snapshot (for `/metrics`' timestamps),
+    /// when not the registry's own.
+    wall: Option<SystemTime>,
 }
 
 impl Streamed {
     /// The reply `view` of `snapshot` (sorted later, when rendered).
     pub(crate) fn new(view: View, snapshot: Snapshot) -> Self {
-        Streamed { view, snapshot }
+        Streamed {
+            view,
+            snapshot,
+            wall: None,
+        }
+    }
+
+    /// The same reply, with `wall` as the wall-clock time of the snapshot.
+    pub(crate) fn at_wall(self, wall: SystemTime) -> Self {
+        Streamed {
+            wall: Some(wall),
+            ..self
+        }
     }
 
     /// The reply's `Content-Type`.
@@ -247,7 +281,7 @@ impl Streamed {
         match self.view {
             View::List => n,
             View::HostStatus => n + 2,
-            View::Metrics => metrics::pieces(n),
+            View::Metrics => metrics::pieces(n, self.snapshot.missing().len()),
         }
     }
 
@@ -272,7 +306,10 @@ impl Streamed {
                     out.extend_from_slice(MULTIPLE_LINE_END.as_bytes());
                 }
             }
-            View::Metrics => metrics::write_piece(snapshot, i, out),
+            View::Metrics => {
+                let wall = self.wall.unwrap_or_else(|| snapshot.wall_now());
+                metrics::write_piece(snapshot, wall, i, out);
+            }
         }
     }
 }
@@ -639,7 +676,7 @@ mod tests {
         assert_eq!(reply.status, 200);
         assert!(reply
             .body
-            .contains("heartbeat_app_overdue_ratio{app=\"a\\\"b @ 127.0.0.1\"} 0.5\n"));
+            .contains("heartbeat_app_overdue_ratio{app=\"a\\\"b\",host=\"127.0.0.1\"} 0.5\n"));
         assert!(reply.body.contains("heartbeat_inits_total 1\n"));
     }
 }
