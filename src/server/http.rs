@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 
 use super::clock::{Clock, SystemClock};
 use super::conns::{AcceptBackoff, Connections, TrackedBody, TrackedIo};
-use super::registry::RegistryConfig;
+use super::registry::{Expected, RegistryConfig};
 use super::service::{Answer, Reply};
 use super::shared::SharedRegistry;
 use crate::error::Error;
@@ -84,6 +84,7 @@ pub struct ServerBuilder {
     head_timeout: Duration,
     write_timeout: Duration,
     max_connections: usize,
+    expected: Vec<Expected>,
 }
 
 impl ServerBuilder {
@@ -95,6 +96,7 @@ impl ServerBuilder {
             head_timeout: HEAD_TIMEOUT,
             write_timeout: WRITE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            expected: Vec::new(),
         }
     }
 
@@ -124,6 +126,24 @@ impl ServerBuilder {
     /// The largest number of applications tracked; past it new ones get `503`.
     pub fn max_apps(mut self, max_apps: usize) -> ServerBuilder {
         self.config.max_apps = max_apps;
+        self
+    }
+
+    /// Expect `app` (repeat for several): it is never dropped, and while
+    /// it has no record it is CRITICAL in its own `/status?appid=ID`, in
+    /// the host `/status` and in `/metrics`; see [`Expected`].
+    ///
+    /// ```
+    /// use heartbeat_sdk::server::{Expected, Server};
+    ///
+    /// let builder = Server::builder("127.0.0.1:0".parse().unwrap())
+    ///     .expect("backup".parse::<Expected>()?)
+    ///     .expect("kiosk @ 10.0.0.5".parse::<Expected>()?);
+    /// # drop(builder);
+    /// # Ok::<(), heartbeat_sdk::server::ExpectedError>(())
+    /// ```
+    pub fn expect(mut self, app: Expected) -> ServerBuilder {
+        self.expected.push(app);
         self
     }
 
@@ -182,6 +202,11 @@ impl ServerBuilder {
             tracing::warn!(%local_addr, "heartbeat server bound to a non-loopback address: anyone who can reach it can register and query applications");
         }
         let state = Arc::new(SharedRegistry::new(self.config, self.clock));
+        state.with_registry(|registry, _| {
+            for app in self.expected {
+                registry.expect(app);
+            }
+        });
         let (stop, stopped) = oneshot::channel();
         let limits = Limits {
             head_timeout: self.head_timeout,
