@@ -37,24 +37,43 @@ fn life_of_an_expected_application() {
     let status = || shared.handle("/status?0&appid=backup", None, PEER).body;
     let missing = "CRITICAL - expected application has not reported [backup]";
     assert_eq!(status(), missing);
-    assert_eq!(shared.handle("/list", None, PEER).body, "", "/list shows records only");
+    assert_eq!(
+        shared.handle("/list", None, PEER).body,
+        "",
+        "/list shows records only"
+    );
 
     shared.handle("/hb_init?2000&appid=backup", None, PEER);
     assert_eq!(
         status(),
         "OK - fine application [backup @ 10.0.0.5]| od=0.00;3;5;0;6 delay=3000ms;;; "
     );
-    let state = |text: &str| text.parse::<heartbeat_sdk::protocol::Status>().unwrap().state();
+    let state = |text: &str| {
+        text.parse::<heartbeat_sdk::protocol::Status>()
+            .unwrap()
+            .state()
+    };
 
     // dies: past crit, then far past the drop ratio (6 × 3 s): still there
     clock.advance(Duration::from_secs(15));
     assert_eq!(state(&status()), State::Critical);
     clock.advance(Duration::from_secs(3600));
-    assert!(status().starts_with("CRITICAL - quite late application [backup @ 10.0.0.5]| od=1205.00;"));
-    assert_eq!(shared.handle("/list", None, PEER).body, "backup @ 10.0.0.5\n");
+    assert!(
+        status().starts_with("CRITICAL - quite late application [backup @ 10.0.0.5]| od=1205.00;")
+    );
+    assert_eq!(
+        shared.handle("/list", None, PEER).body,
+        "backup @ 10.0.0.5\n"
+    );
     let metrics = shared.handle("/metrics", None, PEER).body;
-    assert!(metrics.contains("heartbeat_app_up{app=\"backup\",host=\"10.0.0.5\"} 0\n"), "{metrics}");
-    assert!(metrics.contains("heartbeat_expiries_total 0\n"), "{metrics}");
+    assert!(
+        metrics.contains("heartbeat_app_up{app=\"backup\",host=\"10.0.0.5\"} 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("heartbeat_expiries_total 0\n"),
+        "{metrics}"
+    );
 
     // done: removed, and missing again
     shared.handle("/hb_done?0&appid=backup", None, PEER);
@@ -127,7 +146,9 @@ fn serve(args: &[&str]) -> Serve {
 
 fn get(addr: SocketAddr, target: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     write!(stream, "GET {target} HTTP/1.0\r\n\r\n").unwrap();
     let mut reply = String::new();
     stream.read_to_string(&mut reply).unwrap();
@@ -139,7 +160,11 @@ fn serve_expects_from_options_and_files() {
     let dir = std::env::temp_dir().join(format!("hb-expect-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("expected");
-    std::fs::write(&file, "# nightly jobs\n\n  backup  \nkiosk #7 @ 127.0.0.1\n").unwrap();
+    std::fs::write(
+        &file,
+        "# nightly jobs\n\n  backup  \nkiosk #7 @ 127.0.0.1\n",
+    )
+    .unwrap();
     let server = serve(&["--expect", "web", "--expect-file", file.to_str().unwrap()]);
     let addr = server.addr;
     assert_eq!(
@@ -161,12 +186,46 @@ fn serve_expects_from_options_and_files() {
 
 #[test]
 fn serve_takes_thresholds() {
-    let server = serve(&["--tolerance-ms", "500", "--warn", "1.5", "--crit", "2", "--drop", "2"]);
+    let server = serve(&[
+        "--tolerance-ms",
+        "500",
+        "--warn",
+        "1.5",
+        "--crit",
+        "2",
+        "--drop",
+        "2",
+    ]);
     assert_eq!(get(server.addr, "/hb_init?1000&appid=t"), "1500");
     assert_eq!(
         get(server.addr, "/status?0&appid=t"),
         "OK - fine application [t @ 127.0.0.1]| od=0.00;1.5;2;0;2 delay=1500ms;;; "
     );
+}
+
+/// `heartbeat serve --bind 127.0.0.1:0 ARGS`, expected to exit at once:
+/// killed, and the test failed, if it is still running after 30 s (it
+/// would then be serving).
+fn refused(args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("HB_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve {args:?} did not exit: it serves");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
 
 /// Bad thresholds and specs: exit 2, one line on stderr, nothing served.
@@ -180,21 +239,33 @@ fn serve_refuses_bad_settings_in_one_line() {
     let cases: [(&[&str], &str); 8] = [
         (&["--warn", "5"], "--warn 5 must be below --crit 5"),
         (&["--crit", "7"], "--crit 7 must not be above --drop 6"),
-        (&["--warn", "0"], "--warn 0 must be a positive finite number"),
-        (&["--drop", "inf"], "--drop inf must be a positive finite number"),
-        (&["--crit", "NaN"], "--crit NaN must be a positive finite number"),
-        (&["--expect", "a @ nowhere"], "--expect \"a @ nowhere\": \"nowhere\" after the last"),
-        (&["--expect", "a\u{7}b"], "--expect \"a\\u{7}b\": invalid application id"),
-        (&["--expect-file", &bad_file], ", line 3: invalid application id: it contains '|'"),
+        (
+            &["--warn", "0"],
+            "--warn 0 must be a positive finite number",
+        ),
+        (
+            &["--drop", "inf"],
+            "--drop inf must be a positive finite number",
+        ),
+        (
+            &["--crit", "NaN"],
+            "--crit NaN must be a positive finite number",
+        ),
+        (
+            &["--expect", "a @ nowhere"],
+            "--expect \"a @ nowhere\": \"nowhere\" after the last",
+        ),
+        (
+            &["--expect", "a\u{7}b"],
+            "--expect \"a\\u{7}b\": invalid application id",
+        ),
+        (
+            &["--expect-file", &bad_file],
+            ", line 3: invalid application id: it contains '|'",
+        ),
     ];
     for (args, reason) in cases {
-        let out = Command::new(BIN)
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .args(args)
-            .env_remove("HB_URL")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = refused(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{args:?}");
@@ -204,10 +275,7 @@ fn serve_refuses_bad_settings_in_one_line() {
             "{args:?}: {stderr}"
         );
     }
-    let missing = Command::new(BIN)
-        .args(["serve", "--expect-file", "/nonexistent/expected"])
-        .output()
-        .unwrap();
+    let missing = refused(&["--expect-file", "/nonexistent/expected"]);
     assert_eq!(missing.status.code(), Some(2));
     std::fs::remove_dir_all(&dir).unwrap();
 }

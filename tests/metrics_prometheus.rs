@@ -107,7 +107,9 @@ async fn promtool_accepts_a_real_scrape() {
     let scrape = tokio::task::spawn_blocking(move || {
         let get = |target: &str| {
             let mut stream = TcpStream::connect(addr).unwrap();
-            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
             write!(stream, "GET {target} HTTP/1.0\r\n\r\n").unwrap();
             let mut reply = String::new();
             stream.read_to_string(&mut reply).unwrap();
@@ -148,5 +150,8 @@ async fn promtool_accepts_a_real_scrape() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "promtool: {said}\n{scrape}");
-    assert!(said.trim().is_empty(), "promtool has remarks: {said}\n{scrape}");
+    assert!(
+        said.trim().is_empty(),
+        "promtool has remarks: {said}\n{scrape}"
+    );
 }

@@ -450,7 +450,8 @@ impl Registry {
             }
             None => {
                 expected.by_id.insert(app.id.clone().into_boxed_str());
-                self.expected_live.insert(app.id.clone().into_boxed_str(), 0);
+                self.expected_live
+                    .insert(app.id.clone().into_boxed_str(), 0);
             }
         }
         expected.specs.insert(at, (app, key));
@@ -583,9 +584,7 @@ impl Registry {
             });
             let missing = missing.or_else(|| {
                 self.expected.specs.iter().find(|(spec, spec_key)| {
-                    spec.id() == app
-                        && spec_key.is_none()
-                        && self.spec_is_missing(spec, None)
+                    spec.id() == app && spec_key.is_none() && self.spec_is_missing(spec, None)
                 })
             });
             if let Some((spec, _)) = missing {
@@ -1423,7 +1422,12 @@ mod tests {
     fn an_expected_app_is_never_dropped() {
         let t0 = Instant::now();
         let mut r = expecting(&["T", "H @ 1.2.3.4"]);
-        let missing = |r: &Registry| r.missing().iter().map(ToString::to_string).collect::<Vec<_>>();
+        let missing = |r: &Registry| {
+            r.missing()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(missing(&r), ["H @ 1.2.3.4", "T"]);
         assert_eq!(
             status_text(&mut r, "T", LOCAL, t0),
@@ -1457,7 +1461,8 @@ mod tests {
         assert_eq!(r.expire(later), 1);
         assert_eq!(r.list(later), ["H @ 1.2.3.4", "T @ 1.2.3.4"]);
         assert_eq!(r.deadline_index_len(), 0);
-        assert!(status_text(&mut r, "T", OTHER, later).starts_with("CRITICAL - quite late application [T @ 1.2.3.4]| od=3600.00;"));
+        assert!(status_text(&mut r, "T", OTHER, later)
+            .starts_with("CRITICAL - quite late application [T @ 1.2.3.4]| od=3600.00;"));
         assert!(r.done("T", OTHER, later));
         assert_eq!(missing(&r), ["T"]);
         assert_eq!(
@@ -1502,10 +1507,8 @@ mod tests {
             key_by_peer: false,
             ..RegistryConfig::default()
         });
-        r.expect("a @ b".parse::<Expected>().map_or_else(
-            |_| Expected::any_host("a @ b").unwrap(),
-            |e| e,
-        ));
+        assert!("a @ b".parse::<Expected>().is_err(), "b is no IP address");
+        r.expect(Expected::any_host("a @ b").unwrap());
         r.expect("X @ 1.2.3.4".parse().unwrap());
         r.init("a @ b", OTHER, d(0), t0).unwrap();
         r.init("X", OTHER, d(0), t0).unwrap();

@@ -224,7 +224,8 @@ pub(crate) enum View {
 #[derive(Debug)]
 pub(crate) struct Streamed {
     view: View,
-    snapshot: Snapshot,
+    /// Boxed: the chunked reply body holds it, and stays small.
+    snapshot: Box<Snapshot>,
     /// The wall-clock time of the snapshot (for `/metrics`' timestamps),
     /// when not the registry's own.
     wall: Option<SystemTime>,
@@ -235,7 +236,7 @@ impl Streamed {
     pub(crate) fn new(view: View, snapshot: Snapshot) -> Self {
         Streamed {
             view,
-            snapshot,
+            snapshot: Box::new(snapshot),
             wall: None,
         }
     }

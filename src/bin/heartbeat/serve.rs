@@ -151,9 +151,11 @@ fn expected(args: &ServeArgs) -> Result<Vec<Expected>, String> {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            all.push(line.parse::<Expected>().map_err(|e| {
-                format!("--expect-file {}, line {}: {e}", path.display(), n + 1)
-            })?);
+            all.push(
+                line.parse::<Expected>().map_err(|e| {
+                    format!("--expect-file {}, line {}: {e}", path.display(), n + 1)
+                })?,
+            );
         }
     }
     Ok(all)
