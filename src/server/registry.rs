@@ -22,6 +22,14 @@
 //! costing a gigabyte: each holds 3.2 MB of snapshot, not 100 MB of keys.
 //! The registry's own layout is unchanged by it.
 //!
+//! Expected applications ([`Registry::expect`], [`Expected`]) are never
+//! dropped: their records stay out of the expiry index, so they cost the
+//! expiry pass nothing. Deciding whether a pinged record is expected is
+//! two hash lookups, and nothing at all when no application is expected.
+//! Which expected ones have no record is kept as a count of records per
+//! expected id (`O(expected)` for the host `/status`); a snapshot works it
+//! out from its own records, after the lock.
+//!
 //! Ordering: `/list`, the multiple-applications status line and
 //! [`Registry::apps`] all use byte-wise ascending key order (sorted on
 //! demand, `O(n log n)` for these `O(n)`-sized replies). Keeping keys
@@ -57,7 +65,8 @@ pub struct RegistryConfig {
     pub warn_ratio: f64,
     /// Overdue ratio from which an application is CRITICAL.
     pub crit_ratio: f64,
-    /// Overdue ratio at which a record is dropped (expired).
+    /// Overdue ratio at which a record is dropped (expired), unless it is
+    /// expected ([`Registry::expect`]).
     pub drop_ratio: f64,
     /// `true`: records are keyed `"ID @ PEER_IP"` (reference behaviour);
     /// `false`: by the bare id, whatever the peer.
@@ -614,8 +623,8 @@ impl Registry {
         }
     }
 
-    /// Drops every record whose overdue ratio reached `drop_ratio` at `now`;
-    /// returns how many. Costs `O(expired * log n)`: only the expired prefix
+    /// Drops every record whose overdue ratio reached `drop_ratio` at `now`,
+    /// but expected ones ([`Registry::expect`]); returns how many. Costs `O(expired * log n)`: only the expired prefix
     /// of the deadline index is examined. Called by every other method.
     pub fn expire(&mut self, now: Instant) -> usize {
         let now_us = self.offset_us(now);
@@ -706,7 +715,8 @@ impl Registry {
         std::mem::take(&mut self.events)
     }
 
-    /// Number of entries in the deadline index (always equals `len()`).
+    /// Number of entries in the deadline index (`len()` less the expected
+    /// records, which never expire).
     #[cfg(test)]
     fn deadline_index_len(&self) -> usize {
         self.deadlines.len()
