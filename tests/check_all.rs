@@ -627,3 +627,25 @@ async fn at_most_eight_statuses_in_flight_in_list_order_and_one_failure_stays_it
         }
     }
 }
+
+/// Against our own server with an expected app that never reported: the
+/// JSON API names it, and the check is CRITICAL although every tracked app
+/// is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expected_app_missing_from_our_server_is_critical() {
+    use heartbeat_sdk::server::{Expected, Server};
+    let server = Server::builder("127.0.0.1:0".parse().unwrap())
+        .expect(Expected::any_host("kiosk-9").unwrap())
+        .start()
+        .await
+        .unwrap();
+    let url = server.url();
+    init(&url, "kiosk-1", OK_MS).await;
+    let run = heartbeat(&url, &["check", "--all"]).await;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.first_line().starts_with("CRITICAL - "), "{run:?}");
+    assert!(run.first_line().contains("kiosk-9"), "{run:?}");
+    assert!(run.first_line().contains("missing"), "{run:?}");
+    assert!(run.stdout.contains("kiosk-1 @ 127.0.0.1"), "{run:?}");
+    server.shutdown().await;
+}

@@ -216,3 +216,53 @@ async fn the_body_cap_follows_max_apps() {
         Some(4)
     );
 }
+
+/// The typed client against the embedded server itself: a tracked app, an
+/// expected one that has reported, and an expected one that never did.
+#[cfg(feature = "server")]
+#[tokio::test]
+async fn apps_against_the_embedded_server_with_expected_apps() {
+    use heartbeat_sdk::server::{Expected, Server};
+    let server = Server::builder("127.0.0.1:0".parse().unwrap())
+        .expect(Expected::any_host("kiosk-1").unwrap())
+        .expect(Expected::any_host("kiosk-9").unwrap())
+        .start()
+        .await
+        .unwrap();
+    for id in ["kiosk-1", "extra"] {
+        HeartbeatClient::builder()
+            .url(server.url())
+            .app_id(id)
+            .build()
+            .unwrap()
+            .init(Duration::from_secs(60), ErrorPolicy::Raise)
+            .await
+            .unwrap();
+    }
+    let client = HeartbeatClient::builder()
+        .url(server.url())
+        .build()
+        .unwrap();
+    let apps = client.apps(ErrorPolicy::Raise).await.unwrap();
+    let by_id = |id: &str| {
+        apps.apps
+            .iter()
+            .find(|a| a.id == id)
+            .unwrap_or_else(|| panic!("{id}: {apps:?}"))
+    };
+    let tracked = by_id("kiosk-1");
+    assert_eq!(tracked.key, "kiosk-1 @ 127.0.0.1");
+    assert_eq!(tracked.host.as_deref(), Some("127.0.0.1"));
+    assert_eq!(tracked.state, AppState::Ok);
+    assert_eq!(tracked.granted, Some(Duration::from_secs(61)));
+    assert!(tracked.expected && !tracked.missing, "{tracked:?}");
+    let extra = by_id("extra");
+    assert!(!extra.expected && !extra.missing, "{extra:?}");
+    let missing = by_id("kiosk-9");
+    assert_eq!(missing.state, AppState::Missing);
+    assert!(missing.expected && missing.missing, "{missing:?}");
+    assert_eq!((missing.host.as_deref(), missing.last_seen), (None, None));
+    assert_eq!(apps.apps.len(), 3);
+    assert_eq!((apps.counts.ok, apps.counts.missing), (2, 1));
+    server.shutdown().await;
+}

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use heartbeat_sdk::server::{ManualClock, Server, ServerHandle};
+use heartbeat_sdk::server::{Expected, ManualClock, Server, ServerHandle};
 use heartbeat_sdk::{ErrorPolicy, HeartbeatClient, State, Transport};
 
 async fn start() -> ServerHandle {
@@ -417,7 +417,9 @@ async fn metrics_expose_apps_and_counters() {
     assert!(body.contains("heartbeat_pings_total 1\n"), "{body}");
     assert!(body.contains("heartbeat_dones_total 1\n"), "{body}");
     assert!(
-        body.contains("heartbeat_app_granted_timeout_ms{app=\"a\\\"b @ 127.0.0.1\"} 2000\n"),
+        body.contains(
+            "heartbeat_app_granted_timeout_seconds{app=\"a\\\"b\",host=\"127.0.0.1\"} 2\n"
+        ),
         "{body}"
     );
     let reply = blocking(move || raw(addr, "GET /metrics HTTP/1.0\r\n\r\n")).await;
@@ -427,6 +429,44 @@ async fn metrics_expose_apps_and_counters() {
             .contains("content-type: text/plain; version=0.0.4"),
         "{reply}"
     );
+    server.shutdown().await;
+}
+
+/// An expected application over HTTP: missing, then tracked, then kept
+/// past the drop ratio, then missing again after `done`.
+#[tokio::test]
+async fn expected_application_over_http() {
+    let clock = ManualClock::new();
+    let server = Server::builder("127.0.0.1:0".parse().unwrap())
+        .clock(clock.clone())
+        .expect("job".parse::<Expected>().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let get = move |target: &'static str| blocking(move || call(addr, "GET", target));
+    let missing = "CRITICAL - expected application has not reported [job]";
+    assert_eq!(get("/status?0&appid=job").await, (200, missing.to_owned()));
+    assert_eq!(get("/status").await, (200, missing.to_owned()));
+    assert_eq!(get("/list").await, (200, String::new()));
+    let (_, metrics) = get("/metrics").await;
+    assert!(
+        metrics.contains("heartbeat_app_up{app=\"job\",host=\"\"} 0\n"),
+        "{metrics}"
+    );
+    assert_eq!(get("/hb_init?0&appid=job").await, (200, "1000".to_owned()));
+    assert_eq!(
+        get("/status?0&appid=job").await.1,
+        "OK - fine application [job @ 127.0.0.1]| od=0.00;3;5;0;6 delay=1000ms;;; "
+    );
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(
+        get("/status?0&appid=job").await.1,
+        "CRITICAL - quite late application [job @ 127.0.0.1]| od=60.00;3;5;0;6 delay=1000ms;;; "
+    );
+    assert_eq!(get("/list").await.1, "job @ 127.0.0.1\n");
+    get("/hb_done?0&appid=job").await;
+    assert_eq!(get("/status?0&appid=job").await.1, missing);
     server.shutdown().await;
 }
 

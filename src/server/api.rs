@@ -36,7 +36,9 @@ pub(crate) trait Missing {
     fn host(&self) -> Option<IpAddr>;
 }
 
-/// A missing application given by value.
+/// A missing application given by value (tests; the server passes its
+/// [`Expected`](crate::server::registry::Expected) specs).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MissingApp {
     /// The expected id.
@@ -45,6 +47,7 @@ pub(crate) struct MissingApp {
     pub(crate) host: Option<IpAddr>,
 }
 
+#[cfg(test)]
 impl Missing for MissingApp {
     fn id(&self) -> &str {
         &self.id
@@ -55,17 +58,21 @@ impl Missing for MissingApp {
     }
 }
 
-/// No missing applications: what a server without an expected list shows.
-pub(crate) const NO_MISSING: &[MissingApp] = &[];
+impl Missing for crate::server::registry::Expected {
+    fn id(&self) -> &str {
+        crate::server::registry::Expected::id(self)
+    }
 
-/// `"ID @ IP"` split on its **last** `" @ "` (an id may contain one, an
-/// address never does); a key without one is a bare id.
-pub(crate) fn split_key(key: &str) -> (&str, Option<&str>) {
-    match key.rsplit_once(" @ ") {
-        Some((id, host)) => (id, Some(host)),
-        None => (key, None),
+    fn host(&self) -> Option<IpAddr> {
+        crate::server::registry::Expected::host(self)
     }
 }
+
+/// No missing applications: what a server without an expected list shows.
+#[cfg(test)]
+pub(crate) const NO_MISSING: &[MissingApp] = &[];
+
+pub(crate) use crate::protocol::split_key;
 
 /// Which document a [`Listing`] renders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,7 +188,7 @@ impl<M: Missing> Listing<'_, M> {
             state: row_state(app.state),
             overdue_ratio: Some(app.overdue_ratio),
             granted_ms: Some(whole_ms(app.granted)),
-            last_seen_ago_ms: Some(whole_ms(snapshot.age(i))),
+            last_seen_ago_ms: Some(whole_ms(snapshot.since_last(i))),
             expected: (self.is_expected)(i),
         }
     }

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use super::clock::{Clock, SystemClock};
 use super::conns::{AcceptBackoff, Connections, EvictionLog, TrackedBody, TrackedIo};
-use super::registry::RegistryConfig;
+use super::registry::{Expected, RegistryConfig};
 use super::service::{Answer, Reply};
 use super::shared::SharedRegistry;
 use crate::error::Error;
@@ -89,6 +89,7 @@ pub struct ServerBuilder {
     write_timeout: Duration,
     max_connections: usize,
     max_streamed_replies: usize,
+    expected: Vec<Expected>,
 }
 
 impl ServerBuilder {
@@ -101,6 +102,7 @@ impl ServerBuilder {
             write_timeout: WRITE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_streamed_replies: DEFAULT_MAX_STREAMED_REPLIES,
+            expected: Vec::new(),
         }
     }
 
@@ -130,6 +132,24 @@ impl ServerBuilder {
     /// The largest number of applications tracked; past it new ones get `503`.
     pub fn max_apps(mut self, max_apps: usize) -> ServerBuilder {
         self.config.max_apps = max_apps;
+        self
+    }
+
+    /// Expect `app` (repeat for several): it is never dropped, and while
+    /// it has no record it is CRITICAL in its own `/status?appid=ID`, in
+    /// the host `/status` and in `/metrics`; see [`Expected`].
+    ///
+    /// ```
+    /// use heartbeat_sdk::server::{Expected, Server};
+    ///
+    /// let builder = Server::builder("127.0.0.1:0".parse().unwrap())
+    ///     .expect("backup".parse::<Expected>()?)
+    ///     .expect("kiosk @ 10.0.0.5".parse::<Expected>()?);
+    /// # drop(builder);
+    /// # Ok::<(), heartbeat_sdk::server::ExpectedError>(())
+    /// ```
+    pub fn expect(mut self, app: Expected) -> ServerBuilder {
+        self.expected.push(app);
         self
     }
 
@@ -211,6 +231,11 @@ impl ServerBuilder {
             tracing::warn!(%local_addr, "heartbeat server bound to a non-loopback address: anyone who can reach it can register and query applications");
         }
         let state = Arc::new(SharedRegistry::new(self.config, self.clock));
+        state.with_registry(|registry, _| {
+            for app in self.expected {
+                registry.expect(app);
+            }
+        });
         let (stop, stopped) = oneshot::channel();
         let limits = Limits {
             head_timeout: self.head_timeout,

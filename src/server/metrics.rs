@@ -1,103 +1,211 @@
-//! Prometheus text exposition (format 0.0.4) of a [`Registry`].
+//! Prometheus text exposition (format 0.0.4) of a [`Registry`], named as
+//! Prometheus' naming guide asks: base units, `_total` counters,
+//! `_timestamp_seconds` times, one metric per meaning with labels `app`
+//! (the id) and `host` (the peer's IP, empty for bare keys and for a
+//! missing application expected from any host).
+//!
+//! ```text
+//! heartbeat_apps                               tracked applications
+//! heartbeat_{inits,pings,dones,expiries,refused}_total
+//! heartbeat_app_up{app,host}                   1 reporting, 0 late past the critical ratio or expected and missing
+//! heartbeat_app_state{app,host}                Nagios state: 0 OK, 1 WARNING, 2 CRITICAL (missing: 2)
+//! heartbeat_app_overdue_ratio{app,host}        time since the last init/ping / granted timeout
+//! heartbeat_app_last_seen_timestamp_seconds{app,host}
+//! heartbeat_app_granted_timeout_seconds{app,host}
+//! ```
+//!
+//! Expected applications without a record ([`Registry::expect`]) appear in
+//! `heartbeat_app_up` (0) and `heartbeat_app_state` (2) only. An alert
+//! rule keys on `heartbeat_app_up == 0`.
 
 use std::borrow::Cow;
 use std::io::Write as _;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::protocol::whole_ms;
-use crate::server::registry::{Registry, Snapshot};
+use crate::protocol::State;
+use crate::server::registry::{split_key, Registry, Snapshot};
 use crate::server::service::{Streamed, View};
 
 /// The `Content-Type` to send with [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Expires overdue records, then renders counters, the `heartbeat_apps`
-/// gauge and the per-application gauges (label `app` = record key, in key
-/// order).
+/// Expires overdue records, then renders counters and the per-application
+/// gauges (tracked applications in key order, then missing expected ones
+/// in spec order). `heartbeat_app_last_seen_timestamp_seconds` counts
+/// from the wall-clock time the registry read when it first saw a `now`,
+/// plus the monotonic time since.
 pub fn render(registry: &mut Registry, now: Instant) -> String {
     Streamed::new(View::Metrics, registry.snapshot(now)).into_string()
 }
 
-/// How many pieces [`write_piece`] renders for `apps` records: the
-/// counters and the first gauge's header, one line per app, the second
-/// gauge's header, one line per app.
-pub(crate) fn pieces(apps: usize) -> usize {
-    2 * apps + 2
+/// [`render`], with `wall` as the wall-clock time that corresponds to
+/// `now` (for reproducible output).
+pub fn render_at(registry: &mut Registry, now: Instant, wall: SystemTime) -> String {
+    Streamed::new(View::Metrics, registry.snapshot(now))
+        .at_wall(wall)
+        .into_string()
 }
 
-/// Appends piece `i` of the exposition of `snapshot` (sorted) to `out`.
-pub(crate) fn write_piece(snapshot: &Snapshot, i: usize, out: &mut Vec<u8>) {
-    let n = snapshot.len();
-    // Writing to a Vec cannot fail.
+/// The families with a line per tracked app and per missing expected app.
+const WITH_MISSING: [(&str, &str); 2] = [
+    (
+        "heartbeat_app_up",
+        "1 if the application reports, 0 if it is late past the critical ratio or expected and missing.",
+    ),
+    (
+        "heartbeat_app_state",
+        "Nagios state of the application: 0 OK, 1 WARNING, 2 CRITICAL (also expected and missing).",
+    ),
+];
+
+/// The families with a line per tracked app only.
+const TRACKED_ONLY: [(&str, &str); 3] = [
+    (
+        "heartbeat_app_overdue_ratio",
+        "Time since the last init/ping divided by the granted timeout.",
+    ),
+    (
+        "heartbeat_app_last_seen_timestamp_seconds",
+        "Unix time of the last init or ping.",
+    ),
+    (
+        "heartbeat_app_granted_timeout_seconds",
+        "Timeout granted to the application: the promised one plus the tolerance.",
+    ),
+];
+
+/// How many pieces [`write_piece`] renders for `apps` records and
+/// `missing` expected applications without one: the scalars, then per
+/// family its header and one line per application.
+pub(crate) fn pieces(apps: usize, missing: usize) -> usize {
+    1 + WITH_MISSING.len() * (1 + apps + missing) + TRACKED_ONLY.len() * (1 + apps)
+}
+
+/// Appends piece `i` of the exposition of `snapshot` (sorted) to `out`;
+/// `wall` is the wall-clock time of the snapshot.
+pub(crate) fn write_piece(snapshot: &Snapshot, wall: SystemTime, i: usize, out: &mut Vec<u8>) {
     if i == 0 {
-        let counters = snapshot.counters();
-        let mut scalar = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-            );
-        };
-        scalar(
-            "heartbeat_apps",
-            "gauge",
-            "Number of tracked applications.",
-            n as u64,
-        );
-        scalar(
-            "heartbeat_inits_total",
-            "counter",
-            "Accepted hb_init requests.",
-            counters.inits,
-        );
-        scalar(
-            "heartbeat_pings_total",
-            "counter",
-            "Accepted hb_ping requests.",
-            counters.pings,
-        );
-        scalar(
-            "heartbeat_dones_total",
-            "counter",
-            "hb_done requests, known ids or not.",
-            counters.dones,
-        );
-        scalar(
-            "heartbeat_expiries_total",
-            "counter",
-            "Records dropped for being overdue.",
-            counters.expiries,
-        );
-        scalar(
-            "heartbeat_refused_total",
-            "counter",
-            "New applications refused because the registry was full.",
-            counters.refused,
-        );
-        out.extend_from_slice(
-            b"# HELP heartbeat_app_overdue_ratio Time since the last init/ping divided by the granted timeout.\n\
-              # TYPE heartbeat_app_overdue_ratio gauge\n",
-        );
-    } else if i <= n {
-        let app = snapshot.app(i - 1);
-        let _ = writeln!(
+        return write_scalars(snapshot, out);
+    }
+    let n = snapshot.len();
+    let missing = snapshot.missing();
+    let m = missing.len();
+    let mut i = i - 1;
+    for (family, (name, help)) in WITH_MISSING.iter().enumerate() {
+        if i == 0 {
+            return header(out, name, help);
+        }
+        if i <= n {
+            let app = snapshot.app(i - 1);
+            let value = match family {
+                0 => u8::from(app.state != State::Critical),
+                _ => app.state.exit_code(),
+            };
+            let (id, host) = labels(snapshot, i - 1);
+            return sample(out, name, &id, &host, &value.to_string());
+        }
+        if i <= n + m {
+            let spec = &missing[i - n - 1];
+            let value = [0, State::Critical.exit_code()][family];
+            let host = spec.host().map(|ip| ip.to_string()).unwrap_or_default();
+            return sample(out, name, spec.id(), &host, &value.to_string());
+        }
+        i -= 1 + n + m;
+    }
+    for (family, (name, help)) in TRACKED_ONLY.iter().enumerate() {
+        if i == 0 {
+            return header(out, name, help);
+        }
+        if i <= n {
+            let app = snapshot.app(i - 1);
+            let value = match family {
+                0 => format_float(app.overdue_ratio),
+                1 => {
+                    let seen = wall
+                        .checked_sub(snapshot.since_last(i - 1))
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .unwrap_or_default();
+                    format!("{}.{:03}", seen.as_secs(), seen.subsec_millis())
+                }
+                _ => format_float(app.granted.as_millis() as f64 / 1000.0),
+            };
+            let (id, host) = labels(snapshot, i - 1);
+            return sample(out, name, &id, &host, &value);
+        }
+        i -= 1 + n;
+    }
+}
+
+/// The gauge of tracked applications and the counters.
+fn write_scalars(snapshot: &Snapshot, out: &mut Vec<u8>) {
+    let counters = snapshot.counters();
+    let mut scalar = |name: &str, kind: &str, help: &str, value: u64| {
+        // Writing to a Vec cannot fail.
+        let _ = write!(
             out,
-            "heartbeat_app_overdue_ratio{{app=\"{}\"}} {}",
-            escape_label_value(app.key),
-            format_float(app.overdue_ratio)
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
         );
-    } else if i == n + 1 {
-        out.extend_from_slice(
-            b"# HELP heartbeat_app_granted_timeout_ms Timeout granted to the application, in milliseconds.\n\
-              # TYPE heartbeat_app_granted_timeout_ms gauge\n",
-        );
+    };
+    scalar(
+        "heartbeat_apps",
+        "gauge",
+        "Number of tracked applications.",
+        snapshot.len() as u64,
+    );
+    scalar(
+        "heartbeat_inits_total",
+        "counter",
+        "Accepted hb_init requests.",
+        counters.inits,
+    );
+    scalar(
+        "heartbeat_pings_total",
+        "counter",
+        "Accepted hb_ping requests.",
+        counters.pings,
+    );
+    scalar(
+        "heartbeat_dones_total",
+        "counter",
+        "hb_done requests, known ids or not.",
+        counters.dones,
+    );
+    scalar(
+        "heartbeat_expiries_total",
+        "counter",
+        "Records dropped for being overdue.",
+        counters.expiries,
+    );
+    scalar(
+        "heartbeat_refused_total",
+        "counter",
+        "New applications refused because the registry was full.",
+        counters.refused,
+    );
+}
+
+fn header(out: &mut Vec<u8>, name: &str, help: &str) {
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n");
+}
+
+fn sample(out: &mut Vec<u8>, name: &str, app: &str, host: &str, value: &str) {
+    let _ = writeln!(
+        out,
+        "{name}{{app=\"{}\",host=\"{}\"}} {value}",
+        escape_label_value(app),
+        escape_label_value(host)
+    );
+}
+
+/// The `app` and `host` labels of record `i`: its key split on the last
+/// `" @ "` when keyed by peer, else the whole key and no host.
+fn labels(snapshot: &Snapshot, i: usize) -> (Cow<'_, str>, Cow<'_, str>) {
+    let key = snapshot.key(i);
+    if snapshot.config().key_by_peer {
+        let (id, host) = split_key(key);
+        (Cow::Borrowed(id), Cow::Borrowed(host.unwrap_or_default()))
     } else {
-        let app = snapshot.app(i - n - 2);
-        let _ = writeln!(
-            out,
-            "heartbeat_app_granted_timeout_ms{{app=\"{}\"}} {}",
-            escape_label_value(app.key),
-            whole_ms(app.granted)
-        );
+        (Cow::Borrowed(key), Cow::Borrowed(""))
     }
 }
 
@@ -143,80 +251,6 @@ mod tests {
         assert_eq!(escape_label_value("plain @ 1.2.3.4"), "plain @ 1.2.3.4");
         assert_eq!(escape_label_value("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
         assert!(matches!(escape_label_value("x"), Cow::Borrowed(_)));
-    }
-
-    #[test]
-    fn renders_counters_and_per_app_gauges() {
-        let t0 = Instant::now();
-        let mut r = Registry::default();
-        r.init("Tetris", LOCAL, Duration::from_millis(2000), t0)
-            .unwrap();
-        r.ping("we\"ird\\id", LOCAL, Duration::from_millis(0), t0)
-            .unwrap();
-        r.ping("gone", LOCAL, Duration::from_millis(0), t0).unwrap();
-        r.done("gone", LOCAL, t0);
-        let text = render(&mut r, t0 + Duration::from_millis(1560));
-        let expected = [
-            "# TYPE heartbeat_apps gauge\nheartbeat_apps 2\n",
-            "# TYPE heartbeat_inits_total counter\nheartbeat_inits_total 1\n",
-            "heartbeat_pings_total 2\n",
-            "heartbeat_dones_total 1\n",
-            "heartbeat_expiries_total 0\n",
-            "# HELP heartbeat_app_overdue_ratio ",
-            "# TYPE heartbeat_app_overdue_ratio gauge\n",
-            "heartbeat_app_overdue_ratio{app=\"Tetris @ 127.0.0.1\"} 0.52\n",
-            "heartbeat_app_overdue_ratio{app=\"we\\\"ird\\\\id @ 127.0.0.1\"} 1.56\n",
-            "# TYPE heartbeat_app_granted_timeout_ms gauge\n",
-            "heartbeat_app_granted_timeout_ms{app=\"Tetris @ 127.0.0.1\"} 3000\n",
-            "heartbeat_app_granted_timeout_ms{app=\"we\\\"ird\\\\id @ 127.0.0.1\"} 1000\n",
-        ];
-        for piece in expected {
-            assert!(text.contains(piece), "missing {piece:?} in\n{text}");
-        }
-        assert!(text.ends_with('\n'));
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let (_, value) = line.rsplit_once(' ').expect("sample line");
-            assert!(value.parse::<f64>().is_ok(), "{line}");
-        }
-    }
-
-    #[test]
-    fn renders_exactly() {
-        let t0 = Instant::now();
-        let mut r = Registry::default();
-        r.ping("b", LOCAL, Duration::from_millis(0), t0).unwrap();
-        r.init("Tetris", LOCAL, Duration::from_millis(2000), t0)
-            .unwrap();
-        let text = render(&mut r, t0 + Duration::from_millis(1560));
-        assert_eq!(
-            text,
-            "# HELP heartbeat_apps Number of tracked applications.\n\
-             # TYPE heartbeat_apps gauge\n\
-             heartbeat_apps 2\n\
-             # HELP heartbeat_inits_total Accepted hb_init requests.\n\
-             # TYPE heartbeat_inits_total counter\n\
-             heartbeat_inits_total 1\n\
-             # HELP heartbeat_pings_total Accepted hb_ping requests.\n\
-             # TYPE heartbeat_pings_total counter\n\
-             heartbeat_pings_total 1\n\
-             # HELP heartbeat_dones_total hb_done requests, known ids or not.\n\
-             # TYPE heartbeat_dones_total counter\n\
-             heartbeat_dones_total 0\n\
-             # HELP heartbeat_expiries_total Records dropped for being overdue.\n\
-             # TYPE heartbeat_expiries_total counter\n\
-             heartbeat_expiries_total 0\n\
-             # HELP heartbeat_refused_total New applications refused because the registry was full.\n\
-             # TYPE heartbeat_refused_total counter\n\
-             heartbeat_refused_total 0\n\
-             # HELP heartbeat_app_overdue_ratio Time since the last init/ping divided by the granted timeout.\n\
-             # TYPE heartbeat_app_overdue_ratio gauge\n\
-             heartbeat_app_overdue_ratio{app=\"Tetris @ 127.0.0.1\"} 0.52\n\
-             heartbeat_app_overdue_ratio{app=\"b @ 127.0.0.1\"} 1.56\n\
-             # HELP heartbeat_app_granted_timeout_ms Timeout granted to the application, in milliseconds.\n\
-             # TYPE heartbeat_app_granted_timeout_ms gauge\n\
-             heartbeat_app_granted_timeout_ms{app=\"Tetris @ 127.0.0.1\"} 3000\n\
-             heartbeat_app_granted_timeout_ms{app=\"b @ 127.0.0.1\"} 1000\n"
-        );
     }
 
     #[test]

@@ -29,7 +29,9 @@ mod dashboard;
 mod http;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use registry::{AppInfo, AppStatus, HostStatus, Registry, RegistryConfig};
+pub use registry::{
+    AppInfo, AppStatus, Expected, ExpectedError, HostStatus, Registry, RegistryConfig,
+};
 pub use shared::SharedRegistry;
 
 #[cfg(feature = "server")]

@@ -22,6 +22,14 @@
 //! costing a gigabyte: each holds 3.2 MB of snapshot, not 100 MB of keys.
 //! The registry's own layout is unchanged by it.
 //!
+//! Expected applications ([`Registry::expect`], [`Expected`]) are never
+//! dropped: their records stay out of the expiry index, so they cost the
+//! expiry pass nothing. Deciding whether a pinged record is expected is
+//! two hash lookups, and nothing at all when no application is expected.
+//! Which expected ones have no record is kept as a count of records per
+//! expected id (`O(expected)` for the host `/status`); a snapshot works it
+//! out from its own records, after the lock.
+//!
 //! Ordering: `/list`, the multiple-applications status line and
 //! [`Registry::apps`] all use byte-wise ascending key order (sorted on
 //! demand, `O(n log n)` for these `O(n)`-sized replies). Keeping keys
@@ -29,11 +37,12 @@
 //! 50 % more instructions per ping, growing with the count; a sorted
 //! `BTreeSet` index beside the map costs about 35 more bytes per app.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::protocol::{self, whole_ms, State};
 
@@ -56,7 +65,8 @@ pub struct RegistryConfig {
     pub warn_ratio: f64,
     /// Overdue ratio from which an application is CRITICAL.
     pub crit_ratio: f64,
-    /// Overdue ratio at which a record is dropped (expired).
+    /// Overdue ratio at which a record is dropped (expired), unless it is
+    /// expected ([`Registry::expect`]).
     pub drop_ratio: f64,
     /// `true`: records are keyed `"ID @ PEER_IP"` (reference behaviour);
     /// `false`: by the bare id, whatever the peer.
@@ -186,6 +196,9 @@ pub enum AppStatus<'a> {
         /// The key looked up.
         key: String,
     },
+    /// No record under the key, and the application is expected
+    /// ([`Registry::expect`]) and has no record matching this spec at all.
+    Missing(&'a Expected),
 }
 
 /// The status of the whole host ([`Registry::host_status`]).
@@ -198,7 +211,166 @@ pub enum HostStatus<'a> {
     One(AppInfo<'a>),
     /// Two or more are tracked: their keys, in key order.
     Multiple(Vec<&'a str>),
+    /// Expected applications ([`Registry::expect`]) have no record: these
+    /// specs, in their order (whatever else is tracked).
+    Missing(Vec<&'a Expected>),
 }
+
+/// An application the server expects ([`Registry::expect`],
+/// `ServerBuilder::expect`, `heartbeat serve --expect`): written `ID`
+/// (that id from any host) or `ID @ IP` (only from that host; the text is
+/// split on the last `" @ "`, so an id may itself contain `" @ "`).
+///
+/// An expected application is never dropped: past the drop ratio it stays
+/// tracked, CRITICAL. Without any record it is CRITICAL too, in its own
+/// `/status?appid=ID` (`CRITICAL - expected application has not reported
+/// [ID]`), in the host `/status` and in `/metrics` (`heartbeat_app_up 0`).
+/// `hb_done` removes its record like any other, so it is then missing
+/// again: an expected application is one that should always run.
+///
+/// `ID @ IP` specs match records keyed by peer (the default); with
+/// `key_by_peer: false` records carry no host and only `ID` specs match.
+///
+/// ```
+/// use heartbeat_sdk::server::Expected;
+///
+/// let any: Expected = "Tetris".parse().unwrap();
+/// assert_eq!((any.id(), any.host()), ("Tetris", None));
+/// let one: Expected = "kiosk @ 7 @ 10.0.0.5".parse().unwrap();
+/// assert_eq!(one.id(), "kiosk @ 7");
+/// assert_eq!(one.host(), Some("10.0.0.5".parse().unwrap()));
+/// assert_eq!(one.to_string(), "kiosk @ 7 @ 10.0.0.5");
+/// assert!("bad|id".parse::<Expected>().is_err());
+/// assert!("Tetris @ 10.0.0.256".parse::<Expected>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Expected {
+    id: String,
+    host: Option<IpAddr>,
+}
+
+impl Expected {
+    /// The application `id` from any host, if `id` is a valid application
+    /// id ([`protocol::check_app_id`]).
+    ///
+    /// # Errors
+    /// [`ExpectedError`] when `id` is not a valid application id.
+    pub fn any_host(id: &str) -> Result<Expected, ExpectedError> {
+        Expected::new(id, None)
+    }
+
+    /// The application `id` from `host` only (an IPv4-mapped IPv6 address
+    /// is taken as the IPv4 one, as the server sees peers).
+    ///
+    /// # Errors
+    /// [`ExpectedError`] when `id` is not a valid application id.
+    pub fn on_host(id: &str, host: IpAddr) -> Result<Expected, ExpectedError> {
+        Expected::new(id, Some(host))
+    }
+
+    fn new(id: &str, host: Option<IpAddr>) -> Result<Expected, ExpectedError> {
+        protocol::check_app_id(id, protocol::MAX_APP_ID_LEN).map_err(|e| ExpectedError {
+            reason: format!("invalid application id: {e}"),
+        })?;
+        Ok(Expected {
+            id: id.to_owned(),
+            host: host.map(|ip| ip.to_canonical()),
+        })
+    }
+
+    /// The application id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The host it must report from, or `None` for any host.
+    pub fn host(&self) -> Option<IpAddr> {
+        self.host
+    }
+}
+
+impl FromStr for Expected {
+    type Err = ExpectedError;
+
+    /// `ID` or `ID @ IP`, split on the last `" @ "`.
+    fn from_str(s: &str) -> Result<Expected, ExpectedError> {
+        match s.rsplit_once(" @ ") {
+            None => Expected::new(s, None),
+            Some((id, host)) => match host.parse::<IpAddr>() {
+                Ok(ip) => Expected::new(id, Some(ip)),
+                Err(_) => Err(ExpectedError {
+                    reason: format!(
+                        "{:?} after the last \" @ \" is not an IP address",
+                        protocol::printable(host)
+                    ),
+                }),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Expected {
+    /// `ID` or `ID @ IP`: the record key it matches.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.host {
+            None => f.write_str(&self.id),
+            Some(ip) => write!(f, "{} @ {ip}", self.id),
+        }
+    }
+}
+
+/// Why a text is not an [`Expected`] application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedError {
+    reason: String,
+}
+
+impl fmt::Display for ExpectedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for ExpectedError {}
+
+/// The expected applications of a registry, indexed for the per-ping test
+/// (two hash lookups, and none at all when nothing is expected).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Expectations {
+    /// Every spec, sorted, without duplicates; with the record key an
+    /// `ID @ IP` spec matches.
+    specs: Vec<(Expected, Option<Box<str>>)>,
+    /// Ids of the `ID` specs.
+    by_id: HashSet<Box<str>>,
+    /// Record keys of the `ID @ IP` specs.
+    by_key: HashSet<Box<str>>,
+    key_by_peer: bool,
+}
+
+impl Expectations {
+    fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    /// Whether the record of `app` under `key` is expected.
+    fn matches(&self, app: &str, key: &str) -> bool {
+        !self.is_empty()
+            && (self.by_id.contains(app) || (self.key_by_peer && self.by_key.contains(key)))
+    }
+
+    /// Whether the record under `key` is expected.
+    fn matches_key(&self, key: &str) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        if !self.key_by_peer {
+            return self.by_id.contains(key);
+        }
+        self.by_key.contains(key) || self.by_id.contains(split_key(key).0)
+    }
+}
+
+pub(crate) use crate::protocol::split_key;
 
 #[derive(Debug, Clone, Copy)]
 struct Record {
@@ -211,10 +383,18 @@ struct Record {
 pub struct Registry {
     config: RegistryConfig,
     base: Option<Instant>,
+    /// The wall-clock time read once, when `base` was set: what
+    /// `/metrics`' timestamps count from (monotonic time since then).
+    base_wall: Option<SystemTime>,
     apps: HashMap<Arc<str>, Record>,
     deadlines: BTreeSet<(u64, Arc<str>)>,
     counters: Counters,
     events: Vec<Event>,
+    /// Shared with the snapshots; changed only by [`Registry::expect`].
+    expected: Arc<Expectations>,
+    /// How many records each id of an `ID` spec has (expected records are
+    /// only removed by `done`, never expired).
+    expected_live: HashMap<Box<str>, usize>,
     #[cfg(test)]
     last_sweep_examined: usize,
 }
@@ -229,13 +409,20 @@ impl Registry {
     /// An empty registry. Ratios are used as given: keep them finite and
     /// ordered `warn <= crit <= drop` for meaningful results.
     pub fn new(config: RegistryConfig) -> Self {
+        let expected = Arc::new(Expectations {
+            key_by_peer: config.key_by_peer,
+            ..Expectations::default()
+        });
         Registry {
             config,
             base: None,
+            base_wall: None,
             apps: HashMap::new(),
             deadlines: BTreeSet::new(),
             counters: Counters::default(),
             events: Vec::new(),
+            expected,
+            expected_live: HashMap::new(),
             #[cfg(test)]
             last_sweep_examined: 0,
         }
@@ -244,6 +431,73 @@ impl Registry {
     /// The configuration in use.
     pub fn config(&self) -> &RegistryConfig {
         &self.config
+    }
+
+    /// Expects `app` from now on (see [`Expected`]): its records are never
+    /// dropped, and while it has none it is reported missing, CRITICAL.
+    /// Records already tracked that match it stop expiring. Expecting the
+    /// same spec twice changes nothing. Costs `O(n)` when records are
+    /// tracked (meant for start-up).
+    pub fn expect(&mut self, app: Expected) {
+        let key = app
+            .host
+            .map(|ip| self.key_for(&app.id, ip).into_boxed_str());
+        let expected = Arc::make_mut(&mut self.expected);
+        let Err(at) = expected.specs.binary_search_by(|(spec, _)| spec.cmp(&app)) else {
+            return;
+        };
+        match &key {
+            Some(key) => {
+                expected.by_key.insert(key.clone());
+            }
+            None => {
+                expected.by_id.insert(app.id.clone().into_boxed_str());
+                self.expected_live
+                    .insert(app.id.clone().into_boxed_str(), 0);
+            }
+        }
+        expected.specs.insert(at, (app, key));
+        // records already tracked: take them out of the expiry index, and
+        // count them again
+        let expected = Arc::clone(&self.expected);
+        let live: Vec<(u64, Arc<str>)> = self
+            .apps
+            .iter()
+            .filter(|(key, _)| expected.matches_key(key))
+            .map(|(key, record)| (self.deadline_of(record), Arc::clone(key)))
+            .collect();
+        for count in self.expected_live.values_mut() {
+            *count = 0;
+        }
+        for entry in &live {
+            self.deadlines.remove(entry);
+            let id = if self.config.key_by_peer {
+                split_key(&entry.1).0
+            } else {
+                &entry.1
+            };
+            if let Some(count) = self.expected_live.get_mut(id) {
+                *count += 1;
+            }
+        }
+    }
+
+    /// The expected applications that have no record (the specs in
+    /// order). `O(expected)`.
+    pub fn missing(&self) -> Vec<&Expected> {
+        self.expected
+            .specs
+            .iter()
+            .filter(|(spec, key)| self.spec_is_missing(spec, key.as_deref()))
+            .map(|(spec, _)| spec)
+            .collect()
+    }
+
+    fn spec_is_missing(&self, spec: &Expected, key: Option<&str>) -> bool {
+        match key {
+            Some(key) => !self.config.key_by_peer || !self.apps.contains_key(key),
+            None => self.expected_live.get(spec.id()).is_none_or(|n| *n == 0),
+        }
     }
 
     /// Registers or refreshes `app` from `peer`, which promises its next
@@ -290,7 +544,13 @@ impl Registry {
         match self.apps.remove_entry(key.as_str()) {
             Some((key, record)) => {
                 let deadline = self.deadline_of(&record);
-                self.deadlines.remove(&(deadline, Arc::clone(&key)));
+                if !self.deadlines.remove(&(deadline, Arc::clone(&key)))
+                    && !self.expected.is_empty()
+                {
+                    if let Some(count) = self.expected_live.get_mut(app) {
+                        *count = count.saturating_sub(1);
+                    }
+                }
                 self.push_event(Event::Destroyed(key));
                 self.maybe_shrink();
                 true
@@ -311,10 +571,29 @@ impl Registry {
         self.expire(now);
         let now_us = self.offset_us(now);
         let key = self.key_for(app, peer);
-        match self.apps.get_key_value(key.as_str()) {
-            Some((key, record)) => AppStatus::Tracked(info(&self.config, key, record, now_us)),
-            None => AppStatus::NoRecord { key },
+        if let Some((key, record)) = self.apps.get_key_value(key.as_str()) {
+            return AppStatus::Tracked(info(&self.config, key, record, now_us));
         }
+        if !self.expected.is_empty() {
+            // an `ID @ IP` spec for this very key first, then an `ID` one
+            // that no host satisfies
+            let missing = self.expected.specs.iter().find(|(spec, spec_key)| {
+                spec.id() == app
+                    && match spec_key {
+                        Some(spec_key) => self.config.key_by_peer && **spec_key == *key,
+                        None => false,
+                    }
+            });
+            let missing = missing.or_else(|| {
+                self.expected.specs.iter().find(|(spec, spec_key)| {
+                    spec.id() == app && spec_key.is_none() && self.spec_is_missing(spec, None)
+                })
+            });
+            if let Some((spec, _)) = missing {
+                return AppStatus::Missing(spec);
+            }
+        }
+        AppStatus::NoRecord { key }
     }
 
     /// Expires overdue records, then the status of the whole host (what
@@ -322,6 +601,12 @@ impl Registry {
     pub fn host_status(&mut self, now: Instant) -> HostStatus<'_> {
         self.expire(now);
         let now_us = self.offset_us(now);
+        if !self.expected.is_empty() {
+            let missing = self.missing();
+            if !missing.is_empty() {
+                return HostStatus::Missing(missing);
+            }
+        }
         match (self.apps.len(), self.apps.iter().next()) {
             (0, _) | (_, None) => HostStatus::NoClients,
             (1, Some((key, record))) => HostStatus::One(info(&self.config, key, record, now_us)),
@@ -331,8 +616,8 @@ impl Registry {
         }
     }
 
-    /// Drops every record whose overdue ratio reached `drop_ratio` at `now`;
-    /// returns how many. Costs `O(expired * log n)`: only the expired prefix
+    /// Drops every record whose overdue ratio reached `drop_ratio` at `now`,
+    /// but expected ones ([`Registry::expect`]); returns how many. Costs `O(expired * log n)`: only the expired prefix
     /// of the deadline index is examined. Called by every other method.
     pub fn expire(&mut self, now: Instant) -> usize {
         let now_us = self.offset_us(now);
@@ -384,6 +669,9 @@ impl Registry {
             now_us: self.offset_us(now),
             counters: self.counters,
             config: self.config.clone(),
+            expected: Arc::clone(&self.expected),
+            missing: OnceLock::new(),
+            base_wall: self.base_wall,
         }
     }
 
@@ -420,7 +708,8 @@ impl Registry {
         std::mem::take(&mut self.events)
     }
 
-    /// Number of entries in the deadline index (always equals `len()`).
+    /// Number of entries in the deadline index (`len()` less the expected
+    /// records, which never expire).
     #[cfg(test)]
     fn deadline_index_len(&self) -> usize {
         self.deadlines.len()
@@ -452,12 +741,16 @@ impl Registry {
             .apps
             .get_key_value(key.as_str())
             .map(|(k, r)| (Arc::clone(k), *r));
+        // expected records stay out of the expiry index: never dropped
+        let expected = self.expected.matches(app, &key);
         let event = match existing {
             Some((key, old)) => {
-                let old_deadline = self.deadline_of(&old);
-                self.deadlines.remove(&(old_deadline, Arc::clone(&key)));
-                self.deadlines
-                    .insert((self.deadline_of(&fresh), Arc::clone(&key)));
+                if !expected {
+                    let old_deadline = self.deadline_of(&old);
+                    self.deadlines.remove(&(old_deadline, Arc::clone(&key)));
+                    self.deadlines
+                        .insert((self.deadline_of(&fresh), Arc::clone(&key)));
+                }
                 if let Some(record) = self.apps.get_mut(&key) {
                     *record = fresh;
                 }
@@ -472,8 +765,14 @@ impl Registry {
                         max_apps: self.config.max_apps,
                     });
                 }
-                self.deadlines
-                    .insert((self.deadline_of(&fresh), Arc::clone(&key)));
+                if expected {
+                    if let Some(count) = self.expected_live.get_mut(app) {
+                        *count += 1;
+                    }
+                } else {
+                    self.deadlines
+                        .insert((self.deadline_of(&fresh), Arc::clone(&key)));
+                }
                 self.apps.insert(Arc::clone(&key), fresh);
                 Event::Constructed(key)
             }
@@ -526,7 +825,13 @@ impl Registry {
     }
 
     fn offset_us(&mut self, now: Instant) -> u64 {
-        let base = *self.base.get_or_insert(now);
+        let base = match self.base {
+            Some(base) => base,
+            None => {
+                self.base_wall = Some(SystemTime::now());
+                *self.base.insert(now)
+            }
+        };
         micros_since(base, now)
     }
 
@@ -577,6 +882,10 @@ pub(crate) struct Snapshot {
     now_us: u64,
     counters: Counters,
     config: RegistryConfig,
+    expected: Arc<Expectations>,
+    /// Worked out from the records on first use, outside the lock.
+    missing: OnceLock<Vec<Expected>>,
+    base_wall: Option<SystemTime>,
 }
 
 impl Snapshot {
@@ -607,16 +916,58 @@ impl Snapshot {
         info(&self.config, key, record, self.now_us)
     }
 
-    /// Time from record `i`'s last init/ping to the snapshot.
-    #[cfg(feature = "server")]
-    pub(crate) fn age(&self, i: usize) -> Duration {
+    /// How long before the snapshot record `i` last sent `init` or `ping`.
+    pub(crate) fn since_last(&self, i: usize) -> Duration {
         Duration::from_micros(self.now_us.saturating_sub(self.records[i].1.last_us))
     }
 
-    /// The configuration the snapshot was taken under.
-    #[cfg(feature = "server")]
+    /// The wall-clock time of the snapshot: the registry's wall-clock
+    /// anchor plus the monotonic time since (so two snapshots at the same
+    /// `now` agree, and a clock step does not move past timestamps).
+    pub(crate) fn wall_now(&self) -> SystemTime {
+        let base = self.base_wall.unwrap_or(SystemTime::UNIX_EPOCH);
+        base.checked_add(Duration::from_micros(self.now_us))
+            .unwrap_or(base)
+    }
+
+    /// Whether record `i` matches an expected spec (it is never dropped).
+    pub(crate) fn is_expected(&self, i: usize) -> bool {
+        self.expected.matches_key(&self.records[i].0)
+    }
+
+    /// The registry's configuration.
     pub(crate) fn config(&self) -> &RegistryConfig {
         &self.config
+    }
+
+    /// The expected specs no record matches, in spec order. Worked out on
+    /// the first call (`O(records + expected)`), after the lock.
+    pub(crate) fn missing(&self) -> &[Expected] {
+        self.missing.get_or_init(|| {
+            let expected = &self.expected;
+            if expected.is_empty() {
+                return Vec::new();
+            }
+            let mut ids: HashSet<&str> = HashSet::new();
+            let mut keys: HashSet<&str> = HashSet::new();
+            for (key, _) in &self.records {
+                if expected.key_by_peer {
+                    ids.insert(split_key(key).0);
+                    keys.insert(key);
+                } else {
+                    ids.insert(key);
+                }
+            }
+            expected
+                .specs
+                .iter()
+                .filter(|(spec, key)| match key {
+                    Some(key) => !expected.key_by_peer || !keys.contains(&**key),
+                    None => !ids.contains(spec.id()),
+                })
+                .map(|(spec, _)| spec.clone())
+                .collect()
+        })
     }
 }
 
@@ -1041,5 +1392,132 @@ mod tests {
         assert_eq!(r.last_sweep_examined(), 0);
         assert_eq!(r.deadline_index_len(), r.len());
         assert_eq!(r.counters().expiries, 10);
+    }
+
+    fn expecting(specs: &[&str]) -> Registry {
+        let mut r = Registry::default();
+        for spec in specs {
+            r.expect(spec.parse().unwrap());
+        }
+        r
+    }
+
+    #[test]
+    fn expected_specs_parse_on_the_last_separator() {
+        let e: Expected = "a @ b @ ::ffff:10.0.0.7".parse().unwrap();
+        assert_eq!(e.id(), "a @ b");
+        assert_eq!(e.host(), Some("10.0.0.7".parse().unwrap()));
+        assert_eq!(e.to_string(), "a @ b @ 10.0.0.7");
+        let e: Expected = "Tetris".parse().unwrap();
+        assert_eq!((e.id(), e.host()), ("Tetris", None));
+        for bad in ["", "a|b", "a\nb", " @ 1.2.3.4", "a @ host", "a @ 1.2.3"] {
+            assert!(bad.parse::<Expected>().is_err(), "{bad:?}");
+        }
+        assert_eq!(split_key("a @ b @ 1.2.3.4"), ("a @ b", Some("1.2.3.4")));
+        assert_eq!(split_key("a"), ("a", None));
+    }
+
+    /// Never started: missing; starts: tracked; dies: never dropped;
+    /// `done`: missing again.
+    #[test]
+    fn an_expected_app_is_never_dropped() {
+        let t0 = Instant::now();
+        let mut r = expecting(&["T", "H @ 1.2.3.4"]);
+        let missing = |r: &Registry| {
+            r.missing()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(missing(&r), ["H @ 1.2.3.4", "T"]);
+        assert_eq!(
+            status_text(&mut r, "T", LOCAL, t0),
+            "CRITICAL - expected application has not reported [T]"
+        );
+        assert_eq!(
+            status_text(&mut r, "H", OTHER, t0),
+            "CRITICAL - expected application has not reported [H @ 1.2.3.4]"
+        );
+        // H from another host does not satisfy `H @ 1.2.3.4`
+        r.init("H", LOCAL, d(0), t0).unwrap();
+        assert_eq!(
+            status_text(&mut r, "H", OTHER, t0),
+            "CRITICAL - expected application has not reported [H @ 1.2.3.4]"
+        );
+        assert_eq!(
+            host_text(&mut r, t0),
+            "CRITICAL - 2 expected applications have not reported: [H @ 1.2.3.4,T]"
+        );
+        r.init("T", OTHER, d(0), t0).unwrap();
+        r.init("H", OTHER, d(0), t0).unwrap();
+        assert!(missing(&r).is_empty());
+        // T is reported from 1.2.3.4: from here it is an ordinary unknown key
+        assert_eq!(
+            status_text(&mut r, "T", LOCAL, t0),
+            "CRITICAL - no application record for queried ID: [T @ 127.0.0.1]"
+        );
+        assert!(host_text(&mut r, t0).starts_with("WARNING - multiple (3)"));
+        // an hour later the unexpected H @ 127.0.0.1 is gone, the others stay
+        let later = ms(t0, 3_600_000);
+        assert_eq!(r.expire(later), 1);
+        assert_eq!(r.list(later), ["H @ 1.2.3.4", "T @ 1.2.3.4"]);
+        assert_eq!(r.deadline_index_len(), 0);
+        assert!(status_text(&mut r, "T", OTHER, later)
+            .starts_with("CRITICAL - quite late application [T @ 1.2.3.4]| od=3600.00;"));
+        assert!(r.done("T", OTHER, later));
+        assert_eq!(missing(&r), ["T"]);
+        assert_eq!(
+            host_text(&mut r, later),
+            "CRITICAL - expected application has not reported [T]"
+        );
+        r.ping("T", OTHER, d(0), later).unwrap();
+        assert!(missing(&r).is_empty());
+        assert!(host_text(&mut r, later).starts_with("WARNING - multiple (2)"));
+    }
+
+    #[test]
+    fn expecting_a_tracked_app_stops_its_expiry() {
+        let t0 = Instant::now();
+        let mut r = Registry::default();
+        r.init("T", LOCAL, d(0), t0).unwrap();
+        r.init("U", LOCAL, d(0), t0).unwrap();
+        r.expect("T".parse().unwrap());
+        r.expect("T".parse().unwrap());
+        assert!(r.missing().is_empty());
+        assert_eq!(r.deadline_index_len(), 1);
+        assert_eq!(r.expire(ms(t0, 60_000)), 1);
+        assert_eq!(r.list(ms(t0, 60_000)), ["T @ 127.0.0.1"]);
+        assert!(r.done("T", LOCAL, t0));
+        assert_eq!(r.missing().len(), 1);
+    }
+
+    #[test]
+    fn snapshot_knows_expected_and_missing() {
+        let t0 = Instant::now();
+        let mut r = expecting(&["T", "M", "X @ 1.2.3.4"]);
+        r.init("T", OTHER, d(0), t0).unwrap();
+        r.init("U", OTHER, d(0), t0).unwrap();
+        let mut snap = r.snapshot(t0);
+        snap.sort();
+        assert_eq!((snap.key(0), snap.is_expected(0)), ("T @ 1.2.3.4", true));
+        assert_eq!((snap.key(1), snap.is_expected(1)), ("U @ 1.2.3.4", false));
+        let missing: Vec<String> = snap.missing().iter().map(ToString::to_string).collect();
+        assert_eq!(missing, ["M", "X @ 1.2.3.4"]);
+        // bare keys: `ID @ IP` specs never match, `ID` ones do
+        let mut r = Registry::new(RegistryConfig {
+            key_by_peer: false,
+            ..RegistryConfig::default()
+        });
+        assert!("a @ b".parse::<Expected>().is_err(), "b is no IP address");
+        r.expect(Expected::any_host("a @ b").unwrap());
+        r.expect("X @ 1.2.3.4".parse().unwrap());
+        r.init("a @ b", OTHER, d(0), t0).unwrap();
+        r.init("X", OTHER, d(0), t0).unwrap();
+        let mut snap = r.snapshot(ms(t0, 60_000));
+        snap.sort();
+        assert_eq!((snap.key(0), snap.is_expected(0)), ("a @ b", true));
+        let missing: Vec<String> = snap.missing().iter().map(ToString::to_string).collect();
+        assert_eq!(missing, ["X @ 1.2.3.4"]);
+        assert_eq!(snap.len(), 1, "X is not expected and expired");
     }
 }

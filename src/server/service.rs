@@ -42,7 +42,7 @@ use crate::protocol::{self, whole_ms, Beat, GOODBYE, MULTIPLE_LINE_END, MULTIPLE
 use crate::server::api;
 use crate::server::metrics;
 use crate::server::registry::{
-    AppInfo, AppStatus, HostStatus, Registry, RegistryConfig, RegistryFull, Snapshot,
+    AppInfo, AppStatus, Expected, HostStatus, Registry, RegistryConfig, RegistryFull, Snapshot,
 };
 
 /// The content type of every reply but `/metrics`, as the reference sends it.
@@ -139,7 +139,7 @@ pub(crate) fn prepare(
         Command::List => return snapshot(View::List, registry),
         Command::Status { app: None } => {
             registry.expire(now);
-            if registry.len() >= 2 {
+            if registry.len() >= 2 && registry.missing().is_empty() {
                 return snapshot(View::HostStatus, registry);
             }
             let config = registry.config().clone();
@@ -181,6 +181,24 @@ pub(crate) fn app_status_line(status: &AppStatus<'_>, config: &RegistryConfig) -
     match status {
         AppStatus::Tracked(app) => app_line(app, config),
         AppStatus::NoRecord { key } => protocol::no_record_line(key),
+        AppStatus::Missing(expected) => missing_line(&[expected]),
+    }
+}
+
+/// The status line of expected applications without a record:
+/// `CRITICAL - expected application has not reported [ID]` for one,
+/// `CRITICAL - N expected applications have not reported: [A,B]` for
+/// several (specs as written: `ID` or `ID @ IP`; ids are valid
+/// application ids, so the line cannot be forged).
+pub(crate) fn missing_line(missing: &[&Expected]) -> String {
+    let list = missing
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(MULTIPLE_LINE_SEPARATOR);
+    match missing.len() {
+        1 => format!("CRITICAL - expected application has not reported [{list}]"),
+        n => format!("CRITICAL - {n} expected applications have not reported: [{list}]"),
     }
 }
 
@@ -190,6 +208,7 @@ pub(crate) fn host_status_line(status: &HostStatus<'_>, config: &RegistryConfig)
         HostStatus::NoClients => protocol::NO_CLIENTS_LINE.to_owned(),
         HostStatus::One(app) => app_line(app, config),
         HostStatus::Multiple(keys) => protocol::multiple_line(keys.iter().copied()),
+        HostStatus::Missing(missing) => missing_line(missing),
     }
 }
 
@@ -223,10 +242,14 @@ pub(crate) enum View {
 #[derive(Debug)]
 pub(crate) struct Streamed {
     view: View,
-    snapshot: Snapshot,
+    /// Boxed: the chunked reply body holds it, and stays small.
+    snapshot: Box<Snapshot>,
     /// The system time of the snapshot (the JSON's `generated_at`).
     #[cfg_attr(not(feature = "server"), allow(dead_code))]
     taken: SystemTime,
+    /// The wall-clock time of the snapshot (for `/metrics`' timestamps),
+    /// when not the registry's own.
+    wall: Option<SystemTime>,
 }
 
 impl Streamed {
@@ -235,8 +258,17 @@ impl Streamed {
         let taken = SystemTime::now();
         Streamed {
             view,
-            snapshot,
+            snapshot: Box::new(snapshot),
             taken,
+            wall: None,
+        }
+    }
+
+    /// The same reply, with `wall` as the wall-clock time of the snapshot.
+    pub(crate) fn at_wall(self, wall: SystemTime) -> Self {
+        Streamed {
+            wall: Some(wall),
+            ..self
         }
     }
 
@@ -259,16 +291,18 @@ impl Streamed {
         !matches!(self.view, View::List | View::HostStatus | View::Metrics)
     }
 
-    /// The dashboard's view of the snapshot. No expected list yet: no
-    /// application is expected, none is missing.
+    /// The JSON API's and the dashboard's view of the snapshot: tracked
+    /// records, which of them are expected, and the expected apps missing.
     #[cfg(feature = "server")]
-    fn listing(&self) -> api::Listing<'_, api::MissingApp> {
-        api::Listing {
-            snapshot: &self.snapshot,
+    fn with_listing<R>(&self, f: impl FnOnce(&api::Listing<'_, Expected>) -> R) -> R {
+        let snapshot: &Snapshot = &self.snapshot;
+        let is_expected = |i| snapshot.is_expected(i);
+        f(&api::Listing {
+            snapshot,
             generated_at: self.taken,
-            is_expected: &|_| false,
-            missing: api::NO_MISSING,
-        }
+            is_expected: &is_expected,
+            missing: snapshot.missing(),
+        })
     }
 
     /// The whole body.
@@ -296,9 +330,9 @@ impl Streamed {
         match self.view {
             View::List => n,
             View::HostStatus => n + 2,
-            View::Metrics => metrics::pieces(n),
+            View::Metrics => metrics::pieces(n, self.snapshot.missing().len()),
             #[cfg(feature = "server")]
-            View::Apps | View::Dashboard => self.listing().pieces(),
+            View::Apps | View::Dashboard => self.with_listing(|l| l.pieces()),
         }
     }
 
@@ -323,11 +357,14 @@ impl Streamed {
                     out.extend_from_slice(MULTIPLE_LINE_END.as_bytes());
                 }
             }
-            View::Metrics => metrics::write_piece(snapshot, i, out),
+            View::Metrics => {
+                let wall = self.wall.unwrap_or_else(|| snapshot.wall_now());
+                metrics::write_piece(snapshot, wall, i, out);
+            }
             #[cfg(feature = "server")]
-            View::Apps => self.listing().write_piece(api::Format::Json, i, out),
+            View::Apps => self.with_listing(|l| l.write_piece(api::Format::Json, i, out)),
             #[cfg(feature = "server")]
-            View::Dashboard => self.listing().write_piece(api::Format::Html, i, out),
+            View::Dashboard => self.with_listing(|l| l.write_piece(api::Format::Html, i, out)),
         }
     }
 }
@@ -694,7 +731,7 @@ mod tests {
         assert_eq!(reply.status, 200);
         assert!(reply
             .body
-            .contains("heartbeat_app_overdue_ratio{app=\"a\\\"b @ 127.0.0.1\"} 0.5\n"));
+            .contains("heartbeat_app_overdue_ratio{app=\"a\\\"b\",host=\"127.0.0.1\"} 0.5\n"));
         assert!(reply.body.contains("heartbeat_inits_total 1\n"));
     }
 }

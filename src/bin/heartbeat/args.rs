@@ -189,6 +189,24 @@ pub struct ServeArgs {
     /// Largest number of applications tracked; new ones past it get 503.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_apps: Option<u64>,
+    /// Expect an application, `ID` (from any host) or `ID @ IP`: never dropped, CRITICAL while it has not reported. Repeatable.
+    #[arg(long, value_name = "ID")]
+    pub expect: Vec<String>,
+    /// Expected applications from FILE, one per line; blank lines and lines starting with `#` are skipped. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub expect_file: Vec<std::path::PathBuf>,
+    /// Added to every promised timeout to get the granted one [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub tolerance_ms: Option<u64>,
+    /// Overdue ratio from which an application is WARNING [default: 3].
+    #[arg(long, value_name = "RATIO")]
+    pub warn: Option<f64>,
+    /// Overdue ratio from which an application is CRITICAL [default: 5].
+    #[arg(long, value_name = "RATIO")]
+    pub crit: Option<f64>,
+    /// Overdue ratio at which a record is dropped, unless expected [default: 6].
+    #[arg(long, value_name = "RATIO")]
+    pub drop: Option<f64>,
 }
 
 /// Options of `heartbeat demo`.

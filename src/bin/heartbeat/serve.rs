@@ -1,7 +1,12 @@
 //! `serve`: the embedded heartbeat server as a program, a drop-in for the
 //! reference server.
 
-use heartbeat_sdk::server::{Server, ServerBuilder, DEFAULT_MAX_CONNECTIONS};
+use std::time::Duration;
+
+use heartbeat_sdk::protocol::printable;
+use heartbeat_sdk::server::{
+    Expected, RegistryConfig, Server, ServerBuilder, DEFAULT_MAX_CONNECTIONS,
+};
 use heartbeat_sdk::{Error, Settings};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
@@ -46,6 +51,17 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
         Ok(server) => server,
         Err(error) => return exit::report("serve", &error),
     };
+    let (config, expected) = match registry_config(args).and_then(|c| Ok((c, expected(args)?))) {
+        Ok(settings) => settings,
+        Err(reason) => {
+            output::error_line(&format!("heartbeat serve: {}", printable(&reason)));
+            return exit::USAGE;
+        }
+    };
+    server = server.config(config);
+    for app in expected {
+        server = server.expect(app);
+    }
     if let Some(max_apps) = args.max_apps {
         server = server.max_apps(usize::try_from(max_apps).unwrap_or(usize::MAX));
     }
@@ -84,6 +100,68 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     tracing::info!("signal received: shutting down");
     handle.shutdown().await;
     exit::OK
+}
+
+/// The registry settings of `--tolerance-ms`, `--warn`, `--crit` and
+/// `--drop` (the reference's where not given); the reason they are refused:
+/// the ratios must be positive finite numbers with warn < crit <= drop.
+fn registry_config(args: &ServeArgs) -> Result<RegistryConfig, String> {
+    let default = RegistryConfig::default();
+    let config = RegistryConfig {
+        tolerance: args
+            .tolerance_ms
+            .map_or(default.tolerance, Duration::from_millis),
+        warn_ratio: args.warn.unwrap_or(default.warn_ratio),
+        crit_ratio: args.crit.unwrap_or(default.crit_ratio),
+        drop_ratio: args.drop.unwrap_or(default.drop_ratio),
+        ..default
+    };
+    let (warn, crit, drop) = (config.warn_ratio, config.crit_ratio, config.drop_ratio);
+    for (name, ratio) in [("--warn", warn), ("--crit", crit), ("--drop", drop)] {
+        if !(ratio.is_finite() && ratio > 0.0) {
+            return Err(format!("{name} {ratio} must be a positive finite number"));
+        }
+    }
+    if warn >= crit {
+        return Err(format!(
+            "--warn {warn} must be below --crit {crit} (thresholds: warn < crit <= drop)"
+        ));
+    }
+    if crit > drop {
+        return Err(format!(
+            "--crit {crit} must not be above --drop {drop} (thresholds: warn < crit <= drop)"
+        ));
+    }
+    Ok(config)
+}
+
+/// The applications of `--expect` and of each `--expect-file` (one per
+/// line, trimmed; blank lines and lines starting with `#` skipped); the
+/// reason one is refused.
+fn expected(args: &ServeArgs) -> Result<Vec<Expected>, String> {
+    let mut all = Vec::new();
+    for spec in &args.expect {
+        all.push(
+            spec.parse::<Expected>()
+                .map_err(|e| format!("--expect {spec:?}: {e}"))?,
+        );
+    }
+    for path in &args.expect_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--expect-file {}: {e}", path.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            all.push(
+                line.parse::<Expected>().map_err(|e| {
+                    format!("--expect-file {}, line {}: {e}", path.display(), n + 1)
+                })?,
+            );
+        }
+    }
+    Ok(all)
 }
 
 /// Raise the soft `RLIMIT_NOFILE` as far as the hard one allows; the soft

@@ -1,0 +1,157 @@
+//! `/metrics` the way Prometheus users expect it: exact exposition of a
+//! small registry, and `promtool check metrics` on a real scrape (when
+//! Debian's `prometheus` package, which has promtool, is installed).
+#![cfg(feature = "server")]
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use heartbeat_sdk::server::{metrics, Expected, ManualClock, Registry, Server};
+
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5));
+
+fn d(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+/// Tracked OK, WARNING and CRITICAL (an expected app kept past the drop
+/// ratio among them), expected and missing, and an id that would break a
+/// label if not escaped.
+#[test]
+fn exposition_of_a_small_registry() {
+    let t0 = Instant::now();
+    let mut r = Registry::default();
+    r.expect("late".parse().unwrap());
+    r.expect("absent".parse().unwrap());
+    r.expect("kiosk @ 10.0.0.5".parse().unwrap());
+    r.init("late", OTHER, d(0), t0).unwrap();
+    r.init("fine", LOCAL, d(9000), t0).unwrap();
+    r.ping("we\"ird\\id\u{e9}", LOCAL, d(500), t0).unwrap();
+    r.done("gone", LOCAL, t0);
+    // 10 s on: fine at 1 (OK), late at 10 (CRITICAL; expected, so kept
+    // past the drop ratio); the weird one, pinged again at 1 s with
+    // 2500 ms granted, at 3.6 (WARNING).
+    let now = t0 + d(10_000);
+    r.ping("we\"ird\\id\u{e9}", LOCAL, d(1500), now - d(9_000))
+        .unwrap();
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let text = metrics::render_at(&mut r, now, wall);
+    assert_eq!(
+        text,
+        r#"# HELP heartbeat_apps Number of tracked applications.
+# TYPE heartbeat_apps gauge
+heartbeat_apps 3
+# HELP heartbeat_inits_total Accepted hb_init requests.
+# TYPE heartbeat_inits_total counter
+heartbeat_inits_total 2
+# HELP heartbeat_pings_total Accepted hb_ping requests.
+# TYPE heartbeat_pings_total counter
+heartbeat_pings_total 2
+# HELP heartbeat_dones_total hb_done requests, known ids or not.
+# TYPE heartbeat_dones_total counter
+heartbeat_dones_total 1
+# HELP heartbeat_expiries_total Records dropped for being overdue.
+# TYPE heartbeat_expiries_total counter
+heartbeat_expiries_total 0
+# HELP heartbeat_refused_total New applications refused because the registry was full.
+# TYPE heartbeat_refused_total counter
+heartbeat_refused_total 0
+# HELP heartbeat_app_up 1 if the application reports, 0 if it is late past the critical ratio or expected and missing.
+# TYPE heartbeat_app_up gauge
+heartbeat_app_up{app="fine",host="127.0.0.1"} 1
+heartbeat_app_up{app="late",host="10.0.0.5"} 0
+heartbeat_app_up{app="we\"ird\\idé",host="127.0.0.1"} 1
+heartbeat_app_up{app="absent",host=""} 0
+heartbeat_app_up{app="kiosk",host="10.0.0.5"} 0
+# HELP heartbeat_app_state Nagios state of the application: 0 OK, 1 WARNING, 2 CRITICAL (also expected and missing).
+# TYPE heartbeat_app_state gauge
+heartbeat_app_state{app="fine",host="127.0.0.1"} 0
+heartbeat_app_state{app="late",host="10.0.0.5"} 2
+heartbeat_app_state{app="we\"ird\\idé",host="127.0.0.1"} 1
+heartbeat_app_state{app="absent",host=""} 2
+heartbeat_app_state{app="kiosk",host="10.0.0.5"} 2
+# HELP heartbeat_app_overdue_ratio Time since the last init/ping divided by the granted timeout.
+# TYPE heartbeat_app_overdue_ratio gauge
+heartbeat_app_overdue_ratio{app="fine",host="127.0.0.1"} 1
+heartbeat_app_overdue_ratio{app="late",host="10.0.0.5"} 10
+heartbeat_app_overdue_ratio{app="we\"ird\\idé",host="127.0.0.1"} 3.6
+# HELP heartbeat_app_last_seen_timestamp_seconds Unix time of the last init or ping.
+# TYPE heartbeat_app_last_seen_timestamp_seconds gauge
+heartbeat_app_last_seen_timestamp_seconds{app="fine",host="127.0.0.1"} 1699999990.000
+heartbeat_app_last_seen_timestamp_seconds{app="late",host="10.0.0.5"} 1699999990.000
+heartbeat_app_last_seen_timestamp_seconds{app="we\"ird\\idé",host="127.0.0.1"} 1699999991.000
+# HELP heartbeat_app_granted_timeout_seconds Timeout granted to the application: the promised one plus the tolerance.
+# TYPE heartbeat_app_granted_timeout_seconds gauge
+heartbeat_app_granted_timeout_seconds{app="fine",host="127.0.0.1"} 10
+heartbeat_app_granted_timeout_seconds{app="late",host="10.0.0.5"} 1
+heartbeat_app_granted_timeout_seconds{app="we\"ird\\idé",host="127.0.0.1"} 2.5
+"#
+    );
+}
+
+/// A scrape of a running server passes `promtool check metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_accepts_a_real_scrape() {
+    let clock = ManualClock::new();
+    let server = Server::builder("127.0.0.1:0".parse().unwrap())
+        .clock(clock.clone())
+        .expect("absent".parse::<Expected>().unwrap())
+        .expect("absent @ 10.0.0.5".parse::<Expected>().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let scrape = tokio::task::spawn_blocking(move || {
+        let get = |target: &str| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            write!(stream, "GET {target} HTTP/1.0\r\n\r\n").unwrap();
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply).unwrap();
+            reply.split_once("\r\n\r\n").unwrap().1.to_owned()
+        };
+        get("/hb_init?2000&appid=a%22b%5Cc%20d");
+        get("/hb_ping?0&appid=other");
+        get("/metrics")
+    })
+    .await
+    .unwrap();
+    server.shutdown().await;
+    assert!(scrape.contains("heartbeat_app_up{app=\"absent\",host=\"10.0.0.5\"} 0\n"));
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("promtool not found: skipped");
+            return;
+        }
+        Err(e) => panic!("cannot run promtool: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool: {said}\n{scrape}");
+    assert!(
+        said.trim().is_empty(),
+        "promtool has remarks: {said}\n{scrape}"
+    );
+}
