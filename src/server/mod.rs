@@ -20,6 +20,8 @@ mod shared;
 mod conns;
 #[cfg(feature = "server")]
 mod http;
+#[cfg(feature = "state")]
+mod state;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use registry::{Registry, RegistryConfig};
@@ -28,3 +30,10 @@ pub use shared::SharedRegistry;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub use http::{Server, ServerHandle, DEFAULT_MAX_CONNECTIONS};
+
+#[cfg(feature = "state")]
+#[cfg_attr(docsrs, doc(cfg(feature = "state")))]
+pub use state::{
+    StateError, StateSink, StateStats, StateStore, StateWriter, StoredApp, DEFAULT_COMMIT_INTERVAL,
+    MIN_COMMIT_INTERVAL, SCHEMA_VERSION,
+};
