@@ -206,12 +206,26 @@ pub(crate) enum View {
 pub(crate) struct Streamed {
     view: View,
     snapshot: Snapshot,
+    /// Appended after the last piece (the durable state's `/metrics`
+    /// lines); empty by default.
+    trailer: String,
 }
 
 impl Streamed {
     /// The reply `view` of `snapshot` (sorted later, when rendered).
     pub(crate) fn new(view: View, snapshot: Snapshot) -> Self {
-        Streamed { view, snapshot }
+        Streamed {
+            view,
+            snapshot,
+            trailer: String::new(),
+        }
+    }
+
+    /// The same reply with `trailer` appended.
+    #[cfg(feature = "state")]
+    pub(crate) fn with_trailer(mut self, trailer: String) -> Self {
+        self.trailer = trailer;
+        self
     }
 
     /// The reply's `Content-Type`.
@@ -244,16 +258,22 @@ impl Streamed {
 
     fn pieces(&self) -> usize {
         let n = self.snapshot.len();
-        match self.view {
-            View::List => n,
-            View::HostStatus => n + 2,
-            View::Metrics => metrics::pieces(n),
-        }
+        let trailer = usize::from(!self.trailer.is_empty());
+        trailer
+            + match self.view {
+                View::List => n,
+                View::HostStatus => n + 2,
+                View::Metrics => metrics::pieces(n),
+            }
     }
 
     /// Appends piece `i` (a key, a line, a header) to `out`.
     fn write_piece(&self, i: usize, out: &mut Vec<u8>) {
         let snapshot = &self.snapshot;
+        if !self.trailer.is_empty() && i + 1 == self.pieces() {
+            out.extend_from_slice(self.trailer.as_bytes());
+            return;
+        }
         match self.view {
             View::List => {
                 out.extend_from_slice(snapshot.key(i).as_bytes());

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -490,6 +491,15 @@ enum Change {
 enum Op {
     Upsert(StoredApp),
     Delete(String),
+    /// From the server's request path: the registry's shared key, turned
+    /// into a [`StoredApp`] by the writer task, off the request path.
+    UpsertKey {
+        key: Arc<str>,
+        peer: Option<IpAddr>,
+        granted: Duration,
+        last_seen: SystemTime,
+    },
+    DeleteKey(Arc<str>),
     Flush(oneshot::Sender<Result<(), StateError>>),
     Shutdown,
     /// Test-only fault injection: runs on the store between commits.
@@ -530,6 +540,30 @@ impl StateSink {
     /// it. After the writer stopped, the change is dropped.
     pub fn delete(&self, key: impl Into<String>) {
         let _ = self.tx.send(Op::Delete(key.into()));
+    }
+
+    /// [`upsert`](StateSink::upsert) for the server's request path: no
+    /// allocation here (the key is the registry's own `Arc`); the writer
+    /// makes the record (`app` and `host` from a `"ID @ IP"` key, else the
+    /// bare key and `peer`).
+    pub(crate) fn upsert_key(
+        &self,
+        key: Arc<str>,
+        peer: Option<IpAddr>,
+        granted: Duration,
+        last_seen: SystemTime,
+    ) {
+        let _ = self.tx.send(Op::UpsertKey {
+            key,
+            peer,
+            granted,
+            last_seen,
+        });
+    }
+
+    /// [`delete`](StateSink::delete) with the registry's own key.
+    pub(crate) fn delete_key(&self, key: Arc<str>) {
+        let _ = self.tx.send(Op::DeleteKey(key));
     }
 
     /// Commits now every change sent before this call (from this task) and
@@ -750,6 +784,13 @@ impl Task {
                     Some(Op::Delete(key)) => {
                         self.pending.insert(key, Change::Delete);
                     }
+                    Some(Op::UpsertKey { key, peer, granted, last_seen }) => {
+                        let app = stored_app(&key, peer, granted, last_seen);
+                        self.pending.insert(app.key.clone(), Change::Upsert(app));
+                    }
+                    Some(Op::DeleteKey(key)) => {
+                        self.pending.insert(key.to_string(), Change::Delete);
+                    }
                     Some(Op::Flush(waiter)) => {
                         if inflight.is_some() {
                             if self.pending.is_empty() {
@@ -797,6 +838,18 @@ impl Task {
                 }
                 Op::Delete(key) => {
                     self.pending.insert(key, Change::Delete);
+                }
+                Op::UpsertKey {
+                    key,
+                    peer,
+                    granted,
+                    last_seen,
+                } => {
+                    let app = stored_app(&key, peer, granted, last_seen);
+                    self.pending.insert(app.key.clone(), Change::Upsert(app));
+                }
+                Op::DeleteKey(key) => {
+                    self.pending.insert(key.to_string(), Change::Delete);
                 }
                 Op::Flush(waiter) => next_waiters.push(waiter),
                 Op::Shutdown => {}
@@ -897,6 +950,32 @@ impl Task {
         self.publish_pending();
         self.shared.attempts.send_modify(|n| *n += 1);
         Ok(outcome)
+    }
+}
+
+/// The record for a registry key: `"ID @ IP"` splits into its id and
+/// address; a bare key (a registry not keyed by peer) is the id, and the
+/// host is `peer` (empty when unknown).
+fn stored_app(
+    key: &Arc<str>,
+    peer: Option<IpAddr>,
+    granted: Duration,
+    last_seen: SystemTime,
+) -> StoredApp {
+    let (app, host) = match key.rsplit_once(" @ ") {
+        Some((app, host)) if host.parse::<IpAddr>().is_ok() => (app.to_owned(), host.to_owned()),
+        _ => (
+            key.to_string(),
+            peer.map(|p| p.to_canonical().to_string())
+                .unwrap_or_default(),
+        ),
+    };
+    StoredApp {
+        key: key.to_string(),
+        app,
+        host,
+        granted,
+        last_seen,
     }
 }
 

@@ -176,6 +176,12 @@ pub struct ServeArgs {
     /// Largest number of applications tracked; new ones past it get 503.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_apps: Option<u64>,
+    /// Keep the tracked applications in the SQLite file PATH (created if missing) and restore them at start. A bad file stops serve with exit code 73.
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<std::path::PathBuf>,
+    /// How often --state is committed, in milliseconds: a crash loses at most this much.
+    #[arg(long, value_name = "MS", default_value_t = 1000, requires = "state", value_parser = clap::value_parser!(u64).range(1..))]
+    pub state_commit_ms: u64,
 }
 
 /// Options of `heartbeat demo`.
