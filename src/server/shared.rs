@@ -26,6 +26,10 @@ pub struct SharedRegistry {
     /// Durable state: where the registry's changes go (`--state`).
     #[cfg(feature = "state")]
     state: Option<super::state::StateSink>,
+    /// The registry's `events_dropped` as of the last hand-over to the
+    /// state writer (only read and written under the registry's lock).
+    #[cfg(feature = "state")]
+    events_dropped: std::sync::atomic::AtomicU64,
 }
 
 impl SharedRegistry {
@@ -36,6 +40,8 @@ impl SharedRegistry {
             clock,
             #[cfg(feature = "state")]
             state: None,
+            #[cfg(feature = "state")]
+            events_dropped: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -108,9 +114,41 @@ impl SharedRegistry {
     /// a `done` of one app from two connections cannot swap), and costs a
     /// map lookup and a channel send per event: no allocation, no I/O.
     fn persist(&self, registry: &Registry, events: &[Event], peer: Option<IpAddr>) {
+        use std::sync::atomic::Ordering::Relaxed;
         let Some(sink) = &self.state else {
             return;
         };
+        let dropped = registry.counters().events_dropped;
+        if dropped != self.events_dropped.swap(dropped, Relaxed) {
+            // The registry's event buffer overflowed (thousands of expiries
+            // at once): individual deletes were lost, so send the whole
+            // state instead (O(n), rare).
+            tracing::info!("state: registry events were dropped; rewriting the whole state");
+            let now = self.clock.now();
+            let wall = std::time::SystemTime::now();
+            let apps = registry
+                .apps(now)
+                .map(|app| {
+                    // saturating: a huge granted timeout must not panic
+                    let elapsed =
+                        Duration::try_from_secs_f64(app.granted.as_secs_f64() * app.overdue_ratio)
+                            .unwrap_or_default();
+                    let (id, host) = match app.key.rsplit_once(" @ ") {
+                        Some((id, host)) if host.parse::<IpAddr>().is_ok() => (id, host),
+                        _ => (app.key, ""),
+                    };
+                    super::state::StoredApp {
+                        key: app.key.to_owned(),
+                        app: id.to_owned(),
+                        host: host.to_owned(),
+                        granted: app.granted,
+                        last_seen: wall.checked_sub(elapsed).unwrap_or(wall),
+                    }
+                })
+                .collect();
+            sink.replace_all(apps);
+            return;
+        }
         let mut seen = None;
         for event in events {
             match event {

@@ -351,10 +351,15 @@ impl StateStore {
     }
 
     /// Writes `batch` in one transaction.
-    fn commit(&mut self, batch: &[(String, Change)]) -> rusqlite::Result<()> {
+    /// With `clear_first`, every stored row is deleted first (the batch is
+    /// then the whole state).
+    fn commit(&mut self, batch: &[(String, Change)], clear_first: bool) -> rusqlite::Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if clear_first {
+            tx.execute("DELETE FROM apps", [])?;
+        }
         {
             let mut upsert = tx.prepare_cached(UPSERT_APP)?;
             let mut delete = tx.prepare_cached(DELETE_APP)?;
@@ -500,6 +505,9 @@ enum Op {
         last_seen: SystemTime,
     },
     DeleteKey(Arc<str>),
+    /// The whole state: every stored row not in it is deleted (the server
+    /// sends it when the registry dropped events, so no delete is missed).
+    ReplaceAll(Vec<StoredApp>),
     Flush(oneshot::Sender<Result<(), StateError>>),
     Shutdown,
     /// Test-only fault injection: runs on the store between commits.
@@ -559,6 +567,13 @@ impl StateSink {
             granted,
             last_seen,
         });
+    }
+
+    /// Replaces the whole stored state with `apps` at the next commit
+    /// (pending changes are discarded): for when individual changes were
+    /// lost.
+    pub(crate) fn replace_all(&self, apps: Vec<StoredApp>) {
+        let _ = self.tx.send(Op::ReplaceAll(apps));
     }
 
     /// [`delete`](StateSink::delete) with the registry's own key.
@@ -690,6 +705,7 @@ impl StateWriter {
             pending: HashMap::new(),
             shared: Arc::clone(&shared),
             failing_since: None,
+            clear_first: false,
         };
         let interval = commit_interval.max(MIN_COMMIT_INTERVAL);
         let task = tokio::spawn(task.run(interval));
@@ -720,7 +736,7 @@ impl StateWriter {
 }
 
 type Batch = Vec<(String, Change)>;
-type CommitResult = (StateStore, Batch, rusqlite::Result<()>);
+type CommitResult = (StateStore, Batch, bool, rusqlite::Result<()>);
 
 struct Task {
     /// `None` while a commit has it.
@@ -730,6 +746,8 @@ struct Task {
     shared: Arc<Shared>,
     /// Failed attempts in the current burst of failures.
     failing_since: Option<u64>,
+    /// The next commit deletes every row first (`Op::ReplaceAll`).
+    clear_first: bool,
 }
 
 impl Task {
@@ -791,6 +809,7 @@ impl Task {
                     Some(Op::DeleteKey(key)) => {
                         self.pending.insert(key.to_string(), Change::Delete);
                     }
+                    Some(Op::ReplaceAll(apps)) => self.replace_all(apps),
                     Some(Op::Flush(waiter)) => {
                         if inflight.is_some() {
                             if self.pending.is_empty() {
@@ -851,6 +870,7 @@ impl Task {
                 Op::DeleteKey(key) => {
                     self.pending.insert(key.to_string(), Change::Delete);
                 }
+                Op::ReplaceAll(apps) => self.replace_all(apps),
                 Op::Flush(waiter) => next_waiters.push(waiter),
                 Op::Shutdown => {}
                 #[cfg(test)]
@@ -882,16 +902,25 @@ impl Task {
     /// Starts a commit of everything pending, if anything is and the store
     /// is idle.
     fn start(&mut self) -> Option<JoinHandle<CommitResult>> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && !self.clear_first {
             return None;
         }
         let mut store = self.store.take()?;
         let batch: Batch = self.pending.drain().collect();
+        let clear = std::mem::take(&mut self.clear_first);
         self.publish_pending();
         Some(tokio::task::spawn_blocking(move || {
-            let result = store.commit(&batch);
-            (store, batch, result)
+            let result = store.commit(&batch, clear);
+            (store, batch, clear, result)
         }))
+    }
+
+    fn replace_all(&mut self, apps: Vec<StoredApp>) {
+        self.pending.clear();
+        self.clear_first = true;
+        for app in apps {
+            self.pending.insert(app.key.clone(), Change::Upsert(app));
+        }
     }
 
     /// Takes a finished commit back: counts it, and on failure puts its
@@ -901,7 +930,7 @@ impl Task {
         &mut self,
         done: Result<CommitResult, tokio::task::JoinError>,
     ) -> Result<Result<(), StateError>, StateError> {
-        let (store, batch, result) = match done {
+        let (store, batch, clear, result) = match done {
             Ok(done) => done,
             Err(e) => {
                 tracing::error!("state: the commit task failed ({e}); no further state is written");
@@ -925,7 +954,11 @@ impl Task {
             }
             Err(e) => {
                 counters.write_errors.fetch_add(1, Ordering::Relaxed);
-                requeue(&mut self.pending, batch);
+                // a newer ReplaceAll supersedes the failed batch
+                if !self.clear_first {
+                    requeue(&mut self.pending, batch);
+                    self.clear_first = clear;
+                }
                 let error = StateError::Write {
                     path: store.path.clone(),
                     pending: self.pending.len(),
