@@ -130,9 +130,10 @@ impl SharedRegistry {
                 .apps(now)
                 .map(|app| {
                     // saturating: a huge granted timeout must not panic
-                    let elapsed =
-                        Duration::try_from_secs_f64(app.granted.as_secs_f64() * app.overdue_ratio)
-                            .unwrap_or_default();
+                    let elapsed = std::time::Duration::try_from_secs_f64(
+                        app.granted.as_secs_f64() * app.overdue_ratio,
+                    )
+                    .unwrap_or_default();
                     let (id, host) = match app.key.rsplit_once(" @ ") {
                         Some((id, host)) if host.parse::<IpAddr>().is_ok() => (id, host),
                         _ => (app.key, ""),
