@@ -176,6 +176,7 @@ fn apps_acknowledged_before_the_last_commit_survive_kill_9() {
         server.get("/hb_done?0&appid=gone"),
         "So Long, and Thanks for All the Fish!"
     );
+    server.wait_for_metric("heartbeat_state_rows_written_total", 2);
     for i in 0..200 {
         assert_eq!(
             server.get(&format!("/hb_init?60000&appid=app{i:03}")),
@@ -270,6 +271,43 @@ async fn a_restored_app_that_stays_silent_is_dropped_on_schedule() {
     server.shutdown().await;
     let stored = StateStore::open(&state).unwrap().load().unwrap();
     assert!(stored.is_empty(), "the expiry deleted the row: {stored:?}");
+}
+
+/// An app that expires while no request comes is deleted all the same: the
+/// server sweeps every commit interval.
+#[tokio::test]
+async fn expiries_without_requests_are_deleted_too() {
+    let dir = TempDir::new("sweep");
+    let state = dir.join("state.db");
+    let clock = ManualClock::new();
+    let server = Server::builder("127.0.0.1:0".parse().unwrap())
+        .clock(clock.clone())
+        .state(&state)
+        .state_commit_interval(Duration::from_millis(5))
+        .start()
+        .await
+        .unwrap();
+    server
+        .registry()
+        .handle("/hb_init?0&appid=short", None, LOCAL);
+    server
+        .registry()
+        .handle("/hb_init?60000&appid=long", None, LOCAL);
+    clock.advance(Duration::from_secs(6));
+    let len = || {
+        server
+            .registry()
+            .with_registry(|registry, _| registry.len())
+    };
+    let start = Instant::now();
+    while len() != 1 {
+        assert!(start.elapsed() < DEADLINE, "no sweep");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.shutdown().await;
+    let stored = StateStore::open(&state).unwrap().load().unwrap();
+    let keys: Vec<&str> = stored.iter().map(|app| app.key.as_str()).collect();
+    assert_eq!(keys, ["long @ 127.0.0.1"]);
 }
 
 /// Thousands of expiries in one request overflow the registry's event
