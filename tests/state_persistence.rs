@@ -10,9 +10,11 @@ use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use heartbeat_sdk::server::{ManualClock, Server, StateStore};
+use heartbeat_sdk::server::{
+    ManualClock, Server, StateStore, StateWriter, StoredApp, DEFAULT_COMMIT_INTERVAL,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartbeat");
 /// The longest any single step may take before the test fails.
@@ -208,25 +210,23 @@ fn apps_acknowledged_before_the_last_commit_survive_kill_9() {
 }
 
 /// A restored app that stays silent goes WARNING, CRITICAL and is dropped
-/// on the usual schedule, counted from start-up; its row is then deleted.
+/// on the usual schedule, counted from start-up (not from when it was last
+/// seen), with its granted timeout; its row is then deleted.
 #[tokio::test]
 async fn a_restored_app_that_stays_silent_is_dropped_on_schedule() {
     let dir = TempDir::new("schedule");
     let state = dir.join("state.db");
-    let first = Server::builder("127.0.0.1:0".parse().unwrap())
-        .clock(ManualClock::new())
-        .state(&state)
-        .start()
-        .await
-        .unwrap();
-    assert_eq!(
-        first
-            .registry()
-            .handle("/hb_init?2000&appid=quiet", None, LOCAL)
-            .body,
-        "3000"
-    );
-    first.shutdown().await; // commits
+    // stored by a server that saw it last an hour ago
+    let (sink, writer) =
+        StateWriter::spawn(StateStore::open(&state).unwrap(), DEFAULT_COMMIT_INTERVAL);
+    sink.upsert(StoredApp {
+        key: "quiet @ 127.0.0.1".into(),
+        app: "quiet".into(),
+        host: "127.0.0.1".into(),
+        granted: Duration::from_millis(3000),
+        last_seen: SystemTime::now() - Duration::from_secs(3600),
+    });
+    writer.shutdown().await.unwrap();
 
     let clock = ManualClock::new();
     let server = Server::builder("127.0.0.1:0".parse().unwrap())
