@@ -1066,11 +1066,17 @@ mod tests {
         apps.iter().map(|a| a.key.as_str()).collect()
     }
 
-    /// Waits (on tokio's clock) for the writer's next commit attempt.
+    /// Waits (on tokio's clock) for the writer's next commit attempt. Gives
+    /// up after an hour of that clock, which is virtual under
+    /// `start_paused`: a writer that never commits fails the test at once
+    /// instead of hanging it.
     async fn next_attempt(sink: &StateSink) {
         let mut rx = sink.shared.attempts.subscribe();
         rx.borrow_and_update();
-        rx.changed().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(3600), rx.changed())
+            .await
+            .expect("no commit attempt within an hour of tokio time")
+            .unwrap();
     }
 
     #[tokio::test]
@@ -1454,6 +1460,42 @@ mod tests {
             assert_one_line(&err);
         }
         assert_eq!(std::fs::read(&file).unwrap(), b"x");
+    }
+
+    /// Past the file-system precheck, SQLite itself cannot write: the WAL
+    /// file's name is taken by a directory.
+    #[test]
+    fn a_wal_file_that_cannot_be_created_is_unwritable() {
+        let dir = TempDir::new("waldir");
+        let path = dir.join("state.db");
+        std::fs::create_dir(dir.join("state.db-wal")).unwrap();
+        let err = StateStore::open(&path).unwrap_err();
+        assert!(matches!(err, StateError::Unwritable { .. }), "{err}");
+        assert_one_line(&err);
+    }
+
+    /// Everything up to the write probe succeeds, the probe fails: the
+    /// file's header says "written by a newer SQLite format" (write version
+    /// 3), which SQLite honours by opening it read-only, exactly as for a
+    /// file it may not write. (Tests run as root, so file modes and
+    /// read-only directories would not stop them.)
+    #[test]
+    fn a_file_that_cannot_be_written_fails_the_write_probe() {
+        let dir = TempDir::new("probe");
+        let path = dir.join("state.db");
+        drop(StateStore::open(&path).unwrap());
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..16], b"SQLite format 3\0");
+        assert_eq!(bytes[18..20], [2, 2], "WAL mode");
+        bytes[18] = 3;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = StateStore::open(&path).unwrap_err();
+        assert!(
+            matches!(&err, StateError::Unwritable { reason, .. } if reason.contains("readonly")),
+            "{err}"
+        );
+        assert_one_line(&err);
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }
 
     #[test]
