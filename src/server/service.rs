@@ -207,8 +207,10 @@ pub(crate) struct Streamed {
     view: View,
     snapshot: Snapshot,
     /// Appended after the last piece (the durable state's `/metrics`
-    /// lines); empty by default.
-    trailer: String,
+    /// lines). Boxed to stay one thin pointer: a `Streamed` lives in every
+    /// streamed hyper body, and is rarely given a trailer.
+    #[allow(clippy::box_collection)]
+    trailer: Option<Box<String>>,
 }
 
 impl Streamed {
@@ -217,14 +219,14 @@ impl Streamed {
         Streamed {
             view,
             snapshot,
-            trailer: String::new(),
+            trailer: None,
         }
     }
 
     /// The same reply with `trailer` appended.
     #[cfg(feature = "state")]
     pub(crate) fn with_trailer(mut self, trailer: String) -> Self {
-        self.trailer = trailer;
+        self.trailer = (!trailer.is_empty()).then(|| Box::new(trailer));
         self
     }
 
@@ -258,7 +260,7 @@ impl Streamed {
 
     fn pieces(&self) -> usize {
         let n = self.snapshot.len();
-        let trailer = usize::from(!self.trailer.is_empty());
+        let trailer = usize::from(self.trailer.is_some());
         trailer
             + match self.view {
                 View::List => n,
@@ -270,8 +272,8 @@ impl Streamed {
     /// Appends piece `i` (a key, a line, a header) to `out`.
     fn write_piece(&self, i: usize, out: &mut Vec<u8>) {
         let snapshot = &self.snapshot;
-        if !self.trailer.is_empty() && i + 1 == self.pieces() {
-            out.extend_from_slice(self.trailer.as_bytes());
+        if let Some(trailer) = self.trailer.as_ref().filter(|_| i + 1 == self.pieces()) {
+            out.extend_from_slice(trailer.as_bytes());
             return;
         }
         match self.view {
