@@ -187,7 +187,7 @@ mod state {
             .measurement_time(Duration::from_secs(3))
             .throughput(Throughput::Elements(1));
         let pool = Mutex::new(rt.block_on(connect(&server, 16)));
-        group.bench_function("clients/16", |b| {
+        group.bench_with_input(BenchmarkId::new("clients", 16), &16, |b, _| {
             b.to_async(rt).iter_custom(|iters| {
                 let pool = &pool;
                 async move {

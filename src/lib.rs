@@ -41,7 +41,8 @@
 //! | `server` | no | the embedded server (`server`) over hyper, and the `demo` session |
 //! | `keepalive` | yes | `HeartbeatClient::keep_alive`: a background task that inits, pings and signs off |
 //! | `blocking` | no | `blocking::HeartbeatClient`, a synchronous client usable in and out of tokio |
-//! | `cli` | no | the `heartbeat` binary (Unix only: it uses Unix signals and `nix`) |
+//! | `state` | no | durable server state (`server::ServerBuilder::state`): SQLite through rusqlite, bundled |
+//! | `cli` | no | the `heartbeat` binary (Unix only: it uses Unix signals and `nix`); includes `state` (`serve --state`) |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

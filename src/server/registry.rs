@@ -551,6 +551,19 @@ impl Registry {
     /// existing record is refreshed. No event is recorded. For a server
     /// restoring its state at start.
     ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use heartbeat_sdk::server::Registry;
+    ///
+    /// let mut registry = Registry::default();
+    /// let start = Instant::now();
+    /// registry.restore("kiosk-7 @ 10.0.0.7", Duration::from_millis(3000), start)?;
+    /// assert_eq!(registry.list(start), ["kiosk-7 @ 10.0.0.7"]);
+    /// // silent since start-up: dropped at 6 × 3000 ms
+    /// assert_eq!(registry.expire(start + Duration::from_millis(18_000)), 1);
+    /// # Ok::<(), heartbeat_sdk::server::registry::RegistryFull>(())
+    /// ```
+    ///
     /// # Errors
     /// [`RegistryFull`] when `key` is new and `max_apps` are already tracked.
     pub fn restore(
