@@ -598,6 +598,7 @@ impl Registry {
 
     /// The granted timeout of the record under `key`, if tracked (what the
     /// durable state stores with each init or ping).
+    #[cfg(feature = "state")]
     pub(crate) fn granted_of(&self, key: &str) -> Option<Duration> {
         self.apps
             .get(key)
