@@ -833,7 +833,11 @@ impl Task {
             return None;
         }
         let mut store = self.store.take()?;
-        let batch: Batch = self.pending.drain().collect();
+        let mut batch: Batch = self.pending.drain().collect();
+        // Key order walks the table's B-tree (keyed by `key`) front to back
+        // instead of jumping around: 100 000 upserts commit faster sorted
+        // (benches/state.rs).
+        batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         self.publish_pending();
         Some(tokio::task::spawn_blocking(move || {
             let result = store.commit(&batch);
