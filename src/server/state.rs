@@ -230,8 +230,9 @@ impl StateStore {
     ///   file without the expected columns).
     /// - [`StateError::NewerSchema`]: `user_version` above
     ///   [`SCHEMA_VERSION`].
-    /// - [`StateError::Unwritable`]: a directory, a parent that is missing
-    ///   or not a directory, no permission, a read-only or full file system.
+    /// - [`StateError::Unwritable`]: a directory or another non-regular
+    ///   file (such as `/dev/null`), a parent that is missing or not a
+    ///   directory, no permission, a read-only or full file system.
     /// - [`StateError::Locked`]: another connection holds the file.
     pub fn open(path: impl AsRef<Path>) -> Result<StateStore, StateError> {
         let path = path.as_ref().to_path_buf();
@@ -400,6 +401,9 @@ fn precheck(path: &Path) -> Result<(), StateError> {
     };
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() => Err(unwritable("it is a directory".into())),
+        // `/dev/null` would swallow every write and "succeed": persistence
+        // that silently is not.
+        Ok(meta) if !meta.is_file() => Err(unwritable("not a regular file".into())),
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let parent = match path.parent() {
@@ -906,7 +910,11 @@ impl Task {
             return None;
         }
         let mut store = self.store.take()?;
-        let batch: Batch = self.pending.drain().collect();
+        let mut batch: Batch = self.pending.drain().collect();
+        // Key order walks the table's B-tree (keyed by `key`) front to back
+        // instead of jumping around: 100 000 upserts commit faster sorted
+        // (benches/state.rs).
+        batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let clear = std::mem::take(&mut self.clear_first);
         self.publish_pending();
         Some(tokio::task::spawn_blocking(move || {
@@ -1358,6 +1366,50 @@ mod tests {
         assert_eq!(store.path(), path);
     }
 
+    #[test]
+    fn an_empty_file_becomes_a_new_state_file() {
+        let dir = TempDir::new("empty");
+        let path = dir.join("state.db");
+        std::fs::write(&path, b"").unwrap();
+        let store = StateStore::open(&path).unwrap();
+        assert!(store.load().unwrap().is_empty());
+        drop(store);
+        assert!(std::fs::read(&path)
+            .unwrap()
+            .starts_with(b"SQLite format 3\0"));
+    }
+
+    /// What `kill -9` leaves behind is the files as they are on disk; with
+    /// an exclusive lock there is no shared-memory index, so a copy of the
+    /// database and its WAL taken while the writer holds them is such a
+    /// crash. Everything committed is back; what was only sent is not.
+    #[tokio::test]
+    async fn the_files_left_by_a_crash_restore_every_committed_app() {
+        let dir = TempDir::new("crash");
+        let path = dir.join("state.db");
+        let (sink, writer) = StateWriter::spawn(
+            StateStore::open(&path).unwrap(),
+            Duration::from_secs(24 * 3600),
+        );
+        sink.upsert(app("a", "h", 1, 1));
+        sink.upsert(app("b", "h", 2, 2));
+        sink.flush().await.unwrap();
+        sink.upsert(app("c", "h", 3, 3)); // not committed
+        let crashed = TempDir::new("crashed");
+        std::fs::copy(&path, crashed.join("state.db")).unwrap();
+        let wal = std::fs::copy(dir.join("state.db-wal"), crashed.join("state.db-wal")).unwrap();
+        assert!(
+            wal > 0,
+            "the commit is in the WAL, not yet in the main file"
+        );
+        let restored = StateStore::open(crashed.join("state.db")).unwrap();
+        assert_eq!(
+            restored.load().unwrap(),
+            [app("a", "h", 1, 1), app("b", "h", 2, 2)]
+        );
+        writer.shutdown().await.unwrap();
+    }
+
     fn assert_one_line(err: &StateError) {
         let text = err.to_string();
         assert!(!text.contains('\n') && !text.contains('\r'), "{text:?}");
@@ -1446,16 +1498,19 @@ mod tests {
         let dir = TempDir::new("unwritable");
         let file = dir.join("file.txt");
         std::fs::write(&file, b"x").unwrap();
-        let cases = [
+        // (path, words of the reason)
+        let mut cases = vec![
             (dir.0.clone(), "directory"),
-            (file.join("state.db"), "not a directory"),
-            (dir.join("missing").join("state.db"), "missing"),
+            (file.join("state.db"), "Not a directory"),
+            (dir.join("missing").join("state.db"), "No such file"),
         ];
-        for (path, what) in cases {
+        #[cfg(unix)]
+        cases.push((PathBuf::from("/dev/null"), "not a regular file"));
+        for (path, words) in cases {
             let err = StateStore::open(&path).unwrap_err();
             assert!(
-                matches!(err, StateError::Unwritable { .. }),
-                "{what}: {err}"
+                matches!(&err, StateError::Unwritable { reason, .. } if reason.contains(words)),
+                "{path:?}: {err}"
             );
             assert_one_line(&err);
         }
