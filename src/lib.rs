@@ -42,7 +42,8 @@
 //! | `keepalive` | yes | `HeartbeatClient::keep_alive`: a background task that inits, pings and signs off |
 //! | `serde` | no | `Serialize`/`Deserialize` for `State`, `Status`, `server::registry::Counters` and the JSON API's records (`protocol::apps`), and `HeartbeatClient::apps` |
 //! | `blocking` | no | `blocking::HeartbeatClient`, a synchronous client usable in and out of tokio |
-//! | `cli` | no | the `heartbeat` binary (Unix only: it uses Unix signals and `nix`) |
+//! | `state` | no | durable server state (`server::ServerBuilder::state`): SQLite through rusqlite, bundled |
+//! | `cli` | no | the `heartbeat` binary (Unix only: it uses Unix signals and `nix`); includes `state` (`serve --state`) |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

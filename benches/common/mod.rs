@@ -21,6 +21,8 @@ use tokio::net::TcpStream;
 
 const CHILD_ENV: &str = "HB_BENCH_CHILD";
 const WORKERS_ENV: &str = "HB_BENCH_SERVER_WORKERS";
+/// The server child's state file (`ServerProcess::start_with_state`).
+const STATE_ENV: &str = "HB_BENCH_STATE";
 
 /// Call first thing in `main`: when this process is the server child, serve
 /// until stdin closes, then exit.
@@ -39,10 +41,14 @@ pub fn run_child_if_asked() {
         .expect("tokio runtime");
     runtime.block_on(async {
         let addr = "127.0.0.1:0".parse().expect("address");
-        let server = heartbeat_sdk::server::Server::builder(addr)
-            .start()
-            .await
-            .expect("server starts");
+        #[allow(unused_mut)]
+        let mut builder = heartbeat_sdk::server::Server::builder(addr);
+        // `ServerProcess::start_with_state`: durable state, default interval
+        #[cfg(feature = "state")]
+        if let Some(path) = std::env::var_os(STATE_ENV) {
+            builder = builder.state(path);
+        }
+        let server = builder.start().await.expect("server starts");
         println!("{}", server.local_addr());
         std::io::stdout().flush().expect("stdout");
         // The parent closes our stdin (or dies): stop then.
@@ -107,8 +113,19 @@ impl ServerProcess {
     /// Start the embedded server (tokio multi-thread runtime, 2 workers: one
     /// per core of the reference machine) in a child process.
     pub fn start() -> ServerProcess {
-        let exe = std::env::current_exe().expect("current exe");
-        let mut child = Command::new(exe)
+        ServerProcess::spawn(Command::new(std::env::current_exe().expect("current exe")))
+    }
+
+    /// [`ServerProcess::start`] with durable state in `path` (feature
+    /// `state`; without it the variable is ignored by the child).
+    pub fn start_with_state(path: &std::path::Path) -> ServerProcess {
+        let mut command = Command::new(std::env::current_exe().expect("current exe"));
+        command.env(STATE_ENV, path);
+        ServerProcess::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> ServerProcess {
+        let mut child = command
             .env(CHILD_ENV, "server")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

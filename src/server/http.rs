@@ -90,6 +90,10 @@ pub struct ServerBuilder {
     max_connections: usize,
     max_streamed_replies: usize,
     expected: Vec<Expected>,
+    #[cfg(feature = "state")]
+    state: Option<std::path::PathBuf>,
+    #[cfg(feature = "state")]
+    commit_interval: Duration,
 }
 
 impl ServerBuilder {
@@ -103,6 +107,10 @@ impl ServerBuilder {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_streamed_replies: DEFAULT_MAX_STREAMED_REPLIES,
             expected: Vec::new(),
+            #[cfg(feature = "state")]
+            state: None,
+            #[cfg(feature = "state")]
+            commit_interval: super::state::DEFAULT_COMMIT_INTERVAL,
         }
     }
 
@@ -223,14 +231,83 @@ impl ServerBuilder {
         self
     }
 
+    /// Durable state (feature `state`): keep the tracked applications in
+    /// the SQLite file at `path` (created if missing), so that a restarted
+    /// server knows who to expect.
+    ///
+    /// At [`start`](ServerBuilder::start), before binding, every stored
+    /// application is restored with a fresh grace: it counts as seen at
+    /// start-up, keeps its granted timeout, and goes WARNING, CRITICAL and
+    /// is dropped on the usual schedule unless it reports (logged:
+    /// `restored N applications from PATH`). A file that is not a heartbeat
+    /// state database, has a newer schema, cannot be written or is in use
+    /// by another server makes `start` fail (an [`io::Error`] whose
+    /// [`get_ref`](io::Error::get_ref) is the
+    /// [`StateError`](crate::server::StateError)), and nothing is written
+    /// to it.
+    ///
+    /// While serving, writes never sit on the request path: every init and
+    /// ping (an upsert), `done` and expiry (a delete) goes to a writer task
+    /// that keeps the last change per application and commits every
+    /// [`state_commit_interval`](ServerBuilder::state_commit_interval)
+    /// (1 s by default) and at [`ServerHandle::shutdown`]. **After a crash
+    /// (`kill -9`, power loss), every application acknowledged more than
+    /// one commit interval before it is back.** A failed commit (a full
+    /// disk) is logged, counted (`heartbeat_state_write_errors_total` in
+    /// `/metrics`, which also shows `heartbeat_state_commits_total`,
+    /// `heartbeat_state_rows_written_total` and `heartbeat_state_pending`
+    /// with this option only) and retried, and the server keeps answering.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use heartbeat_sdk::server::Server;
+    ///
+    /// let server = Server::builder("127.0.0.1:8888".parse().unwrap())
+    ///     .state("/var/lib/heartbeat/state.db")
+    ///     .start()
+    ///     .await?; // a bad state file stops here
+    /// server.shutdown().await; // commits what is pending
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "state")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "state")))]
+    pub fn state(mut self, path: impl Into<std::path::PathBuf>) -> ServerBuilder {
+        self.state = Some(path.into());
+        self
+    }
+
+    /// How often the [`state`](ServerBuilder::state) file is committed to
+    /// (default [`DEFAULT_COMMIT_INTERVAL`](crate::server::DEFAULT_COMMIT_INTERVAL),
+    /// 1 s; at least [`MIN_COMMIT_INTERVAL`](crate::server::MIN_COMMIT_INTERVAL)).
+    /// Shorter loses less in a crash and writes more often. Without
+    /// [`state`](ServerBuilder::state) it has no effect.
+    #[cfg(feature = "state")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "state")))]
+    pub fn state_commit_interval(mut self, interval: Duration) -> ServerBuilder {
+        self.commit_interval = interval.max(super::state::MIN_COMMIT_INTERVAL);
+        self
+    }
+
     /// Bind and start serving in a tokio task; returns once listening.
+    ///
+    /// # Errors
+    /// The address cannot be bound; with [`state`](ServerBuilder::state),
+    /// the state file cannot be used (see there).
     pub async fn start(self) -> io::Result<ServerHandle> {
+        #[allow(unused_mut)]
+        let mut shared = SharedRegistry::new(self.config, self.clock);
+        #[cfg(feature = "state")]
+        let writer = match self.state {
+            Some(path) => Some(open_state(&mut shared, path, self.commit_interval).await?),
+            None => None,
+        };
         let listener = TcpListener::bind(self.addr).await?;
         let local_addr = listener.local_addr()?;
         if !local_addr.ip().is_loopback() {
             tracing::warn!(%local_addr, "heartbeat server bound to a non-loopback address: anyone who can reach it can register and query applications");
         }
-        let state = Arc::new(SharedRegistry::new(self.config, self.clock));
+        let state = Arc::new(shared);
         state.with_registry(|registry, _| {
             for app in self.expected {
                 registry.expect(app);
@@ -249,13 +326,69 @@ impl ServerBuilder {
             max_connections = self.max_connections,
             "heartbeat server listening"
         );
+        #[cfg(feature = "state")]
+        let writer = writer.map(|(writer, interval)| {
+            // expiries become deletes without waiting for a request
+            let registry = Arc::clone(&state);
+            let sweeper = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    registry.sweep();
+                }
+            });
+            (writer, sweeper)
+        });
         Ok(ServerHandle {
             local_addr,
             state,
             stop: Some(stop),
             task: Some(task),
+            #[cfg(feature = "state")]
+            writer,
         })
     }
+}
+
+/// Opens the state file, restores its records into `shared` and starts the
+/// writer; off the async threads (SQLite blocks).
+#[cfg(feature = "state")]
+async fn open_state(
+    shared: &mut SharedRegistry,
+    path: std::path::PathBuf,
+    commit_interval: Duration,
+) -> io::Result<(super::state::StateWriter, Duration)> {
+    use super::state::{StateStore, StateWriter};
+    let (store, stored) = tokio::task::spawn_blocking(move || {
+        let store = StateStore::open(path)?;
+        let stored = store.load()?;
+        Ok::<_, super::state::StateError>((store, stored))
+    })
+    .await
+    .map_err(io::Error::other)?
+    .map_err(io::Error::other)?;
+    let (restored, full) = shared.with_registry(|registry, now| {
+        let mut restored = 0_usize;
+        let mut full = 0_usize;
+        for app in &stored {
+            match registry.restore(&app.key, app.granted, now) {
+                Ok(()) => restored += 1,
+                Err(_) => full += 1,
+            }
+        }
+        (restored, full)
+    });
+    let shown = crate::protocol::printable(&store.path().display().to_string()).into_owned();
+    tracing::info!("restored {restored} applications from {shown}");
+    if full > 0 {
+        tracing::warn!(
+            "{full} stored applications not restored: registry full (max_apps); they stay in {shown}"
+        );
+    }
+    let (sink, writer) = StateWriter::spawn(store, commit_interval);
+    shared.set_state(sink);
+    Ok((writer, commit_interval))
 }
 
 /// The address `url` names, for binding.
@@ -286,6 +419,9 @@ pub struct ServerHandle {
     state: Arc<SharedRegistry>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    /// The state writer and the expiry sweeper (`ServerBuilder::state`).
+    #[cfg(feature = "state")]
+    writer: Option<(super::state::StateWriter, JoinHandle<()>)>,
 }
 
 impl ServerHandle {
@@ -305,12 +441,27 @@ impl ServerHandle {
     }
 
     /// Stop accepting, let requests in flight finish (up to 5 s), and return.
+    /// With durable state, everything still pending is then committed (a
+    /// failure is logged).
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
             let _ = task.await;
+        }
+        #[cfg(feature = "state")]
+        if let Some((writer, sweeper)) = self.writer.take() {
+            sweeper.abort();
+            match writer.shutdown().await {
+                Ok(stats) => tracing::info!(
+                    commits = stats.commits,
+                    rows_written = stats.rows_written,
+                    write_errors = stats.write_errors,
+                    "state saved"
+                ),
+                Err(error) => tracing::error!("state: {error}"),
+            }
         }
     }
 }
@@ -319,6 +470,10 @@ impl Drop for ServerHandle {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+        #[cfg(feature = "state")]
+        if let Some((_writer, sweeper)) = self.writer.take() {
+            sweeper.abort();
         }
     }
 }

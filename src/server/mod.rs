@@ -27,6 +27,8 @@ mod conns;
 mod dashboard;
 #[cfg(feature = "server")]
 mod http;
+#[cfg(feature = "state")]
+mod state;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use registry::{
@@ -37,3 +39,10 @@ pub use shared::SharedRegistry;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub use http::{Server, ServerBuilder, ServerHandle, DEFAULT_MAX_CONNECTIONS};
+
+#[cfg(feature = "state")]
+#[cfg_attr(docsrs, doc(cfg(feature = "state")))]
+pub use state::{
+    StateError, StateSink, StateStats, StateStore, StateWriter, StoredApp, DEFAULT_COMMIT_INTERVAL,
+    MIN_COMMIT_INTERVAL, SCHEMA_VERSION,
+};

@@ -848,6 +848,70 @@ impl Registry {
     }
 }
 
+/// Durable state (feature `state`): putting stored records back.
+impl Registry {
+    /// Tracks `key` (a record key as the registry makes it, `"ID @ IP"` or
+    /// the bare id) as if it had just reported at `now`, with its `granted`
+    /// timeout kept as is (no tolerance added): it then goes WARNING,
+    /// CRITICAL and is dropped on the usual schedule unless it reports. An
+    /// existing record is refreshed. No event is recorded. For a server
+    /// restoring its state at start.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use heartbeat_sdk::server::Registry;
+    ///
+    /// let mut registry = Registry::default();
+    /// let start = Instant::now();
+    /// registry.restore("kiosk-7 @ 10.0.0.7", Duration::from_millis(3000), start)?;
+    /// assert_eq!(registry.list(start), ["kiosk-7 @ 10.0.0.7"]);
+    /// // silent since start-up: dropped at 6 × 3000 ms
+    /// assert_eq!(registry.expire(start + Duration::from_millis(18_000)), 1);
+    /// # Ok::<(), heartbeat_sdk::server::registry::RegistryFull>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`RegistryFull`] when `key` is new and `max_apps` are already tracked.
+    pub fn restore(
+        &mut self,
+        key: &str,
+        granted: Duration,
+        now: Instant,
+    ) -> Result<(), RegistryFull> {
+        let record = Record {
+            last_us: self.offset_us(now),
+            granted_ms: whole_ms(granted),
+        };
+        let key: Arc<str> = match self.apps.get_key_value(key) {
+            Some((key, old)) => {
+                let (key, old) = (Arc::clone(key), *old);
+                self.deadlines
+                    .remove(&(self.deadline_of(&old), Arc::clone(&key)));
+                key
+            }
+            None if self.apps.len() >= self.config.max_apps => {
+                return Err(RegistryFull {
+                    max_apps: self.config.max_apps,
+                })
+            }
+            None => Arc::from(key),
+        };
+        self.deadlines
+            .insert((self.deadline_of(&record), Arc::clone(&key)));
+        self.apps.insert(key, record);
+        Ok(())
+    }
+
+    /// The granted timeout of the record under `key`, if tracked (what the
+    /// durable state stores with each init or ping).
+    #[cfg(feature = "state")]
+    pub(crate) fn granted_of(&self, key: &str) -> Option<Duration> {
+        self.apps
+            .get(key)
+            .map(|r| Duration::from_millis(r.granted_ms))
+    }
+}
+
 /// The view of `record` under `key` at `now_us`: its overdue ratio and the
 /// state that maps to.
 fn info<'a>(config: &RegistryConfig, key: &'a str, record: &Record, now_us: u64) -> AppInfo<'a> {

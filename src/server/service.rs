@@ -250,6 +250,10 @@ pub(crate) struct Streamed {
     /// The wall-clock time of the snapshot (for `/metrics`' timestamps),
     /// when not the registry's own.
     wall: Option<SystemTime>,
+    /// Appended after the last piece (the durable state's `/metrics`
+    /// lines). Boxed to stay one thin pointer, as it is rarely given.
+    #[allow(clippy::box_collection)]
+    trailer: Option<Box<String>>,
 }
 
 impl Streamed {
@@ -261,6 +265,7 @@ impl Streamed {
             snapshot: Box::new(snapshot),
             taken,
             wall: None,
+            trailer: None,
         }
     }
 
@@ -270,6 +275,13 @@ impl Streamed {
             wall: Some(wall),
             ..self
         }
+    }
+
+    /// The same reply with `trailer` appended.
+    #[cfg(feature = "state")]
+    pub(crate) fn with_trailer(mut self, trailer: String) -> Self {
+        self.trailer = (!trailer.is_empty()).then(|| Box::new(trailer));
+        self
     }
 
     /// The reply's `Content-Type`.
@@ -327,18 +339,24 @@ impl Streamed {
 
     fn pieces(&self) -> usize {
         let n = self.snapshot.len();
-        match self.view {
-            View::List => n,
-            View::HostStatus => n + 2,
-            View::Metrics => metrics::pieces(n, self.snapshot.missing().len()),
-            #[cfg(feature = "server")]
-            View::Apps | View::Dashboard => self.with_listing(|l| l.pieces()),
-        }
+        let trailer = usize::from(self.trailer.is_some());
+        trailer
+            + match self.view {
+                View::List => n,
+                View::HostStatus => n + 2,
+                View::Metrics => metrics::pieces(n, self.snapshot.missing().len()),
+                #[cfg(feature = "server")]
+                View::Apps | View::Dashboard => self.with_listing(|l| l.pieces()),
+            }
     }
 
     /// Appends piece `i` (a key, a line, a header) to `out`.
     fn write_piece(&self, i: usize, out: &mut Vec<u8>) {
         let snapshot = &self.snapshot;
+        if let Some(trailer) = self.trailer.as_ref().filter(|_| i + 1 == self.pieces()) {
+            out.extend_from_slice(trailer.as_bytes());
+            return;
+        }
         match self.view {
             View::List => {
                 out.extend_from_slice(snapshot.key(i).as_bytes());

@@ -23,6 +23,13 @@ use crate::protocol::printable;
 pub struct SharedRegistry {
     registry: Mutex<Registry>,
     clock: Arc<dyn Clock>,
+    /// Durable state: where the registry's changes go (`--state`).
+    #[cfg(feature = "state")]
+    state: Option<super::state::StateSink>,
+    /// The registry's `events_dropped` as of the last hand-over to the
+    /// state writer (only read and written under the registry's lock).
+    #[cfg(feature = "state")]
+    events_dropped: std::sync::atomic::AtomicU64,
 }
 
 impl SharedRegistry {
@@ -31,6 +38,10 @@ impl SharedRegistry {
         Self {
             registry: Mutex::new(Registry::new(config)),
             clock,
+            #[cfg(feature = "state")]
+            state: None,
+            #[cfg(feature = "state")]
+            events_dropped: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -53,15 +64,14 @@ impl SharedRegistry {
         };
         let (answer, events) = self.with_registry(|registry, now| {
             let answer = prepare(registry, command, peer, now);
-            (answer, registry.take_events())
+            let events = registry.take_events();
+            #[cfg(feature = "state")]
+            self.persist(registry, &events, Some(peer));
+            (answer, events)
         });
-        for event in events {
-            if let Event::Updated(_) = event {
-                tracing::debug!("{}", printable(&event.to_string()));
-            } else {
-                tracing::info!("{}", printable(&event.to_string()));
-            }
-        }
+        log_events(events);
+        #[cfg(feature = "state")]
+        let answer = self.with_state_metrics(answer);
         answer
     }
 
@@ -71,6 +81,124 @@ impl SharedRegistry {
         let now = self.clock.now();
         let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut registry, now)
+    }
+}
+
+/// Durable state (feature `state`).
+#[cfg(feature = "state")]
+impl SharedRegistry {
+    /// Sends the registry's changes to `sink` from now on.
+    pub(crate) fn set_state(&mut self, sink: super::state::StateSink) {
+        self.state = Some(sink);
+    }
+
+    /// The state writer's totals, when there is one.
+    pub(crate) fn state_stats(&self) -> Option<super::state::StateStats> {
+        self.state.as_ref().map(super::state::StateSink::stats)
+    }
+
+    /// Expires overdue records now, so that their rows are deleted without
+    /// waiting for the next request; logs and persists what happened.
+    pub(crate) fn sweep(&self) {
+        let events = self.with_registry(|registry, now| {
+            registry.expire(now);
+            let events = registry.take_events();
+            self.persist(registry, &events, None);
+            events
+        });
+        log_events(events);
+    }
+
+    /// Hands `events` to the state writer. Runs under the registry's lock,
+    /// so the writer sees the changes in the registry's order (a ping and
+    /// a `done` of one app from two connections cannot swap), and costs a
+    /// map lookup and a channel send per event: no allocation, no I/O.
+    fn persist(&self, registry: &Registry, events: &[Event], peer: Option<IpAddr>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(sink) = &self.state else {
+            return;
+        };
+        let dropped = registry.counters().events_dropped;
+        if dropped != self.events_dropped.swap(dropped, Relaxed) {
+            // The registry's event buffer overflowed (thousands of expiries
+            // at once): individual deletes were lost, so send the whole
+            // state instead (O(n), rare).
+            tracing::info!("state: registry events were dropped; rewriting the whole state");
+            let now = self.clock.now();
+            let wall = std::time::SystemTime::now();
+            let apps = registry
+                .apps(now)
+                .map(|app| {
+                    // saturating: a huge granted timeout must not panic
+                    let elapsed = std::time::Duration::try_from_secs_f64(
+                        app.granted.as_secs_f64() * app.overdue_ratio,
+                    )
+                    .unwrap_or_default();
+                    let (id, host) = match app.key.rsplit_once(" @ ") {
+                        Some((id, host)) if host.parse::<IpAddr>().is_ok() => (id, host),
+                        _ => (app.key, ""),
+                    };
+                    super::state::StoredApp {
+                        key: app.key.to_owned(),
+                        app: id.to_owned(),
+                        host: host.to_owned(),
+                        granted: app.granted,
+                        last_seen: wall.checked_sub(elapsed).unwrap_or(wall),
+                    }
+                })
+                .collect();
+            sink.replace_all(apps);
+            return;
+        }
+        let mut seen = None;
+        for event in events {
+            match event {
+                Event::Constructed(key) | Event::Updated(key) => {
+                    if let Some(granted) = registry.granted_of(key) {
+                        let now = *seen.get_or_insert_with(std::time::SystemTime::now);
+                        sink.upsert_key(Arc::clone(key), peer, granted, now);
+                    }
+                }
+                Event::Destroyed(key) | Event::Expired(key) => sink.delete_key(Arc::clone(key)),
+                _ => {}
+            }
+        }
+    }
+
+    /// `/metrics` with the state writer's totals appended.
+    fn with_state_metrics(&self, answer: Answer) -> Answer {
+        use std::fmt::Write as _;
+        let (Some(stats), Answer::Streamed(streamed)) = (self.state_stats(), &answer) else {
+            return answer;
+        };
+        if streamed.content_type() != super::metrics::CONTENT_TYPE {
+            return answer;
+        }
+        let mut text = String::new();
+        for (name, kind, help, value) in [
+            ("heartbeat_state_commits_total", "counter", "Successful commits to the state file.", stats.commits),
+            ("heartbeat_state_rows_written_total", "counter", "Changes written to the state file (upserts and deletes, coalesced per application).", stats.rows_written),
+            ("heartbeat_state_write_errors_total", "counter", "Failed commits to the state file (each is retried).", stats.write_errors),
+            ("heartbeat_state_pending", "gauge", "Changes waiting for the next commit to the state file.", stats.pending),
+        ] {
+            // Writing to a String cannot fail.
+            let _ = write!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
+        }
+        match answer {
+            Answer::Streamed(streamed) => Answer::Streamed(streamed.with_trailer(text)),
+            ready => ready,
+        }
+    }
+}
+
+/// Logs what happened to records: updates at debug, the rest at info.
+fn log_events(events: Vec<Event>) {
+    for event in events {
+        if let Event::Updated(_) = event {
+            tracing::debug!("{}", printable(&event.to_string()));
+        } else {
+            tracing::info!("{}", printable(&event.to_string()));
+        }
     }
 }
 

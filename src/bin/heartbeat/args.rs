@@ -207,6 +207,12 @@ pub struct ServeArgs {
     /// Overdue ratio at which a record is dropped, unless expected [default: 6].
     #[arg(long, value_name = "RATIO")]
     pub drop: Option<f64>,
+    /// Keep the tracked applications in the SQLite file PATH (created if missing) and restore them at start. A bad file stops serve with exit code 73.
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<std::path::PathBuf>,
+    /// How often --state is committed, in milliseconds: a crash loses at most this much.
+    #[arg(long, value_name = "MS", default_value_t = 1000, requires = "state", value_parser = clap::value_parser!(u64).range(1..))]
+    pub state_commit_ms: u64,
 }
 
 /// Options of `heartbeat demo`.

@@ -18,6 +18,10 @@ pub const SERVER_ERROR: u8 = 3;
 /// `serve`: cannot listen on the address (in use, not allowed, not local);
 /// `demo`: cannot start its own embedded server.
 pub const CANNOT_LISTEN: u8 = 4;
+/// `serve --state`: the state file cannot be used (not a heartbeat state
+/// database, a newer schema, cannot be created or written, in use by
+/// another server); nothing was written to it. sysexits' `EX_CANTCREAT`.
+pub const BAD_STATE: u8 = 73;
 /// Nothing was sent because this machine could not set things up: the HTTP
 /// client (its TLS backend, say: [`Error::Build`]), the async runtime, the
 /// signal handlers, or a background task that died ([`Error::Task`]).
@@ -41,6 +45,7 @@ Exit codes:
   3    server answered with an error status, an unreadable or an oversized reply
   4    serve: cannot listen on the address (in use, not allowed); demo: cannot start its own server
   71   cannot set up locally (HTTP client or TLS, async runtime, signal handlers)
+  73   serve --state: the state file cannot be used (not a state database, newer schema, unwritable, in use)
   74   stdout could not be written (disk full, I/O error); a closed pipe is no error
   check: 0 OK, 1 WARNING, 2 CRITICAL (also: server unreachable), 3 UNKNOWN (also: stdout unwritable)
   wrap:  CMD's exit code, 128+N if CMD was killed by signal N, 126 cannot run, 127 not found";

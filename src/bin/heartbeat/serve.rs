@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use heartbeat_sdk::protocol::printable;
 use heartbeat_sdk::server::{
-    Expected, RegistryConfig, Server, ServerBuilder, DEFAULT_MAX_CONNECTIONS,
+    Expected, RegistryConfig, Server, ServerBuilder, StateError, DEFAULT_MAX_CONNECTIONS,
 };
 use heartbeat_sdk::{Error, Settings};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use sd_notify::NotifyState;
 
 use crate::args::{Global, ServeArgs};
 use crate::{exit, output, signals};
@@ -29,6 +30,11 @@ const FD_HEADROOM: u64 = 64;
 /// connection cap is that limit less [`FD_HEADROOM`] (at most
 /// [`DEFAULT_MAX_CONNECTIONS`]), so that connections never run the process
 /// out of file descriptors.
+///
+/// `--state PATH`: durable state ([`ServerBuilder::state`]), committed
+/// every `--state-commit-ms`; a state file that cannot be used is one line
+/// on stderr and [`exit::BAD_STATE`]. Under systemd (`NOTIFY_SOCKET` set),
+/// `READY=1` is sent once listening and `STOPPING=1` on shutdown.
 /// A stdout or stderr that is closed or full does not stop it: the address
 /// line and the logs are then dropped, and the server serves on.
 pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
@@ -68,6 +74,11 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     let open_files = raise_open_file_limit();
     let max_connections = connection_cap(open_files, DEFAULT_MAX_CONNECTIONS);
     server = server.max_connections(max_connections);
+    if let Some(path) = &args.state {
+        server = server
+            .state(path)
+            .state_commit_interval(Duration::from_millis(args.state_commit_ms));
+    }
     let stop = match signals::stop_signal("serve") {
         Ok(stop) => stop,
         Err(code) => return code,
@@ -75,10 +86,23 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     let handle = match server.start().await {
         Ok(handle) => handle,
         Err(error) => {
+            if let Some(state) = error.get_ref().and_then(|e| e.downcast_ref::<StateError>()) {
+                // one line: StateError's messages are, and the path is escaped
+                output::error_line(&format!(
+                    "heartbeat serve: {}",
+                    printable(&state.to_string())
+                ));
+                return exit::BAD_STATE;
+            }
             output::error_line(&format!("heartbeat serve: cannot listen: {error}"));
             return exit::CANNOT_LISTEN;
         }
     };
+    // systemd (Type=notify): listening, state restored. Without
+    // NOTIFY_SOCKET this does nothing.
+    if let Err(error) = sd_notify::notify(false, &[NotifyState::Ready]) {
+        tracing::warn!("cannot notify systemd (READY=1): {error}");
+    }
     // after the bind, so that a failed one is a single line on stderr
     match open_files {
         Some(open_files) => tracing::info!(
@@ -98,6 +122,7 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     }
     stop.await;
     tracing::info!("signal received: shutting down");
+    let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
     handle.shutdown().await;
     exit::OK
 }
