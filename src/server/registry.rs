@@ -995,6 +995,7 @@ impl Snapshot {
     }
 
     /// Whether record `i` matches an expected spec (it is never dropped).
+    #[cfg(feature = "server")]
     pub(crate) fn is_expected(&self, i: usize) -> bool {
         self.expected.matches_key(&self.records[i].0)
     }
