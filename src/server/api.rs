@@ -286,27 +286,13 @@ fn number(out: &mut Vec<u8>, x: f64) {
 }
 
 /// `ms` since the Unix epoch as RFC 3339 in UTC with milliseconds
-/// (`2026-11-25T10:00:01.234Z`).
+/// (`2026-11-25T10:00:01.234Z`), by the protocol's one formatter; a time
+/// past year 9999 (a system clock gone wrong) is written as the last
+/// millisecond of 9999.
 pub(crate) fn rfc3339_ms(ms: u64) -> String {
-    let (days, ms_of_day) = (ms / 86_400_000, ms % 86_400_000);
-    // Howard Hinnant's civil_from_days, for days since 1970-01-01 (≥ 0)
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    let s = ms_of_day / 1000;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60,
-        ms_of_day % 1000
-    )
+    let time = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms));
+    time.and_then(crate::protocol::format_time)
+        .unwrap_or_else(|| "9999-12-31T23:59:59.999Z".to_owned())
 }
 
 #[cfg(test)]
