@@ -1109,9 +1109,11 @@ async fn serve_fits_its_connection_cap_to_the_open_file_limit() {
         "{log}"
     );
     assert!(!log.contains("accept failed"), "{log}");
-    // 108 or more evictions, one burst: logged once at info
-    let evictions = log.matches("connection cap reached").count();
-    assert_eq!(evictions, 1, "{log}");
+    // 108 or more evictions, logged once per burst (one burst, or a few
+    // if a slow machine let the head timeout free a slot in between), not
+    // once per eviction
+    let bursts = log.matches("connection cap reached").count();
+    assert!((1..=3).contains(&bursts), "{bursts} bursts: {log}");
 
     // a soft limit alone is raised to the hard one
     let hard = Command::new("sh")
