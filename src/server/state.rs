@@ -340,6 +340,20 @@ impl StateStore {
                 .ok_or_else(|| {
                     read(format!("{key:?}: last_seen_ms {last_seen_ms} out of range"))
                 })?;
+            // a row must be one the server could have written: a valid id,
+            // a host that is an address, and the key made of them (so a
+            // hand-edited file cannot forge a line of `/list` or a status)
+            if let Err(e) = crate::protocol::check_app_id(&app, crate::protocol::MAX_APP_ID_LEN) {
+                return Err(read(format!("{key:?}: invalid application id: {e}")));
+            }
+            if host.parse::<std::net::IpAddr>().is_err() {
+                return Err(read(format!("{key:?}: host {host:?} is not an address")));
+            }
+            if key != app && key != format!("{app} @ {host}") {
+                return Err(read(format!(
+                    "{key:?}: the key is neither the id {app:?} nor \"ID @ HOST\""
+                )));
+            }
             apps.push(StoredApp {
                 key,
                 app,
@@ -420,9 +434,11 @@ fn precheck(path: &Path) -> Result<(), StateError> {
     }
 }
 
+/// Every schema object of the file (tables, views, indexes, triggers): a
+/// file with no heartbeat schema version but any of these is another
+/// program's database, even one holding only a view.
 fn table_names(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut stmt =
-        conn.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")?;
+    let mut stmt = conn.prepare("SELECT type || ' ' || name FROM sqlite_schema ORDER BY name")?;
     let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
     names.collect()
 }
@@ -1153,21 +1169,21 @@ mod tests {
         let path = dir.join("state.db");
         let (sink, writer) =
             StateWriter::spawn(StateStore::open(&path).unwrap(), DEFAULT_COMMIT_INTERVAL);
-        sink.upsert(app("stored", "h", 1, 1));
-        sink.upsert(app("back", "h", 1, 1));
+        sink.upsert(app("stored", "10.0.0.1", 1, 1));
+        sink.upsert(app("back", "10.0.0.1", 1, 1));
         sink.flush().await.unwrap();
         // Within one interval: the stored one is pinged then done; a new one
         // is pinged then done; "back" is done, then pings again.
-        sink.upsert(app("stored", "h", 2, 2));
-        sink.delete("stored @ h");
-        sink.upsert(app("fresh", "h", 2, 2));
-        sink.delete("fresh @ h");
-        sink.delete("back @ h");
-        sink.upsert(app("back", "h", 3, 3));
+        sink.upsert(app("stored", "10.0.0.1", 2, 2));
+        sink.delete("stored @ 10.0.0.1");
+        sink.upsert(app("fresh", "10.0.0.1", 2, 2));
+        sink.delete("fresh @ 10.0.0.1");
+        sink.delete("back @ 10.0.0.1");
+        sink.upsert(app("back", "10.0.0.1", 3, 3));
         let stats = writer.shutdown().await.unwrap();
         assert_eq!((stats.commits, stats.rows_written), (2, 5));
         let apps = StateStore::open(&path).unwrap().load().unwrap();
-        assert_eq!(apps, [app("back", "h", 3, 3)]);
+        assert_eq!(apps, [app("back", "10.0.0.1", 3, 3)]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1177,7 +1193,7 @@ mod tests {
         let interval = Duration::from_secs(1);
         let start = tokio::time::Instant::now();
         let (sink, writer) = StateWriter::spawn(StateStore::open(&path).unwrap(), interval);
-        sink.upsert(app("a", "h", 1, 1));
+        sink.upsert(app("a", "10.0.0.1", 1, 1));
         // Just before the tick nothing is written (virtual time: the clock
         // only moves when every task waits).
         tokio::time::sleep(interval - Duration::from_millis(1)).await;
@@ -1189,7 +1205,7 @@ mod tests {
         // An idle tick commits nothing; the next change goes out one tick later.
         tokio::time::sleep(interval + Duration::from_millis(1)).await;
         assert_eq!(sink.stats().commits, 1);
-        sink.upsert(app("b", "h", 1, 1));
+        sink.upsert(app("b", "10.0.0.1", 1, 1));
         next_attempt(&sink).await;
         assert_eq!(start.elapsed(), 3 * interval);
         assert_eq!((sink.stats().commits, sink.stats().rows_written), (2, 2));
@@ -1209,7 +1225,7 @@ mod tests {
         let interval = Duration::from_secs(1);
         let start = tokio::time::Instant::now();
         let (sink, writer) = StateWriter::spawn(StateStore::open(&path).unwrap(), interval);
-        sink.upsert(app("early", "h", 1, 1));
+        sink.upsert(app("early", "10.0.0.1", 1, 1));
         sink.flush().await.unwrap();
         sink.with_store(|store| {
             let pages: i64 = store
@@ -1225,7 +1241,7 @@ mod tests {
         });
         let big = StoredApp {
             app: "x".repeat(64 * 1024),
-            ..app("big", "h", 1, 1)
+            ..app("big", "10.0.0.1", 1, 1)
         };
         sink.upsert(big.clone());
         let err = sink.flush().await.unwrap_err();
@@ -1247,7 +1263,7 @@ mod tests {
         assert_eq!(start.elapsed(), interval);
         assert_eq!((sink.stats().write_errors, sink.stats().pending), (2, 1));
         // A newer change to another key joins the retry; the fault is lifted.
-        sink.delete("early @ h");
+        sink.delete("early @ 10.0.0.1");
         sink.with_store(|store| {
             let _: i64 = store
                 .conn
@@ -1266,24 +1282,43 @@ mod tests {
             }
         );
         writer.shutdown().await.unwrap();
-        assert_eq!(StateStore::open(&path).unwrap().load().unwrap(), [big]);
+        // (its 64 KiB id, there only to fill the file, is no id `load`
+        // accepts: read the row back by hand)
+        let conn = Connection::open(&path).unwrap();
+        let (rows, key, len): (i64, String, i64) = conn
+            .query_row("SELECT count(*), key, length(app) FROM apps", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!((rows, key.as_str(), len), (1, big.key.as_str(), 64 * 1024));
     }
 
     #[test]
     fn requeue_keeps_changes_that_arrived_during_the_failed_commit() {
         let mut pending = HashMap::new();
-        pending.insert("a @ h".to_owned(), Change::Delete);
-        pending.insert("b @ h".to_owned(), Change::Upsert(app("b", "h", 9, 9)));
+        pending.insert("a @ 10.0.0.1".to_owned(), Change::Delete);
+        pending.insert(
+            "b @ 10.0.0.1".to_owned(),
+            Change::Upsert(app("b", "10.0.0.1", 9, 9)),
+        );
         let failed: Batch = vec![
-            ("a @ h".into(), Change::Upsert(app("a", "h", 1, 1))),
-            ("b @ h".into(), Change::Delete),
-            ("c @ h".into(), Change::Upsert(app("c", "h", 1, 1))),
+            (
+                "a @ 10.0.0.1".into(),
+                Change::Upsert(app("a", "10.0.0.1", 1, 1)),
+            ),
+            ("b @ 10.0.0.1".into(), Change::Delete),
+            (
+                "c @ 10.0.0.1".into(),
+                Change::Upsert(app("c", "10.0.0.1", 1, 1)),
+            ),
         ];
         requeue(&mut pending, failed);
         assert_eq!(pending.len(), 3);
-        assert!(matches!(pending["a @ h"], Change::Delete));
-        assert!(matches!(&pending["b @ h"], Change::Upsert(b) if b.granted.as_millis() == 9));
-        assert!(matches!(&pending["c @ h"], Change::Upsert(_)));
+        assert!(matches!(pending["a @ 10.0.0.1"], Change::Delete));
+        assert!(
+            matches!(&pending["b @ 10.0.0.1"], Change::Upsert(b) if b.granted.as_millis() == 9)
+        );
+        assert!(matches!(&pending["c @ 10.0.0.1"], Change::Upsert(_)));
     }
 
     #[tokio::test]
@@ -1295,12 +1330,12 @@ mod tests {
         sink.with_store(|store| {
             store.conn.execute_batch("PRAGMA query_only = ON").unwrap();
         });
-        sink.upsert(app("k", "h", 1, 1));
+        sink.upsert(app("k", "10.0.0.1", 1, 1));
         assert!(matches!(
             sink.flush().await,
             Err(StateError::Write { pending: 1, .. })
         ));
-        sink.upsert(app("k", "h", 2, 2));
+        sink.upsert(app("k", "10.0.0.1", 2, 2));
         sink.with_store(|store| {
             store.conn.execute_batch("PRAGMA query_only = OFF").unwrap();
         });
@@ -1308,7 +1343,7 @@ mod tests {
         writer.shutdown().await.unwrap();
         assert_eq!(
             StateStore::open(&path).unwrap().load().unwrap(),
-            [app("k", "h", 2, 2)]
+            [app("k", "10.0.0.1", 2, 2)]
         );
     }
 
@@ -1322,12 +1357,12 @@ mod tests {
         sink.with_store(|store| {
             store.conn.execute_batch("PRAGMA query_only = ON").unwrap();
         });
-        sink.upsert(app("a", "h", 1, 1));
-        sink.upsert(app("b", "h", 1, 1));
+        sink.upsert(app("a", "10.0.0.1", 1, 1));
+        sink.upsert(app("b", "10.0.0.1", 1, 1));
         let err = writer.shutdown().await.unwrap_err();
         assert!(matches!(err, StateError::Write { pending: 2, .. }), "{err}");
         // The sink outlives the writer harmlessly.
-        sink.upsert(app("c", "h", 1, 1));
+        sink.upsert(app("c", "10.0.0.1", 1, 1));
         assert_eq!(sink.flush().await, Err(StateError::WriterGone));
     }
 
@@ -1340,7 +1375,7 @@ mod tests {
         let shared = Arc::clone(&writer.shared);
         let task = writer.task;
         drop(writer.tx);
-        sink.upsert(app("a", "h", 1, 1));
+        sink.upsert(app("a", "10.0.0.1", 1, 1));
         drop(sink);
         let stats = task.await.unwrap().unwrap();
         assert_eq!(stats.rows_written, 1);
@@ -1391,10 +1426,10 @@ mod tests {
             StateStore::open(&path).unwrap(),
             Duration::from_secs(24 * 3600),
         );
-        sink.upsert(app("a", "h", 1, 1));
-        sink.upsert(app("b", "h", 2, 2));
+        sink.upsert(app("a", "10.0.0.1", 1, 1));
+        sink.upsert(app("b", "10.0.0.1", 2, 2));
         sink.flush().await.unwrap();
-        sink.upsert(app("c", "h", 3, 3)); // not committed
+        sink.upsert(app("c", "10.0.0.1", 3, 3)); // not committed
         let crashed = TempDir::new("crashed");
         std::fs::copy(&path, crashed.join("state.db")).unwrap();
         let wal = std::fs::copy(dir.join("state.db-wal"), crashed.join("state.db-wal")).unwrap();
@@ -1405,7 +1440,7 @@ mod tests {
         let restored = StateStore::open(crashed.join("state.db")).unwrap();
         assert_eq!(
             restored.load().unwrap(),
-            [app("a", "h", 1, 1), app("b", "h", 2, 2)]
+            [app("a", "10.0.0.1", 1, 1), app("b", "10.0.0.1", 2, 2)]
         );
         writer.shutdown().await.unwrap();
     }
@@ -1453,6 +1488,19 @@ mod tests {
         let err = StateStore::open(&path).unwrap_err();
         assert!(
             matches!(&err, StateError::NotADatabase { reason, .. } if reason.contains("invoices")),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+
+        // Another program's database holding only a view is foreign too.
+        let path = dir.join("view.db");
+        let view = Connection::open(&path).unwrap();
+        view.execute_batch("CREATE VIEW v AS SELECT 1;").unwrap();
+        drop(view);
+        let before = std::fs::read(&path).unwrap();
+        let err = StateStore::open(&path).unwrap_err();
+        assert!(
+            matches!(&err, StateError::NotADatabase { reason, .. } if reason.contains("view v")),
             "{err}"
         );
         assert_eq!(std::fs::read(&path).unwrap(), before);
@@ -1581,7 +1629,7 @@ mod tests {
         // ...but not the extremes: a far-future time still loads without a
         // panic, or is refused with a typed error.
         conn.execute(
-            "INSERT INTO apps VALUES ('k', 'a', 'h', ?1, ?1)",
+            "INSERT INTO apps VALUES ('a @ 127.0.0.1', 'a', '127.0.0.1', ?1, ?1)",
             [i64::MAX],
         )
         .unwrap();
@@ -1591,6 +1639,50 @@ mod tests {
             Ok(apps) => assert_eq!(apps[0].granted, Duration::from_millis(i64::MAX as u64)),
             Err(err) => assert!(matches!(err, StateError::Read { .. }), "{err}"),
         }
+    }
+
+    /// Rows the server could not have written (a forged line in an id, a
+    /// host that is no address, a key that is not `ID @ HOST`, an empty id)
+    /// are refused at load: a hand-edited file cannot forge `/list` or a
+    /// status, nor satisfy an expected app from another host.
+    #[test]
+    fn rows_the_server_could_not_have_written_are_refused_at_load() {
+        for (key, app, host) in [
+            (
+                "line1\nOK - forged|x=1 @ 127.0.0.1",
+                "line1\nOK - forged|x=1",
+                "127.0.0.1",
+            ),
+            ("kiosk-2 @ 10.0.0.12", "whatever", "10.0.0.12"),
+            ("kiosk-2 @ not-an-ip", "kiosk-2", "not-an-ip"),
+            ("", "", ""),
+        ] {
+            let dir = TempDir::new("forged");
+            let path = dir.join("state.db");
+            drop(StateStore::open(&path).unwrap());
+            let conn = Connection::open(&path).unwrap();
+            conn.execute(
+                "INSERT INTO apps VALUES (?1, ?2, ?3, 1000, 0)",
+                params![key, app, host],
+            )
+            .unwrap();
+            drop(conn);
+            let err = StateStore::open(&path).unwrap().load().unwrap_err();
+            assert!(matches!(err, StateError::Read { .. }), "{key:?}: {err}");
+            assert_one_line(&err);
+        }
+        // what the server writes loads, keyed by peer or by the bare id
+        let dir = TempDir::new("good");
+        let path = dir.join("state.db");
+        drop(StateStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "INSERT INTO apps VALUES ('a @ b @ ::1', 'a @ b', '::1', 1000, 0);
+             INSERT INTO apps VALUES ('bare', 'bare', '10.0.0.1', 1000, 0);",
+        )
+        .unwrap();
+        drop(conn);
+        assert_eq!(StateStore::open(&path).unwrap().load().unwrap().len(), 2);
     }
 
     #[test]
