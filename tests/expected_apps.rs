@@ -236,7 +236,7 @@ fn serve_refuses_bad_settings_in_one_line() {
     let bad_file = dir.join("expected");
     std::fs::write(&bad_file, "ok\n# fine\nbad|id\n").unwrap();
     let bad_file = bad_file.to_str().unwrap().to_owned();
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["--warn", "5"], "--warn 5 must be below --crit 5"),
         (&["--crit", "7"], "--crit 7 must not be above --drop 6"),
         (
@@ -262,6 +262,11 @@ fn serve_refuses_bad_settings_in_one_line() {
         (
             &["--expect-file", &bad_file],
             ", line 3: invalid application id: it contains '|'",
+        ),
+        // an endless file is refused, not read into memory
+        (
+            &["--expect-file", "/dev/zero"],
+            "--expect-file /dev/zero: larger than",
         ),
     ];
     for (args, reason) in cases {

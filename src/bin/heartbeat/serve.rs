@@ -172,7 +172,7 @@ fn expected(args: &ServeArgs) -> Result<Vec<Expected>, String> {
         );
     }
     for path in &args.expect_file {
-        let text = std::fs::read_to_string(path)
+        let text = read_expect_file(path)
             .map_err(|e| format!("--expect-file {}: {e}", path.display()))?;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -187,6 +187,29 @@ fn expected(args: &ServeArgs) -> Result<Vec<Expected>, String> {
         }
     }
     Ok(all)
+}
+
+/// The largest `--expect-file` read: room for [`MAX_APPS`] lines of the
+/// longest spec (an id of 1 024 bytes and an address).
+///
+/// [`MAX_APPS`]: heartbeat_sdk::protocol::MAX_APPS
+const MAX_EXPECT_FILE: u64 =
+    (heartbeat_sdk::protocol::MAX_APPS * (heartbeat_sdk::protocol::MAX_KEY_LEN + 1)) as u64;
+
+/// The text of an `--expect-file`: at most [`MAX_EXPECT_FILE`] bytes, so
+/// `/dev/zero` or a runaway file is a one-line error, not all memory.
+fn read_expect_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_EXPECT_FILE + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_EXPECT_FILE {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_EXPECT_FILE} bytes"
+        )));
+    }
+    Ok(text)
 }
 
 /// Raise the soft `RLIMIT_NOFILE` as far as the hard one allows; the soft
