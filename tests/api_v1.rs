@@ -187,6 +187,7 @@ async fn a_small_registry_is_answered_exactly_with_its_headers() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("content-type"), Some("application/json"));
     assert_eq!(reply.header("cache-control"), Some("no-store"));
+    assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
     assert_eq!(
         reply.header("content-length"),
@@ -232,6 +233,11 @@ async fn a_small_registry_is_answered_exactly_with_its_headers() {
         .unwrap();
     assert_eq!(list.header("content-type"), Some("text/plain"));
     assert_eq!(list.header("cache-control"), None);
+    assert_eq!(
+        list.header("x-content-type-options"),
+        None,
+        "the reference's headers"
+    );
     assert_eq!(
         list.text(),
         "kiosk-1 @ 127.0.0.1\nprojector-b @ 127.0.0.1\n"

@@ -649,3 +649,37 @@ async fn an_expected_app_missing_from_our_server_is_critical() {
     assert!(run.stdout.contains("kiosk-1 @ 127.0.0.1"), "{run:?}");
     server.shutdown().await;
 }
+
+/// A server that lists many apps and answers each status slowly cannot
+/// hold the check past its `--deadline`: UNKNOWN, exit 3 (without the
+/// deadline this one would take 5 × 2 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_server_cannot_hold_the_check_past_its_deadline() {
+    let server = MockServer::start().await;
+    let list: String = (0..40).map(|i| format!("app-{i} @ 10.0.0.1\n")).collect();
+    Mock::given(path("/list"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(list))
+        .mount(&server)
+        .await;
+    Mock::given(path("/status"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string("OK - fine application [x]| od=0.10;3;5;0;6 delay=1000ms;;; ")
+                .set_delay(Duration::from_secs(2)),
+        )
+        .mount(&server)
+        .await;
+    let run = heartbeat(&server.uri(), &["check", "--all", "--deadline", "300"]).await;
+    assert_eq!(run.code, Some(3), "{run:?}");
+    assert_eq!(
+        run.stdout,
+        "UNKNOWN - check --all did not finish within its deadline of 300 ms\n"
+    );
+    let run = heartbeat(
+        &server.uri(),
+        &["check", "--all", "--json", "--deadline", "300"],
+    )
+    .await;
+    assert_eq!(run.code, Some(3), "{run:?}");
+    assert!(run.stdout.contains(r#""state":"unknown""#), "{run:?}");
+}

@@ -729,9 +729,13 @@ async fn respond(
             let close_delimited = version < Version::HTTP_11 && body.is_streamed();
             let mut response = response(200, content_type, body);
             if no_store {
-                response
-                    .headers_mut()
-                    .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                let headers = response.headers_mut();
+                headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                // the dashboard and its API: never sniffed as anything else
+                headers.insert(
+                    hyper::header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                );
             }
             if close_delimited {
                 // its end is the connection's: it cannot be kept alive (an

@@ -105,6 +105,9 @@ pub enum Command {
         /// With --all: print one JSON document instead of the Nagios output.
         #[arg(long, requires = "all")]
         json: bool,
+        /// With --all: the whole check's time limit in milliseconds (each request still has --timeout); past it the check is UNKNOWN (exit 3). Below Nagios' usual 60 s plugin timeout by default.
+        #[arg(long, value_name = "MS", requires = "all", default_value_t = 50_000)]
+        deadline: u64,
     },
     /// Run CMD with heartbeats: init before, pings while it runs, done after.
     #[command(after_long_help = WRAP_SIGNALS)]

@@ -57,16 +57,24 @@ pub async fn run(global: &Global, app: Option<&str>) -> u8 {
 }
 
 /// `check --all [--json]`: see the module docs.
-pub async fn run_all(global: &Global, as_json: bool) -> u8 {
-    let client = match connect::client(global) {
+///
+/// The whole check is bounded by `deadline` (each request by `--timeout`):
+/// past it the check prints an UNKNOWN line and exits 3, so a server that
+/// lists many apps and answers slowly cannot hold a monitoring agent.
+pub async fn run_all(global: &Global, as_json: bool, deadline: std::time::Duration) -> u8 {
+    let client = match connect::query_client(global) {
         Ok(client) => client,
         Err(error) => return unreachable(&error, as_json.then_some(())),
     };
-    let checks = match client.status_all(ErrorPolicy::Raise).await {
-        Ok(checks) => checks,
-        Err(error) => return unreachable(&error, as_json.then_some(())),
+    let gathered = async {
+        let checks = client.status_all(ErrorPolicy::Raise).await?;
+        Ok::<_, heartbeat_sdk::Error>((checks, api_apps(&client).await))
     };
-    let api = api_apps(&client).await;
+    let (checks, api) = match tokio::time::timeout(deadline, gathered).await {
+        Ok(Ok(gathered)) => gathered,
+        Ok(Err(error)) => return unreachable(&error, as_json.then_some(())),
+        Err(_) => return out_of_time(deadline, as_json),
+    };
     let check = host_check(checks, api.as_deref());
     let code = check.state().exit_code();
     let text = if as_json {
@@ -75,6 +83,31 @@ pub async fn run_all(global: &Global, as_json: bool) -> u8 {
         check.output()
     };
     output::print("check", &text, code, UNKNOWN)
+}
+
+/// `check --all` ran past its deadline: UNKNOWN (3), as a line or JSON.
+fn out_of_time(deadline: std::time::Duration, as_json: bool) -> u8 {
+    let line = format!(
+        "UNKNOWN - check --all did not finish within its deadline of {} ms",
+        deadline.as_millis()
+    );
+    let text = if as_json {
+        format!(
+            "{}\n",
+            json!({
+                "version": 1,
+                "state": "unknown",
+                "exit_code": 3,
+                "line": line,
+                "api": false,
+                "counts": counts_json(&HostCheck::new(Vec::new())),
+                "apps": [],
+            })
+        )
+    } else {
+        format!("{line}\n")
+    };
+    output::print("check", &text, UNKNOWN, UNKNOWN)
 }
 
 /// Print [`UNREACHABLE_LINE`] (as JSON with `json`), the reason on stderr;

@@ -63,8 +63,11 @@ async fn run(cli: Cli) -> u8 {
             beat::status(global, non_empty(app.as_deref()), json).await
         }
         Command::Check {
-            all: true, json, ..
-        } => check::run_all(global, json).await,
+            all: true,
+            json,
+            deadline,
+            ..
+        } => check::run_all(global, json, std::time::Duration::from_millis(deadline)).await,
         Command::Check { app, .. } => check::run(global, non_empty(app.as_deref())).await,
         Command::Wrap(args) => wrap::run(global, args, false).await,
         Command::Dummy(args) => wrap::run(global, args, true).await,

@@ -172,8 +172,8 @@ fn expected(args: &ServeArgs) -> Result<Vec<Expected>, String> {
         );
     }
     for path in &args.expect_file {
-        let text = read_expect_file(path)
-            .map_err(|e| format!("--expect-file {}: {e}", path.display()))?;
+        let text =
+            read_expect_file(path).map_err(|e| format!("--expect-file {}: {e}", path.display()))?;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
