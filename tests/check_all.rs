@@ -3,7 +3,7 @@
 //! against a wiremock server answering like the reference (400 for the JSON
 //! API and `/metrics`), with our JSON API's missing apps, and against a
 //! hostile server. Every wait is bounded by the client's request timeout.
-#![cfg(all(feature = "server", feature = "reqwest"))]
+#![cfg(all(feature = "cli", feature = "server", feature = "reqwest"))]
 
 use std::net::TcpListener;
 use std::process::Command;
