@@ -37,12 +37,7 @@ fn binding_beyond_loopback_is_warned_about() {
         .unwrap();
     runtime.block_on(async {
         let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::WARN)
-            .finish();
+        let subscriber = captured.subscriber(tracing::Level::WARN);
         let _guard = tracing::subscriber::set_default(subscriber);
 
         let loopback = start(local()).await;
@@ -79,12 +74,7 @@ fn lines_at<'a>(log: &'a str, level: &str) -> Vec<&'a str> {
 fn updates_log_at_debug_and_everything_else_at_info() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
+    let subscriber = captured.subscriber(tracing::Level::DEBUG);
     let dispatch = tracing::Dispatch::new(subscriber);
     let clock = ManualClock::new();
     let registry = SharedRegistry::new(RegistryConfig::default(), Arc::new(clock.clone()));
@@ -174,12 +164,7 @@ fn evictions_log_one_info_line_per_burst() {
         .build()
         .unwrap();
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
+    let subscriber = captured.subscriber(tracing::Level::DEBUG);
     let _guard = tracing::subscriber::set_default(subscriber);
     const FLOOD: usize = 6;
     runtime.block_on(async {
@@ -283,12 +268,7 @@ fn streamed_replies_refused_past_the_cap_log_at_debug() {
         .build()
         .unwrap();
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
+    let subscriber = captured.subscriber(tracing::Level::DEBUG);
     let _guard = tracing::subscriber::set_default(subscriber);
     runtime.block_on(async {
         let server = start(local().max_apps(1_000_000).max_streamed_replies(1)).await;

@@ -31,6 +31,18 @@ impl Captured {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
+    /// A subscriber that writes every event up to `level` here, without
+    /// colours (set it as the default, or wrap it in a `Dispatch`).
+    #[allow(dead_code)] // not every includer uses it
+    pub fn subscriber(&self, level: tracing::Level) -> impl tracing::Subscriber + Send + Sync {
+        let writer = self.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(level)
+            .finish()
+    }
+
     /// What was written so far, as text.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
