@@ -144,7 +144,6 @@ pub const fn max_apps_body(apps: usize) -> usize {
 
 /// Whole milliseconds of `d`, rounded down and saturating at `u64::MAX`
 /// (`as_millis` without its 128-bit arithmetic: this is on the ping path).
-#[cfg(any(feature = "server", feature = "mock", feature = "serde"))]
 pub(crate) fn whole_ms(d: std::time::Duration) -> u64 {
     d.as_secs()
         .saturating_mul(1000)

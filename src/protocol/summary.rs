@@ -151,9 +151,7 @@ impl CheckedApp {
             AppAnswer::Status(status) => Finding::Tracked {
                 state: status.state(),
                 overdue_ratio: status.overdue_ratio(),
-                granted_ms: status
-                    .granted()
-                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                granted_ms: status.granted().map(super::whole_ms),
             },
             AppAnswer::Gone(_) => Finding::Gone,
             AppAnswer::OtherHost(_) => Finding::OtherHost,

@@ -284,6 +284,12 @@ impl Streamed {
         self
     }
 
+    /// Whether this is the `/metrics` reply.
+    #[cfg(feature = "state")]
+    pub(crate) fn is_metrics(&self) -> bool {
+        matches!(self.view, View::Metrics)
+    }
+
     /// The reply's `Content-Type`.
     pub(crate) fn content_type(&self) -> &'static str {
         match self.view {

@@ -66,7 +66,7 @@ impl SharedRegistry {
             let answer = prepare(registry, command, peer, now);
             let events = registry.take_events();
             #[cfg(feature = "state")]
-            self.persist(registry, &events, Some(peer));
+            self.persist(registry, now, &events, Some(peer));
             (answer, events)
         });
         log_events(events);
@@ -103,7 +103,7 @@ impl SharedRegistry {
         let events = self.with_registry(|registry, now| {
             registry.expire(now);
             let events = registry.take_events();
-            self.persist(registry, &events, None);
+            self.persist(registry, now, &events, None);
             events
         });
         log_events(events);
@@ -113,7 +113,7 @@ impl SharedRegistry {
     /// so the writer sees the changes in the registry's order (a ping and
     /// a `done` of one app from two connections cannot swap), and costs a
     /// map lookup and a channel send per event: no allocation, no I/O.
-    fn persist(&self, registry: &Registry, events: &[Event], peer: Option<IpAddr>) {
+    fn persist(&self, registry: &Registry, now: Instant, events: &[Event], peer: Option<IpAddr>) {
         use std::sync::atomic::Ordering::Relaxed;
         let Some(sink) = &self.state else {
             return;
@@ -124,7 +124,6 @@ impl SharedRegistry {
             // at once): individual deletes were lost, so send the whole
             // state instead (O(n), rare).
             tracing::info!("state: registry events were dropped; rewriting the whole state");
-            let now = self.clock.now();
             let wall = std::time::SystemTime::now();
             let apps = registry
                 .apps(now)
@@ -134,17 +133,8 @@ impl SharedRegistry {
                         app.granted.as_secs_f64() * app.overdue_ratio,
                     )
                     .unwrap_or_default();
-                    let (id, host) = match app.key.rsplit_once(" @ ") {
-                        Some((id, host)) if host.parse::<IpAddr>().is_ok() => (id, host),
-                        _ => (app.key, ""),
-                    };
-                    super::state::StoredApp {
-                        key: app.key.to_owned(),
-                        app: id.to_owned(),
-                        host: host.to_owned(),
-                        granted: app.granted,
-                        last_seen: wall.checked_sub(elapsed).unwrap_or(wall),
-                    }
+                    let last_seen = wall.checked_sub(elapsed).unwrap_or(wall);
+                    super::state::stored_app(app.key, None, app.granted, last_seen)
                 })
                 .collect();
             sink.replace_all(apps);
@@ -168,12 +158,15 @@ impl SharedRegistry {
     /// `/metrics` with the state writer's totals appended.
     fn with_state_metrics(&self, answer: Answer) -> Answer {
         use std::fmt::Write as _;
-        let (Some(stats), Answer::Streamed(streamed)) = (self.state_stats(), &answer) else {
+        let Answer::Streamed(streamed) = &answer else {
             return answer;
         };
-        if streamed.content_type() != super::metrics::CONTENT_TYPE {
+        if !streamed.is_metrics() {
             return answer;
         }
+        let Some(stats) = self.state_stats() else {
+            return answer;
+        };
         let mut text = String::new();
         for (name, kind, help, value) in [
             ("heartbeat_state_commits_total", "counter", "Successful commits to the state file.", stats.commits),

@@ -346,10 +346,13 @@ impl StateStore {
             if let Err(e) = crate::protocol::check_app_id(&app, crate::protocol::MAX_APP_ID_LEN) {
                 return Err(read(format!("{key:?}: invalid application id: {e}")));
             }
-            if host.parse::<std::net::IpAddr>().is_err() {
+            // (a bare-id key, of a server that does not key by peer, may
+            // carry no host: the server writes it so when it has none)
+            let bare = key == app;
+            if !(bare && host.is_empty()) && host.parse::<std::net::IpAddr>().is_err() {
                 return Err(read(format!("{key:?}: host {host:?} is not an address")));
             }
-            if key != app && key != format!("{app} @ {host}") {
+            if !bare && key != format!("{app} @ {host}") {
                 return Err(read(format!(
                     "{key:?}: the key is neither the id {app:?} nor \"ID @ HOST\""
                 )));
@@ -1013,8 +1016,8 @@ impl Task {
 /// The record for a registry key: `"ID @ IP"` splits into its id and
 /// address; a bare key (a registry not keyed by peer) is the id, and the
 /// host is `peer` (empty when unknown).
-fn stored_app(
-    key: &Arc<str>,
+pub(crate) fn stored_app(
+    key: &str,
     peer: Option<IpAddr>,
     granted: Duration,
     last_seen: SystemTime,
@@ -1678,11 +1681,12 @@ mod tests {
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(
             "INSERT INTO apps VALUES ('a @ b @ ::1', 'a @ b', '::1', 1000, 0);
-             INSERT INTO apps VALUES ('bare', 'bare', '10.0.0.1', 1000, 0);",
+             INSERT INTO apps VALUES ('bare', 'bare', '10.0.0.1', 1000, 0);
+             INSERT INTO apps VALUES ('no-peer', 'no-peer', '', 1000, 0);",
         )
         .unwrap();
         drop(conn);
-        assert_eq!(StateStore::open(&path).unwrap().load().unwrap().len(), 2);
+        assert_eq!(StateStore::open(&path).unwrap().load().unwrap().len(), 3);
     }
 
     #[test]
