@@ -622,7 +622,13 @@ impl Registry {
     pub fn expire(&mut self, now: Instant) -> usize {
         let now_us = self.offset_us(now);
         let mut expired = 0;
+        #[cfg(test)]
+        let mut examined = 0;
         while let Some((deadline, _)) = self.deadlines.first() {
+            #[cfg(test)]
+            {
+                examined += 1;
+            }
             if *deadline > now_us {
                 break;
             }
@@ -636,7 +642,7 @@ impl Registry {
         }
         #[cfg(test)]
         {
-            self.last_sweep_examined = expired;
+            self.last_sweep_examined = examined;
         }
         if expired > 0 {
             self.maybe_shrink();
@@ -715,8 +721,10 @@ impl Registry {
         self.deadlines.len()
     }
 
-    /// How many records the last expiry pass removed — which is also how many
-    /// index entries it examined beyond the first unexpired one.
+    /// How many deadline-index entries the last expiry pass looked at (one
+    /// per deadline compared with `now`): the expired ones plus the first
+    /// unexpired one, if any. Counted inside the sweep loop, so a sweep that
+    /// walked every record would show it.
     #[cfg(test)]
     fn last_sweep_examined(&self) -> usize {
         self.last_sweep_examined
@@ -1442,19 +1450,22 @@ mod tests {
         let us = |n: u64| t0 + Duration::from_micros(n);
         for i in 0..N {
             r.ping(&format!("app{i}"), LOCAL, d(0), us(i)).unwrap();
-            assert_eq!(r.last_sweep_examined(), 0);
+            // the first deadline, compared and found in the future (none
+            // before the first record)
+            assert_eq!(r.last_sweep_examined(), usize::from(i > 0));
         }
         assert_eq!(r.len(), N as usize);
         assert_eq!(r.deadline_index_len(), N as usize);
         r.take_events();
-        // At t0 + 6 s + 9 µs, apps 0..=9 are due: exactly 10 are examined.
+        // At t0 + 6 s + 9 µs, apps 0..=9 are due: their 10 deadlines and
+        // the first one still in the future (app 10) are compared, no more.
         let at = us(6_000_009);
         assert!(status_text(&mut r, "app50000", LOCAL, at).starts_with("CRITICAL - quite"));
-        assert_eq!(r.last_sweep_examined(), 10);
+        assert_eq!(r.last_sweep_examined(), 11);
         assert_eq!(r.len(), N as usize - 10);
-        // A request with nothing due examines nothing.
+        // A request with nothing due compares one deadline, the first.
         r.ping("app50000", LOCAL, d(0), at).unwrap();
-        assert_eq!(r.last_sweep_examined(), 0);
+        assert_eq!(r.last_sweep_examined(), 1);
         assert_eq!(r.deadline_index_len(), r.len());
         assert_eq!(r.counters().expiries, 10);
     }
