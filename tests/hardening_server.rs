@@ -22,12 +22,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use heartbeat_sdk::protocol::command::{parse_command, Command};
-use heartbeat_sdk::protocol::{encode_component, Beat, GOODBYE, MAX_APP_ID_LEN};
 use heartbeat_sdk::server::{
     ManualClock, RegistryConfig, Server, ServerBuilder, ServerHandle, SharedRegistry,
 };
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+
+#[path = "support/request_model.rs"]
+mod request_model;
+
+use request_model::{encode as encode_component, Decoded, Expect, Model, MAX_ID_LEN};
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -107,6 +111,9 @@ impl Gen {
             '€',
             '\u{10ffff}',
             '\u{202e}',
+            '|',
+            '\u{2028}',
+            '\u{2067}',
         ];
         let len = self.below(max + 1);
         (0..len).map(|_| self.pick(ALPHABET)).collect()
@@ -133,8 +140,9 @@ fn percent_bytes(bytes: &[u8]) -> String {
 }
 
 fn timeout_element(g: &mut Gen) -> String {
-    match g.arm(&[4, 1, 1, 1, 1, 1, 1, 1]) {
+    match g.arm(&[4, 2, 1, 1, 1, 1, 1, 1, 1]) {
         0 => g.range(0, 5_000).to_string(),
+        8 => g.pick(&["0", "1000", "00", "%30"]).to_owned(),
         1 => g.range(0, u64::from(u32::MAX)).to_string(),
         2 => g.next().to_string(),
         3 => String::new(),
@@ -170,7 +178,7 @@ fn app_value(g: &mut Gen) -> String {
         1 => encode_component(&g.unicode(12)),
         2 => percent_bytes(&g.bytes(24)),
         3 => g.nasty(16),
-        4 => "x".repeat(g.range(MAX_APP_ID_LEN as u64 - 2, MAX_APP_ID_LEN as u64 + 2) as usize),
+        4 => "x".repeat(g.range(MAX_ID_LEN as u64 - 2, MAX_ID_LEN as u64 + 2) as usize),
         _ => String::new(),
     }
 }
@@ -188,7 +196,15 @@ fn param(g: &mut Gen) -> String {
 fn command_name(g: &mut Gen) -> String {
     match g.arm(&[8, 1, 1]) {
         0 => g
-            .pick(&["hb_init", "hb_ping", "hb_done", "list", "status", "metrics"])
+            .pick(&[
+                "hb_init",
+                "hb_ping",
+                "hb_done",
+                "list",
+                "status",
+                "metrics",
+                "api/v1/apps",
+            ])
             .to_owned(),
         1 => g
             .pick(&[
@@ -238,9 +254,10 @@ struct Req {
     target: String,
     form: Option<Vec<u8>>,
     peer: IpAddr,
-    /// Clock advance before the request; at most 15 × 150 ms per case, so
-    /// no record reaches an overdue ratio of 3 (granted ≥ 1000 ms) and the
-    /// model needs no clock.
+    /// Manual-clock advance before the request: mostly short, sometimes
+    /// whole seconds, often right on a threshold of a 1 000 or 2 000 ms
+    /// grant (3, 5 and 6 times it, ± 1 ms), so that apps go WARNING,
+    /// CRITICAL and are dropped exactly where the model says.
     advance_ms: u64,
 }
 
@@ -250,12 +267,18 @@ fn req(seed: u64) -> Req {
         LOCAL,
         IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
         IpAddr::V6(Ipv6Addr::LOCALHOST),
+        // an IPv4-mapped IPv6 peer: keyed as the IPv4 address
+        IpAddr::V6(Ipv4Addr::new(10, 0, 0, 3).to_ipv6_mapped()),
     ];
     Req {
         target: target(g),
         form: form_body(g),
         peer: g.pick(&peers),
-        advance_ms: g.range(0, 150),
+        advance_ms: match g.arm(&[14, 3, 3]) {
+            0 => g.range(0, 150),
+            1 => g.range(150, 40_000),
+            _ => g.pick(&[3_000, 5_000, 6_000, 4_000, 2_000]) * g.range(1, 2) + g.range(0, 2) - 1,
+        },
     }
 }
 
@@ -283,7 +306,14 @@ fn case() -> impl Strategy<Value = Case> {
 // The handler against a model
 // ---------------------------------------------------------------------------
 
-/// Run one case and compare every reply with what a set of keys predicts.
+/// Run one case and compare every reply with what the independent model
+/// (`tests/support/request_model.rs`) predicts: the status and the whole
+/// body of every reply but the dashboard's and the JSON API's (status
+/// only), `/metrics` against the model's registry (totals; per app up,
+/// state, overdue ratio, granted timeout; last-seen timestamps relative to
+/// each other), and the registry's size after each request. The manual
+/// clock moves the server and the model alike, so late apps are predicted
+/// exactly too. Each case ends with one more `/metrics` scrape.
 fn check_case(case: &Case) -> Result<(), TestCaseError> {
     let config = RegistryConfig {
         max_apps: case.max_apps,
@@ -292,20 +322,37 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
     };
     let clock = ManualClock::new();
     let shared = SharedRegistry::new(config, Arc::new(clock.clone()));
-    let mut model: BTreeSet<String> = BTreeSet::new();
-    let key = |app: &str, peer: IpAddr| match case.key_by_peer {
-        true => format!("{app} @ {}", peer.to_canonical()),
-        false => app.to_owned(),
+    let mut model = Model::new(case.max_apps, case.key_by_peer);
+    let scrape = Req {
+        target: "/metrics".to_owned(),
+        form: None,
+        peer: LOCAL,
+        advance_ms: 0,
     };
-    for r in &case.requests {
+    for r in case.requests.iter().chain([&scrape]) {
         clock.advance(Duration::from_millis(r.advance_ms));
+        model.advance(r.advance_ms);
         let form = r.form.as_deref();
         let reply = shared.handle(&r.target, form, r.peer);
-        let status = reply.status;
-        let body = reply.body.as_str();
-        prop_assert!(matches!(status, 200 | 400 | 414 | 503), "{r:?} -> {status}");
+        let (status, body) = (reply.status, reply.body.as_str());
+        match model.request(&r.target, form, r.peer) {
+            Expect::Exact(want_status, want_body) => {
+                prop_assert_eq!(
+                    (status, body),
+                    (want_status, want_body.as_str()),
+                    "{:?}",
+                    r
+                );
+            }
+            Expect::Metrics => {
+                prop_assert_eq!(status, 200, "{:?}: {}", r, body);
+                if let Err(e) = model.check_metrics(body) {
+                    prop_assert!(false, "{:?}: {}\n{}", r, e, body);
+                }
+            }
+            Expect::Page(page) => prop_assert_eq!(status, 200, "{} {:?}: {}", page, r, body),
+        }
         if status != 200 {
-            prop_assert!(body.starts_with("ERROR: "), "{r:?} -> {body:?}");
             prop_assert!(!body.contains(['\n', '\r']), "one line: {body:?}");
             prop_assert!(
                 body.len() <= 200 + 4 * r.target.len(),
@@ -313,87 +360,30 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
                 body.len()
             );
         }
-        match parse_command(&r.target, form) {
-            Err(e) => prop_assert_eq!(status, e.http_status(), "{:?}: {}", r, body),
-            Ok(Command::Beat {
-                beat: Beat::Init | Beat::Ping,
-                app,
-                timeout,
-            }) => {
-                let key = key(&app, r.peer);
-                if model.contains(&key) || model.len() < case.max_apps {
-                    let granted = (timeout.as_millis() + 1000).to_string();
-                    prop_assert_eq!((status, body), (200, granted.as_str()));
-                    model.insert(key);
-                } else {
-                    prop_assert_eq!(status, 503, "{:?}: {}", r, body);
-                    prop_assert!(body.starts_with("ERROR: registry full"), "{body}");
-                }
-            }
-            Ok(Command::Beat {
-                beat: Beat::Done,
-                app,
-                ..
-            }) => {
-                prop_assert_eq!((status, body), (200, GOODBYE));
-                model.remove(&key(&app, r.peer));
-            }
-            Ok(Command::List) => {
-                let expected: String = model.iter().map(|k| format!("{k}\n")).collect();
-                prop_assert_eq!((status, body), (200, expected.as_str()));
-            }
-            Ok(Command::Status { app: None }) => {
-                prop_assert_eq!(status, 200);
-                match model.len() {
-                    0 => prop_assert_eq!(body, "UNKNOWN - no heartbeat clients at the moment..."),
-                    1 => {
-                        let only = model.iter().next().unwrap();
-                        let expected = format!("OK - fine application [{only}]| od=");
-                        prop_assert!(body.starts_with(&expected), "{body}");
-                    }
-                    n => {
-                        let all: Vec<&str> = model.iter().map(String::as_str).collect();
-                        let expected =
-                            format!("WARNING - multiple ({n}) applications: [{}]", all.join(","));
-                        prop_assert_eq!(body, expected.as_str());
-                    }
-                }
-            }
-            Ok(Command::Status { app: Some(app) }) => {
-                prop_assert_eq!(status, 200);
-                let key = key(&app, r.peer);
-                if model.contains(&key) {
-                    let expected = format!("OK - fine application [{key}]| od=");
-                    prop_assert!(body.starts_with(&expected), "{body}");
-                } else {
-                    let expected =
-                        format!("CRITICAL - no application record for queried ID: [{key}]");
-                    prop_assert_eq!(body, expected.as_str());
-                }
-            }
-            Ok(Command::Metrics | Command::Dashboard | Command::Apps) => {
-                prop_assert_eq!(status, 200)
-            }
-            Ok(other) => prop_assert!(false, "command not in the model: {other:?}"),
-        }
         let tracked = shared.with_registry(|registry, _| registry.len());
-        prop_assert_eq!(tracked, model.len());
+        prop_assert_eq!(tracked, model.len(), "{:?}", r);
         prop_assert!(tracked <= case.max_apps);
     }
     Ok(())
 }
 
+/// Failures are saved to `proptest-regressions/` (relative to the package
+/// root, where `cargo test` runs) and replayed first on the next run.
+fn persisted(cases: u32, file: &'static str) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(file))),
+        ..ProptestConfig::default()
+    }
+}
+
 /// 10 000 sequences of 1 to 15 requests (about 80 000 requests): no
-/// panic, only 200/400/414/503, one-line `ERROR:` bodies, and replies and
-/// registry contents exactly as a model of the protocol predicts.
+/// panic, and every reply, the registry and `/metrics` exactly as an
+/// independent model of the protocol predicts.
 #[test]
 fn the_handler_never_panics_and_agrees_with_a_model() {
     const CASES: u32 = 10_000;
-    let config = ProptestConfig {
-        cases: CASES,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
+    let config = persisted(CASES, "proptest-regressions/hardening_server-handler.txt");
     let (cases, requests) = (AtomicUsize::new(0), AtomicUsize::new(0));
     proptest::test_runner::TestRunner::new(config)
         .run(&case(), |case| {
@@ -408,41 +398,79 @@ fn the_handler_never_panics_and_agrees_with_a_model() {
 }
 
 /// The generators reach every branch of the model (a fuzz test that only
-/// produced 400s would prove little).
+/// produced 400s would prove little): every command with each of its
+/// outcomes, every kind of refusal, and apps in every state.
 #[test]
 fn the_generators_reach_every_kind_of_request() {
     let mut seen = BTreeSet::new();
-    for n in 0..2_000u64 {
-        let case = Case {
-            max_apps: [1, 100_000][n as usize % 2],
-            key_by_peer: true,
-            requests: (0..8).map(|i| req(n * 8 + i)).collect(),
-        };
-        let config = RegistryConfig {
-            max_apps: case.max_apps,
-            ..RegistryConfig::default()
-        };
-        let shared = SharedRegistry::new(config, Arc::new(ManualClock::new()));
-        for r in &case.requests {
-            let reply = shared.handle(&r.target, r.form.as_deref(), r.peer);
-            let kind = match parse_command(&r.target, r.form.as_deref()) {
-                Ok(command) => format!("{} {}", command.name(), reply.status),
-                Err(_) => reply.status.to_string(),
+    for n in 0..6_000u64 {
+        let max_apps = [1, 100_000][n as usize % 2];
+        let mut model = Model::new(max_apps, n % 4 < 2);
+        for i in 0..15 {
+            let r = req(n * 15 + i);
+            model.advance(r.advance_ms);
+            let expect = model.request(&r.target, r.form.as_deref(), r.peer);
+            let kind = match (request_model::decode(&r.target, r.form.as_deref()), &expect) {
+                (Ok(Decoded::Beat { command, .. }), Expect::Exact(status, _)) => {
+                    format!("{command} {status}")
+                }
+                (Ok(Decoded::Status(Some(_))), Expect::Exact(_, body)) => {
+                    let word = body.split(' ').next().unwrap_or("");
+                    format!("status {word}{}", ["", " no record"][usize::from(body.contains("no application record"))])
+                }
+                (Ok(Decoded::Status(None)), Expect::Exact(_, body)) => {
+                    let words: Vec<&str> = body.split(' ').take(3).collect();
+                    format!("host status {}", words.join(" "))
+                }
+                (Ok(Decoded::List), _) => "list".to_owned(),
+                (Ok(Decoded::Metrics), _) => "metrics".to_owned(),
+                (Ok(Decoded::Page(page)), _) => page.to_owned(),
+                (Err(refusal), _) => {
+                    // the reason without what it echoes
+                    let reason: String = refusal.reason.split(['[', ':']).next().unwrap_or("").into();
+                    format!("{} {}", refusal.status, reason.trim())
+                }
+                (decoded, expect) => format!("{decoded:?} {expect:?}"),
             };
             seen.insert(kind);
+        }
+        if model.totals().expiries > 0 {
+            seen.insert("expiry".to_owned());
         }
     }
     for kind in [
         "hb_init 200",
         "hb_ping 200",
         "hb_done 200",
-        "list 200",
-        "status 200",
-        "metrics 200",
         "hb_init 503",
         "hb_ping 503",
-        "400",
-        "414",
+        "list",
+        "metrics",
+        "dashboard",
+        "apps",
+        "status OK",
+        "status WARNING",
+        "status CRITICAL",
+        "status CRITICAL no record",
+        "host status UNKNOWN - no",
+        "host status OK - fine",
+        "host status WARNING - somewhat",
+        "host status CRITICAL - quite",
+        "host status WARNING - multiple",
+        "expiry",
+        "400 cannot process your request",
+        "400 timeout must be a whole number of milliseconds, got",
+        "400 timeout must not be negative, got",
+        "400 timeout",
+        "400 invalid percent-encoding in timeout",
+        "400 invalid percent-encoding in appid",
+        "400 timeout is not valid UTF-8 after percent-decoding",
+        "400 appid is not valid UTF-8 after percent-decoding",
+        "400 missing appid parameter for hb_ping",
+        "400 empty appid for hb_init",
+        "400 appid must not contain control characters",
+        "400 appid refused",
+        "414 appid is 1025 bytes long, the maximum is 1024",
     ] {
         assert!(
             seen.contains(kind),
@@ -657,11 +685,7 @@ fn raw_bytes_over_tcp_get_well_formed_replies() {
         .unwrap();
     let addr = server.local_addr();
     let counts = Mutex::new(std::collections::BTreeMap::<String, usize>::new());
-    let config = ProptestConfig {
-        cases: 300,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
+    let config = persisted(300, "proptest-regressions/hardening_server-raw.txt");
     let mut runner = proptest::test_runner::TestRunner::new(config);
     runner
         .run(&any::<u64>(), |seed| {
@@ -769,8 +793,8 @@ async fn half_closed_clients_still_get_their_reply() {
 async fn app_id_length_is_limited_with_414_and_heads_with_431() {
     let server = start(local()).await;
     let addr = server.local_addr();
-    let max = "i".repeat(MAX_APP_ID_LEN);
-    let over = "i".repeat(MAX_APP_ID_LEN + 1);
+    let max = "i".repeat(MAX_ID_LEN);
+    let over = "i".repeat(MAX_ID_LEN + 1);
     let huge = "i".repeat(10_000);
     let beyond_head = "i".repeat(20_000);
     blocking(move || {
