@@ -337,12 +337,7 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
         let (status, body) = (reply.status, reply.body.as_str());
         match model.request(&r.target, form, r.peer) {
             Expect::Exact(want_status, want_body) => {
-                prop_assert_eq!(
-                    (status, body),
-                    (want_status, want_body.as_str()),
-                    "{:?}",
-                    r
-                );
+                prop_assert_eq!((status, body), (want_status, want_body.as_str()), "{:?}", r);
             }
             Expect::Metrics => {
                 prop_assert_eq!(status, 200, "{:?}: {}", r, body);
@@ -416,7 +411,10 @@ fn the_generators_reach_every_kind_of_request() {
                 }
                 (Ok(Decoded::Status(Some(_))), Expect::Exact(_, body)) => {
                     let word = body.split(' ').next().unwrap_or("");
-                    format!("status {word}{}", ["", " no record"][usize::from(body.contains("no application record"))])
+                    format!(
+                        "status {word}{}",
+                        ["", " no record"][usize::from(body.contains("no application record"))]
+                    )
                 }
                 (Ok(Decoded::Status(None)), Expect::Exact(_, body)) => {
                     let words: Vec<&str> = body.split(' ').take(3).collect();
@@ -427,7 +425,8 @@ fn the_generators_reach_every_kind_of_request() {
                 (Ok(Decoded::Page(page)), _) => page.to_owned(),
                 (Err(refusal), _) => {
                     // the reason without what it echoes
-                    let reason: String = refusal.reason.split(['[', ':']).next().unwrap_or("").into();
+                    let reason: String =
+                        refusal.reason.split(['[', ':']).next().unwrap_or("").into();
                     format!("{} {}", refusal.status, reason.trim())
                 }
                 (decoded, expect) => format!("{decoded:?} {expect:?}"),
@@ -475,6 +474,250 @@ fn the_generators_reach_every_kind_of_request() {
         assert!(
             seen.contains(kind),
             "never generated: {kind} (saw {seen:?})"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Whole HTTP requests to the real server, against the same model
+// ---------------------------------------------------------------------------
+
+/// One HTTP/1.0 (or Host-less HTTP/1.1) request over its own connection.
+#[derive(Debug, Clone)]
+struct HttpReq {
+    method: &'static str,
+    /// Origin-form, every byte outside RFC 3986's path and query characters
+    /// percent-encoded (`%` itself stays, so broken escapes get through).
+    target: String,
+    body: Vec<u8>,
+    /// `HTTP/1.1` with no `Host` header (else `HTTP/1.0`).
+    http11_without_host: bool,
+    /// A header over the 16 KiB head limit.
+    big_head: bool,
+    advance_ms: u64,
+}
+
+fn http_target(g: &mut Gen) -> String {
+    let raw = match g.below(3) {
+        // a well-formed command for one of a few ids, so that the registry
+        // fills up and apps go late
+        0 => {
+            let command = g.pick(&["hb_init", "hb_ping", "hb_done", "status"]);
+            let timeout = g.pick(&["0", "1000", "2000"]);
+            match g.arm(&[6, 1, 1]) {
+                0 => format!(
+                    "/{command}?{timeout}&appid={}",
+                    encode_component(g.pick(&IDS))
+                ),
+                1 => format!("/{command}?{timeout}&appid={}", "z".repeat(1025)),
+                // the id from the form body, if any
+                _ => format!("/{command}?{timeout}"),
+            }
+        }
+        _ => target(g),
+    };
+    let raw = if raw.starts_with('/') {
+        raw
+    } else {
+        format!("/{raw}")
+    };
+    let mut out = String::new();
+    for b in raw.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => out.push(char::from(b)),
+            b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' => {
+                out.push(char::from(b))
+            }
+            b'+' | b',' | b';' | b'=' | b':' | b'@' | b'/' | b'?' | b'%' => out.push(char::from(b)),
+            b => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn http_req(seed: u64) -> HttpReq {
+    let g = &mut Gen(seed);
+    let target = http_target(g);
+    let mut body = form_body(g).unwrap_or_default();
+    match g.arm(&[20, 1, 1, 1]) {
+        0 => {}
+        // the body limit: exactly at it (an over-long id, 414) and past it
+        1 => body = format!("appid={}", "y".repeat(16 * 1024 - 6)).into_bytes(),
+        2 => body = vec![b'p'; 16 * 1024 + 1],
+        _ => body = vec![b'q'; g.range(17_000, 40_000) as usize],
+    }
+    HttpReq {
+        method: ["GET", "POST", "PUT", "DELETE"][g.arm(&[10, 10, 1, 1])],
+        target,
+        body,
+        http11_without_host: g.below(30) == 0,
+        big_head: g.below(30) == 0,
+        advance_ms: match g.arm(&[6, 2, 2]) {
+            0 => g.range(0, 150),
+            1 => g.range(150, 40_000),
+            _ => g.pick(&[3_000, 5_000, 6_000]) + g.range(0, 2) - 1,
+        },
+    }
+}
+
+impl HttpReq {
+    fn bytes(&self) -> Vec<u8> {
+        let version = if self.http11_without_host {
+            "HTTP/1.1"
+        } else {
+            "HTTP/1.0"
+        };
+        let mut head = format!("{} {} {version}\r\n", self.method, self.target);
+        if !self.http11_without_host {
+            head.push_str("Host: x\r\n");
+        }
+        if self.big_head {
+            head.push_str(&format!("X-Pad: {}\r\n", "h".repeat(20_000)));
+        }
+        head.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            self.body.len()
+        ));
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&self.body);
+        bytes
+    }
+
+    /// What the HTTP layer answers before the handler, in the order the
+    /// server checks: the head limit (hyper), the method, `Host`, the body
+    /// limit; `None` when the request reaches the handler.
+    fn refused(&self) -> Option<(u16, String)> {
+        if self.big_head {
+            return Some((431, String::new()));
+        }
+        if !matches!(self.method, "GET" | "POST") {
+            let reason = format!("method {} not allowed: use GET or POST", self.method);
+            return Some((405, format!("ERROR: {reason}")));
+        }
+        if self.http11_without_host {
+            return Some((
+                400,
+                "ERROR: an HTTP/1.1 request needs a Host header".to_owned(),
+            ));
+        }
+        if self.body.len() > 16 * 1024 {
+            return Some((
+                413,
+                "ERROR: request body over 16384 bytes or cut short".to_owned(),
+            ));
+        }
+        None
+    }
+}
+
+/// The status and body of a whole reply read to the connection's end
+/// (`Content-Length` or close-delimited; HTTP/1.0 requests are never
+/// answered chunked).
+fn status_and_body(reply: &[u8]) -> Result<(u16, Vec<u8>), String> {
+    let end = reply
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("no head in {:?}", String::from_utf8_lossy(reply)))?;
+    let head = String::from_utf8_lossy(&reply[..end]).to_ascii_lowercase();
+    let status = head
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {head:?}"))?;
+    let body = &reply[end + 4..];
+    if let Some(length) = head.lines().find_map(|l| l.strip_prefix("content-length:")) {
+        let length: usize = length.trim().parse().map_err(|e| format!("{e}"))?;
+        if body.len() != length {
+            return Err(format!(
+                "content-length {length}, body {} bytes",
+                body.len()
+            ));
+        }
+    }
+    if head.contains("transfer-encoding") {
+        return Err(format!("chunked reply to HTTP/1.0: {head:?}"));
+    }
+    Ok((status, body.to_vec()))
+}
+
+/// 200 sequences of 1 to 9 whole HTTP requests, each on its own
+/// connection to a fresh real server on a manual clock: status and body as
+/// the model predicts, including the HTTP layer's own limits (431 for a
+/// head over 16 KiB, 405 for other methods, 400 for HTTP/1.1 without
+/// `Host`, 413 for a body over 16 KiB; a body of exactly 16 KiB is read and
+/// its id gets 414), and a final `/metrics` scrape against the model.
+#[test]
+fn http_requests_to_the_real_server_agree_with_the_model() {
+    let rt = runtime();
+    let config = persisted(200, "proptest-regressions/hardening_server-http.txt");
+    let strategy = (1usize..3, prop::collection::vec(any::<u64>(), 1..10));
+    let statuses = Mutex::new(std::collections::BTreeMap::<u16, usize>::new());
+    proptest::test_runner::TestRunner::new(config)
+        .run(&strategy, |(max_apps, seeds)| {
+            let clock = ManualClock::new();
+            let server = rt
+                .block_on(local().max_apps(max_apps).clock(clock.clone()).start())
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let addr = server.local_addr();
+            let mut model = Model::new(max_apps, true);
+            let scrape = HttpReq {
+                method: "GET",
+                target: "/metrics".to_owned(),
+                body: Vec::new(),
+                http11_without_host: false,
+                big_head: false,
+                advance_ms: 0,
+            };
+            let mut result = Ok(());
+            for r in seeds.into_iter().map(http_req).chain([scrape]) {
+                clock.advance(Duration::from_millis(r.advance_ms));
+                model.advance(r.advance_ms);
+                let reply = exchange(addr, &r.bytes()).map_err(TestCaseError::fail)?;
+                let (status, body) = status_and_body(&reply).map_err(TestCaseError::fail)?;
+                let body = String::from_utf8_lossy(&body).into_owned();
+                *statuses.lock().unwrap().entry(status).or_default() += 1;
+                let expect = match r.refused() {
+                    Some((status, body)) => Expect::Exact(status, body),
+                    None => {
+                        let form = (!r.body.is_empty()).then_some(&r.body[..]);
+                        model.request(&r.target, form, LOCAL)
+                    }
+                };
+                let short = |text: &str| text.chars().take(300).collect::<String>();
+                let what = format!(
+                    "{} {} {}",
+                    r.method,
+                    short(&r.target),
+                    short(&String::from_utf8_lossy(&r.body))
+                );
+                result = match expect {
+                    Expect::Exact(want_status, want_body)
+                        if (status, &body) != (want_status, &want_body) =>
+                    {
+                        Err(format!(
+                            "{what}: got {status} {body:?}, model {want_status} {want_body:?}"
+                        ))
+                    }
+                    Expect::Metrics if status != 200 => Err(format!("{what}: {status} {body}")),
+                    Expect::Metrics => model
+                        .check_metrics(&body)
+                        .map_err(|e| format!("{what}: {e}")),
+                    Expect::Page(page) if status != 200 => Err(format!("{page} {what}: {status}")),
+                    _ => Ok(()),
+                };
+                if result.is_err() {
+                    break;
+                }
+            }
+            rt.block_on(server.shutdown());
+            result.map_err(TestCaseError::fail)
+        })
+        .unwrap();
+    let statuses = statuses.into_inner().unwrap();
+    println!("replies by status: {statuses:?}");
+    for status in [200, 400, 405, 413, 414, 431, 503] {
+        assert!(
+            statuses.contains_key(&status),
+            "no {status} in {statuses:?}"
         );
     }
 }

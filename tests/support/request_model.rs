@@ -174,8 +174,8 @@ fn echo(text: &str) -> String {
 }
 
 fn decode_text(raw: &[u8], what: &str, form: bool) -> Result<String, Refusal> {
-    let bytes =
-        percent_decode(raw, form).ok_or_else(|| refuse(format!("invalid percent-encoding in {what}")))?;
+    let bytes = percent_decode(raw, form)
+        .ok_or_else(|| refuse(format!("invalid percent-encoding in {what}")))?;
     String::from_utf8(bytes)
         .map_err(|_| refuse(format!("{what} is not valid UTF-8 after percent-decoding")))
 }
@@ -188,7 +188,10 @@ fn timeout_of(raw: &[u8]) -> Result<u64, Refusal> {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if let Some(rest) = text.strip_prefix('-') {
         if digits(rest) {
-            return Err(refuse(format!("timeout must not be negative, got [{}]", echo(&text))));
+            return Err(refuse(format!(
+                "timeout must not be negative, got [{}]",
+                echo(&text)
+            )));
         }
     }
     if !digits(&text) {
@@ -234,7 +237,10 @@ fn check_id(id: &str, command: &str) -> Result<(), Refusal> {
     if id.len() > MAX_ID_LEN {
         return Err(Refusal {
             status: 414,
-            reason: format!("appid is {} bytes long, the maximum is {MAX_ID_LEN}", id.len()),
+            reason: format!(
+                "appid is {} bytes long, the maximum is {MAX_ID_LEN}",
+                id.len()
+            ),
         });
     }
     for c in id.chars() {
@@ -374,8 +380,11 @@ impl Model {
     }
 
     fn line(&self, key: &str, app: &App) -> String {
-        let what = ["OK - fine", "WARNING - somewhat late", "CRITICAL - quite late"]
-            [self.state(app) as usize];
+        let what = [
+            "OK - fine",
+            "WARNING - somewhat late",
+            "CRITICAL - quite late",
+        ][self.state(app) as usize];
         format!(
             "{what} application [{key}]| od={:.2};{WARN};{CRIT};0;{DROP} delay={}ms;;; ",
             self.ratio(app),
@@ -452,7 +461,10 @@ impl Model {
                 }
                 n => {
                     let keys: Vec<&str> = self.keys().collect();
-                    format!("WARNING - multiple ({n}) applications: [{}]", keys.join(","))
+                    format!(
+                        "WARNING - multiple ({n}) applications: [{}]",
+                        keys.join(",")
+                    )
                 }
             }),
             Decoded::Status(Some(id)) => {
@@ -517,8 +529,14 @@ impl Model {
             labels.is_some() && name != "heartbeat_app_last_seen_timestamp_seconds"
         });
         if got != want {
-            let extra: Vec<_> = got.iter().filter(|(k, v)| want.get(*k) != Some(v)).collect();
-            let missing: Vec<_> = want.iter().filter(|(k, v)| got.get(*k) != Some(v)).collect();
+            let extra: Vec<_> = got
+                .iter()
+                .filter(|(k, v)| want.get(*k) != Some(v))
+                .collect();
+            let missing: Vec<_> = want
+                .iter()
+                .filter(|(k, v)| got.get(*k) != Some(v))
+                .collect();
             return Err(format!("per-app samples: got but not predicted {extra:?}; predicted but not got {missing:?}"));
         }
         // last seen: one per app, and pairwise differences as in the model
@@ -549,7 +567,11 @@ impl Model {
             }
         }
         if apps_seen.len() != seen_ms.len() {
-            return Err(format!("last seen for {} apps, model has {}", apps_seen.len(), seen_ms.len()));
+            return Err(format!(
+                "last seen for {} apps, model has {}",
+                apps_seen.len(),
+                seen_ms.len()
+            ));
         }
         Ok(())
     }
