@@ -1,7 +1,13 @@
 //! Hardening of the embedded server against bad input (issue 7):
 //!
 //! - 10 000 generated sequences of request-targets and form bodies through
-//!   `SharedRegistry::handle`, checked against a model of the registry;
+//!   `SharedRegistry::handle`, and 200 sequences of whole HTTP requests to
+//!   the real server, each reply (status and whole body) and `/metrics`
+//!   checked against an independent model of the protocol and its registry
+//!   (`tests/support/request_model.rs`, issue 14; it shares no code with
+//!   `heartbeat_sdk::protocol`), on a manual clock so that late and
+//!   dropped apps are predicted too; failures are saved under
+//!   `proptest-regressions/` and replayed first;
 //! - 300 generated raw byte requests over TCP to the real hyper server;
 //! - the limits, each with a clear reply: id length (414), tracked apps
 //!   (503, no growth), request head size (431), body size (413), clients
