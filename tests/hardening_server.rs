@@ -351,6 +351,12 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
                     prop_assert!(false, "{:?}: {}\n{}", r, e, body);
                 }
             }
+            Expect::AppsJson => {
+                prop_assert_eq!(status, 200, "{:?}: {}", r, body);
+                if let Err(e) = model.check_apps_json(body) {
+                    prop_assert!(false, "{:?}: {}", r, e);
+                }
+            }
             Expect::Page(page) => prop_assert_eq!(status, 200, "{} {:?}: {}", page, r, body),
         }
         if status != 200 {
@@ -706,6 +712,10 @@ fn http_requests_to_the_real_server_agree_with_the_model() {
                     Expect::Metrics if status != 200 => Err(format!("{what}: {status} {body}")),
                     Expect::Metrics => model
                         .check_metrics(&body)
+                        .map_err(|e| format!("{what}: {e}")),
+                    Expect::AppsJson if status != 200 => Err(format!("{what}: {status} {body}")),
+                    Expect::AppsJson => model
+                        .check_apps_json(&body)
                         .map_err(|e| format!("{what}: {e}")),
                     Expect::Page(page) if status != 200 => Err(format!("{page} {what}: {status}")),
                     _ => Ok(()),

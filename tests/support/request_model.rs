@@ -77,9 +77,11 @@ pub enum Expect {
     Exact(u16, String),
     /// `/metrics`: 200, and the values [`Model::check_metrics`] compares.
     Metrics,
-    /// The dashboard (`/`) or its JSON (`/api/v1/apps`): 200; the body is
-    /// not modelled.
+    /// The dashboard (`/`): 200; the HTML is not modelled.
     Page(&'static str),
+    /// `/api/v1/apps`: 200, and the document [`Model::check_apps_json`]
+    /// compares.
+    AppsJson,
 }
 
 /// What a request decodes to, in the model's own terms.
@@ -475,6 +477,7 @@ impl Model {
                 })
             }
             Decoded::Metrics => Expect::Metrics,
+            Decoded::Page("apps") => Expect::AppsJson,
             Decoded::Page(page) => Expect::Page(page),
         }
     }
@@ -574,6 +577,91 @@ impl Model {
             ));
         }
         Ok(())
+    }
+}
+
+impl Model {
+    /// Compares a `/api/v1/apps` document (docs/api-v1.md) with the model:
+    /// everything but the two wall-clock times (`generated_at`, and each
+    /// app's `last_seen`, which must be strings) exactly: thresholds,
+    /// counters, counts, and per app in key order its key, id, host, state,
+    /// overdue ratio, granted timeout and age.
+    pub fn check_apps_json(&self, body: &str) -> Result<(), String> {
+        use serde_json::{json, Value};
+        let mut got: Value = serde_json::from_str(body).map_err(|e| format!("{e}: {body}"))?;
+        let wall = |v: Option<Value>| match v {
+            Some(Value::String(_)) => Ok(()),
+            other => Err(format!("a time should be a string, got {other:?}")),
+        };
+        let top = got.as_object_mut().ok_or("not an object")?;
+        wall(top.remove("generated_at"))?;
+        let got_apps = top
+            .get_mut("apps")
+            .and_then(Value::as_array_mut)
+            .ok_or("no apps array")?;
+        if got_apps.len() != self.apps.len() {
+            return Err(format!(
+                "{} apps, model {}: {body}",
+                got_apps.len(),
+                self.apps.len()
+            ));
+        }
+        for (app, model) in got_apps.iter_mut().zip(self.apps.values()) {
+            let app = app.as_object_mut().ok_or("an app is not an object")?;
+            wall(app.remove("last_seen"))?;
+            // serde_json (without `float_roundtrip`) may read a float one
+            // ulp off what was written: the ratio is compared to 1e-12 here
+            // (exactly in `check_metrics`)
+            let ratio = app.remove("overdue_ratio").and_then(|v| v.as_f64());
+            let want = self.ratio(model);
+            match ratio {
+                Some(r) if (r - want).abs() <= 1e-12 * want.max(1.0) => {}
+                other => return Err(format!("overdue ratio {other:?}, model {want}: {body}")),
+            }
+        }
+        let t = self.totals;
+        let mut counts = [0u64; 3];
+        let apps: Vec<Value> = self
+            .apps
+            .iter()
+            .map(|(key, app)| {
+                let state = self.state(app);
+                counts[state as usize] += 1;
+                let state = ["ok", "warning", "critical"][state as usize];
+                json!({
+                    "key": key,
+                    "id": app.id,
+                    "host": if self.key_by_peer { json!(app.host) } else { Value::Null },
+                    "state": state,
+                    "granted_ms": app.granted_ms,
+                    "last_seen_ago_ms": self.elapsed(app),
+                    "expected": false,
+                    "missing": false,
+                })
+            })
+            .collect();
+        let want = json!({
+            "version": 1,
+            "thresholds": {
+                "warn_ratio": WARN as f64,
+                "crit_ratio": CRIT as f64,
+                "drop_ratio": DROP as f64,
+                "tolerance_ms": TOLERANCE_MS,
+            },
+            "counters": {
+                "inits": t.inits,
+                "pings": t.pings,
+                "dones": t.dones,
+                "expiries": t.expiries,
+                "refusals": t.refused,
+            },
+            "counts": { "ok": counts[0], "warning": counts[1], "critical": counts[2], "missing": 0 },
+            "apps": apps,
+        });
+        match got == want {
+            true => Ok(()),
+            false => Err(format!("/api/v1/apps: got {got}\nmodel {want}")),
+        }
     }
 }
 
