@@ -314,10 +314,11 @@ fn case() -> impl Strategy<Value = Case> {
 
 /// Run one case and compare every reply with what the independent model
 /// (`tests/support/request_model.rs`) predicts: the status and the whole
-/// body of every reply but the dashboard's and the JSON API's (status
-/// only), `/metrics` against the model's registry (totals; per app up,
-/// state, overdue ratio, granted timeout; last-seen timestamps relative to
-/// each other), and the registry's size after each request. The manual
+/// body of every reply but the dashboard's (status only), `/metrics`
+/// against the model's registry (totals; per app up, state, overdue ratio,
+/// granted timeout; last-seen timestamps relative to each other),
+/// `/api/v1/apps` likewise (all but its two wall-clock times), and the
+/// registry's size after each request. The manual
 /// clock moves the server and the model alike, so late apps are predicted
 /// exactly too. Each case ends with one more `/metrics` scrape.
 fn check_case(case: &Case) -> Result<(), TestCaseError> {
