@@ -330,6 +330,52 @@ mod tests {
         }
     }
 
+    #[test]
+    fn each_state_has_its_api_word() {
+        for (state, word) in [
+            (AppState::Ok, "ok"),
+            (AppState::Warning, "warning"),
+            (AppState::Critical, "critical"),
+            (AppState::Missing, "missing"),
+        ] {
+            assert_eq!(state.as_str(), word);
+            assert_eq!(state.to_string(), word);
+        }
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn parse_apps_reads_a_document_and_names_what_is_wrong() {
+        let doc = br#"{"version":1,"generated_at":"2026-11-25T13:00:00.250Z",
+            "thresholds":{"warn_ratio":3.0,"crit_ratio":5.0,"drop_ratio":6.0,"tolerance_ms":1000},
+            "counters":{"inits":2,"pings":9,"dones":1,"expiries":0,"refusals":0},
+            "counts":{"ok":1,"warning":0,"critical":0,"missing":1},
+            "apps":[{"key":"k @ ::1","id":"k","host":"::1","state":"ok","overdue_ratio":0.5,
+                     "granted_ms":3000,"last_seen":"2026-11-25T12:59:59.000Z","last_seen_ago_ms":1250,
+                     "expected":false,"missing":false},
+                    {"key":"gone","id":"gone","host":null,"state":"missing","overdue_ratio":null,
+                     "granted_ms":null,"last_seen":null,"last_seen_ago_ms":null,
+                     "expected":true,"missing":true}]}"#;
+        let apps = parse_apps(doc).unwrap();
+        assert_eq!(
+            apps.generated_at,
+            UNIX_EPOCH + Duration::from_millis(1_795_611_600_250)
+        );
+        assert_eq!((apps.counters.pings, apps.counts.missing), (9, 1));
+        assert_eq!(apps.apps.len(), 2);
+        assert_eq!(apps.apps[0].granted, Some(Duration::from_secs(3)));
+        assert_eq!(apps.apps[0].host.as_deref(), Some("::1"));
+        assert_eq!(apps.apps[1].state, AppState::Missing);
+        assert_eq!(apps.apps[1].last_seen, None);
+
+        let err = parse_apps(b"OK - fine").unwrap_err();
+        assert!(
+            err.reason().starts_with("not a JSON API v1 document"),
+            "{err}"
+        );
+        assert!(parse_apps(br#"{"version":1}"#).is_err());
+    }
+
     #[cfg(feature = "serde")]
     #[test]
     fn an_unknown_state_reads_as_missing_and_unknown_fields_are_ignored() {

@@ -149,3 +149,38 @@ pub(crate) fn whole_ms(d: std::time::Duration) -> u64 {
         .saturating_mul(1000)
         .saturating_add(u64::from(d.subsec_millis()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The figures the docs promise, computed by hand from PROTOCOL.md's
+    // limits: a key is 1 024 + 3 + 45 = 1 072 bytes, a list line 1 073.
+    #[test]
+    fn body_caps_are_the_documented_figures() {
+        assert_eq!(MAX_KEY_LEN, 1_072);
+        assert_eq!(max_list_body(0), 0);
+        assert_eq!(max_list_body(1), 1_073);
+        assert_eq!(MAX_LIST_BODY, 107_300_000);
+        assert_eq!(max_list_body(usize::MAX), usize::MAX);
+
+        assert_eq!(max_host_status_body(0), 1_024);
+        assert_eq!(max_host_status_body(1), 1_073 + 1_024);
+        assert_eq!(MAX_HOST_STATUS_BODY, 107_301_024);
+        assert_eq!(max_host_status_body(usize::MAX), usize::MAX);
+
+        // 2 × (1 072 + 1 024) + 45 + 512 = 4 749 per entry, 4 096 around them.
+        assert_eq!(max_apps_body(0), 4_096);
+        assert_eq!(max_apps_body(1), 4_749 + 4_096);
+        assert_eq!(max_apps_body(MAX_APPS), 474_904_096);
+        assert_eq!(max_apps_body(usize::MAX), usize::MAX);
+    }
+
+    #[test]
+    fn whole_ms_rounds_down_and_saturates() {
+        use std::time::Duration;
+        assert_eq!(whole_ms(Duration::from_micros(2_999)), 2);
+        assert_eq!(whole_ms(Duration::new(3, 999_999_999)), 3_999);
+        assert_eq!(whole_ms(Duration::MAX), u64::MAX);
+    }
+}

@@ -170,6 +170,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_excerpt_keeps_the_cap_whole_and_counts_the_rest() {
+        let exact = vec![b'y'; MAX_EXCERPT];
+        assert_eq!(excerpt(&exact), "y".repeat(MAX_EXCERPT));
+        let over = vec![b'y'; MAX_EXCERPT + 1];
+        assert_eq!(
+            excerpt(&over),
+            format!("{}... (1025 bytes in all)", "y".repeat(MAX_EXCERPT))
+        );
+        assert_eq!(excerpt(b"ab\xffc"), "ab\u{fffd}c");
+        assert_eq!(excerpt(b""), "");
+    }
+
+    #[test]
+    fn a_parse_error_displays_its_reason() {
+        let e = ParseError::new("granted timeout is not a number");
+        assert_eq!(e.to_string(), "granted timeout is not a number");
+        assert_eq!(e.reason(), "granted timeout is not a number");
+    }
+
+    #[test]
     fn printable_escapes_line_breaks_and_bidi_controls_only() {
         for (raw, shown) in [
             ("a\u{202e}gnp.exe", "a\\u{202e}gnp.exe"),

@@ -231,6 +231,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn methods_have_their_wire_names() {
+        assert_eq!(Method::Get.as_str(), "GET");
+        assert_eq!(Method::Post.as_str(), "POST");
+    }
+
+    #[test]
     fn init_and_done_are_posted_with_a_form_ping_is_a_get() {
         let init = beat_request(Beat::Init, 500, "demo", "b1");
         assert_eq!(init.method, Method::Post);
