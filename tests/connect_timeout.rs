@@ -15,14 +15,13 @@
 //! The request timeout is 60 s, the connect timeout 300 ms; the failure
 //! must be a timeout and come within 20 s: a connect timeout that is not
 //! applied runs into the 60 s instead.
-#![cfg(feature = "reqwest")]
+#![cfg(any(feature = "reqwest", feature = "surf"))]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use heartbeat_sdk::transport::ReqwestTransport;
 use heartbeat_sdk::{Error, ErrorPolicy, HeartbeatClient};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 
 const CONNECT: Duration = Duration::from_millis(300);
 const REQUEST: Duration = Duration::from_secs(60);
@@ -49,8 +48,9 @@ async fn assert_connect_timeout(client: &HeartbeatClient) {
 
 /// A listener that accepts and then never says a word; returns its address
 /// (the accepted connections are held open until the runtime ends).
+#[cfg(feature = "reqwest")]
 async fn silent_listener() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let mut held = Vec::new();
@@ -61,10 +61,11 @@ async fn silent_listener() -> SocketAddr {
     addr
 }
 
+#[cfg(feature = "reqwest")]
 #[tokio::test]
 async fn a_tls_handshake_that_never_answers_hits_the_transports_connect_timeout() {
     let addr = silent_listener().await;
-    let transport = ReqwestTransport::builder()
+    let transport = heartbeat_sdk::transport::ReqwestTransport::builder()
         .connect_timeout(CONNECT)
         .timeout(REQUEST)
         .build()
@@ -80,7 +81,7 @@ async fn a_tls_handshake_that_never_answers_hits_the_transports_connect_timeout(
 
 /// A listener on 127.0.0.1 whose accept queue is full, and the connection
 /// that fills it; `None` when a further connect is not left hanging here.
-async fn full_backlog() -> Option<(TcpListener, TcpStream, SocketAddr)> {
+async fn full_backlog() -> Option<(tokio::net::TcpListener, TcpStream, SocketAddr)> {
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let listener = socket.listen(0).unwrap();
@@ -98,6 +99,7 @@ async fn full_backlog() -> Option<(TcpListener, TcpStream, SocketAddr)> {
     }
 }
 
+#[cfg(feature = "reqwest")]
 #[tokio::test]
 async fn a_connect_that_gets_no_syn_ack_hits_the_clients_connect_timeout() {
     let Some((_listener, _filler, addr)) = full_backlog().await else {
@@ -108,6 +110,27 @@ async fn a_connect_that_gets_no_syn_ack_hits_the_clients_connect_timeout() {
         .url(format!("http://{addr}"))
         .app_id("unanswered")
         .connect_timeout(CONNECT)
+        .request_timeout(REQUEST)
+        .build()
+        .unwrap();
+    assert_connect_timeout(&client).await;
+}
+
+/// The surf transport's connect timeout (curl's), on the same full queue.
+#[cfg(feature = "surf")]
+#[tokio::test]
+async fn a_connect_that_gets_no_syn_ack_hits_the_surf_transports_connect_timeout() {
+    let Some((_listener, _filler, addr)) = full_backlog().await else {
+        return;
+    };
+    let transport = heartbeat_sdk::transport::SurfTransport::builder()
+        .connect_timeout(CONNECT)
+        .timeout(REQUEST)
+        .build()
+        .unwrap();
+    let client = HeartbeatClient::builder_with_transport(transport)
+        .url(format!("http://{addr}"))
+        .app_id("unanswered")
         .request_timeout(REQUEST)
         .build()
         .unwrap();
