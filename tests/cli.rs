@@ -1299,7 +1299,8 @@ async fn wrap_promises_twice_its_interval_and_cmd_sees_the_hb_variables() {
         let _ = std::fs::remove_file(&env_file);
         let _ = std::fs::remove_file(&release);
         // CMD writes what it sees of HB_* and APP_ID, then waits
-        let script = "env | grep -E '^(HB_|APP_ID=)' | sort > \"$0.tmp\" && mv \"$0.tmp\" \"$0.env\"; \
+        let script =
+            "env | grep -E '^(HB_|APP_ID=)' | sort > \"$0.tmp\" && mv \"$0.tmp\" \"$0.env\"; \
                       while [ ! -e \"$0.release\" ]; do sleep 0.02; done";
         let given = [
             ("APP_ID", "by-env"),

@@ -32,14 +32,19 @@ const BOUND: Duration = Duration::from_secs(20);
 /// least `CONNECT` and well before `REQUEST`.
 async fn assert_connect_timeout(client: &HeartbeatClient) {
     let start = Instant::now();
-    let result = client.init(Duration::from_secs(2), ErrorPolicy::Raise).await;
+    let result = client
+        .init(Duration::from_secs(2), ErrorPolicy::Raise)
+        .await;
     let elapsed = start.elapsed();
     let err = result.expect_err("nothing answers");
     assert!(
         matches!(&err, Error::Transport { source, .. } if source.is_timeout()),
         "a typed timeout: {err:?}"
     );
-    assert!(elapsed >= CONNECT, "gave up before the connect timeout: {elapsed:?}");
+    assert!(
+        elapsed >= CONNECT,
+        "gave up before the connect timeout: {elapsed:?}"
+    );
     assert!(
         elapsed < BOUND,
         "the connect timeout ({CONNECT:?}) did not apply: {elapsed:?}"
@@ -91,9 +96,7 @@ async fn full_backlog() -> Option<(tokio::net::TcpListener, TcpStream, SocketAdd
     match tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await {
         Err(_elapsed) => Some((listener, filler, addr)),
         Ok(outcome) => {
-            eprintln!(
-                "skipped: a connect to a full accept queue does not hang here ({outcome:?})"
-            );
+            eprintln!("skipped: a connect to a full accept queue does not hang here ({outcome:?})");
             None
         }
     }

@@ -29,19 +29,34 @@ async fn client_and_server_speak_over_the_ipv6_loopback() {
         .unwrap();
 
     assert_eq!(
-        client.init(Duration::from_secs(2), ErrorPolicy::Raise).await.unwrap(),
+        client
+            .init(Duration::from_secs(2), ErrorPolicy::Raise)
+            .await
+            .unwrap(),
         Duration::from_secs(3)
     );
     assert_eq!(
-        client.ping(Duration::from_secs(2), ErrorPolicy::Raise).await.unwrap(),
+        client
+            .ping(Duration::from_secs(2), ErrorPolicy::Raise)
+            .await
+            .unwrap(),
         Duration::from_secs(3)
     );
-    assert_eq!(client.list(ErrorPolicy::Raise).await.unwrap(), vec!["six @ ::1"]);
-    let status = client.status(Some("six"), ErrorPolicy::Raise).await.unwrap();
+    assert_eq!(
+        client.list(ErrorPolicy::Raise).await.unwrap(),
+        vec!["six @ ::1"]
+    );
+    let status = client
+        .status(Some("six"), ErrorPolicy::Raise)
+        .await
+        .unwrap();
     assert_eq!(status.state(), State::Ok, "{status:?}");
     assert!(status.raw().contains("[six @ ::1]"), "{status:?}");
     assert_eq!(client.done_now(ErrorPolicy::Raise).await.unwrap(), GOODBYE);
-    assert_eq!(client.list(ErrorPolicy::Raise).await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        client.list(ErrorPolicy::Raise).await.unwrap(),
+        Vec::<String>::new()
+    );
     let counters = server
         .registry()
         .with_registry(|registry, _| registry.counters());

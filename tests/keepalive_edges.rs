@@ -50,10 +50,7 @@ impl Recorded {
                 .unwrap()
                 .trim_start_matches("hb_")
                 .to_owned();
-            me.sent
-                .lock()
-                .unwrap()
-                .push((me.start.elapsed(), command));
+            me.sent.lock().unwrap().push((me.start.elapsed(), command));
             let mock = me.mock.clone();
             async move { mock.send(request).await }
         });
@@ -69,7 +66,10 @@ impl Recorded {
     }
 
     fn commands(&self) -> Vec<String> {
-        self.sent().into_iter().map(|(_, command)| command).collect()
+        self.sent()
+            .into_iter()
+            .map(|(_, command)| command)
+            .collect()
     }
 }
 
@@ -103,9 +103,9 @@ async fn a_full_registry_503_is_retried_with_backoff_and_shown_in_the_state() {
         .handle("/hb_init?600000&appid=first", None, LOCAL);
     assert_eq!(taken.status, 200);
     let recorded = Recorded::new(mock.clone());
-    let handle = recorded.client(RetryPolicy::none()).keep_alive(
-        KeepAlive::every(ms(1000)).max_backoff(ms(4000)),
-    );
+    let handle = recorded
+        .client(RetryPolicy::none())
+        .keep_alive(KeepAlive::every(ms(1000)).max_backoff(ms(4000)));
 
     let state = wait(&handle, |s| s.beats_failed >= 5).await;
     assert_eq!((state.beats_ok, state.consecutive_failures), (0, 5));
@@ -118,7 +118,10 @@ async fn a_full_registry_503_is_retried_with_backoff_and_shown_in_the_state() {
         state.last_error
     );
     let sent = recorded.sent();
-    assert!(sent.iter().all(|(_, c)| c == "init"), "re-init each try: {sent:?}");
+    assert!(
+        sent.iter().all(|(_, c)| c == "init"),
+        "re-init each try: {sent:?}"
+    );
     // the waits after failures 1..4: 1 s, 2 s, 4 s, 4 s (the cap), jittered
     for (n, pair) in sent.windows(2).enumerate() {
         let gap = pair[1].0 - pair[0].0;
@@ -135,7 +138,8 @@ async fn a_full_registry_503_is_retried_with_backoff_and_shown_in_the_state() {
     assert_eq!(counters.refused, 5, "the server refused each one");
 
     // a slot frees up: the next try registers, the failure stays on record
-    mock.registry().handle("/hb_done?0&appid=first", None, LOCAL);
+    mock.registry()
+        .handle("/hb_done?0&appid=first", None, LOCAL);
     let state = wait(&handle, |s| s.beats_ok >= 1).await;
     assert_eq!((state.inits_ok, state.consecutive_failures), (1, 0));
     assert_eq!(state.beats_failed, 5);
@@ -166,13 +170,20 @@ async fn a_retry_policy_retries_within_each_beat() {
     let sent = recorded.sent();
     assert_eq!(recorded.commands(), ["init", "init", "init", "ping"]);
     assert!(sent[2].0 <= ms(200), "retried within the beat: {sent:?}");
-    assert_eq!(sent[3].0, ms(1000), "the next beat one interval after the first began");
+    assert_eq!(
+        sent[3].0,
+        ms(1000),
+        "the next beat one interval after the first began"
+    );
 
     // four refusals: the next beat's three attempts fail, then the
     // keep-alive backs off and re-inits (one more refusal, then success)
     mock.fail_next(4, MockFailure::Refused);
     let state = wait(&handle, |s| s.inits_ok >= 2).await;
-    assert_eq!(state.beats_failed, 1, "three failed attempts are one failed beat");
+    assert_eq!(
+        state.beats_failed, 1,
+        "three failed attempts are one failed beat"
+    );
     assert!(state.last_error.as_deref().is_some_and(Error::is_connect));
     assert_eq!(
         recorded.commands()[4..],

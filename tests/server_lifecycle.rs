@@ -51,7 +51,10 @@ impl InFlight {
             .await
             .expect("100 Continue in time")
             .unwrap();
-        assert_eq!(line, "HTTP/1.1 100 Continue\r\n", "the handler reads the body");
+        assert_eq!(
+            line, "HTTP/1.1 100 Continue\r\n",
+            "the handler reads the body"
+        );
         line.clear();
         stream.read_line(&mut line).await.unwrap();
         assert_eq!(line, "\r\n");
@@ -110,7 +113,10 @@ async fn shutdown_refuses_new_connections_and_completes_the_request_in_flight() 
 
     let reply = in_flight.finish().await;
     assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply:?}");
-    assert!(reply.ends_with("\r\n\r\n6000"), "granted 5 s + 1 s: {reply:?}");
+    assert!(
+        reply.ends_with("\r\n\r\n6000"),
+        "granted 5 s + 1 s: {reply:?}"
+    );
     tokio::time::timeout(DEADLINE, shutdown)
         .await
         .expect("shutdown returns once the request is done")
@@ -198,7 +204,12 @@ async fn an_app_that_stops_beating_goes_late_then_expires_on_the_real_clock() {
     let order = ["OK", "WARNING", "CRITICAL", "gone"];
     let ranks: Vec<usize> = seen
         .iter()
-        .map(|s| order.iter().position(|o| o == s).unwrap_or_else(|| panic!("{s:?} in {seen:?}")))
+        .map(|s| {
+            order
+                .iter()
+                .position(|o| o == s)
+                .unwrap_or_else(|| panic!("{s:?} in {seen:?}"))
+        })
         .collect();
     assert!(
         ranks.windows(2).all(|w| w[0] < w[1]),

@@ -160,14 +160,19 @@ fn builders_backend() -> Backend {
 /// init, ping, list and done over `client`, checked against what the
 /// server behind the TLS front counted.
 async fn whole_protocol(client: &HeartbeatClient, server: &ServerHandle) {
-    
     assert_eq!(
-        client.init(Duration::from_secs(2), ErrorPolicy::Raise).await.unwrap(),
+        client
+            .init(Duration::from_secs(2), ErrorPolicy::Raise)
+            .await
+            .unwrap(),
         Duration::from_secs(3),
         "2 s promised + 1 s tolerance"
     );
     assert_eq!(
-        client.ping(Duration::from_secs(4), ErrorPolicy::Raise).await.unwrap(),
+        client
+            .ping(Duration::from_secs(4), ErrorPolicy::Raise)
+            .await
+            .unwrap(),
         Duration::from_secs(5)
     );
     assert_eq!(
@@ -196,7 +201,10 @@ fn chain(err: &Error) -> String {
     while let Some(e) = cause {
         text.push_str(" / ");
         text.push_str(&e.to_string());
-        cause = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        cause = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
             None => e.source(),
         };
@@ -212,7 +220,10 @@ fn rustls_error(err: &Error) -> Option<rustls::Error> {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls.clone());
         }
-        cause = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        cause = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
             None => e.source(),
         };
@@ -271,7 +282,9 @@ async fn https_on(backend: Backend) {
     let stranger = pki(&["localhost"]);
     let other_ca = client(transport_on(backend, &stranger.ca_pem), https.clone());
     assert_refused(
-        other_ca.init(Duration::from_secs(2), ErrorPolicy::Raise).await,
+        other_ca
+            .init(Duration::from_secs(2), ErrorPolicy::Raise)
+            .await,
         backend,
         &server,
     );
@@ -330,7 +343,9 @@ async fn the_builder_trusts_the_root_certificate_it_is_given() {
     let stranger = pki(&["localhost"]);
     let other_ca = client(builder(&stranger.ca_pem), https.clone());
     assert_refused(
-        other_ca.init(Duration::from_secs(2), ErrorPolicy::Raise).await,
+        other_ca
+            .init(Duration::from_secs(2), ErrorPolicy::Raise)
+            .await,
         builders_backend(),
         &server,
     );
