@@ -30,13 +30,13 @@ async fn start() -> ServerHandle {
 /// yet sent.
 struct InFlight {
     stream: BufReader<TcpStream>,
-    body: &'static [u8],
+    body: Vec<u8>,
 }
 
 impl InFlight {
     /// `POST /hb_init?5000` for `app`, held once the server reads its body.
     async fn start(addr: SocketAddr, app: &'static str) -> InFlight {
-        let body: &'static [u8] = Box::leak(format!("appid={app}").into_bytes().into_boxed_slice());
+        let body = format!("appid={app}").into_bytes();
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let head = format!(
             "POST /hb_init?5000 HTTP/1.1\r\nHost: {addr}\r\n\
@@ -65,13 +65,54 @@ impl InFlight {
     /// when the server is shutting down), or what arrived before it closed.
     async fn finish(mut self) -> String {
         // the server may already have closed: what it said is the answer
-        let _ = self.stream.get_mut().write_all(self.body).await;
+        let _ = self.stream.get_mut().write_all(&self.body).await;
         let mut reply = Vec::new();
         let _ = tokio::time::timeout(DEADLINE, self.stream.read_to_end(&mut reply))
             .await
             .expect("the reply (or the close) in time");
         String::from_utf8_lossy(&reply).into_owned()
     }
+}
+
+/// A kept-alive connection that has had its one request answered and is
+/// now idle.
+async fn idle_connection(addr: SocketAddr) -> BufReader<TcpStream> {
+    let mut stream = BufReader::new(TcpStream::connect(addr).await.unwrap());
+    let request = format!("GET /hb_init?5000&appid=idle HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stream
+        .get_mut()
+        .write_all(request.as_bytes())
+        .await
+        .unwrap();
+    let mut length = None;
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line).await.unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = Some(value.trim().parse::<usize>().unwrap());
+        }
+        assert!(
+            !line.to_ascii_lowercase().starts_with("connection: close"),
+            "{line}"
+        );
+    }
+    let mut body = vec![0; length.expect("a Content-Length")];
+    stream.read_exact(&mut body).await.unwrap();
+    assert_eq!(body, b"6000");
+    stream
+}
+
+/// Assert that the server closes `idle` (EOF, nothing more said).
+async fn assert_closed(mut idle: BufReader<TcpStream>) {
+    let mut rest = Vec::new();
+    tokio::time::timeout(DEADLINE, idle.read_to_end(&mut rest))
+        .await
+        .expect("the idle connection closed in time")
+        .unwrap();
+    assert_eq!(rest, b"", "closed without a word");
 }
 
 /// Poll until a new connection to `addr` is refused.
@@ -90,16 +131,18 @@ async fn until_refused(addr: SocketAddr) {
     }
 }
 
-/// `shutdown()` stops accepting at once, lets the request in flight
-/// complete (and waits for it), then returns.
+/// `shutdown()` stops accepting at once, closes idle connections, lets the
+/// request in flight complete (and waits for it), then returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_refuses_new_connections_and_completes_the_request_in_flight() {
     let server = start().await;
     let addr = server.local_addr();
+    let idle = idle_connection(addr).await;
     let in_flight = InFlight::start(addr, "in-flight").await;
 
     let mut shutdown = tokio::spawn(server.shutdown());
     until_refused(addr).await;
+    assert_closed(idle).await;
     // Shutdown waits for the request (up to its 5 s grace): it must not
     // return while the body is held. Watched for 2 s; on a loaded machine a
     // broken shutdown might be slower than that (the test then passes
@@ -124,17 +167,20 @@ async fn shutdown_refuses_new_connections_and_completes_the_request_in_flight() 
 }
 
 /// Dropping the handle without `shutdown()`: the server stops accepting
-/// at once, but a request already being served still completes (its
-/// connection task is not aborted: it is told to close after its reply),
-/// and the registry it answers from lives on until then.
+/// at once and closes idle connections, but a request already being served
+/// still completes (its connection task is not aborted: it is told to
+/// close after its reply), and the registry it answers from lives on until
+/// then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_handle_stops_accepting_and_lets_the_request_in_flight_finish() {
     let server = start().await;
     let addr = server.local_addr();
+    let idle = idle_connection(addr).await;
     let in_flight = InFlight::start(addr, "dropped").await;
 
     drop(server);
     until_refused(addr).await;
+    assert_closed(idle).await;
 
     let reply = in_flight.finish().await;
     assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply:?}");
