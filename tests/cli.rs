@@ -1208,3 +1208,153 @@ async fn serve_logs_no_colour_escapes_into_a_pipe() {
     assert!(output.stderr.contains("request refused"), "{output:?}");
     assert!(!output.stderr.contains('\u{1b}'), "{:?}", output.stderr);
 }
+
+/// `serve --state` on Ctrl+C (SIGINT): exits 0, logs that it is shutting
+/// down and that the state was saved, and the state file holds what was
+/// registered although no periodic commit was due (commits every hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_sigint_exits_0_and_commits_its_state() {
+    let state = temp_path("sigint-state.db");
+    let state_arg = state.display().to_string();
+    let running = Running::start(heartbeat(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--state",
+        &state_arg,
+        "--state-commit-ms",
+        "3600000",
+    ]));
+    let (line, running) = tokio::task::spawn_blocking(move || (running.line(), running))
+        .await
+        .unwrap();
+    let url = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first line: {line:?}"))
+        .to_owned();
+    assert_ok(
+        &run(against(&url, &["init", "30000", "--app-id", "kept"])).await,
+        "31000\n",
+    );
+
+    running.signal("INT");
+    let output = tokio::task::spawn_blocking(move || running.finish())
+        .await
+        .unwrap();
+    assert_eq!(output.code, Some(0), "{output:?}");
+    assert!(!output.stderr.contains("panicked"), "{output:?}");
+    let shutting = output.stderr.find("signal received: shutting down");
+    let saved = output.stderr.find("state saved");
+    assert!(
+        matches!((shutting, saved), (Some(a), Some(b)) if a < b),
+        "says it stops, then that the state is saved: {output:?}"
+    );
+    let stored = heartbeat_sdk::server::StateStore::open(&state)
+        .unwrap()
+        .load()
+        .unwrap();
+    let keys: Vec<&str> = stored.iter().map(|app| app.key.as_str()).collect();
+    assert_eq!(keys, ["kept @ 127.0.0.1"], "committed on the way out");
+    let output = run(against(&url, &["list"])).await;
+    assert_eq!(output.code, Some(1), "stopped listening: {output:?}");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{state_arg}{suffix}"));
+    }
+}
+
+/// `wrap` configured by the reference wrapper's variables only (no flags):
+/// CMD gets the wrapper's environment, `HB_*` and `APP_ID` unchanged; the
+/// init promises `HB_INIT_TIMEOUT`; each keep-alive beat promises twice
+/// `HB_PING_INTERVAL` (KeepAlive's default margin: the interval again).
+/// The server here adds no tolerance, so what it grants is what was
+/// promised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrap_promises_twice_its_interval_and_cmd_sees_the_hb_variables() {
+    let server = Server::builder("127.0.0.1:0".parse().unwrap())
+        .config(heartbeat_sdk::server::RegistryConfig {
+            tolerance: Duration::ZERO,
+            ..Default::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    let url = server.url();
+    let granted = |key: &str| {
+        server.registry().with_registry(|registry, now| {
+            registry
+                .apps(now)
+                .find(|app| app.key == key)
+                .map(|app| app.granted)
+        })
+    };
+    let counters = || {
+        server
+            .registry()
+            .with_registry(|registry, _| registry.counters())
+    };
+
+    for (ping, expected_promise) in [("true", 1400), ("false", 5000)] {
+        let base = temp_path(&format!("wrap-env-{ping}"));
+        let (env_file, release) = (base.with_extension("env"), base.with_extension("release"));
+        let _ = std::fs::remove_file(&env_file);
+        let _ = std::fs::remove_file(&release);
+        // CMD writes what it sees of HB_* and APP_ID, then waits
+        let script =
+            "env | grep -E '^(HB_|APP_ID=)' | sort > \"$0.tmp\" && mv \"$0.tmp\" \"$0.env\"; \
+                      while [ ! -e \"$0.release\" ]; do sleep 0.02; done";
+        let given = [
+            ("APP_ID", "by-env"),
+            ("HB_DONE_TIMEOUT", "0"),
+            ("HB_INIT_TIMEOUT", "5000"),
+            ("HB_PING_INTERVAL", "700"),
+            ("HB_SEND_DONE", "true"),
+            ("HB_SEND_INIT", "true"),
+            ("HB_SEND_PING", ping),
+            ("HB_URL", url.as_str()),
+        ];
+        let mut command = heartbeat(&["wrap", "--", "sh", "-c", script]);
+        command.arg(base.display().to_string());
+        command.envs(given);
+        let before = counters();
+        let running = Running::start(command);
+
+        eventually("CMD to write its environment", || env_file.exists()).await;
+        let seen = std::fs::read_to_string(&env_file).unwrap();
+        let expected: String = given.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        assert_eq!(seen, expected, "CMD sees the wrapper's HB_* variables");
+
+        if ping == "true" {
+            // the keep-alive's own init and a ping after it
+            eventually("the keep-alive to init and ping", || {
+                let now = counters();
+                now.inits >= before.inits + 2 && now.pings > before.pings
+            })
+            .await;
+        }
+        assert_eq!(
+            granted("by-env @ 127.0.0.1"),
+            Some(Duration::from_millis(expected_promise)),
+            "HB_SEND_PING={ping}"
+        );
+        std::fs::write(&release, "").unwrap();
+        let output = tokio::task::spawn_blocking(move || running.finish())
+            .await
+            .unwrap();
+        assert_eq!(output.code, Some(0), "{output:?}");
+        assert_eq!(output.stderr, "", "{output:?}");
+        assert_eq!(list(&server), "", "done sent after CMD");
+        let after = counters();
+        assert_eq!(after.dones, before.dones + 1);
+        if ping == "false" {
+            assert_eq!(
+                (after.inits, after.pings),
+                (before.inits + 1, before.pings),
+                "init only"
+            );
+        }
+        for path in [&env_file, &release] {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    server.shutdown().await;
+}

@@ -412,7 +412,11 @@ fn bind_address(url: &Url) -> Result<SocketAddr, Error> {
 /// A running server: its address, its state, and a graceful shutdown.
 ///
 /// Dropping the handle without [`shutdown`](ServerHandle::shutdown) stops
-/// accepting at once and aborts connections in flight.
+/// accepting at once (the listening socket is closed) and waits for
+/// nothing: requests already being served still complete, each connection
+/// then closes, idle ones at once; with durable state, changes not yet
+/// committed may be lost. `shutdown` also waits for them (up to 5 s), and
+/// commits the state.
 #[derive(Debug)]
 pub struct ServerHandle {
     local_addr: SocketAddr,

@@ -14,8 +14,13 @@ use crate::error::TransportError;
 ///
 /// Built with [`ReqwestTransport::new`] it bypasses system proxies, follows
 /// no redirects, connects within 2 s and gives a request 4 s in all;
-/// [`ReqwestTransport::builder`] changes the timeouts. Wrap a client of your
-/// own with `From<reqwest::Client>`.
+/// [`ReqwestTransport::builder`] changes the timeouts and adds trusted root
+/// certificates. Wrap a client of your own with `From<reqwest::Client>`.
+///
+/// TLS (`https://` URLs): through rustls (feature `rustls`, the default)
+/// or the platform's native TLS (feature `native-tls`). With both features
+/// on, reqwest picks native TLS; to choose, build a `reqwest::Client` with
+/// `use_rustls_tls()` or `use_native_tls()` and wrap it.
 ///
 /// Redirects: a `3xx` reply is returned as it is (the client makes it an
 /// [`Error::Status`](crate::Error::Status)); following one would send the
@@ -71,6 +76,9 @@ impl From<reqwest::Client> for ReqwestTransport {
 pub struct ReqwestTransportBuilder {
     connect_timeout: Duration,
     timeout: Duration,
+    /// Trusted on top of the TLS backend's own roots.
+    #[cfg(any(feature = "rustls", feature = "native-tls"))]
+    roots: Vec<reqwest::Certificate>,
 }
 
 impl Default for ReqwestTransportBuilder {
@@ -78,6 +86,8 @@ impl Default for ReqwestTransportBuilder {
         Self {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_REQUEST_TIMEOUT,
+            #[cfg(any(feature = "rustls", feature = "native-tls"))]
+            roots: Vec::new(),
         }
     }
 }
@@ -96,15 +106,60 @@ impl ReqwestTransportBuilder {
         self
     }
 
+    /// Trust the certificates in `pem` (one or more `BEGIN CERTIFICATE`
+    /// blocks) as roots for `https://` URLs, on top of the TLS backend's
+    /// own (webpki's roots with rustls, the system's with native TLS):
+    /// for a server with a self-signed certificate or a private CA
+    /// (feature `rustls` or `native-tls`).
+    ///
+    /// # Errors
+    /// A [`TransportError`] of kind
+    /// [`Other`](crate::TransportErrorKind::Other) when `pem` holds no
+    /// certificate or a block that does not decode. A certificate the TLS
+    /// backend cannot parse is refused here with native TLS, and by
+    /// [`build`](Self::build) with rustls.
+    ///
+    /// ```no_run
+    /// use heartbeat_sdk::transport::ReqwestTransport;
+    /// use heartbeat_sdk::HeartbeatClient;
+    ///
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = std::fs::read("/etc/heartbeat/ca.pem")?;
+    /// let transport = ReqwestTransport::builder().add_root_certificate(&ca)?.build()?;
+    /// let client = HeartbeatClient::builder_with_transport(transport)
+    ///     .url("https://hb.internal:8443")
+    ///     .app_id("backup")
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    #[cfg(any(feature = "rustls", feature = "native-tls"))]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "rustls", feature = "native-tls"))))]
+    pub fn add_root_certificate(mut self, pem: &[u8]) -> Result<Self, TransportError> {
+        let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+            TransportError::other(format!("invalid PEM certificate: {e}")).with_source(e)
+        })?;
+        if certificates.is_empty() {
+            return Err(TransportError::other(
+                "invalid PEM certificate: no BEGIN CERTIFICATE block",
+            ));
+        }
+        self.roots.extend(certificates);
+        Ok(self)
+    }
+
     /// Build the transport.
     pub fn build(self) -> Result<ReqwestTransport, TransportError> {
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(self.connect_timeout)
-            .timeout(self.timeout)
-            .build()
-            .map_err(convert)?;
+            .timeout(self.timeout);
+        #[cfg(any(feature = "rustls", feature = "native-tls"))]
+        let builder = self
+            .roots
+            .into_iter()
+            .fold(builder, reqwest::ClientBuilder::add_root_certificate);
+        let client = builder.build().map_err(convert)?;
         Ok(ReqwestTransport { client })
     }
 }
