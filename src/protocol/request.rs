@@ -231,6 +231,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_timeout_too_long_says_what_was_asked_and_the_limit() {
+        let e = TimeoutTooLong {
+            requested: Duration::from_secs(5_000_000),
+            max_ms: MAX_TIMEOUT_MS,
+        };
+        assert_eq!(
+            e.to_string(),
+            "timeout 5000000s is out of range (the protocol carries at most 4294967295 ms)"
+        );
+    }
+
+    #[test]
     fn methods_have_their_wire_names() {
         assert_eq!(Method::Get.as_str(), "GET");
         assert_eq!(Method::Post.as_str(), "POST");

@@ -471,13 +471,10 @@ pub const MULTIPLE_LINE_SEPARATOR: &str = ",";
 pub const MULTIPLE_LINE_END: &str = "]";
 
 /// A number as Nagios prints it: decimal, optional sign, fraction and exponent.
+/// (Rust's `f64` syntax is that plus `inf`, `infinity` and `nan`, which the
+/// finiteness check refuses.)
 fn parse_number(s: &str) -> Option<f64> {
-    let ok = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'));
-    ok.then(|| s.parse().ok())
-        .flatten()
-        .filter(|n: &f64| n.is_finite())
+    s.parse().ok().filter(|n: &f64| n.is_finite())
 }
 
 /// Split `label=value;...` items, honouring single-quoted labels with `''`
@@ -695,6 +692,18 @@ mod tests {
             (None, None, None, None)
         );
         assert_eq!(status.granted(), Some(Duration::from_secs(3)));
+        let labels: Vec<&str> = status.perfdata().iter().map(|p| p.label.as_str()).collect();
+        assert_eq!(labels, ["od", "delay"]);
+    }
+
+    #[test]
+    fn durations_read_in_their_unit() {
+        let status = Status::parse("OK - x| a=250us b=1.5ms c=2s d=3 e=4min").unwrap();
+        let dur = |label| status.perf(label).unwrap().as_duration();
+        assert_eq!(dur("a"), Some(Duration::from_micros(250)));
+        assert_eq!(dur("b"), Some(Duration::from_micros(1500)));
+        assert_eq!(dur("c"), Some(Duration::from_secs(2)));
+        assert_eq!((dur("d"), dur("e")), (None, None));
     }
 
     #[test]

@@ -447,6 +447,47 @@ mod tests {
     }
 
     #[test]
+    fn a_key_splits_on_its_last_at() {
+        assert_eq!(
+            split_key("kiosk @ 3 @ 10.0.0.7"),
+            ("kiosk @ 3", Some("10.0.0.7"))
+        );
+        assert_eq!(split_key("k @ ::1"), ("k", Some("::1")));
+        assert_eq!(split_key("kiosk-3"), ("kiosk-3", None));
+        assert_eq!(split_key("a@b"), ("a@b", None));
+    }
+
+    #[test]
+    fn missing_apps_are_counted_and_kept_in_order() {
+        let check = HostCheck::new(vec![
+            app("m1", Finding::Missing),
+            tracked("o", State::Ok, 0.1),
+            app("m2", Finding::Missing),
+        ]);
+        let keys: Vec<&str> = check.apps().iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(keys, ["m1", "o", "m2"]);
+        assert!(check.apps()[0].is_missing());
+        assert!(!check.apps()[1].is_missing());
+        let counts = check.counts();
+        assert_eq!((counts.missing, counts.critical, counts.ok), (2, 2, 1));
+    }
+
+    #[test]
+    fn exactly_summary_names_apps_are_all_named_with_no_more() {
+        let apps: Vec<CheckedApp> = (0..SUMMARY_NAMES)
+            .map(|i| tracked(&format!("c{i}"), State::Critical, 5.5))
+            .collect();
+        let line = HostCheck::new(apps.clone()).line();
+        assert!(line.contains("c9 ("), "{line}");
+        assert!(!line.contains("more"), "{line}");
+        let mut eleven = apps;
+        eleven.push(tracked("c10", State::Critical, 5.5));
+        let line = HostCheck::new(eleven).line();
+        assert!(!line.contains("c10 ("), "{line}");
+        assert!(line.contains(" ... and 1 more|"), "{line}");
+    }
+
+    #[test]
     fn no_apps_is_unknown() {
         let check = HostCheck::new(vec![]);
         assert_eq!(check.state(), State::Unknown);
