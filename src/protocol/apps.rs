@@ -367,6 +367,24 @@ mod tests {
         assert_eq!(apps.apps[0].host.as_deref(), Some("::1"));
         assert_eq!(apps.apps[1].state, AppState::Missing);
         assert_eq!(apps.apps[1].last_seen, None);
+        assert_eq!(apps.thresholds.tolerance, Duration::from_secs(1));
+        assert_eq!(
+            apps.apps[0].last_seen,
+            Some(UNIX_EPOCH + Duration::from_millis(1_795_611_599_000))
+        );
+        assert_eq!(
+            apps.apps[0].last_seen_ago,
+            Some(Duration::from_millis(1250))
+        );
+
+        // and written back in the same shapes
+        let back = serde_json::to_value(&apps).unwrap();
+        assert_eq!(back["generated_at"], "2026-11-25T13:00:00.250Z");
+        assert_eq!(back["thresholds"]["tolerance_ms"], 1000);
+        assert_eq!(back["apps"][0]["last_seen"], "2026-11-25T12:59:59.000Z");
+        assert_eq!(back["apps"][0]["granted_ms"], 3000);
+        assert_eq!(back["apps"][1]["last_seen"], serde_json::Value::Null);
+        assert_eq!(back["apps"][1]["granted_ms"], serde_json::Value::Null);
 
         let err = parse_apps(b"OK - fine").unwrap_err();
         assert!(
