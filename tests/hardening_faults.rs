@@ -17,21 +17,27 @@ use std::time::Duration;
 use heartbeat_sdk::transport::{self, HttpRequest, HttpResponse, Method};
 use heartbeat_sdk::{Error, ErrorPolicy, HeartbeatClient, TransportError, TransportErrorKind};
 
-/// Fails its first `failures` requests with `kind`, then answers `3000`;
-/// records the method and timeout of every request. The transport is a
-/// closure over it ([`client_over`]).
+/// Fails its first `failures` requests with `kind` (each after `stall`, on
+/// tokio's clock), then answers `3000`; records the method and timeout of
+/// every request. The transport is a closure over it ([`client_over`]).
 #[derive(Debug)]
 struct FailingFirst {
     failures: AtomicUsize,
     kind: TransportErrorKind,
+    stall: Duration,
     seen: Mutex<Vec<(Method, Duration)>>,
 }
 
 impl FailingFirst {
     fn new(failures: usize, kind: TransportErrorKind) -> Arc<Self> {
+        Self::stalling(failures, kind, Duration::ZERO)
+    }
+
+    fn stalling(failures: usize, kind: TransportErrorKind, stall: Duration) -> Arc<Self> {
         Arc::new(FailingFirst {
             failures: AtomicUsize::new(failures),
             kind,
+            stall,
             seen: Mutex::default(),
         })
     }
@@ -40,7 +46,8 @@ impl FailingFirst {
         self.seen.lock().unwrap().clone()
     }
 
-    fn answer(&self, request: &HttpRequest) -> Result<HttpResponse, TransportError> {
+    /// The reply to `request`, and how long to stall before giving it.
+    fn answer(&self, request: &HttpRequest) -> (Result<HttpResponse, TransportError>, Duration) {
         self.seen
             .lock()
             .unwrap()
@@ -50,14 +57,23 @@ impl FailingFirst {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         if failing {
-            return Err(TransportError::new(self.kind, "scripted failure"));
+            let error = TransportError::new(self.kind, "scripted failure");
+            return (Err(error), self.stall);
         }
-        Ok(HttpResponse::new(200, "3000"))
+        (Ok(HttpResponse::new(200, "3000")), Duration::ZERO)
     }
 }
 
 fn client_over(script: Arc<FailingFirst>) -> HeartbeatClient {
-    let transport = transport::from_fn(move |request| std::future::ready(script.answer(&request)));
+    let transport = transport::from_fn(move |request| {
+        let (reply, stall) = script.answer(&request);
+        async move {
+            if !stall.is_zero() {
+                tokio::time::sleep(stall).await;
+            }
+            reply
+        }
+    });
     HeartbeatClient::builder_with_transport(transport)
         .app_id("app")
         .request_timeout(Duration::from_secs(2))
@@ -66,8 +82,9 @@ fn client_over(script: Arc<FailingFirst>) -> HeartbeatClient {
 }
 
 /// The rule itself, transport-agnostic: a `GET` closed under it is sent
-/// once more, once; nothing else is.
-#[tokio::test]
+/// once more, once, within what is left of its timeout; nothing else is.
+/// On tokio's paused clock, so the time the first try took is exact.
+#[tokio::test(start_paused = true)]
 async fn a_get_closed_under_it_is_sent_once_more_and_only_a_get_only_once() {
     let ping = |client: HeartbeatClient| async move {
         client
@@ -75,14 +92,21 @@ async fn a_get_closed_under_it_is_sent_once_more_and_only_a_get_only_once() {
             .await
     };
 
-    let transport = FailingFirst::new(1, TransportErrorKind::Closed);
+    // the first try is cut off after 700 ms of the 2 s request timeout
+    let stall = Duration::from_millis(700);
+    let transport = FailingFirst::stalling(1, TransportErrorKind::Closed, stall);
+    let started = tokio::time::Instant::now();
     let granted = ping(client_over(transport.clone())).await.unwrap();
     assert_eq!(granted, Duration::from_millis(3000));
+    assert_eq!(started.elapsed(), stall, "the resend goes out at once");
     let seen = transport.seen();
-    assert_eq!(seen.len(), 2, "{seen:?}");
-    assert!(
-        seen[1].1 <= seen[0].1,
-        "the second try gets what is left of the timeout: {seen:?}"
+    assert_eq!(
+        seen,
+        [
+            (Method::Get, Duration::from_secs(2)),
+            (Method::Get, Duration::from_secs(2) - stall)
+        ],
+        "the second try gets only what is left of the timeout"
     );
 
     let transport = FailingFirst::new(2, TransportErrorKind::Closed);
