@@ -164,7 +164,7 @@ async fn a_get_closed_under_it_is_sent_once_more_and_only_a_get_only_once() {
 #[cfg(any(feature = "reqwest", feature = "surf"))]
 mod dropped_connections {
     use super::*;
-    use common::raw_http::{Closing, KeepAliveServer};
+    use common::raw_http::{Closing, KeepAliveServer, Received};
     use heartbeat_sdk::transport::Transport;
     use std::sync::atomic::Ordering::SeqCst;
     use tokio::time::Instant;
@@ -191,11 +191,39 @@ mod dropped_connections {
             .unwrap()
     }
 
+    /// The request target without its cache buster: the command itself.
+    fn command(target: &str) -> &str {
+        target
+            .split_once("cache_buster=")
+            .map_or(target, |(command, _)| command)
+    }
+
+    /// Proof, from the server's own log, that every request cut off
+    /// unanswered was sent again and answered: the next request is the same
+    /// command, on another connection, answered. `by_the_client`: the
+    /// client's resend (a fresh cache buster), not the backend's (curl
+    /// resends the very same bytes).
+    fn assert_each_cut_off_was_resent(log: &[Received], by_the_client: bool) {
+        for (i, cut) in log.iter().enumerate().filter(|(_, r)| !r.answered) {
+            let again = log
+                .get(i + 1)
+                .unwrap_or_else(|| panic!("request {i} cut off and never sent again: {log:#?}"));
+            assert!(again.answered, "{log:#?}");
+            assert_ne!(again.connection, cut.connection, "{log:#?}");
+            assert_eq!(command(&again.target), command(&cut.target), "{log:#?}");
+            if by_the_client {
+                assert_ne!(again.target, cut.target, "a fresh cache buster: {log:#?}");
+            }
+        }
+    }
+
     /// `posts_reconnect`: the backend itself resends a request whose reused
     /// connection died before any reply (curl does; hyper does not).
     async fn no_ping_fails(transport: impl Transport + Clone + 'static, posts_reconnect: bool) {
-        // The server drops every connection 100 ms after its last reply;
-        // the client pings every time the server has just done so.
+        // The server closes every connection 100 ms after its last reply;
+        // the client pings every time the server has just done so, before
+        // the server's FIN reached it: pings 2 and 3 go out on a connection
+        // the server has closed.
         let server = KeepAliveServer::start("3000", Closing::AfterIdle(Duration::from_millis(100)));
         let client = client_of(transport.clone(), &server.url);
         for beat in 1..=3 {
@@ -210,7 +238,15 @@ mod dropped_connections {
             )
             .await;
         }
-        assert_eq!(server.answered.load(SeqCst), 3);
+        let log = server.received();
+        assert_eq!(server.answered.load(SeqCst), 3, "{log:#?}");
+        assert_eq!(
+            server.cut_off.load(SeqCst),
+            2,
+            "pings 2 and 3 met an idle-closed connection: {log:#?}"
+        );
+        assert_eq!(log.len(), 5, "{log:#?}");
+        assert_each_cut_off_was_resent(&log, !posts_reconnect);
 
         // The same race made certain: the server closes each kept-alive
         // connection as the next request arrives on it, unanswered.
@@ -226,12 +262,15 @@ mod dropped_connections {
             client.get("/list", ErrorPolicy::Raise).await.unwrap(),
             "3000"
         );
-        assert_eq!(server.answered.load(SeqCst), 6);
+        let log = server.received();
+        assert_eq!(server.answered.load(SeqCst), 6, "{log:#?}");
         assert_eq!(
             server.cut_off.load(SeqCst),
             5,
-            "every request after the first met a closed connection"
+            "every request after the first met a closed connection: {log:#?}"
         );
+        assert_eq!(log.len(), 11, "{log:#?}");
+        assert_each_cut_off_was_resent(&log, !posts_reconnect);
 
         let init = client
             .init(Duration::from_secs(2), ErrorPolicy::Raise)
