@@ -269,9 +269,14 @@ fn build_blocking_keeps_every_setting_of_the_async_builder() {
 }
 
 #[cfg(all(feature = "server", feature = "reqwest"))]
+#[path = "support/refusing.rs"]
+mod refusing;
+
+#[cfg(all(feature = "server", feature = "reqwest"))]
 mod real_server {
     use super::*;
     use heartbeat_sdk::server::Server;
+    use refusing::Refusing;
 
     /// Every call and a keep-alive over reqwest against the embedded server.
     fn exercise_server(url: &str, app: &str) {
@@ -339,11 +344,9 @@ mod real_server {
 
     #[test]
     fn an_unreachable_server_is_an_error_or_the_fallback() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        drop(listener);
+        let refusing = Refusing::new();
         let client = heartbeat_sdk::HeartbeatClient::builder()
-            .url(url)
+            .url(refusing.url())
             .build_blocking()
             .unwrap();
         assert!(client

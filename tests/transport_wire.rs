@@ -163,7 +163,7 @@ mod surf {
     use std::time::Instant;
 
     use common::raw_http::http10 as http10_reply;
-    use common::wiremock_harness::refused_url;
+    use common::refusing::Refusing;
     use heartbeat_sdk::transport::SurfTransport;
 
     fn transport() -> SurfTransport {
@@ -259,8 +259,9 @@ mod surf {
             "{took:?}"
         );
 
+        let refusing = Refusing::new();
         let err = transport()
-            .send(get(&refused_url(), Duration::from_secs(2)))
+            .send(get(&refusing.url(), Duration::from_secs(2)))
             .await
             .unwrap_err();
         assert!(err.is_connect(), "{err:?}");
