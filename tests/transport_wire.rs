@@ -254,8 +254,10 @@ mod surf {
             .unwrap_err();
         assert!(err.is_timeout(), "{err:?}");
         let took = started.elapsed();
+        // not before the timeout; "after" only has to be bounded (a loaded
+        // machine may wake up late, a missing timeout never ends)
         assert!(
-            took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+            took >= Duration::from_millis(300) && took < Duration::from_secs(10),
             "{took:?}"
         );
 
