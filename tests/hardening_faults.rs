@@ -487,7 +487,9 @@ mod demo_interrupted {
                 .unwrap();
         });
         let transport = Stalls::default();
-        let request_timeout = Duration::from_secs(10);
+        // long, so that "abandoned, not waited for" (a quarter of it) has
+        // a wide margin on a loaded machine
+        let request_timeout = Duration::from_secs(60);
         let client = HeartbeatClient::builder_with_transport(stalling_pings(
             ReqwestTransport::new().unwrap(),
             transport.clone(),
