@@ -19,12 +19,15 @@ const GOODBYE: &str = "So Long, and Thanks for All the Fish!";
 const BYSTANDER: &str = "bystander @ 127.0.0.1";
 const DEMO: &str = "demo @ 127.0.0.1";
 
+/// A request's path and its reply's status (`None`: no reply).
+type Reply = (String, Option<u16>);
+
 /// The mock with a bystander app, and the outcome of every request sent
-/// through it: the path and the reply's status (`None`: no reply).
+/// through it.
 #[derive(Debug, Clone, Default)]
 struct Recorded {
     mock: MockTransport,
-    replies: Arc<Mutex<Vec<(String, Option<u16>)>>>,
+    replies: Arc<Mutex<Vec<Reply>>>,
 }
 
 impl Recorded {
@@ -59,7 +62,7 @@ impl Recorded {
             .unwrap()
     }
 
-    fn replies(&self) -> Vec<(String, Option<u16>)> {
+    fn replies(&self) -> Vec<Reply> {
         self.replies.lock().unwrap().clone()
     }
 

@@ -78,7 +78,11 @@ async fn the_retry_loop_waits_a_jittered_backoff() {
     let timed = Timed::default();
     let client = HeartbeatClient::builder_with_transport(timed.transport())
         .app_id("jittered-retry")
-        .retry(RetryPolicy::new(2).initial_backoff(bound).max_backoff(bound))
+        .retry(
+            RetryPolicy::new(2)
+                .initial_backoff(bound)
+                .max_backoff(bound),
+        )
         .build()
         .unwrap();
     let mut waits = Vec::new();

@@ -546,7 +546,10 @@ mod real_server {
 
         let second = start(addr).await;
         let recovered = handle.state().inits_ok + 1;
-        wait(&handle, Duration::from_secs(10), |s| s.inits_ok >= recovered).await;
+        wait(&handle, Duration::from_secs(10), |s| {
+            s.inits_ok >= recovered
+        })
+        .await;
         // Issue 14: no timing window (the wait above is bounded); what
         // matters is what came back: one init, counted by the new server
         let inits = second.registry().with_registry(|r, _| r.counters().inits);
