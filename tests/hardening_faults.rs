@@ -249,6 +249,47 @@ mod dropped_connections {
         assert_eq!(log.len(), 5, "{log:#?}");
         assert_each_cut_off_was_resent(&log, !posts_reconnect);
 
+        // a POST on the idle-closed connection is not resent by the client;
+        // curl resends it itself (the same bytes)
+        let init = client
+            .init(Duration::from_secs(2), ErrorPolicy::Raise)
+            .await;
+        let log = server.received();
+        let counts = (server.answered.load(SeqCst), server.cut_off.load(SeqCst));
+        if posts_reconnect {
+            assert_eq!(init.unwrap(), Duration::from_millis(3000));
+            assert_eq!(counts, (4, 3), "{log:#?}");
+        } else {
+            let err = init.unwrap_err();
+            assert!(
+                err.transport_error().is_some_and(TransportError::is_closed),
+                "{err:?}"
+            );
+            assert_eq!(
+                counts,
+                (3, 3),
+                "a POST is not resent by the client: {log:#?}"
+            );
+            assert!(
+                log.last().unwrap().target.starts_with("/hb_init?"),
+                "{log:#?}"
+            );
+
+            // the fault is real: below the client, a GET on the stale
+            // connection fails, and is reported as closed under it
+            let get = |url: &str| {
+                HttpRequest::new(Method::Get, url, "/hb_ping?1&appid=x")
+                    .with_timeout(Duration::from_secs(2))
+                    .with_body_limit(1024)
+            };
+            let server =
+                KeepAliveServer::start("3000", Closing::AfterIdle(Duration::from_millis(100)));
+            transport.send(get(&server.url)).await.unwrap();
+            until(&server.closed_idle, 1, "the idle connection closed").await;
+            let err = transport.send(get(&server.url)).await.unwrap_err();
+            assert!(err.is_closed(), "{err:?}");
+        }
+
         // The same race made certain: the server closes each kept-alive
         // connection as the next request arrives on it, unanswered.
         let server = KeepAliveServer::start("3000", Closing::OnNextRequest);
@@ -263,45 +304,17 @@ mod dropped_connections {
             client.get("/list", ErrorPolicy::Raise).await.unwrap(),
             "3000"
         );
+        // Each request after the first meets a closed connection when the
+        // client reuses its pooled one; back to back on a loaded machine
+        // the pool may not have it ready yet and opens a new one instead
+        // (no cut-off then). So: every request answered exactly once, at
+        // least one cut off, and each cut-off one resent.
         let log = server.received();
+        let cut_off = server.cut_off.load(SeqCst);
         assert_eq!(server.answered.load(SeqCst), 6, "{log:#?}");
-        assert_eq!(
-            server.cut_off.load(SeqCst),
-            5,
-            "every request after the first met a closed connection: {log:#?}"
-        );
-        assert_eq!(log.len(), 11, "{log:#?}");
+        assert!((1..=5).contains(&cut_off), "{cut_off} cut off: {log:#?}");
+        assert_eq!(log.len(), 6 + cut_off, "{log:#?}");
         assert_each_cut_off_was_resent(&log, !posts_reconnect);
-
-        let init = client
-            .init(Duration::from_secs(2), ErrorPolicy::Raise)
-            .await;
-        if posts_reconnect {
-            assert_eq!(init.unwrap(), Duration::from_millis(3000));
-        } else {
-            let err = init.unwrap_err();
-            assert!(
-                err.transport_error().is_some_and(TransportError::is_closed),
-                "{err:?}"
-            );
-            assert_eq!(
-                server.answered.load(SeqCst),
-                6,
-                "a POST is not resent by the client"
-            );
-
-            // the fault is real: below the client, a GET on the stale
-            // connection fails, and is reported as closed under it
-            let get = |url: &str| {
-                HttpRequest::new(Method::Get, url, "/hb_ping?1&appid=x")
-                    .with_timeout(Duration::from_secs(2))
-                    .with_body_limit(1024)
-            };
-            let server = KeepAliveServer::start("3000", Closing::OnNextRequest);
-            transport.send(get(&server.url)).await.unwrap();
-            let err = transport.send(get(&server.url)).await.unwrap_err();
-            assert!(err.is_closed(), "{err:?}");
-        }
     }
 
     #[cfg(feature = "reqwest")]
