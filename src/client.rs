@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use url::Url;
 
@@ -513,7 +513,7 @@ impl HeartbeatClient {
         timeout: Duration,
         body_limit: usize,
     ) -> Result<(String, Vec<u8>)> {
-        let started = Instant::now();
+        let started = crate::retry::now();
         let http = self.http_request(build, timeout, body_limit);
         let method = http.method();
         let mut url = http.url();
@@ -521,7 +521,7 @@ impl HeartbeatClient {
         let transport = &*self.inner.transport;
         let mut sent = send_bounded(transport, http).await;
         if let Err(error) = &sent {
-            let left = timeout.saturating_sub(started.elapsed());
+            let left = timeout.saturating_sub(crate::retry::elapsed(started));
             if method == Method::Get && error.is_closed() && !left.is_zero() {
                 let again = self.http_request(build, left, body_limit);
                 url = again.url();

@@ -231,8 +231,9 @@ fn random_u64() -> u64 {
 }
 
 /// The current instant, on tokio's clock when tokio is compiled in (so that
-/// a paused test clock applies), else the system's.
-fn now() -> Instant {
+/// a paused test clock applies), else the system's. The client's per-request
+/// deadlines use it too.
+pub(crate) fn now() -> Instant {
     #[cfg(any(feature = "reqwest", feature = "keepalive", feature = "server"))]
     {
         tokio::time::Instant::now().into_std()
@@ -243,7 +244,8 @@ fn now() -> Instant {
     }
 }
 
-fn elapsed(start: Instant) -> Duration {
+/// The time since `start`, on the clock of [`now`].
+pub(crate) fn elapsed(start: Instant) -> Duration {
     now().saturating_duration_since(start)
 }
 

@@ -118,10 +118,48 @@ async fn works_inside_spawn_blocking_of_a_multi_thread_runtime() {
         .unwrap();
 }
 
+/// Signals when it is dropped: held by a transport, it tells when the last
+/// clone of the client using that transport (a keep-alive task's included)
+/// is gone, after which nothing more can be sent through it.
+struct DropSignal(std::sync::mpsc::SyncSender<()>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        let _ = self.0.try_send(());
+    }
+}
+
+/// `mock` as a transport holding a [`DropSignal`], and the receiver that
+/// hears of its drop.
+fn signalling(
+    mock: &MockTransport,
+) -> (
+    impl heartbeat_sdk::Transport + 'static,
+    std::sync::mpsc::Receiver<()>,
+) {
+    let (tx, gone) = std::sync::mpsc::sync_channel(1);
+    let signal = std::sync::Arc::new(DropSignal(tx));
+    let mock = mock.clone();
+    let transport = heartbeat_sdk::transport::from_fn(move |request| {
+        let _held = &signal;
+        let mock = mock.clone();
+        async move { heartbeat_sdk::Transport::send(&mock, request).await }
+    });
+    (transport, gone)
+}
+
+fn dones(mock: &MockTransport) -> usize {
+    mock.requests()
+        .iter()
+        .filter(|r| r.target().starts_with("/hb_done"))
+        .count()
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn created_in_a_runtime_and_dropped_in_another_context() {
     let mock = MockTransport::new();
-    let client = heartbeat_sdk::HeartbeatClient::builder_with_transport(mock.clone())
+    let (transport, transport_gone) = signalling(&mock);
+    let client = heartbeat_sdk::HeartbeatClient::builder_with_transport(transport)
         .build_blocking()
         .unwrap();
     let keep_alive = client.keep_alive(KeepAlive::every(ms(10)));
@@ -131,12 +169,44 @@ async fn created_in_a_runtime_and_dropped_in_another_context() {
     assert_eq!(state.beats_failed, 0);
     // dropped from another thread, no done sent
     std::thread::spawn(move || drop(keep_alive)).join().unwrap();
-    let dones = mock
-        .requests()
-        .iter()
-        .filter(|r| r.target().starts_with("/hb_done"))
-        .count();
-    assert_eq!(dones, 0);
+    // Wait until the last clone of the client (the aborted task's) is
+    // gone, with the worker's runtime: a done sent after the drop, however
+    // late, is in the mock's records by then.
+    transport_gone
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the worker still holds the client 10 s after the last handle was dropped");
+    assert_eq!(dones(&mock), 0, "{:?}", mock.requests());
+}
+
+/// Dropping a keep-alive handle while the client lives on: once the task is
+/// gone (its state channel closed), still no done, ever; the record stays.
+#[test]
+fn a_dropped_keep_alive_never_sends_done_later() {
+    let mock = MockTransport::new();
+    let client = heartbeat_sdk::HeartbeatClient::builder_with_transport(mock.clone())
+        .app_id("dropped")
+        .build_blocking()
+        .unwrap();
+    let keep_alive = client.keep_alive(KeepAlive::every(ms(10)));
+    wait(&keep_alive, |s| s.beats_ok >= 2);
+    let states = keep_alive.subscribe();
+    drop(keep_alive);
+    // the task holds the state's sender: closed once the task is gone
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while states.has_changed().is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the keep-alive task still runs 10 s after its handle was dropped"
+        );
+        std::thread::sleep(ms(5));
+    }
+    assert_eq!(dones(&mock), 0, "{:?}", mock.requests());
+    assert!(!states.borrow().stopped, "the task never got to stop");
+    assert_eq!(
+        client.list(ErrorPolicy::Raise).unwrap(),
+        ["dropped @ 127.0.0.1"],
+        "no done: the record stays"
+    );
 }
 
 #[test]
@@ -199,9 +269,14 @@ fn build_blocking_keeps_every_setting_of_the_async_builder() {
 }
 
 #[cfg(all(feature = "server", feature = "reqwest"))]
+#[path = "support/refusing.rs"]
+mod refusing;
+
+#[cfg(all(feature = "server", feature = "reqwest"))]
 mod real_server {
     use super::*;
     use heartbeat_sdk::server::Server;
+    use refusing::Refusing;
 
     /// Every call and a keep-alive over reqwest against the embedded server.
     fn exercise_server(url: &str, app: &str) {
@@ -269,11 +344,9 @@ mod real_server {
 
     #[test]
     fn an_unreachable_server_is_an_error_or_the_fallback() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        drop(listener);
+        let refusing = Refusing::new();
         let client = heartbeat_sdk::HeartbeatClient::builder()
-            .url(url)
+            .url(refusing.url())
             .build_blocking()
             .unwrap();
         assert!(client

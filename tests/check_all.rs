@@ -5,7 +5,6 @@
 //! hostile server. Every wait is bounded by the client's request timeout.
 #![cfg(all(feature = "cli", feature = "server", feature = "reqwest"))]
 
-use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,6 +15,10 @@ use heartbeat_sdk::server::{ManualClock, Server, ServerHandle};
 use heartbeat_sdk::{AppCheck, ErrorPolicy, HeartbeatClient};
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
+
+#[path = "support/refusing.rs"]
+mod refusing;
+use refusing::Refusing;
 
 async fn start(clock: &ManualClock) -> ServerHandle {
     Server::builder("127.0.0.1:0".parse().unwrap())
@@ -269,9 +272,8 @@ async fn ids_with_summary_punctuation_stay_inside_the_text() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_server_is_the_references_critical_line() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
+    let refusing = Refusing::new();
+    let url = refusing.url();
     let run = heartbeat(&url, &["check", "--all"]).await;
     assert_eq!(run.code, Some(2), "{run:?}");
     assert_eq!(run.stdout, format!("{UNREACHABLE_LINE}\n"));

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 
 use heartbeat_sdk::server::{ManualClock, Server, ServerHandle};
 
+#[path = "support/refusing.rs"]
+mod refusing;
+use refusing::Refusing;
+
 const BIN: &str = env!("CARGO_BIN_EXE_heartbeat");
 /// The longest any single step may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -236,12 +240,15 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// A port on which nothing listens.
-fn closed_port_url() -> String {
+/// A free port for a server the test starts (`serve --bind`): it has to
+/// be released for the server to bind it, so another test could take it
+/// in between (rare; the bind would then fail loudly). For an address
+/// that must refuse connections use [`Refusing`], which keeps its port.
+fn free_addr() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let addr = listener.local_addr().unwrap().to_string();
     drop(listener);
-    url
+    addr
 }
 
 /// A path in the temp dir unique to this test process.
@@ -331,7 +338,8 @@ async fn transports_not_compiled_in_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_one_line_on_stderr_with_the_documented_exit_code() {
     // 1: nothing listens
-    let output = run(against(&closed_port_url(), &["ping", "1000"])).await;
+    let refusing = Refusing::new();
+    let output = run(against(&refusing.url(), &["ping", "1000"])).await;
     assert_failed(&output, 1, "heartbeat ping: request to http://127.0.0.1:");
     assert!(output.stderr.contains("cannot connect"), "{output:?}");
 
@@ -435,7 +443,8 @@ async fn check_exits_with_each_nagios_state() {
     server.shutdown().await;
 
     // unreachable: the reference check's exact words, exit 2, the reason on stderr
-    for url in [closed_port_url(), "ftp://nowhere".to_owned()] {
+    let refusing = Refusing::new();
+    for url in [refusing.url(), "ftp://nowhere".to_owned()] {
         let output = run(against(&url, &["check"])).await;
         assert_eq!(output.code, Some(2), "{output:?}");
         assert_eq!(output.stdout, format!("{NO_STATUS}\n"));
@@ -445,7 +454,8 @@ async fn check_exits_with_each_nagios_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrap_exits_with_the_child_exit_code() {
-    let url = closed_port_url();
+    let refusing = Refusing::new();
+    let url = refusing.url();
     let output = run(against(
         &url,
         &["wrap", "--", "sh", "-c", "echo child; exit 7"],
@@ -727,7 +737,8 @@ async fn a_full_stdout_is_a_one_line_error_with_its_exit_code() {
     server.shutdown().await;
 
     // unreachable and a full stdout: UNKNOWN, both reasons on stderr
-    let output = run_with_stdout(against(&closed_port_url(), &["check"]), dev_full()).await;
+    let refusing = Refusing::new();
+    let output = run_with_stdout(against(&refusing.url(), &["check"]), dev_full()).await;
     assert_eq!(output.code, Some(3), "{output:?}");
     assert!(!output.stderr.contains("panicked"), "{output:?}");
     let lines: Vec<&str> = output.stderr.lines().collect();
@@ -773,8 +784,8 @@ async fn serve_serves_on_when_its_stdout_and_stderr_are_gone() {
         (closed_pipe(), closed_pipe(), true),
         (dev_full(), Stdio::piped(), false),
     ] {
-        let url = closed_port_url();
-        let addr = url.trim_start_matches("http://").to_owned();
+        let addr = free_addr();
+        let url = format!("http://{addr}");
         let running = Running::start_with(heartbeat(&["serve", "--bind", &addr]), stdout, stderr);
         eventually("the server to listen", || {
             std::net::TcpStream::connect(&addr).is_ok()
@@ -938,11 +949,12 @@ async fn a_wrapper_killed_by_sigkill_takes_its_child_along() {
     let pids_file = temp_path("pids-KILL");
     let pids_arg = pids_file.display().to_string();
     let script = "echo $$ > \"$0.tmp\" && mv \"$0.tmp\" \"$0\"; exec sleep 300";
+    let refusing = Refusing::new();
     // CMD's output not piped here: a CMD left running would hold the pipes
     // open and make finish() wait for it
     let running = Running::start_with(
         against(
-            &closed_port_url(),
+            &refusing.url(),
             &["wrap", "--", "sh", "-c", script, &pids_arg],
         ),
         Stdio::null(),

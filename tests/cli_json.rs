@@ -10,6 +10,10 @@ use heartbeat_sdk::server::{Server, ServerHandle};
 use heartbeat_sdk::{ErrorPolicy, HeartbeatClient};
 use serde_json::{json, Value};
 
+#[path = "support/refusing.rs"]
+mod refusing;
+use refusing::Refusing;
+
 const BIN: &str = env!("CARGO_BIN_EXE_heartbeat");
 
 /// What a finished run left behind.
@@ -147,9 +151,8 @@ async fn hostile_ids_are_escaped_by_json_and_the_text_output_is_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_with_json_is_the_usual_one_line_error() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
+    let refusing = Refusing::new();
+    let url = refusing.url();
     for args in [&["list", "--json"][..], &["status", "--json"]] {
         let output = run(&url, args).await;
         assert_ne!(output.code, Some(0), "{output:?}");

@@ -516,12 +516,16 @@ mod http {
     use std::time::Instant;
 
     /// A reply whose head arrives at once and whose body then drips one
-    /// byte per second: the total request timeout must still fire.
+    /// byte every 2 s: the total request timeout must still fire. A
+    /// per-read timeout never would (each byte comes within it), and the
+    /// whole body takes 8 s: the call must fail with a timeout, not before
+    /// the timeout, and well before the body could have been complete
+    /// (wide margins, no tight window).
     pub async fn dripped_replies_hit_the_total_timeout<T: Transport + 'static>(
         make: impl Fn() -> T,
     ) {
         let timeout = Duration::from_millis(1200);
-        let pause = Duration::from_secs(1);
+        let pause = Duration::from_secs(2);
         let http11 =
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\n".to_vec();
         let mut cases = Vec::new();
@@ -543,12 +547,10 @@ mod http {
         for (result, took) in futures_join(cases).await {
             let err = result.unwrap_err();
             assert!(err.is_timeout(), "{err:?}");
+            // `started` is taken before the call starts its clock
+            assert!(took >= timeout, "fired early: {took:?}");
             assert!(
-                took >= timeout - Duration::from_millis(50),
-                "fired early: {took:?}"
-            );
-            assert!(
-                took < timeout + Duration::from_millis(800),
+                took < timeout + Duration::from_secs(5),
                 "fired late: {took:?}"
             );
         }

@@ -1157,84 +1157,87 @@ async fn past_max_apps_new_ids_get_503_and_the_registry_does_not_grow() {
     server.shutdown().await;
 }
 
-/// How long until the server closes `stream` (EOF or reset), reading and
-/// discarding whatever it sends; fails past `limit`.
-fn time_to_close(stream: &mut TcpStream, since: Instant, limit: Duration) -> Duration {
+/// When the server closes `stream` (EOF or reset), reading and discarding
+/// whatever it sends; fails past `limit`.
+fn closed_at(stream: &mut TcpStream, limit: Duration) -> Instant {
     stream.set_read_timeout(Some(limit)).unwrap();
     let mut buf = [0u8; 1024];
     loop {
         match stream.read(&mut buf) {
-            Ok(0) => return since.elapsed(),
+            Ok(0) => return Instant::now(),
             Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return since.elapsed(),
-            Err(e) => panic!(
-                "the server kept a silent connection open for {:?}: {e}",
-                since.elapsed()
-            ),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Instant::now(),
+            Err(e) => panic!("the server kept a silent connection open past {limit:?}: {e}"),
         }
     }
 }
 
+/// Issue 14: no tight windows. Each stalled connection's time is taken
+/// before the server could start its timer (before the connect, or before
+/// the request whose reply starts the idle wait), so "not before the
+/// timeout" is exact; "closed by the configured timeout" only has to stay
+/// below the 10 s default, far above any scheduling delay; and "others are
+/// not delayed" is an order: the other client's answer comes before any
+/// stalled connection is closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_send_nothing_are_disconnected_after_the_head_timeout() {
-    let head_timeout = Duration::from_millis(300);
+    let head_timeout = Duration::from_secs(2);
+    // well below the server's 10 s default: closing by it is not enough
+    let limit = Duration::from_secs(7);
     let server = start(local().head_timeout(head_timeout)).await;
     let addr = server.local_addr();
-    let limit = Duration::from_secs(3);
-    let silent = std::thread::spawn(move || {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        time_to_close(&mut stream, Instant::now(), limit)
-    });
-    let partial = std::thread::spawn(move || {
-        let mut stream = TcpStream::connect(addr).unwrap();
+    let connect = move || {
         let since = Instant::now();
-        stream
+        (TcpStream::connect(addr).unwrap(), since)
+    };
+    // all four connect before the other client's request
+    let (mut silent, silent_since) = connect();
+    let (mut partial, partial_since) = connect();
+    let (mut slow_loris, slow_loris_since) = connect();
+    let (mut idle_keep_alive, _) = connect();
+    let silent = std::thread::spawn(move || (closed_at(&mut silent, limit), silent_since));
+    let partial = std::thread::spawn(move || {
+        partial
             .write_all(b"GET /list HTTP/1.1\r\nHost: x\r\n")
             .unwrap();
-        time_to_close(&mut stream, since, limit)
+        (closed_at(&mut partial, limit), partial_since)
     });
     let slow_loris = std::thread::spawn(move || {
         // one header byte every 50 ms: each byte arrives well within any
         // per-read timeout, the head never completes
-        let mut stream = TcpStream::connect(addr).unwrap();
-        let since = Instant::now();
         let mut head = b"GET /list HTTP/1.1\r\nX-Slow: "
             .iter()
             .chain(std::iter::repeat(&b'z'));
-        while since.elapsed() < limit {
-            if stream.write_all(&[*head.next().unwrap()]).is_err() {
+        while slow_loris_since.elapsed() < limit {
+            if slow_loris.write_all(&[*head.next().unwrap()]).is_err() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
-            stream.set_nonblocking(true).unwrap();
+            slow_loris.set_nonblocking(true).unwrap();
             let mut buf = [0u8; 64];
-            let closed = matches!(stream.read(&mut buf), Ok(0));
-            stream.set_nonblocking(false).unwrap();
+            let closed = matches!(slow_loris.read(&mut buf), Ok(0));
+            slow_loris.set_nonblocking(false).unwrap();
             if closed {
                 break;
             }
         }
-        time_to_close(&mut stream, since, limit)
+        (closed_at(&mut slow_loris, limit), slow_loris_since)
     });
     let idle_keep_alive = std::thread::spawn(move || {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream
+        let since = Instant::now();
+        idle_keep_alive
             .write_all(b"GET /list HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
         let mut buf = [0u8; 1024];
-        stream.set_read_timeout(Some(limit)).unwrap();
-        let n = stream.read(&mut buf).unwrap();
+        idle_keep_alive.set_read_timeout(Some(limit)).unwrap();
+        let n = idle_keep_alive.read(&mut buf).unwrap();
         assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK\r\n"));
-        time_to_close(&mut stream, Instant::now(), limit)
+        (closed_at(&mut idle_keep_alive, limit), since)
     });
-    // while four connections stall, the server answers everyone else at once
-    let started = Instant::now();
+    // while four connections stall, the server answers everyone else
     let (status, _) = blocking(move || get(addr, "/list")).await;
+    let answered = Instant::now();
     assert_eq!(status, 200);
-    assert!(
-        started.elapsed() < head_timeout,
-        "stalled clients must not delay others"
-    );
 
     for (name, handle) in [
         ("silent", silent),
@@ -1242,14 +1245,16 @@ async fn clients_that_send_nothing_are_disconnected_after_the_head_timeout() {
         ("slow loris", slow_loris),
         ("idle keep-alive", idle_keep_alive),
     ] {
-        let took = blocking(move || handle.join().unwrap()).await;
+        let (closed, since) = blocking(move || handle.join().unwrap()).await;
+        let took = closed - since;
         assert!(
-            took >= head_timeout - Duration::from_millis(50),
+            took >= head_timeout,
             "{name}: closed after {took:?}, before the timeout"
         );
+        assert!(took < limit, "{name}: closed only after {took:?}");
         assert!(
-            took < head_timeout + Duration::from_secs(1),
-            "{name}: closed only after {took:?}"
+            answered < closed,
+            "{name}: the other client was answered only after this stalled connection was closed"
         );
     }
     server.shutdown().await;
@@ -1263,13 +1268,14 @@ async fn bodies_that_never_arrive_get_408_after_the_head_timeout() {
     let server = start(local().head_timeout(head_timeout)).await;
     let addr = server.local_addr();
     let (took, reply) = blocking(move || {
-        let mut stream = TcpStream::connect(addr).unwrap();
+        // before the connect: the server's timer cannot start earlier
         let since = Instant::now();
+        let mut stream = TcpStream::connect(addr).unwrap();
         stream
             .write_all(b"POST /hb_init?1 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\napp")
             .unwrap();
         stream
-            .set_read_timeout(Some(Duration::from_secs(3)))
+            .set_read_timeout(Some(Duration::from_secs(7)))
             .unwrap();
         let mut reply = Vec::new();
         // the server must close: read_to_end fails with a timeout otherwise
@@ -1292,8 +1298,9 @@ async fn bodies_that_never_arrive_get_408_after_the_head_timeout() {
         reply.ends_with("\r\n\r\nERROR: request body not received within 300 ms"),
         "{reply:?}"
     );
-    assert!(took >= head_timeout - Duration::from_millis(50), "{took:?}");
-    assert!(took < head_timeout + Duration::from_secs(1), "{took:?}");
+    assert!(took >= head_timeout, "{took:?}");
+    // far below the server's 10 s default, far above any scheduling delay
+    assert!(took < Duration::from_secs(7), "{took:?}");
     assert_eq!(server.registry().with_registry(|r, _| r.len()), 0);
     server.shutdown().await;
 }

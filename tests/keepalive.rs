@@ -446,9 +446,9 @@ mod real_server {
     };
     use tokio::time::Instant;
 
-    /// No server tolerance, so a missed beat shows up fast: with a 200 ms
-    /// interval (400 ms promised and granted) the app is WARNING after
-    /// 1.2 s without a beat.
+    /// No server tolerance, so a missed beat shows up fast: with a 400 ms
+    /// interval (800 ms promised and granted) the app is WARNING after
+    /// 2.4 s without a beat.
     fn strict() -> RegistryConfig {
         RegistryConfig {
             tolerance: Duration::ZERO,
@@ -498,12 +498,15 @@ mod real_server {
         let app = "ka-real-ok";
         let key = format!("{app} @ 127.0.0.1");
         let client = client(&server.url(), app);
-        let handle = client.keep_alive(KeepAlive::every(Duration::from_millis(200)));
-        wait(&handle, Duration::from_secs(5), |s| s.beats_ok >= 1).await;
-        assert_eq!(handle.state().granted, Some(Duration::from_millis(400)));
+        // Issue 14: a 400 ms interval, so that only a stall of the
+        // keep-alive longer than 2.4 s (not a slow wake-up on a loaded
+        // machine) turns the app WARNING
+        let handle = client.keep_alive(KeepAlive::every(Duration::from_millis(400)));
+        wait(&handle, Duration::from_secs(10), |s| s.beats_ok >= 1).await;
+        assert_eq!(handle.state().granted, Some(Duration::from_millis(800)));
 
-        // sample for 2 s, past the 1.2 s after which a stopped app is WARNING
-        for _ in 0..10 {
+        // sample for 3.2 s, past the 2.4 s after which a stopped app is WARNING
+        for _ in 0..16 {
             let status = client.status(Some(app), ErrorPolicy::Raise).await.unwrap();
             assert_eq!(status.state(), State::Ok, "{status}");
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -535,22 +538,22 @@ mod real_server {
         let client = client(&first.url(), app);
         let interval = Duration::from_millis(200);
         let handle = client.keep_alive(KeepAlive::every(interval));
-        wait(&handle, Duration::from_secs(5), |s| s.beats_ok >= 2).await;
+        wait(&handle, Duration::from_secs(10), |s| s.beats_ok >= 2).await;
         assert_eq!(handle.state().inits_ok, 1);
 
         first.shutdown().await;
-        wait(&handle, Duration::from_secs(5), |s| s.beats_failed >= 1).await;
+        wait(&handle, Duration::from_secs(10), |s| s.beats_failed >= 1).await;
 
         let second = start(addr).await;
-        let restarted = Instant::now();
         let recovered = handle.state().inits_ok + 1;
-        wait(&handle, Duration::from_secs(5), |s| s.inits_ok >= recovered).await;
-        let took = restarted.elapsed();
-        // one or two failures so far, so the next try comes within two
-        // intervals; allow some scheduling slack on a loaded machine
-        assert!(took <= 5 * interval, "back after {took:?}");
+        wait(&handle, Duration::from_secs(10), |s| {
+            s.inits_ok >= recovered
+        })
+        .await;
+        // Issue 14: no timing window (the wait above is bounded); what
+        // matters is what came back: one init, counted by the new server
         let inits = second.registry().with_registry(|r, _| r.counters().inits);
-        assert!(inits >= 1, "the new server saw an init, not just pings");
+        assert_eq!(inits, 1, "the new server saw an init, not just pings");
         let status = client.status(Some(app), ErrorPolicy::Raise).await.unwrap();
         assert_eq!(status.state(), State::Ok, "{status}");
 

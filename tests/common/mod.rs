@@ -14,6 +14,8 @@ use heartbeat_sdk::{ClientBuilder, Error, ErrorPolicy, HeartbeatClient, State};
 #[cfg(feature = "mock")]
 pub mod mock_harness;
 pub mod raw_http;
+#[path = "../support/refusing.rs"]
+pub mod refusing;
 pub mod wiremock_harness;
 
 /// What the server does with the next request.

@@ -97,12 +97,31 @@ pub fn serve_head_then_drip(head: Vec<u8>, body: Vec<u8>, pause: Duration, count
 /// When a [`KeepAliveServer`] closes a kept-alive connection.
 #[derive(Debug, Clone, Copy)]
 pub enum Closing {
-    /// After this long without a request, like a server's idle timeout.
+    /// After this long without a request, like a server's idle timeout;
+    /// the FIN then takes a moment to reach the client (up to
+    /// [`FIN_IN_FLIGHT`]): a request arriving in that window met a closed
+    /// connection and is cut off unanswered, as when the idle timeout fires
+    /// just as the client reuses the connection.
     AfterIdle(Duration),
     /// As soon as the next request on it arrives, without answering: the
     /// race of an idle timeout firing just as the client reuses the
     /// connection, made certain.
     OnNextRequest,
+}
+
+/// How long an idle-closed connection of [`Closing::AfterIdle`] still takes
+/// (and cuts off) a request before its socket is really closed.
+pub const FIN_IN_FLIGHT: Duration = Duration::from_secs(5);
+
+/// One request a [`KeepAliveServer`] received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Which connection (numbered from 0 in the order accepted).
+    pub connection: usize,
+    /// The request target (`/hb_ping?...`).
+    pub target: String,
+    /// Answered, or cut off unanswered.
+    pub answered: bool,
 }
 
 /// A raw HTTP/1.1 server that answers with keep-alive and then closes its
@@ -114,9 +133,11 @@ pub struct KeepAliveServer {
     pub answered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Connections closed for being idle ([`Closing::AfterIdle`]).
     pub closed_idle: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    /// Requests that arrived on a connection and were cut off unanswered
-    /// ([`Closing::OnNextRequest`]).
+    /// Requests that arrived on a connection the server had closed (or
+    /// closed as they arrived) and were cut off unanswered.
     pub cut_off: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Every request received, in order.
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
 }
 
 impl KeepAliveServer {
@@ -130,36 +151,53 @@ impl KeepAliveServer {
             answered: Default::default(),
             closed_idle: Default::default(),
             cut_off: Default::default(),
+            received: Default::default(),
         };
-        let (answered, closed_idle, cut_off) = (
+        let (answered, closed_idle, cut_off, received) = (
             server.answered.clone(),
             server.closed_idle.clone(),
             server.cut_off.clone(),
+            server.received.clone(),
         );
         thread::spawn(move || {
-            for stream in listener.incoming() {
+            for (connection, stream) in listener.incoming().enumerate() {
                 let Ok(mut stream) = stream else { continue };
-                let (answered, closed_idle, cut_off) =
-                    (answered.clone(), closed_idle.clone(), cut_off.clone());
+                let (answered, closed_idle, cut_off, received) = (
+                    answered.clone(),
+                    closed_idle.clone(),
+                    cut_off.clone(),
+                    received.clone(),
+                );
                 thread::spawn(move || {
                     let reply = format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{body}",
                         body.len()
                     );
+                    let record = |target: String, was_answered: bool| {
+                        received.lock().unwrap().push(Received {
+                            connection,
+                            target,
+                            answered: was_answered,
+                        });
+                    };
                     let mut wait = Duration::from_secs(5);
                     let mut served = false;
+                    let mut idle_closed = false;
                     loop {
                         match read_request(&mut stream, wait) {
-                            Request::Complete
-                                if served && matches!(closing, Closing::OnNextRequest) =>
+                            Request::Complete(target)
+                                if idle_closed
+                                    || (served && matches!(closing, Closing::OnNextRequest)) =>
                             {
                                 cut_off.fetch_add(1, SeqCst);
+                                record(target, false);
                                 return;
                             }
-                            Request::Complete => {
+                            Request::Complete(target) => {
                                 // counted before the reply is written: once
                                 // the client has it, the count must show it
                                 answered.fetch_add(1, SeqCst);
+                                record(target, true);
                                 if stream.write_all(reply.as_bytes()).is_err() {
                                     answered.fetch_sub(1, SeqCst);
                                     return;
@@ -169,11 +207,17 @@ impl KeepAliveServer {
                                     wait = idle;
                                 }
                             }
-                            Request::Idle => {
+                            Request::Idle
+                                if !idle_closed
+                                    && served
+                                    && matches!(closing, Closing::AfterIdle(_)) =>
+                            {
+                                // closed for being idle; the FIN is on its way
                                 closed_idle.fetch_add(1, SeqCst);
-                                return;
+                                idle_closed = true;
+                                wait = FIN_IN_FLIGHT;
                             }
-                            Request::Closed => return,
+                            Request::Idle | Request::Closed => return,
                         }
                     }
                 });
@@ -181,10 +225,16 @@ impl KeepAliveServer {
         });
         server
     }
+
+    /// Every request received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
 }
 
 enum Request {
-    Complete,
+    /// A whole request arrived: its target.
+    Complete(String),
     Idle,
     Closed,
 }
@@ -213,14 +263,21 @@ fn read_request(stream: &mut TcpStream, wait: Duration) -> Request {
             Err(_) => return Request::Closed,
         }
         if let Some(end) = find(&buf, b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
             let length = head
+                .to_ascii_lowercase()
                 .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
+                .find_map(|l| l.strip_prefix("content-length:").map(str::to_owned))
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .unwrap_or(0);
             if buf.len() >= end + 4 + length {
-                return Request::Complete;
+                let target = head
+                    .lines()
+                    .next()
+                    .and_then(|line| line.split(' ').nth(1))
+                    .unwrap_or_default()
+                    .to_owned();
+                return Request::Complete(target);
             }
         }
     }

@@ -1,6 +1,5 @@
 //! [`Harness`] over a wiremock `MockServer` for any real HTTP transport.
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,17 +7,24 @@ use heartbeat_sdk::{ClientBuilder, HeartbeatClient, Transport};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use super::refusing::Refusing;
 use super::{Harness, Recorder, Reply, Seen, APP, CLIENT_TIMEOUT};
 
 /// Drives a transport made by `make` against a fresh wiremock server per case.
 pub struct WiremockHarness<F>(pub F);
 
-struct ServerRecorder(Option<MockServer>);
+/// The server the client talks to: a wiremock server, or for
+/// [`Reply::Refused`] the reserved port that refuses (held as long as the
+/// client is used).
+enum ServerRecorder {
+    Mock(MockServer),
+    Refusing(#[allow(dead_code)] Refusing),
+}
 
 #[async_trait]
 impl Recorder for ServerRecorder {
     async fn seen(&self) -> Vec<Seen> {
-        let Some(server) = &self.0 else {
+        let ServerRecorder::Mock(server) = self else {
             return Vec::new();
         };
         let requests = server.received_requests().await.unwrap_or_default();
@@ -41,14 +47,6 @@ pub fn seen(r: &wiremock::Request) -> Seen {
     }
 }
 
-/// An address where nothing listens.
-pub fn refused_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    format!("http://{addr}")
-}
-
 #[async_trait]
 impl<T, F> Harness for WiremockHarness<F>
 where
@@ -67,8 +65,9 @@ where
         );
         let template = match reply {
             Reply::Refused => {
-                let client = builder.url(refused_url()).build().unwrap();
-                return (client, Box::new(ServerRecorder(None)));
+                let refusing = Refusing::new();
+                let client = builder.url(refusing.url()).build().unwrap();
+                return (client, Box::new(ServerRecorder::Refusing(refusing)));
             }
             Reply::Text(status, body) => ResponseTemplate::new(status).set_body_string(body),
             Reply::Bytes(bytes) => ResponseTemplate::new(200).set_body_bytes(bytes),
@@ -85,6 +84,6 @@ where
             .mount(&server)
             .await;
         let client = builder.url(server.uri()).build().unwrap();
-        (client, Box::new(ServerRecorder(Some(server))))
+        (client, Box::new(ServerRecorder::Mock(server)))
     }
 }
