@@ -730,6 +730,12 @@ impl Registry {
         self.last_sweep_examined
     }
 
+    /// Capacity of the record table (what `maybe_shrink` gives back).
+    #[cfg(test)]
+    fn apps_capacity(&self) -> usize {
+        self.apps.capacity()
+    }
+
     fn touch(
         &mut self,
         app: &str,
@@ -1427,9 +1433,16 @@ mod tests {
         for i in 0..5000 {
             r.init(&format!("{i:04}"), LOCAL, d(0), t0).unwrap();
         }
+        let full = r.apps_capacity();
+        assert!(full >= 5000, "{full}");
         for i in 10..5000 {
             assert!(r.done(&format!("{i:04}"), LOCAL, t0));
         }
+        assert!(
+            r.apps_capacity() < full / 4,
+            "{} of {full}",
+            r.apps_capacity()
+        );
         assert_eq!(r.len(), 10);
         assert_eq!(r.deadline_index_len(), 10);
         assert!(list_text(&mut r, t0).starts_with("0000 @ 127.0.0.1\n0001 @ "));
@@ -1468,6 +1481,65 @@ mod tests {
         assert_eq!(r.last_sweep_examined(), 1);
         assert_eq!(r.deadline_index_len(), r.len());
         assert_eq!(r.counters().expiries, 10);
+    }
+
+    #[test]
+    fn a_mass_expiry_gives_the_table_back_at_once() {
+        let t0 = Instant::now();
+        let mut r = Registry::default();
+        for i in 0..5000 {
+            let timeout = if i < 10 { 60_000 } else { 0 };
+            r.init(&format!("{i:04}"), LOCAL, d(timeout), t0).unwrap();
+        }
+        let full = r.apps_capacity();
+        assert_eq!(r.expire(ms(t0, 6000)), 4990);
+        assert!(
+            r.apps_capacity() < full / 4,
+            "{} of {full}",
+            r.apps_capacity()
+        );
+        assert_eq!(r.len(), 10);
+    }
+
+    #[test]
+    fn events_name_their_record_key() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(RegistryConfig {
+            max_apps: 1,
+            ..RegistryConfig::default()
+        });
+        r.init("a", LOCAL, d(0), t0).unwrap();
+        r.ping("a", LOCAL, d(0), t0).unwrap();
+        assert!(r.init("b", OTHER, d(0), t0).is_err());
+        assert!(r.done("a", LOCAL, t0));
+        r.init("c", LOCAL, d(0), t0).unwrap();
+        r.expire(ms(t0, 6000));
+        let keys: Vec<String> = r.take_events().iter().map(|e| e.key().to_owned()).collect();
+        assert_eq!(
+            keys,
+            [
+                "a @ 127.0.0.1",
+                "a @ 127.0.0.1",
+                "b @ 1.2.3.4",
+                "a @ 127.0.0.1",
+                "c @ 127.0.0.1",
+                "c @ 127.0.0.1"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_expected_spec_says_why() {
+        let err = "a @ host".parse::<Expected>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "\"host\" after the last \" @ \" is not an IP address"
+        );
+        let err = "a|b".parse::<Expected>().unwrap_err();
+        assert!(
+            err.to_string().starts_with("invalid application id: "),
+            "{err}"
+        );
     }
 
     fn expecting(specs: &[&str]) -> Registry {
@@ -1514,6 +1586,10 @@ mod tests {
             status_text(&mut r, "H", OTHER, t0),
             "CRITICAL - expected application has not reported [H @ 1.2.3.4]"
         );
+        // asked from another host, `H @ 1.2.3.4` is not this key's spec
+        let elsewhere = status_text(&mut r, "H", LOCAL, t0);
+        assert!(elsewhere.contains("[H @ 127.0.0.1]"), "{elsewhere}");
+        assert!(!elsewhere.contains("expected"), "{elsewhere}");
         // H from another host does not satisfy `H @ 1.2.3.4`
         r.init("H", LOCAL, d(0), t0).unwrap();
         assert_eq!(
