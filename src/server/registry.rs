@@ -1435,6 +1435,7 @@ mod tests {
         }
         let full = r.apps_capacity();
         assert!(full >= 5000, "{full}");
+        assert!(!r.is_empty());
         for i in 10..5000 {
             assert!(r.done(&format!("{i:04}"), LOCAL, t0));
         }
