@@ -1237,6 +1237,8 @@ async fn serve_on_sigint_exits_0_and_commits_its_state() {
         "--state-commit-ms",
         "3600000",
     ]));
+    #[cfg(target_os = "linux")]
+    let _kill = KillOnDrop(vec![running.child.id()]);
     let (line, running) = tokio::task::spawn_blocking(move || (running.line(), running))
         .await
         .unwrap();
@@ -1267,8 +1269,8 @@ async fn serve_on_sigint_exits_0_and_commits_its_state() {
         .unwrap();
     let keys: Vec<&str> = stored.iter().map(|app| app.key.as_str()).collect();
     assert_eq!(keys, ["kept @ 127.0.0.1"], "committed on the way out");
-    let output = run(against(&url, &["list"])).await;
-    assert_eq!(output.code, Some(1), "stopped listening: {output:?}");
+    // (the process has exited, so nothing listens on its port; not probed:
+    // another test may be given the port by then)
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{state_arg}{suffix}"));
     }
@@ -1313,7 +1315,7 @@ async fn wrap_promises_twice_its_interval_and_cmd_sees_the_hb_variables() {
         // CMD writes what it sees of HB_* and APP_ID, then waits
         let script =
             "env | grep -E '^(HB_|APP_ID=)' | sort > \"$0.tmp\" && mv \"$0.tmp\" \"$0.env\"; \
-                      while [ ! -e \"$0.release\" ]; do sleep 0.02; done";
+                      i=0; while [ ! -e \"$0.release\" ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done";
         let given = [
             ("APP_ID", "by-env"),
             ("HB_DONE_TIMEOUT", "0"),
@@ -1329,6 +1331,8 @@ async fn wrap_promises_twice_its_interval_and_cmd_sees_the_hb_variables() {
         command.envs(given);
         let before = counters();
         let running = Running::start(command);
+        #[cfg(target_os = "linux")]
+        let _kill = KillOnDrop(vec![running.child.id()]);
 
         eventually("CMD to write its environment", || env_file.exists()).await;
         let seen = std::fs::read_to_string(&env_file).unwrap();

@@ -12,9 +12,10 @@
 //!   so the TCP connect itself hangs. A probe checks this first; where the
 //!   kernel behaves otherwise, the test says so and skips.
 //!
-//! The request timeout is 60 s, the connect timeout 300 ms; the failure
-//! must be a timeout and come within 20 s: a connect timeout that is not
-//! applied runs into the 60 s instead.
+//! The request timeout is 60 s and the connect timeout 5 s, longer than the
+//! transports' default (2 s): the failure must be a timeout that comes no
+//! earlier than 5 s (so the default did not fire: the configured value was
+//! applied) and within 30 s (so the request timeout did not fire either).
 #![cfg(any(feature = "reqwest", feature = "surf"))]
 
 use std::net::SocketAddr;
@@ -23,14 +24,17 @@ use std::time::{Duration, Instant};
 use heartbeat_sdk::{Error, ErrorPolicy, HeartbeatClient};
 use tokio::net::{TcpSocket, TcpStream};
 
-const CONNECT: Duration = Duration::from_millis(300);
+/// Longer than the default connect timeout, so the default firing instead
+/// of this one fails the test.
+const CONNECT: Duration = Duration::from_secs(5);
 const REQUEST: Duration = Duration::from_secs(60);
 /// Well before `REQUEST`, far after `CONNECT`.
-const BOUND: Duration = Duration::from_secs(20);
+const BOUND: Duration = Duration::from_secs(30);
 
 /// Assert that `init` through `client` fails with a timeout, after at
 /// least `CONNECT` and well before `REQUEST`.
 async fn assert_connect_timeout(client: &HeartbeatClient) {
+    assert!(CONNECT > heartbeat_sdk::transport::DEFAULT_CONNECT_TIMEOUT);
     let start = Instant::now();
     let result = client
         .init(Duration::from_secs(2), ErrorPolicy::Raise)

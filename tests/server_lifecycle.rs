@@ -143,12 +143,17 @@ async fn shutdown_refuses_new_connections_and_completes_the_request_in_flight() 
     let mut shutdown = tokio::spawn(server.shutdown());
     until_refused(addr).await;
     assert_closed(idle).await;
-    // Shutdown waits for the request (up to its 5 s grace): it must not
-    // return while the body is held. Watched for 2 s; on a loaded machine a
-    // broken shutdown might be slower than that (the test then passes
-    // wrongly), never the other way round.
+    // Shutdown waits for the request (up to its 5 s grace, counted from the
+    // spawn): it must not return while the body is held. Watched for
+    // 500 ms, short enough to end well inside the grace even when the steps
+    // above were slow; on a loaded machine a broken shutdown might be slower
+    // than that (the test then passes wrongly), never the other way round.
     assert!(
-        tokio::time::timeout(Duration::from_secs(2), &mut shutdown)
+        !shutdown.is_finished(),
+        "shutdown returned with a request in flight"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut shutdown)
             .await
             .is_err(),
         "shutdown returned with a request in flight"

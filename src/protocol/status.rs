@@ -790,6 +790,16 @@ mod tests {
             ("OK | od=1ms/s", State::Ok, vec!["od=1ms/s"]),
             ("OK | od=1;x", State::Ok, vec!["od=1;x"]),
             ("UNKNOWN | od=NaN", State::Unknown, vec!["od=NaN"]),
+            (
+                "OK | od=inf x=-Infinity",
+                State::Ok,
+                vec!["od=inf", "x=-Infinity"],
+            ),
+            (
+                "OK | od=1e999 x=0x10",
+                State::Ok,
+                vec!["od=1e999", "x=0x10"],
+            ),
             ("OK | 'a'b=1 ]| c", State::Ok, vec!["'a'b=1", "]|", "c"]),
         ] {
             let status = Status::parse(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));

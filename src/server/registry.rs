@@ -723,8 +723,8 @@ impl Registry {
 
     /// How many deadline-index entries the last expiry pass looked at (one
     /// per deadline compared with `now`): the expired ones plus the first
-    /// unexpired one, if any. Counted inside the sweep loop, so a sweep that
-    /// walked every record would show it.
+    /// unexpired one, if any. Counted inside the sweep loop, so a loop that
+    /// walked past the due records (a scan of the index) would show it.
     #[cfg(test)]
     fn last_sweep_examined(&self) -> usize {
         self.last_sweep_examined
