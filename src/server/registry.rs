@@ -1503,6 +1503,42 @@ mod tests {
     }
 
     #[test]
+    fn restore_tracks_refreshes_and_respects_the_cap() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(RegistryConfig {
+            max_apps: 2,
+            ..RegistryConfig::default()
+        });
+        r.restore("a @ 10.0.0.1", d(2000), t0).unwrap();
+        r.restore("b", d(1000), t0).unwrap();
+        assert_eq!(list_text(&mut r, t0), "a @ 10.0.0.1\nb\n");
+        assert_eq!(
+            r.restore("c", d(1000), t0),
+            Err(RegistryFull { max_apps: 2 })
+        );
+        // refreshing a known key is not a new record, cap or not
+        r.restore("b", d(4000), ms(t0, 5000)).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.deadline_index_len(), 2);
+        // a was dropped at 6 × 2000 ms; b, refreshed at 5 s with 4 s, lives
+        // until 5 + 24 s
+        assert_eq!(r.expire(ms(t0, 12_000)), 1);
+        assert_eq!(list_text(&mut r, ms(t0, 28_999)), "b\n");
+        assert_eq!(r.expire(ms(t0, 29_000)), 1);
+        assert!(r.take_events().iter().all(|e| matches!(e, Event::Expired(_))));
+    }
+
+    #[cfg(feature = "state")]
+    #[test]
+    fn granted_of_is_the_stored_grant() {
+        let t0 = Instant::now();
+        let mut r = Registry::default();
+        r.init("a", LOCAL, d(2500), t0).unwrap();
+        assert_eq!(r.granted_of("a @ 127.0.0.1"), Some(d(3500)));
+        assert_eq!(r.granted_of("a"), None);
+    }
+
+    #[test]
     fn events_name_their_record_key() {
         let t0 = Instant::now();
         let mut r = Registry::new(RegistryConfig {
