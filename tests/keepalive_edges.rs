@@ -228,3 +228,69 @@ async fn shutdown_while_paused_sends_done_at_once() {
     assert_eq!(before.elapsed(), Duration::ZERO);
     assert_eq!(recorded.commands(), ["done"]);
 }
+
+/// A beat that takes exactly one interval: the next is one interval after
+/// it ended (beats are skipped, never sent back to back), not at once.
+#[tokio::test(start_paused = true)]
+async fn a_beat_as_long_as_the_interval_pushes_the_next_one_back() {
+    let mock = MockTransport::new();
+    let start = Instant::now();
+    let sent: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let seen = Arc::clone(&sent);
+    let transport = transport::from_fn(move |request| {
+        seen.lock().unwrap().push(start.elapsed());
+        let mock = mock.clone();
+        async move {
+            tokio::time::sleep(ms(1000)).await;
+            mock.send(request).await
+        }
+    });
+    let client = HeartbeatClient::builder_with_transport(transport)
+        .app_id(APP)
+        .build()
+        .unwrap();
+    let handle = client.keep_alive(KeepAlive::every(ms(1000)));
+    assert_eq!(handle.state().interval, ms(1000), "state from the start");
+    wait(&handle, |s| s.beats_ok >= 3).await;
+    let times = sent.lock().unwrap()[..3].to_vec();
+    assert_eq!(times, [ms(0), ms(2000), ms(4000)]);
+    handle.shutdown().await.unwrap();
+}
+
+/// Dropping the handle stops the task at once: a beat in flight is
+/// abandoned (it never reaches the server), and nothing follows, no done.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_handle_abandons_the_beat_in_flight_and_stops() {
+    let mock = MockTransport::new();
+    let delivered = mock.clone();
+    let transport = transport::from_fn(move |request| {
+        let mock = mock.clone();
+        async move {
+            // each request takes 500 ms on its way to the server
+            tokio::time::sleep(ms(500)).await;
+            mock.send(request).await
+        }
+    });
+    let client = HeartbeatClient::builder_with_transport(transport)
+        .app_id(APP)
+        .build()
+        .unwrap();
+    let config = KeepAlive::every(ms(1000));
+    assert_eq!(config.interval(), ms(1000));
+    let handle = client.keep_alive(config);
+    wait(&handle, |s| s.beats_ok >= 2).await; // init at 0 s, ping at 1 s
+                                              // the next ping leaves at 2 s and would arrive at 2.5 s: drop between
+    tokio::time::sleep_until(tokio::time::Instant::now() + ms(750)).await;
+    drop(handle);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let arrived: Vec<String> = delivered
+        .requests()
+        .iter()
+        .map(|r| r.target().split('?').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        arrived,
+        ["/hb_init", "/hb_ping"],
+        "nothing arrived after the drop"
+    );
+}

@@ -1525,7 +1525,10 @@ mod tests {
         assert_eq!(r.expire(ms(t0, 12_000)), 1);
         assert_eq!(list_text(&mut r, ms(t0, 28_999)), "b\n");
         assert_eq!(r.expire(ms(t0, 29_000)), 1);
-        assert!(r.take_events().iter().all(|e| matches!(e, Event::Expired(_))));
+        assert!(r
+            .take_events()
+            .iter()
+            .all(|e| matches!(e, Event::Expired(_))));
     }
 
     #[cfg(feature = "state")]
