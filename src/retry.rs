@@ -292,6 +292,17 @@ mod tests {
         assert!(jitter(Duration::MAX) >= Duration::MAX / 2);
     }
 
+    /// Durations past 2^64 ns take the high half of the multiplication:
+    /// they spread over the whole upper half too (64 draws all in the lower
+    /// quarter of it would happen with probability 2^-128).
+    #[test]
+    fn jitter_of_huge_durations_spreads_too() {
+        let d = Duration::MAX;
+        let draws: Vec<Duration> = (0..64).map(|_| jitter(d)).collect();
+        assert!(draws.iter().all(|j| *j >= d / 2), "{draws:?}");
+        assert!(draws.iter().any(|j| *j > d / 8 * 5), "{draws:?}");
+    }
+
     #[test]
     fn only_transport_errors_and_5xx_are_retried() {
         let transport = |e: TransportError| Error::Transport {
