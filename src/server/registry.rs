@@ -1695,6 +1695,11 @@ mod tests {
         assert_eq!((snap.key(1), snap.is_expected(1)), ("U @ 1.2.3.4", false));
         let missing: Vec<String> = snap.missing().iter().map(ToString::to_string).collect();
         assert_eq!(missing, ["M", "X @ 1.2.3.4"]);
+        // X reports from its host: no longer missing
+        r.init("X", OTHER, d(0), t0).unwrap();
+        let snap = r.snapshot(t0);
+        let missing: Vec<String> = snap.missing().iter().map(ToString::to_string).collect();
+        assert_eq!(missing, ["M"]);
         // bare keys: `ID @ IP` specs never match, `ID` ones do
         let mut r = Registry::new(RegistryConfig {
             key_by_peer: false,
