@@ -296,6 +296,12 @@ mod tests {
     /// they spread over the whole upper half too (64 draws all in the lower
     /// quarter of it would happen with probability 2^-128).
     #[test]
+    fn max_attempts_is_what_was_asked() {
+        assert_eq!(RetryPolicy::new(3).max_attempts(), 3);
+        assert_eq!(RetryPolicy::none().max_attempts(), 1);
+    }
+
+    #[test]
     fn jitter_of_huge_durations_spreads_too() {
         let d = Duration::MAX;
         let draws: Vec<Duration> = (0..64).map(|_| jitter(d)).collect();

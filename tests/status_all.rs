@@ -80,11 +80,16 @@ async fn an_unreachable_list_is_the_error_or_the_fallback() {
 
 #[test]
 fn the_client_says_where_and_who() {
-    let client = HeartbeatClient::builder_with_transport(MockTransport::new())
+    let builder = HeartbeatClient::builder_with_transport(MockTransport::new())
         .url("http://hb.example:9000")
-        .app_id("kiosk-7")
-        .build()
-        .unwrap();
+        .app_id("kiosk-7");
+    let debug = format!("{builder:?}");
+    assert!(debug.starts_with("ClientBuilder {"), "{debug}");
+    assert!(
+        debug.contains("hb.example:9000") && debug.contains("\"kiosk-7\""),
+        "{debug}"
+    );
+    let client = builder.build().unwrap();
     assert_eq!(client.url(), "http://hb.example:9000");
     assert_eq!(client.app_id(), "kiosk-7");
     let debug = format!("{client:?}");
