@@ -12,41 +12,19 @@
 //! draws): no seed is needed for the test to be deterministic in practice.
 #![cfg(all(feature = "mock", feature = "keepalive"))]
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use heartbeat_sdk::transport::{self, MockFailure, MockTransport};
-use heartbeat_sdk::{
-    ErrorPolicy, HeartbeatClient, KeepAlive, KeepAliveState, RetryPolicy, Transport,
-};
-use tokio::time::Instant;
+use heartbeat_sdk::transport::MockFailure;
+use heartbeat_sdk::{ErrorPolicy, HeartbeatClient, KeepAlive, KeepAliveState, RetryPolicy};
+
+#[path = "support/timed.rs"]
+mod timed;
+use timed::Timed;
 
 const DRAWS: usize = 64;
 
 fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
-}
-
-/// The mock transport, plus the tokio instant of every request it is sent.
-#[derive(Debug, Clone, Default)]
-struct Timed {
-    mock: MockTransport,
-    at: Arc<Mutex<Vec<Instant>>>,
-}
-
-impl Timed {
-    fn transport(&self) -> impl Transport + 'static {
-        let timed = self.clone();
-        transport::from_fn(move |request| {
-            timed.at.lock().unwrap().push(Instant::now());
-            let mock = timed.mock.clone();
-            async move { mock.send(request).await }
-        })
-    }
-
-    fn at(&self) -> Vec<Instant> {
-        self.at.lock().unwrap().clone()
-    }
 }
 
 /// All of `waits` within `[bound/2, bound]`, and on both sides of `3/4 bound`.

@@ -9,34 +9,16 @@ use heartbeat_sdk::transport::{self, MockFailure, MockTransport};
 use heartbeat_sdk::{Error, ErrorPolicy, HeartbeatClient, RetryPolicy, Transport, TransportError};
 use tokio::time::Instant;
 
+#[path = "support/timed.rs"]
+mod timed;
+use timed::Timed;
+
 fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
 
-/// The mock transport, plus the tokio instant of every request.
-#[derive(Debug, Clone)]
-struct Timed {
-    mock: MockTransport,
-    at: Arc<Mutex<Vec<Instant>>>,
-}
-
-impl Timed {
-    /// The mock as a transport that notes the instant of every request.
-    fn transport(&self) -> impl Transport + 'static {
-        let timed = self.clone();
-        transport::from_fn(move |request| {
-            timed.at.lock().unwrap().push(Instant::now());
-            let mock = timed.mock.clone();
-            async move { mock.send(request).await }
-        })
-    }
-}
-
 fn setup(policy: RetryPolicy) -> (HeartbeatClient, Timed) {
-    let timed = Timed {
-        mock: MockTransport::new(),
-        at: Arc::default(),
-    };
+    let timed = Timed::default();
     let client = HeartbeatClient::builder_with_transport(timed.transport())
         .app_id("retry")
         .request_timeout(Duration::from_secs(4))
@@ -52,10 +34,7 @@ fn attempts(timed: &Timed) -> usize {
 
 #[tokio::test(start_paused = true)]
 async fn off_by_default_one_attempt() {
-    let timed = Timed {
-        mock: MockTransport::new(),
-        at: Arc::default(),
-    };
+    let timed = Timed::default();
     let client = HeartbeatClient::builder_with_transport(timed.transport())
         .build()
         .unwrap();
@@ -144,7 +123,7 @@ async fn backoff_doubles_with_jitter_up_to_the_cap() {
     let (client, timed) = setup(policy);
     timed.mock.fail_next(4, MockFailure::Refused);
     client.ping(ms(1000), ErrorPolicy::Raise).await.unwrap();
-    let at = timed.at.lock().unwrap().clone();
+    let at = timed.at();
     assert_eq!(at.len(), 5);
     for (i, full) in [100, 200, 300, 300].into_iter().enumerate() {
         let gap = at[i + 1] - at[i];
@@ -177,7 +156,7 @@ async fn the_budget_bounds_the_whole_call_and_each_attempt() {
 
     // each attempt's timeout is what is left of the budget, never the 4 s default
     let requests = timed.mock.requests();
-    let at = timed.at.lock().unwrap().clone();
+    let at = timed.at();
     assert_eq!(requests[0].timeout(), ms(250));
     for (request, at) in requests.iter().zip(at) {
         assert_eq!(request.timeout(), ms(250) - (at - start), "{request:?}");
