@@ -16,7 +16,7 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use heartbeat_sdk::server::{Registry, RegistryConfig};
+use heartbeat_sdk::monitor::{Registry, RegistryConfig};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]

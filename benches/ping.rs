@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode};
-use heartbeat_sdk::transport::{MockTransport, ReqwestTransport};
+use heartbeat_sdk::testing::MockTransport;
+use heartbeat_sdk::transport::ReqwestTransport;
 use heartbeat_sdk::{ErrorPolicy, HeartbeatClient};
 use tokio::runtime::Runtime;
 

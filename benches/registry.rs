@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, BenchmarkGroup, Criterion};
-use heartbeat_sdk::server::{Registry, RegistryConfig};
+use heartbeat_sdk::monitor::{Registry, RegistryConfig};
 
 const PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const TIMEOUT: Duration = Duration::from_millis(60_000);

@@ -2,7 +2,7 @@
 //! `blocking`).
 //!
 //! [`HeartbeatClient`] has the async client's methods, minus `async`. It is
-//! configured by the async client's [`ClientBuilder`](crate::ClientBuilder)
+//! configured by the async client's [`ClientBuilder`]
 //! and built with [`build_blocking`](crate::ClientBuilder::build_blocking)
 //! (or wrapped around an async client with
 //! [`from_async`](HeartbeatClient::from_async)). Each
@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::client::{AppCheck, ClientBuilder};
 use crate::error::{Error, Result};
 use crate::keepalive::{KeepAlive, KeepAliveState};
 use crate::policy::ErrorPolicy;
@@ -136,7 +137,7 @@ impl fmt::Debug for HeartbeatClient {
     }
 }
 
-#[cfg(any(feature = "reqwest", feature = "surf"))]
+#[cfg(default_transport)]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "reqwest", feature = "surf"))))]
 impl HeartbeatClient {
     /// A client configured from `HB_URL`, `HB_HOST`, `HB_PORT` and `APP_ID`
@@ -165,7 +166,7 @@ impl HeartbeatClient {
     ///
     /// ```
     /// # #[cfg(feature = "mock")] {
-    /// use heartbeat_sdk::transport::MockTransport;
+    /// use heartbeat_sdk::testing::MockTransport;
     /// let client = heartbeat_sdk::HeartbeatClient::builder_with_transport(MockTransport::new()).build().unwrap();
     /// let blocking = heartbeat_sdk::blocking::HeartbeatClient::from_async(client).unwrap();
     /// # let _ = blocking;
@@ -275,6 +276,48 @@ impl HeartbeatClient {
         self.call(policy, |c, p| async move { c.list(p).await })
     }
 
+    /// `/list`, then `/status` of every listed application, a few at a
+    /// time ([`crate::HeartbeatClient::status_all`]).
+    ///
+    /// ```no_run
+    /// # fn run(client: heartbeat_sdk::blocking::HeartbeatClient) -> heartbeat_sdk::Result<()> {
+    /// for app in client.status_all(heartbeat_sdk::ErrorPolicy::Raise)? {
+    ///     println!("{}: {:?}", app.key, app.answer);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn status_all(&self, policy: ErrorPolicy<Vec<AppCheck>>) -> Result<Vec<AppCheck>> {
+        // Not through `call`: an `AppCheck` holds an `Error`, which is not
+        // `Clone`. Only a failed `/list` (or a dead worker) fails the call.
+        let client = self.client.clone();
+        match self
+            .worker
+            .run(async move { client.status_all(ErrorPolicy::Raise).await })
+        {
+            Ok(Ok(checks)) => Ok(checks),
+            Ok(Err(error)) => policy.recover(self.client.url(), error),
+            Err(WorkerGone) => policy.recover(self.client.url(), worker_gone()),
+        }
+    }
+
+    /// `GET /api/v1/apps`: every tracked and missing application in one
+    /// document ([`crate::HeartbeatClient::apps`]).
+    ///
+    /// ```no_run
+    /// # fn run(client: heartbeat_sdk::blocking::HeartbeatClient) -> heartbeat_sdk::Result<()> {
+    /// let apps = client.apps(heartbeat_sdk::ErrorPolicy::Raise)?;
+    /// println!("{} applications", apps.apps.len());
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "serde")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+    pub fn apps(
+        &self,
+        policy: ErrorPolicy<crate::protocol::apps::Apps>,
+    ) -> Result<crate::protocol::apps::Apps> {
+        self.call(policy, |c, p| async move { c.apps(p).await })
+    }
+
     /// `/status`: the host's status (`None`) or one application's.
     ///
     /// ```no_run
@@ -351,6 +394,36 @@ impl HeartbeatClient {
             Ok(result) => result,
             Err(WorkerGone) => on_failure.recover(self.client.url(), worker_gone()),
         }
+    }
+}
+
+/// The blocking client is configured like the async one; only the last
+/// step differs.
+impl ClientBuilder {
+    /// Build a [`blocking::HeartbeatClient`](HeartbeatClient)
+    /// with these settings: [`build`](ClientBuilder::build), then start its worker
+    /// thread. The one way to configure a blocking client.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`build`](ClientBuilder::build), and [`Error::Build`] when the worker
+    /// thread or its runtime cannot be started.
+    ///
+    /// ```
+    /// # #[cfg(feature = "mock")] {
+    /// use heartbeat_sdk::testing::MockTransport;
+    /// use heartbeat_sdk::{ErrorPolicy, HeartbeatClient};
+    ///
+    /// let client = HeartbeatClient::builder_with_transport(MockTransport::new())
+    ///     .app_id("kiosk-7")
+    ///     .build_blocking()
+    ///     .unwrap();
+    /// let granted = client.init(std::time::Duration::from_secs(2), ErrorPolicy::Raise).unwrap();
+    /// assert_eq!(granted, std::time::Duration::from_secs(3));
+    /// # }
+    /// ```
+    pub fn build_blocking(self) -> Result<crate::blocking::HeartbeatClient> {
+        HeartbeatClient::from_async(self.build()?)
     }
 }
 

@@ -129,7 +129,7 @@ impl fmt::Debug for HeartbeatClient {
     }
 }
 
-#[cfg(any(feature = "reqwest", feature = "surf"))]
+#[cfg(default_transport)]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "reqwest", feature = "surf"))))]
 impl HeartbeatClient {
     /// A client configured from `HB_URL`, `HB_HOST`, `HB_PORT` and `APP_ID`
@@ -566,7 +566,7 @@ pub struct ClientBuilder {
     app_id: Option<String>,
     transport: GivenTransport,
     request_timeout: Duration,
-    #[cfg(any(feature = "reqwest", feature = "surf"))]
+    #[cfg(default_transport)]
     connect_timeout: Option<Duration>,
     body_limit: usize,
     max_apps: usize,
@@ -576,19 +576,19 @@ pub struct ClientBuilder {
 /// The transport given to the builder. With a default transport compiled
 /// in, it is optional; without one, the only way to get a builder is
 /// [`HeartbeatClient::builder_with_transport`], so there always is one.
-#[cfg(any(feature = "reqwest", feature = "surf"))]
+#[cfg(default_transport)]
 type GivenTransport = Option<Arc<dyn Transport>>;
-#[cfg(not(any(feature = "reqwest", feature = "surf")))]
+#[cfg(not(default_transport))]
 type GivenTransport = Arc<dyn Transport>;
 
 /// `transport` as the builder holds it.
-#[cfg(any(feature = "reqwest", feature = "surf"))]
+#[cfg(default_transport)]
 fn given(transport: Arc<dyn Transport>) -> GivenTransport {
     Some(transport)
 }
 
 /// `transport` as the builder holds it.
-#[cfg(not(any(feature = "reqwest", feature = "surf")))]
+#[cfg(not(default_transport))]
 fn given(transport: Arc<dyn Transport>) -> GivenTransport {
     transport
 }
@@ -606,7 +606,7 @@ impl fmt::Debug for ClientBuilder {
 
 impl ClientBuilder {
     /// A builder over the default transport.
-    #[cfg(any(feature = "reqwest", feature = "surf"))]
+    #[cfg(default_transport)]
     pub(crate) fn new() -> Self {
         Self::with(None)
     }
@@ -623,7 +623,7 @@ impl ClientBuilder {
             app_id: None,
             transport,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            #[cfg(any(feature = "reqwest", feature = "surf"))]
+            #[cfg(default_transport)]
             connect_timeout: None,
             body_limit: DEFAULT_BODY_LIMIT,
             max_apps: protocol::MAX_APPS,
@@ -681,13 +681,13 @@ impl ClientBuilder {
     ///
     /// let ok = HeartbeatClient::builder().connect_timeout(Duration::from_millis(500)).build();
     /// assert!(ok.is_ok());
-    /// let contradictory = HeartbeatClient::builder_with_transport(heartbeat_sdk::transport::MockTransport::new())
+    /// let contradictory = HeartbeatClient::builder_with_transport(heartbeat_sdk::testing::MockTransport::new())
     ///     .connect_timeout(Duration::from_millis(500))
     ///     .build();
     /// assert!(matches!(contradictory, Err(Error::Config { .. })));
     /// # }
     /// ```
-    #[cfg(any(feature = "reqwest", feature = "surf"))]
+    #[cfg(default_transport)]
     #[cfg_attr(docsrs, doc(cfg(any(feature = "reqwest", feature = "surf"))))]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = Some(timeout);
@@ -764,7 +764,7 @@ impl ClientBuilder {
             (None, None) => crate::settings::DEFAULT_APP_ID.to_owned(),
         };
         protocol::validate_app_id(&app_id)?;
-        #[cfg(any(feature = "reqwest", feature = "surf"))]
+        #[cfg(default_transport)]
         let transport = match (self.transport, self.connect_timeout) {
             (Some(_), Some(_)) => {
                 return Err(Error::Config {
@@ -779,7 +779,7 @@ impl ClientBuilder {
                 self.request_timeout,
             )?),
         };
-        #[cfg(not(any(feature = "reqwest", feature = "surf")))]
+        #[cfg(not(default_transport))]
         let transport = self.transport;
         Ok(HeartbeatClient {
             inner: Arc::new(Inner {
@@ -793,37 +793,9 @@ impl ClientBuilder {
             }),
         })
     }
-
-    /// Build a [`blocking::HeartbeatClient`](crate::blocking::HeartbeatClient)
-    /// with these settings: [`build`](Self::build), then start its worker
-    /// thread. The one way to configure a blocking client.
-    ///
-    /// # Errors
-    ///
-    /// Those of [`build`](Self::build), and [`Error::Build`] when the worker
-    /// thread or its runtime cannot be started.
-    ///
-    /// ```
-    /// # #[cfg(feature = "mock")] {
-    /// use heartbeat_sdk::transport::MockTransport;
-    /// use heartbeat_sdk::{ErrorPolicy, HeartbeatClient};
-    ///
-    /// let client = HeartbeatClient::builder_with_transport(MockTransport::new())
-    ///     .app_id("kiosk-7")
-    ///     .build_blocking()
-    ///     .unwrap();
-    /// let granted = client.init(std::time::Duration::from_secs(2), ErrorPolicy::Raise).unwrap();
-    /// assert_eq!(granted, std::time::Duration::from_secs(3));
-    /// # }
-    /// ```
-    #[cfg(feature = "blocking")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "blocking")))]
-    pub fn build_blocking(self) -> Result<crate::blocking::HeartbeatClient> {
-        crate::blocking::HeartbeatClient::from_async(self.build()?)
-    }
 }
 
-#[cfg(any(feature = "reqwest", feature = "surf"))]
+#[cfg(default_transport)]
 fn default_transport(
     connect: Duration,
     total: Duration,
@@ -835,13 +807,13 @@ fn default_transport(
         .map_err(|source| Error::build("cannot set up the default HTTP transport", source))
 }
 
-#[cfg(all(test, feature = "mock", any(feature = "reqwest", feature = "surf")))]
+#[cfg(all(test, feature = "mock", default_transport))]
 mod tests {
     use super::*;
 
     #[test]
     fn a_connect_timeout_with_a_given_transport_is_refused_not_dropped() {
-        let mock = || crate::transport::MockTransport::new();
+        let mock = || crate::testing::MockTransport::new();
         let second = Duration::from_secs(1);
         for builder in [
             HeartbeatClient::builder_with_transport(mock()).connect_timeout(second),

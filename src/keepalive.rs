@@ -189,7 +189,7 @@ impl KeepAlive {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// use std::time::Duration;
-/// use heartbeat_sdk::transport::MockTransport;
+/// use heartbeat_sdk::testing::MockTransport;
 /// use heartbeat_sdk::{HeartbeatClient, KeepAlive};
 ///
 /// let client = HeartbeatClient::builder_with_transport(MockTransport::new()).build().unwrap();

@@ -28,6 +28,11 @@
 //!   chosen by cargo feature.
 //! - [`HeartbeatClient`]: the typed client; every call takes an
 //!   [`ErrorPolicy`] (raise, or return your fallback value).
+//! - `monitor` (features `server` or `mock`): the server's state machine,
+//!   no I/O; every state change is an `Event` handed to `EventSink`s.
+//! - `testing` (feature `mock`): `MockTransport` over the monitor.
+//! - `server` (feature `server`): the HTTP front end, a drop-in for the
+//!   reference server.
 //!
 //! ## Features
 //!
@@ -37,10 +42,10 @@
 //! | `rustls` | yes | `https://` through rustls |
 //! | `native-tls` | no | `https://` through the platform's TLS |
 //! | `surf` | no | `transport::SurfTransport` (surf over curl); the default transport when `reqwest` is off |
-//! | `mock` | no | an in-memory mock transport for tests |
-//! | `server` | no | the embedded server (`server`) over hyper, and the `demo` session |
+//! | `mock` | no | `testing::MockTransport`, an in-memory transport answering from the `monitor` |
+//! | `server` | no | the embedded server (`server`) over hyper, the `monitor`, and the `demo` session |
 //! | `keepalive` | yes | `HeartbeatClient::keep_alive`: a background task that inits, pings and signs off |
-//! | `serde` | no | `Serialize`/`Deserialize` for `State`, `Status`, `server::registry::Counters` and the JSON API's records (`protocol::apps`), and `HeartbeatClient::apps` |
+//! | `serde` | no | `Serialize`/`Deserialize` for `State`, `Status`, `monitor::Counters` and the JSON API's records (`protocol::apps`), and `HeartbeatClient::apps` |
 //! | `blocking` | no | `blocking::HeartbeatClient`, a synchronous client usable in and out of tokio |
 //! | `state` | no | durable server state (`server::ServerBuilder::state`): SQLite through rusqlite, bundled |
 //! | `cli` | no | the `heartbeat` binary (Unix only: it uses Unix signals and `nix`); includes `state` (`serve --state`) |
@@ -58,13 +63,19 @@ pub mod demo;
 mod error;
 #[cfg(feature = "keepalive")]
 mod keepalive;
+#[cfg(monitor)]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "server", feature = "mock"))))]
+pub mod monitor;
 mod policy;
 pub mod protocol;
 mod retry;
-#[cfg(any(feature = "server", feature = "mock"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "server", feature = "mock"))))]
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod server;
 pub mod settings;
+#[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
+pub mod testing;
 pub mod transport;
 
 pub use client::{AppCheck, ClientBuilder, HeartbeatClient, STATUS_ALL_CONCURRENCY};
@@ -92,3 +103,15 @@ pub use transport::Transport;
 ))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Every Rust snippet of docs/client-guide.md, compiled as a doc-test like README.md's.
+#[cfg(all(
+    doctest,
+    feature = "reqwest",
+    feature = "surf",
+    feature = "mock",
+    feature = "server",
+    feature = "blocking"
+))]
+#[doc = include_str!("../docs/client-guide.md")]
+pub struct ClientGuideDoctests;

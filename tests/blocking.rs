@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use heartbeat_sdk::blocking::{HeartbeatClient, KeepAliveHandle};
-use heartbeat_sdk::transport::{MockFailure, MockTransport};
+use heartbeat_sdk::testing::{MockFailure, MockTransport};
 use heartbeat_sdk::{Error, ErrorPolicy, KeepAlive, KeepAliveState, State};
 
 const GOODBYE: &str = "So Long, and Thanks for All the Fish!";
@@ -84,6 +84,48 @@ fn exercise_mock(app: &str) {
     assert_eq!(keep_alive.shutdown().unwrap(), GOODBYE);
     assert!(client.list(ErrorPolicy::Raise).unwrap().is_empty());
     drop(client);
+}
+
+/// `status_all` and `apps`, which the blocking client mirrors from the
+/// async one: the same answers, and the policy applied to a failure.
+#[test]
+fn status_all_and_apps_mirror_the_async_client() {
+    use heartbeat_sdk::protocol::AppAnswer;
+    let mock = MockTransport::new();
+    let client = |app: &str| {
+        heartbeat_sdk::HeartbeatClient::builder_with_transport(mock.clone())
+            .app_id(app)
+            .build_blocking()
+            .unwrap()
+    };
+    let (a, b) = (client("a"), client("b"));
+    a.init(ms(500), ErrorPolicy::Raise).unwrap();
+    b.init(ms(500), ErrorPolicy::Raise).unwrap();
+    let checks = a.status_all(ErrorPolicy::Raise).unwrap();
+    let keys: Vec<&str> = checks.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(keys, ["a @ 127.0.0.1", "b @ 127.0.0.1"]);
+    for check in &checks {
+        match &check.answer {
+            Ok(AppAnswer::Status(status)) => assert_eq!(status.state(), State::Ok, "{status}"),
+            other => panic!("{}: {other:?}", check.key),
+        }
+    }
+    #[cfg(feature = "serde")]
+    {
+        let apps = a.apps(ErrorPolicy::Raise).unwrap();
+        let keys: Vec<&str> = apps.apps.iter().map(|app| app.key.as_str()).collect();
+        assert_eq!(keys, ["a @ 127.0.0.1", "b @ 127.0.0.1"]);
+        mock.fail_next(1, MockFailure::Refused);
+        assert!(a.apps(ErrorPolicy::Raise).is_err());
+    }
+    // a failed /list fails the call, or gives the fallback
+    mock.fail_next(1, MockFailure::Refused);
+    assert!(a.status_all(ErrorPolicy::Raise).unwrap_err().is_connect());
+    mock.fail_next(1, MockFailure::Refused);
+    assert!(a
+        .status_all(ErrorPolicy::Fallback(Vec::new()))
+        .unwrap()
+        .is_empty());
 }
 
 #[test]

@@ -10,7 +10,7 @@
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use heartbeat_sdk::transport::{MockFailure, MockTransport};
+use heartbeat_sdk::testing::{MockFailure, MockTransport};
 use heartbeat_sdk::{ErrorPolicy, HeartbeatClient, KeepAlive};
 
 #[path = "support/log_capture.rs"]

@@ -35,7 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-const PAGE: &str = include_str!("../src/server/dashboard.html");
+const PAGE: &str = include_str!("../src/monitor/render/dashboard.html");
 const GOLDEN_ROWS: &str = include_str!("data/dashboard_rows.html");
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
 const HOSTILE_MARKER: &str = "<img src=x onerror=document.body.setAttribute('data-pwned','1')>";

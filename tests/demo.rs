@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use heartbeat_sdk::demo::{run, DemoOptions};
-use heartbeat_sdk::transport::{self, Method, MockFailure, MockTransport};
+use heartbeat_sdk::testing::{MockFailure, MockTransport};
+use heartbeat_sdk::transport::{self, Method};
 use heartbeat_sdk::{HeartbeatClient, State, Transport};
 
 const GOODBYE: &str = "So Long, and Thanks for All the Fish!";

@@ -631,7 +631,7 @@ mod surf {
 mod mock {
     use super::*;
     use common::mock_harness::MockHarness;
-    use heartbeat_sdk::transport::MockTransport;
+    use heartbeat_sdk::testing::MockTransport;
 
     #[test]
     fn bad_configuration() {
@@ -650,7 +650,8 @@ mod mock {
 #[tokio::test]
 async fn each_call_carries_its_own_body_cap() {
     use heartbeat_sdk::protocol::{MAX_APPS, MAX_HOST_STATUS_BODY, MAX_LIST_BODY, STATUS_OVERHEAD};
-    use heartbeat_sdk::transport::{MockTransport, DEFAULT_BODY_LIMIT};
+    use heartbeat_sdk::testing::MockTransport;
+    use heartbeat_sdk::transport::DEFAULT_BODY_LIMIT;
 
     assert_eq!(
         MAX_APPS,
@@ -781,7 +782,7 @@ mod big_registry {
 
     #[cfg(feature = "mock")]
     async fn over_the_mock(apps: usize, id_len: usize) {
-        let mock = heartbeat_sdk::transport::MockTransport::new();
+        let mock = heartbeat_sdk::testing::MockTransport::new();
         fill(mock.registry(), apps, id_len);
         let client = HeartbeatClient::builder_with_transport(mock)
             .build()
@@ -905,7 +906,7 @@ mod enforced_above_the_transport {
     #[cfg(feature = "mock")]
     #[tokio::test]
     async fn a_scripted_mock_reply_over_the_cap_is_too_large() {
-        use heartbeat_sdk::transport::{MockFailure, MockTransport};
+        use heartbeat_sdk::testing::{MockFailure, MockTransport};
         let mock = MockTransport::new();
         let client = HeartbeatClient::builder_with_transport(mock.clone())
             .body_limit(4)

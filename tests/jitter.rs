@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use heartbeat_sdk::transport::MockFailure;
+use heartbeat_sdk::testing::MockFailure;
 use heartbeat_sdk::{ErrorPolicy, HeartbeatClient, KeepAlive, KeepAliveState, RetryPolicy};
 
 #[path = "support/timed.rs"]

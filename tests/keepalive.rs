@@ -8,7 +8,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use heartbeat_sdk::transport::{self, HttpResponse, MockFailure, MockTransport};
+use heartbeat_sdk::testing::{MockFailure, MockTransport};
+use heartbeat_sdk::transport::{self, HttpResponse};
 use heartbeat_sdk::{
     HeartbeatClient, KeepAlive, KeepAliveHandle, KeepAliveState, Transport, TransportError,
 };

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use heartbeat_sdk::server::RegistryConfig;
-use heartbeat_sdk::transport::{self, MockFailure, MockTransport};
+use heartbeat_sdk::testing::{MockFailure, MockTransport};
+use heartbeat_sdk::transport;
 use heartbeat_sdk::{
     Error, HeartbeatClient, KeepAlive, KeepAliveHandle, KeepAliveState, RetryPolicy, Transport,
 };

@@ -8,7 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use heartbeat_sdk::server::{metrics, Expected, ManualClock, Registry, Server};
+use heartbeat_sdk::monitor::{metrics, Expected, ManualClock, Registry};
+use heartbeat_sdk::server::Server;
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5));

@@ -5,7 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use heartbeat_sdk::transport::{self, MockFailure, MockTransport};
+use heartbeat_sdk::testing::{MockFailure, MockTransport};
+use heartbeat_sdk::transport;
 use heartbeat_sdk::{Error, ErrorPolicy, HeartbeatClient, RetryPolicy, Transport, TransportError};
 use tokio::time::Instant;
 

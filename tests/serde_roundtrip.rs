@@ -106,7 +106,7 @@ fn a_status_is_read_from_raw_alone_and_raw_wins() {
 #[cfg(any(feature = "server", feature = "mock"))]
 #[test]
 fn server_counters() {
-    let mut counters = heartbeat_sdk::server::registry::Counters::default();
+    let mut counters = heartbeat_sdk::monitor::Counters::default();
     counters.inits = 7;
     counters.pings = 1234;
     counters.dones = 2;

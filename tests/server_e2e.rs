@@ -125,7 +125,7 @@ async fn surf_client_life_cycle() {
 #[tokio::test]
 async fn mock_client_life_cycle() {
     // the mock answers from the same registry code, with no socket at all
-    let mock = heartbeat_sdk::transport::MockTransport::new();
+    let mock = heartbeat_sdk::testing::MockTransport::new();
     life_cycle(mock, "http://127.0.0.1:1".into(), "mock [app]/ü&=?+1").await;
 }
 

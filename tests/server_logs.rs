@@ -67,7 +67,7 @@ fn lines_at<'a>(log: &'a str, level: &str) -> Vec<&'a str> {
     log.lines().filter(|l| l.contains(&tag)).collect()
 }
 
-/// Constructions, destructions, expiries and refusals are logged at info,
+/// Constructions, destructions, state changes, expiries and refusals are logged at info,
 /// once each; a ping or init of a known app only at debug. Ids are escaped:
 /// a line separator in an id cannot split or forge a log line.
 #[test]
@@ -122,7 +122,15 @@ fn updates_log_at_debug_and_everything_else_at_info() {
         &["Construction of [gone @ 127.0.0.1]"],
     );
     clock.advance(Duration::from_secs(60));
-    step("/list", &["Expiry of [gone @ 127.0.0.1]"]);
+    // the crossings on the way are logged too, each once
+    step(
+        "/list",
+        &[
+            "Lateness of [gone @ 127.0.0.1]: WARNING",
+            "Lateness of [gone @ 127.0.0.1]: CRITICAL",
+            "Expiry of [gone @ 127.0.0.1]",
+        ],
+    );
     let (status, _) = step(
         "/hb_pong?1&appid=x",
         &["request refused: ERROR: cannot process your request: [/hb_pong?1&appid=x]"],

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use heartbeat_sdk::protocol::AppAnswer;
-use heartbeat_sdk::transport::{self, MockTransport};
+use heartbeat_sdk::testing::MockTransport;
+use heartbeat_sdk::transport;
 use heartbeat_sdk::{ErrorPolicy, HeartbeatClient, State, Transport, STATUS_ALL_CONCURRENCY};
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -66,7 +67,7 @@ async fn every_app_in_list_order_with_a_bounded_number_in_flight() {
 #[tokio::test(start_paused = true)]
 async fn an_unreachable_list_is_the_error_or_the_fallback() {
     let mock = MockTransport::new();
-    mock.fail_next(2, heartbeat_sdk::transport::MockFailure::Refused);
+    mock.fail_next(2, heartbeat_sdk::testing::MockFailure::Refused);
     let client = HeartbeatClient::builder_with_transport(mock)
         .build()
         .unwrap();

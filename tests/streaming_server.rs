@@ -10,9 +10,9 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use heartbeat_sdk::monitor::metrics;
+use heartbeat_sdk::monitor::HostStatus;
 use heartbeat_sdk::protocol;
-use heartbeat_sdk::server::metrics;
-use heartbeat_sdk::server::HostStatus;
 use heartbeat_sdk::server::{ManualClock, Server, ServerBuilder, ServerHandle};
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);

@@ -22,6 +22,7 @@
 mod app_id;
 pub mod apps;
 pub mod command;
+mod key;
 mod reply;
 mod request;
 mod status;
@@ -29,6 +30,9 @@ mod summary;
 mod time;
 
 pub use app_id::{check_app_id, AppIdError};
+#[cfg(monitor)]
+pub(crate) use key::peer_key;
+pub use key::{split_key, RecordKey, KEY_SEPARATOR};
 pub use reply::{
     excerpt, parse_granted, parse_list, parse_text, printable, ParseError, GOODBYE, MAX_EXCERPT,
     UNREACHABLE_LINE,
@@ -41,9 +45,7 @@ pub use status::{
     app_line, multiple_line, multiple_line_head, no_record_line, PerfValue, Range, State, Status,
     MULTIPLE_LINE_END, MULTIPLE_LINE_SEPARATOR, NO_CLIENTS_LINE,
 };
-pub use summary::{
-    nagios_text, split_key, AppAnswer, CheckedApp, Counts, Finding, HostCheck, SUMMARY_NAMES,
-};
+pub use summary::{nagios_text, AppAnswer, CheckedApp, Counts, Finding, HostCheck, SUMMARY_NAMES};
 pub use time::{format_time, parse_time};
 
 /// The largest timeout, in milliseconds, that a request may carry. The
@@ -70,7 +72,7 @@ pub const MAX_PEER_LEN: usize = 45;
 
 /// Longest record key as `/list` and `/status` print it: `ID @ IP`, with an
 /// id of [`MAX_APP_ID_LEN`] bytes and an address of [`MAX_PEER_LEN`].
-pub const MAX_KEY_LEN: usize = MAX_APP_ID_LEN + " @ ".len() + MAX_PEER_LEN;
+pub const MAX_KEY_LEN: usize = MAX_APP_ID_LEN + KEY_SEPARATOR.len() + MAX_PEER_LEN;
 
 /// Bytes of a status reply other than its keys (state word, wording, the
 /// count, perfdata), with a wide margin: the longest the embedded server

@@ -15,23 +15,8 @@ use super::app_id::is_bidi_control;
 use super::reply::printable;
 use super::status::{no_record_line, State, Status};
 
-/// The key of a record as `/list` prints it, split on its **last** `" @ "`:
-/// the id and the host (`None` when the server keys records by the bare id).
-///
-/// ```
-/// use heartbeat_sdk::protocol::split_key;
-/// assert_eq!(split_key("kiosk @ 3 @ 10.0.0.7"), ("kiosk @ 3", Some("10.0.0.7")));
-/// assert_eq!(split_key("kiosk-3"), ("kiosk-3", None));
-/// ```
-pub fn split_key(key: &str) -> (&str, Option<&str>) {
-    match key.rsplit_once(" @ ") {
-        Some((id, host)) => (id, Some(host)),
-        None => (key, None),
-    }
-}
-
 /// What a `/status?appid=ID` answer says about the listed key it was asked
-/// for (the query carries the bare id, see [`split_key`]).
+/// for (the query carries the bare id, see [`split_key`](super::split_key)).
 ///
 /// The reference server (and ours, by default) looks a bare id up as
 /// `ID @ ASKER_IP`, so it can only answer about the applications of the
@@ -427,6 +412,7 @@ impl HostCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::split_key;
 
     fn tracked(key: &str, state: State, od: f64) -> CheckedApp {
         CheckedApp {

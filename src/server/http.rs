@@ -20,15 +20,13 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::clock::{Clock, SystemClock};
 use super::conns::{AcceptBackoff, Connections, EvictionLog, TrackedBody, TrackedIo};
-use super::registry::{Expected, RegistryConfig};
-use super::service::{Answer, Reply};
-use super::shared::SharedRegistry;
 use crate::error::Error;
+use crate::monitor::service::{Answer, Reply};
+use crate::monitor::{Clock, EventSink, Expected, RegistryConfig, SharedRegistry, SystemClock};
 use crate::settings::Settings;
 use stream::{ReplyBody, WriteTimeout, CHUNK};
 use url::Url;
@@ -90,6 +88,7 @@ pub struct ServerBuilder {
     max_connections: usize,
     max_streamed_replies: usize,
     expected: Vec<Expected>,
+    sinks: Vec<Arc<dyn EventSink>>,
     #[cfg(feature = "state")]
     state: Option<std::path::PathBuf>,
     #[cfg(feature = "state")]
@@ -107,6 +106,7 @@ impl ServerBuilder {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_streamed_replies: DEFAULT_MAX_STREAMED_REPLIES,
             expected: Vec::new(),
+            sinks: Vec::new(),
             #[cfg(feature = "state")]
             state: None,
             #[cfg(feature = "state")]
@@ -289,14 +289,52 @@ impl ServerBuilder {
         self
     }
 
+    /// Hands every [`Event`](crate::monitor::Event) of the server's registry
+    /// to `sink` too, in order, after the log (and the durable state, with
+    /// [`state`](ServerBuilder::state)). Repeatable; sinks hear events in
+    /// the order they were added. Threshold crossings (WARNING, CRITICAL,
+    /// expiry) come from the server's sweeper at the instant they happen,
+    /// whether anybody reads or not.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use std::sync::Arc;
+    /// use std::time::Instant;
+    /// use heartbeat_sdk::monitor::{Event, EventKind, EventSink, Registry};
+    /// use heartbeat_sdk::server::Server;
+    ///
+    /// #[derive(Debug)]
+    /// struct Pager;
+    /// impl EventSink for Pager {
+    ///     fn deliver(&self, events: &[Event], _: &Registry, _: Instant) {
+    ///         for event in events.iter().filter(|e| e.kind == EventKind::Critical) {
+    ///             eprintln!("page someone: {event}"); // better: a channel to a task
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let server = Server::builder("127.0.0.1:8888".parse().unwrap())
+    ///     .event_sink(Arc::new(Pager))
+    ///     .start()
+    ///     .await?;
+    /// # server.shutdown().await; Ok(()) }
+    /// ```
+    pub fn event_sink(mut self, sink: Arc<dyn EventSink>) -> ServerBuilder {
+        self.sinks.push(sink);
+        self
+    }
+
     /// Bind and start serving in a tokio task; returns once listening.
     ///
     /// # Errors
     /// The address cannot be bound; with [`state`](ServerBuilder::state),
     /// the state file cannot be used (see there).
     pub async fn start(self) -> io::Result<ServerHandle> {
-        #[allow(unused_mut)]
         let mut shared = SharedRegistry::new(self.config, self.clock);
+        let wake = Arc::new(Notify::new());
+        let notify = Arc::clone(&wake);
+        shared.set_wake(Box::new(move || notify.notify_one()));
         #[cfg(feature = "state")]
         let writer = match self.state {
             Some(path) => Some(open_state(&mut shared, path, self.commit_interval).await?),
@@ -306,6 +344,9 @@ impl ServerBuilder {
         let local_addr = listener.local_addr()?;
         if !local_addr.ip().is_loopback() {
             tracing::warn!(%local_addr, "heartbeat server bound to a non-loopback address: anyone who can reach it can register and query applications");
+        }
+        for sink in self.sinks {
+            shared.add_sink(sink);
         }
         let state = Arc::new(shared);
         state.with_registry(|registry, _| {
@@ -326,28 +367,39 @@ impl ServerBuilder {
             max_connections = self.max_connections,
             "heartbeat server listening"
         );
-        #[cfg(feature = "state")]
-        let writer = writer.map(|(writer, interval)| {
-            // expiries become deletes without waiting for a request
-            let registry = Arc::clone(&state);
-            let sweeper = tokio::spawn(async move {
-                let mut tick = tokio::time::interval(interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    registry.sweep();
-                }
-            });
-            (writer, sweeper)
-        });
+        let sweeper = tokio::spawn(sweep(Arc::clone(&state), wake));
         Ok(ServerHandle {
             local_addr,
             state,
             stop: Some(stop),
             task: Some(task),
+            sweeper: Some(sweeper),
             #[cfg(feature = "state")]
             writer,
         })
+    }
+}
+
+/// The longest the sweeper sleeps: a bound on how late a crossing is seen
+/// when the registry's clock is not the system's (a `ManualClock` that was
+/// advanced) or drifted from tokio's timer.
+const MAX_SWEEP_WAIT: Duration = Duration::from_secs(1);
+
+/// The always-on sweeper: emits each threshold crossing (WARNING,
+/// CRITICAL, expiry, an expected app going missing) at its instant, then
+/// sleeps until the next one, or until `wake` says an earlier one appeared.
+async fn sweep(state: Arc<SharedRegistry>, wake: Arc<Notify>) {
+    loop {
+        let next = state.sweep();
+        let now = state.clock().now();
+        let wait = next.map_or(MAX_SWEEP_WAIT, |due| {
+            due.saturating_duration_since(now)
+                .clamp(Duration::from_millis(1), MAX_SWEEP_WAIT)
+        });
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = wake.notified() => {}
+        }
     }
 }
 
@@ -358,7 +410,7 @@ async fn open_state(
     shared: &mut SharedRegistry,
     path: std::path::PathBuf,
     commit_interval: Duration,
-) -> io::Result<(super::state::StateWriter, Duration)> {
+) -> io::Result<super::state::StateWriter> {
     use super::state::{StateStore, StateWriter};
     let (store, stored) = tokio::task::spawn_blocking(move || {
         let store = StateStore::open(path)?;
@@ -387,8 +439,8 @@ async fn open_state(
         );
     }
     let (sink, writer) = StateWriter::spawn(store, commit_interval);
-    shared.set_state(sink);
-    Ok((writer, commit_interval))
+    shared.add_sink(Arc::new(sink));
+    Ok(writer)
 }
 
 /// The address `url` names, for binding.
@@ -423,9 +475,11 @@ pub struct ServerHandle {
     state: Arc<SharedRegistry>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
-    /// The state writer and the expiry sweeper (`ServerBuilder::state`).
+    /// The task that turns deadlines into events.
+    sweeper: Option<JoinHandle<()>>,
+    /// The state writer (`ServerBuilder::state`).
     #[cfg(feature = "state")]
-    writer: Option<(super::state::StateWriter, JoinHandle<()>)>,
+    writer: Option<super::state::StateWriter>,
 }
 
 impl ServerHandle {
@@ -454,9 +508,11 @@ impl ServerHandle {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-        #[cfg(feature = "state")]
-        if let Some((writer, sweeper)) = self.writer.take() {
+        if let Some(sweeper) = self.sweeper.take() {
             sweeper.abort();
+        }
+        #[cfg(feature = "state")]
+        if let Some(writer) = self.writer.take() {
             match writer.shutdown().await {
                 Ok(stats) => tracing::info!(
                     commits = stats.commits,
@@ -475,8 +531,7 @@ impl Drop for ServerHandle {
         if let Some(task) = self.task.take() {
             task.abort();
         }
-        #[cfg(feature = "state")]
-        if let Some((_writer, sweeper)) = self.writer.take() {
+        if let Some(sweeper) = self.sweeper.take() {
             sweeper.abort();
         }
     }
@@ -808,7 +863,7 @@ mod tests {
     /// meanwhile.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reader_that_stalls_is_dropped_and_frees_its_reply() {
-        use crate::server::ManualClock;
+        use crate::monitor::ManualClock;
         use std::io::{Read, Write};
         use std::net::TcpStream;
         use std::time::Instant;
@@ -831,7 +886,7 @@ mod tests {
                     .unwrap();
             }
             registry.take_events();
-            crate::server::metrics::render(registry, now).len()
+            crate::monitor::metrics::render(registry, now).len()
         });
         let held = || {
             server

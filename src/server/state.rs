@@ -20,12 +20,15 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
+
+use crate::monitor::{Event, EventKind, EventSink, Registry};
+use crate::protocol::RecordKey;
 
 /// The schema version this release writes and reads (`PRAGMA user_version`).
 /// A file with a higher version is refused ([`StateError::NewerSchema`]).
@@ -636,6 +639,62 @@ impl StateSink {
     }
 }
 
+/// The server's durable state as an [`EventSink`]: a record that is
+/// created, updated or recovers is upserted (with the time the event was
+/// delivered as its last sighting), one that signs off or expires is
+/// deleted; threshold crossings change nothing stored. When events were
+/// lost the whole state is rewritten from the registry.
+impl EventSink for StateSink {
+    fn deliver(&self, events: &[Event], registry: &Registry, _: Instant) {
+        let mut seen = None;
+        for event in events {
+            match event.kind {
+                EventKind::Created | EventKind::Updated | EventKind::Recovered => {
+                    if let Some(granted) = registry.granted_of(&event.key) {
+                        let now = *seen.get_or_insert_with(SystemTime::now);
+                        self.upsert_key(Arc::clone(&event.key), event.peer, granted, now);
+                    }
+                }
+                EventKind::Done | EventKind::Expired => self.delete_key(Arc::clone(&event.key)),
+                _ => {}
+            }
+        }
+    }
+
+    fn missed(&self, _: u64, registry: &Registry, now: Instant) {
+        // Individual deletes were lost (thousands of changes at once): send
+        // the whole state instead (O(n), rare).
+        tracing::info!("state: registry events were dropped; rewriting the whole state");
+        let wall = SystemTime::now();
+        let apps = registry
+            .apps(now)
+            .map(|app| {
+                // saturating: a huge granted timeout must not panic
+                let elapsed =
+                    Duration::try_from_secs_f64(app.granted.as_secs_f64() * app.overdue_ratio)
+                        .unwrap_or_default();
+                let last_seen = wall.checked_sub(elapsed).unwrap_or(wall);
+                stored_app(app.key, None, app.granted, last_seen)
+            })
+            .collect();
+        self.replace_all(apps);
+    }
+
+    fn metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let stats = self.stats();
+        for (name, kind, help, value) in [
+            ("heartbeat_state_commits_total", "counter", "Successful commits to the state file.", stats.commits),
+            ("heartbeat_state_rows_written_total", "counter", "Changes written to the state file (upserts and deletes, coalesced per application).", stats.rows_written),
+            ("heartbeat_state_write_errors_total", "counter", "Failed commits to the state file (each is retried).", stats.write_errors),
+            ("heartbeat_state_pending", "gauge", "Changes waiting for the next commit to the state file.", stats.pending),
+        ] {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
+        }
+    }
+}
+
 /// The writer task's handle: [`shutdown`](StateWriter::shutdown) it to
 /// commit what is pending. Dropping it detaches the task, which then
 /// commits and ends once every [`StateSink`] is dropped.
@@ -1022,8 +1081,9 @@ pub(crate) fn stored_app(
     granted: Duration,
     last_seen: SystemTime,
 ) -> StoredApp {
-    let (app, host) = match key.rsplit_once(" @ ") {
-        Some((app, host)) if host.parse::<IpAddr>().is_ok() => (app.to_owned(), host.to_owned()),
+    let parsed = RecordKey::parse(key);
+    let (app, host) = match (parsed.host(), parsed.host_ip()) {
+        (Some(host), Some(_)) => (parsed.id().to_owned(), host.to_owned()),
         _ => (
             key.to_string(),
             peer.map(|p| p.to_canonical().to_string())

@@ -75,11 +75,6 @@ use crate::error::TransportError;
 
 pub use crate::protocol::Method;
 
-#[cfg(feature = "mock")]
-mod mock;
-#[cfg(feature = "mock")]
-#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
-pub use self::mock::{MockFailure, MockTransport};
 #[cfg(feature = "reqwest")]
 mod reqwest;
 #[cfg(feature = "reqwest")]
@@ -436,7 +431,7 @@ pub(crate) async fn send_bounded(
 /// Append `chunk` to `body`, failing once `body` would exceed `limit` bytes.
 ///
 /// Shared by the HTTP backends so that every transport enforces the cap the same way.
-#[cfg_attr(not(any(feature = "reqwest", feature = "surf")), allow(dead_code))]
+#[cfg_attr(not(default_transport), allow(dead_code))]
 pub(crate) fn push_capped(
     body: &mut Vec<u8>,
     chunk: &[u8],

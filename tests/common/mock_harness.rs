@@ -1,7 +1,7 @@
 //! [`Harness`] over the in-memory mock transport, scripted per case.
 
 use async_trait::async_trait;
-use heartbeat_sdk::transport::{MockFailure, MockTransport};
+use heartbeat_sdk::testing::{MockFailure, MockTransport};
 use heartbeat_sdk::{ClientBuilder, HeartbeatClient};
 
 use super::{Harness, Recorder, Reply, Seen, APP, CLIENT_TIMEOUT};

@@ -335,9 +335,12 @@ impl Model {
         }
     }
 
-    /// Moves the model's clock on (the server's manual clock moves alike).
+    /// Moves the model's clock on (the server's manual clock moves alike),
+    /// dropping the overdue: the server's sweeper does so on the clock,
+    /// whether a request comes or not.
     pub fn advance(&mut self, ms: u64) {
         self.now_ms += ms;
+        self.expire();
     }
 
     /// Tracked keys, in order.

@@ -3,7 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use heartbeat_sdk::transport::{self, MockTransport};
+use heartbeat_sdk::testing::MockTransport;
+use heartbeat_sdk::transport;
 use heartbeat_sdk::Transport;
 use tokio::time::Instant;
 

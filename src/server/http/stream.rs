@@ -37,7 +37,7 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
-use crate::server::service::Chunks;
+use crate::monitor::service::Chunks;
 
 /// A write timeout that never fires in practice (30 years).
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);

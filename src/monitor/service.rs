@@ -36,17 +36,16 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::protocol::command::{parse_command, Command};
-use crate::protocol::{self, whole_ms, Beat, GOODBYE, MULTIPLE_LINE_END, MULTIPLE_LINE_SEPARATOR};
-#[cfg(feature = "server")]
-use crate::server::api;
-use crate::server::metrics;
-use crate::server::registry::{
+use crate::monitor::registry::{
     AppInfo, AppStatus, Expected, HostStatus, Registry, RegistryConfig, RegistryFull, Snapshot,
 };
+use crate::monitor::render::api;
+use crate::monitor::render::metrics;
+use crate::protocol::command::{parse_command, Command};
+use crate::protocol::{self, whole_ms, Beat, GOODBYE, MULTIPLE_LINE_END, MULTIPLE_LINE_SEPARATOR};
 
 /// The content type of every reply but `/metrics`, as the reference sends it.
-pub const TEXT_PLAIN: &str = "text/plain";
+pub(crate) const TEXT_PLAIN: &str = "text/plain";
 
 /// An HTTP status, a content type and a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,13 +81,19 @@ impl Reply {
 /// Decodes a request into a [`Command`] without touching any registry (so
 /// a server can do it before taking its lock); a bad request is the
 /// `ERROR: {reason}` [`Reply`] to send (400 or 414).
-pub fn parse(target: &str, form_body: Option<&[u8]>) -> Result<Command, Reply> {
+pub(crate) fn parse(target: &str, form_body: Option<&[u8]>) -> Result<Command, Reply> {
     parse_command(target, form_body).map_err(|e| Reply::error(e.http_status(), e))
 }
 
 /// Applies a decoded `command` from `peer` to `registry` at `now` and
 /// returns the reply (200, or 503 when the registry is full).
-pub fn apply(registry: &mut Registry, command: Command, peer: IpAddr, now: Instant) -> Reply {
+#[cfg(test)]
+pub(crate) fn apply(
+    registry: &mut Registry,
+    command: Command,
+    peer: IpAddr,
+    now: Instant,
+) -> Reply {
     prepare(registry, command, peer, now).into_reply()
 }
 
@@ -150,15 +155,8 @@ pub(crate) fn prepare(
             Reply::ok(app_status_line(&registry.status(&app, peer, now), &config))
         }
         Command::Metrics => return snapshot(View::Metrics, registry),
-        #[cfg(feature = "server")]
         Command::Dashboard => return snapshot(View::Dashboard, registry),
-        #[cfg(feature = "server")]
         Command::Apps => return snapshot(View::Apps, registry),
-        // without the `server` feature (the mock alone): as unknown paths
-        #[cfg(not(feature = "server"))]
-        Command::Dashboard | Command::Apps => {
-            Reply::error(400, "the dashboard needs feature `server`")
-        }
     })
 }
 
@@ -229,10 +227,8 @@ pub(crate) enum View {
     /// `/metrics`: [`metrics::render`].
     Metrics,
     /// `/api/v1/apps`: `docs/api-v1.md`.
-    #[cfg(feature = "server")]
     Apps,
     /// `/`: the dashboard page.
-    #[cfg(feature = "server")]
     Dashboard,
 }
 
@@ -245,7 +241,6 @@ pub(crate) struct Streamed {
     /// Boxed: the chunked reply body holds it, and stays small.
     snapshot: Box<Snapshot>,
     /// The system time of the snapshot (the JSON's `generated_at`).
-    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     taken: SystemTime,
     /// The wall-clock time of the snapshot (for `/metrics`' timestamps),
     /// when not the registry's own.
@@ -278,14 +273,12 @@ impl Streamed {
     }
 
     /// The same reply with `trailer` appended.
-    #[cfg(feature = "state")]
     pub(crate) fn with_trailer(mut self, trailer: String) -> Self {
         self.trailer = (!trailer.is_empty()).then(|| Box::new(trailer));
         self
     }
 
     /// Whether this is the `/metrics` reply.
-    #[cfg(feature = "state")]
     pub(crate) fn is_metrics(&self) -> bool {
         matches!(self.view, View::Metrics)
     }
@@ -295,9 +288,7 @@ impl Streamed {
         match self.view {
             View::List | View::HostStatus => TEXT_PLAIN,
             View::Metrics => metrics::CONTENT_TYPE,
-            #[cfg(feature = "server")]
             View::Apps => api::JSON,
-            #[cfg(feature = "server")]
             View::Dashboard => api::HTML,
         }
     }
@@ -311,7 +302,6 @@ impl Streamed {
 
     /// The JSON API's and the dashboard's view of the snapshot: tracked
     /// records, which of them are expected, and the expected apps missing.
-    #[cfg(feature = "server")]
     fn with_listing<R>(&self, f: impl FnOnce(&api::Listing<'_, Expected>) -> R) -> R {
         let snapshot: &Snapshot = &self.snapshot;
         let is_expected = |i| snapshot.is_expected(i);
@@ -351,7 +341,6 @@ impl Streamed {
                 View::List => n,
                 View::HostStatus => n + 2,
                 View::Metrics => metrics::pieces(n, self.snapshot.missing().len()),
-                #[cfg(feature = "server")]
                 View::Apps | View::Dashboard => self.with_listing(|l| l.pieces()),
             }
     }
@@ -385,9 +374,7 @@ impl Streamed {
                 let wall = self.wall.unwrap_or_else(|| snapshot.wall_now());
                 metrics::write_piece(snapshot, wall, i, out);
             }
-            #[cfg(feature = "server")]
             View::Apps => self.with_listing(|l| l.write_piece(api::Format::Json, i, out)),
-            #[cfg(feature = "server")]
             View::Dashboard => self.with_listing(|l| l.write_piece(api::Format::Html, i, out)),
         }
     }
@@ -446,7 +433,7 @@ fn granted(result: Result<Duration, RegistryFull>) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::registry::Event;
+    use crate::monitor::EventKind;
     use std::net::Ipv4Addr;
 
     const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -539,12 +526,16 @@ mod tests {
             status(&mut h, 6000),
             "UNKNOWN - no heartbeat clients at the moment..."
         );
-        let events: Vec<Event> = h.registry.take_events();
+        let events = h.registry.take_events();
+        let kinds: Vec<_> = events.iter().map(|e| (e.kind, &*e.key)).collect();
+        let x = "X @ 127.0.0.1";
         assert_eq!(
-            events,
+            kinds,
             [
-                Event::Constructed("X @ 127.0.0.1".into()),
-                Event::Expired("X @ 127.0.0.1".into())
+                (EventKind::Created, x),
+                (EventKind::Warning, x),
+                (EventKind::Critical, x),
+                (EventKind::Expired, x)
             ]
         );
     }

@@ -1,50 +1,16 @@
-//! Prometheus text exposition (format 0.0.4) of a [`Registry`], named as
-//! Prometheus' naming guide asks: base units, `_total` counters,
-//! `_timestamp_seconds` times, one metric per meaning with labels `app`
-//! (the id) and `host` (the peer's IP, empty for bare keys and for a
-//! missing application expected from any host).
-//!
-//! ```text
-//! heartbeat_apps                               tracked applications
-//! heartbeat_{inits,pings,dones,expiries,refused}_total
-//! heartbeat_app_up{app,host}                   1 reporting, 0 late past the critical ratio or expected and missing
-//! heartbeat_app_state{app,host}                Nagios state: 0 OK, 1 WARNING, 2 CRITICAL (missing: 2)
-//! heartbeat_app_overdue_ratio{app,host}        time since the last init/ping / granted timeout
-//! heartbeat_app_last_seen_timestamp_seconds{app,host}
-//! heartbeat_app_granted_timeout_seconds{app,host}
-//! ```
-//!
-//! Expected applications without a record ([`Registry::expect`]) appear in
-//! `heartbeat_app_up` (0) and `heartbeat_app_state` (2) only. An alert
-//! rule keys on `heartbeat_app_up == 0`.
+//! The `/metrics` reply, piece by piece (see [`crate::monitor::metrics`]
+//! for the format).
 
 use std::borrow::Cow;
 use std::io::Write as _;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::monitor::registry::Snapshot;
+use crate::protocol::split_key;
 use crate::protocol::State;
-use crate::server::registry::{split_key, Registry, Snapshot};
-use crate::server::service::{Streamed, View};
 
-/// The `Content-Type` to send with [`render`]'s output.
+/// The `Content-Type` to send with [`render`](crate::monitor::metrics::render)'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Expires overdue records, then renders counters and the per-application
-/// gauges (tracked applications in key order, then missing expected ones
-/// in spec order). `heartbeat_app_last_seen_timestamp_seconds` counts
-/// from the wall-clock time the registry read when it first saw a `now`,
-/// plus the monotonic time since.
-pub fn render(registry: &mut Registry, now: Instant) -> String {
-    Streamed::new(View::Metrics, registry.snapshot(now)).into_string()
-}
-
-/// [`render`], with `wall` as the wall-clock time that corresponds to
-/// `now` (for reproducible output).
-pub fn render_at(registry: &mut Registry, now: Instant, wall: SystemTime) -> String {
-    Streamed::new(View::Metrics, registry.snapshot(now))
-        .at_wall(wall)
-        .into_string()
-}
 
 /// The families with a line per tracked app and per missing expected app.
 const WITH_MISSING: [(&str, &str); 2] = [
@@ -241,8 +207,10 @@ fn format_float(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::monitor::metrics::render;
+    use crate::monitor::Registry;
     use std::net::{IpAddr, Ipv4Addr};
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{HttpRequest, HttpResponse, Transport};
 use crate::error::TransportError;
-use crate::server::{ManualClock, RegistryConfig, SharedRegistry};
+use crate::monitor::{ManualClock, RegistryConfig, SharedRegistry};
+use crate::transport::{HttpRequest, HttpResponse, Transport};
 
 /// What a scripted request gets instead of the registry's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +48,7 @@ impl MockFailure {
 /// An in-memory [`Transport`] (feature `mock`) with the embedded server's
 /// exact semantics and no sockets.
 ///
-/// It answers from the same [`Registry`](crate::server::Registry) as the
+/// It answers from the same [`Registry`](crate::monitor::Registry) as the
 /// real server, on a [`ManualClock`] that only moves when the test says so,
 /// records every request, and can be scripted to fail. Clones share
 /// everything, so keep one in the test and give one to the client.
@@ -57,7 +57,7 @@ impl MockFailure {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> heartbeat_sdk::Result<()> {
 /// use std::time::Duration;
-/// use heartbeat_sdk::transport::{MockFailure, MockTransport};
+/// use heartbeat_sdk::testing::{MockFailure, MockTransport};
 /// use heartbeat_sdk::{ErrorPolicy, HeartbeatClient, State};
 ///
 /// let mock = MockTransport::new();

@@ -35,7 +35,7 @@
 //!
 //! Served from the same registry snapshot as `/api/v1/apps`, a piece at a
 //! time ([`write_head`], one [`render_row`] per application, [`write_tail`]):
-//! see [`crate::server::api`]. `200`, `Content-Type: text/html;
+//! see [`crate::monitor::render::api`]. `200`, `Content-Type: text/html;
 //! charset=utf-8`, `Cache-Control: no-store`.
 
 use std::borrow::Cow;
@@ -285,7 +285,7 @@ mod tests {
     use super::*;
 
     /// The markup both renderers must produce, shared with `tests/dashboard_browser.rs`.
-    const GOLDEN: &str = include_str!("../../tests/data/dashboard_rows.html");
+    const GOLDEN: &str = include_str!("../../../tests/data/dashboard_rows.html");
 
     fn thresholds() -> Thresholds {
         Thresholds {

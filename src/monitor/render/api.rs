@@ -1,12 +1,12 @@
 //! `GET /api/v1/apps` (the JSON of `docs/api-v1.md`) and the rows of the
 //! dashboard at `GET /`, both rendered from one registry [`Snapshot`] a
 //! piece at a time, like `/list` and `/metrics` (see
-//! [`service`](crate::server::service)): piece 0 is the head (thresholds,
+//! [`service`](crate::monitor::service)): piece 0 is the head (thresholds,
 //! counters, counts; for the page the HTML up to the first row), then one
 //! piece per tracked application in key order, one per missing (expected,
 //! untracked) application, and a closing piece.
 //!
-//! Times: ages come from the server's [`Clock`](crate::server::Clock) (the
+//! Times: ages come from the server's [`Clock`](crate::monitor::Clock) (the
 //! snapshot's), `generated_at` from the system clock when the snapshot was
 //! taken, and `last_seen` is `generated_at` minus the age, both in whole
 //! milliseconds, so `last_seen_ago_ms` is exactly their difference.
@@ -19,9 +19,9 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::monitor::registry::Snapshot;
+use crate::monitor::render::dashboard::{self, AppRow, Counts, RowState, Thresholds};
 use crate::protocol::{whole_ms, State};
-use crate::server::dashboard::{self, AppRow, Counts, RowState, Thresholds};
-use crate::server::registry::Snapshot;
 
 /// The `Content-Type` of `/api/v1/apps`.
 pub(crate) const JSON: &str = "application/json";
@@ -37,7 +37,7 @@ pub(crate) trait Missing {
 }
 
 /// A missing application given by value (tests; the server passes its
-/// [`Expected`](crate::server::registry::Expected) specs).
+/// [`Expected`](crate::monitor::registry::Expected) specs).
 #[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MissingApp {
@@ -58,13 +58,13 @@ impl Missing for MissingApp {
     }
 }
 
-impl Missing for crate::server::registry::Expected {
+impl Missing for crate::monitor::registry::Expected {
     fn id(&self) -> &str {
-        crate::server::registry::Expected::id(self)
+        crate::monitor::registry::Expected::id(self)
     }
 
     fn host(&self) -> Option<IpAddr> {
-        crate::server::registry::Expected::host(self)
+        crate::monitor::registry::Expected::host(self)
     }
 }
 
@@ -298,7 +298,7 @@ pub(crate) fn rfc3339_ms(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::registry::{Registry, RegistryConfig};
+    use crate::monitor::registry::{Registry, RegistryConfig};
     use serde_json::{json, Value};
     use std::net::Ipv4Addr;
     use std::time::{Duration, Instant};
@@ -503,7 +503,7 @@ mod tests {
             host: None,
         }];
         let page = render(&mut snapshot, Format::Html, &|_| false, &missing);
-        let golden = include_str!("../../tests/data/dashboard_rows.html");
+        let golden = include_str!("../../../tests/data/dashboard_rows.html");
         for row in golden.lines().filter(|l| !l.trim().is_empty()) {
             assert!(page.contains(row), "{row}\nnot in\n{page}");
         }
