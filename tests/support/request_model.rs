@@ -1,7 +1,7 @@
 //! An independent model of the heartbeat server, the oracle of
 //! `tests/hardening_server.rs`' generated requests (issue 14).
 //!
-//! Written from `PROTOCOL.md` and README's rules, not from `src/protocol/`:
+//! Written from `PROTOCOL.md` and the documented limits (TESTING.md), not from `src/protocol/`:
 //! it imports nothing from `heartbeat_sdk`, decodes with its own code and
 //! keeps its own registry (who is tracked under which key, with which
 //! granted timeout, last seen when, on its own millisecond clock), so a
@@ -40,7 +40,7 @@ use std::net::IpAddr;
 
 /// The goodbye of `hb_done` (PROTOCOL.md).
 pub const GOODBYE: &str = "So Long, and Thanks for All the Fish!";
-/// Longest accepted id, in bytes after decoding (README: 414 past it).
+/// Longest accepted id, in bytes after decoding (TESTING.md, Limits: 414 past it).
 pub const MAX_ID_LEN: usize = 1024;
 /// Largest accepted timeout, in milliseconds.
 pub const MAX_TIMEOUT_MS: u64 = u32::MAX as u64;
