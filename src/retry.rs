@@ -144,6 +144,14 @@ impl RetryPolicy {
         self.attempts
     }
 
+    /// The jittered wait before attempt `n + 1` (`n` counts from 1): the
+    /// same doubling, cap and jitter as [`run`](Self::run), for loops that
+    /// retry on their own terms (the server's notifications).
+    #[cfg(feature = "notify")]
+    pub(crate) fn backoff(&self, n: u32) -> Duration {
+        jitter(exponential(self.initial_backoff, self.max_backoff, n))
+    }
+
     /// Run `attempt` until it succeeds, fails for good, or the attempts or
     /// the budget run out. `attempt` gets the timeout to use for its request.
     pub(crate) async fn run<T, F, Fut>(

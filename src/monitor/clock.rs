@@ -2,12 +2,37 @@
 
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// A source of monotonic time for the [`Registry`](super::Registry).
 pub trait Clock: Debug + Send + Sync {
     /// The current instant.
     fn now(&self) -> Instant;
+
+    /// The wall-clock time of `at`, an instant of this clock (the dates
+    /// of notifications and history). The default dates it back from the
+    /// system's time now.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use heartbeat_sdk::server::{Clock, ManualClock};
+    ///
+    /// let clock = ManualClock::new();
+    /// let start = clock.now();
+    /// clock.advance(Duration::from_secs(60));
+    /// // a manual clock's wall time moves with it, not with the system's
+    /// let gap = clock.wall(clock.now()).duration_since(clock.wall(start)).unwrap();
+    /// assert_eq!(gap, Duration::from_secs(60));
+    /// ```
+    fn wall(&self, at: Instant) -> SystemTime {
+        let now = self.now();
+        let wall = SystemTime::now();
+        if at <= now {
+            wall.checked_sub(now - at).unwrap_or(wall)
+        } else {
+            wall.checked_add(at - now).unwrap_or(wall)
+        }
+    }
 }
 
 /// The system's monotonic clock.
@@ -34,6 +59,8 @@ impl Clock for SystemClock {
 #[derive(Debug, Clone)]
 pub struct ManualClock {
     base: Instant,
+    /// The wall-clock time at `base`.
+    base_wall: SystemTime,
     offset: Arc<Mutex<Duration>>,
 }
 
@@ -42,6 +69,7 @@ impl ManualClock {
     pub fn new() -> Self {
         Self {
             base: Instant::now(),
+            base_wall: SystemTime::now(),
             offset: Arc::default(),
         }
     }
@@ -67,5 +95,16 @@ impl Default for ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Instant {
         self.base + self.elapsed()
+    }
+
+    /// The system's time when the clock was made, plus how far `at` is
+    /// from then on this clock.
+    fn wall(&self, at: Instant) -> SystemTime {
+        let wall = if at >= self.base {
+            self.base_wall.checked_add(at - self.base)
+        } else {
+            self.base_wall.checked_sub(self.base - at)
+        };
+        wall.unwrap_or(self.base_wall)
     }
 }

@@ -23,6 +23,7 @@ mod app_id;
 pub mod apps;
 pub mod command;
 mod key;
+pub mod notification;
 mod reply;
 mod request;
 mod status;

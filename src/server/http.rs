@@ -93,6 +93,8 @@ pub struct ServerBuilder {
     state: Option<std::path::PathBuf>,
     #[cfg(feature = "state")]
     commit_interval: Duration,
+    #[cfg(feature = "notify")]
+    notify: super::notify::NotifyConfig,
 }
 
 impl ServerBuilder {
@@ -111,6 +113,8 @@ impl ServerBuilder {
             state: None,
             #[cfg(feature = "state")]
             commit_interval: super::state::DEFAULT_COMMIT_INTERVAL,
+            #[cfg(feature = "notify")]
+            notify: super::notify::NotifyConfig::default(),
         }
     }
 
@@ -325,6 +329,110 @@ impl ServerBuilder {
         self
     }
 
+    /// Notify (feature `notify`): POST every state change of every
+    /// application (created, warning, critical, recovered, done, expired,
+    /// expected-missing) to `url`, as one JSON
+    /// [`StateChange`](crate::protocol::notification::StateChange) each or
+    /// as a Slack message ([`WebhookFormat`](crate::server::WebhookFormat)).
+    /// Repeatable.
+    ///
+    /// Delivery is off the request path, at least once per change while
+    /// the server runs: an application's changes arrive in order; a
+    /// receiver that fails (no reply, a timeout, 5xx, 408, 429) is retried
+    /// with jittered backoff ([`notify_retry`](ServerBuilder::notify_retry))
+    /// until it accepts; a 4xx refusal drops that one notification. The
+    /// queue is in memory and bounded
+    /// ([`MAX_PENDING`](crate::server::MAX_PENDING) per webhook): what is
+    /// still queued when the server stops is not sent.
+    ///
+    /// ```
+    /// use heartbeat_sdk::server::{Server, WebhookFormat};
+    ///
+    /// let builder = Server::builder("127.0.0.1:0".parse().unwrap())
+    ///     .webhook("https://hooks.example/heartbeat".parse().unwrap(), WebhookFormat::Json)
+    ///     .alertmanager("http://127.0.0.1:9093".parse().unwrap());
+    /// # drop(builder);
+    /// ```
+    #[cfg(feature = "notify")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "notify")))]
+    pub fn webhook(mut self, url: Url, format: super::notify::WebhookFormat) -> ServerBuilder {
+        self.notify.webhooks.push((url, format));
+        self
+    }
+
+    /// Alert (feature `notify`): post each CRITICAL application and each
+    /// missing expected one as an alert to the Alertmanager at `url`
+    /// (`url/api/v2/alerts`), resolve it when the application recovers,
+    /// registers or signs off, and re-send every active alert every
+    /// [`alert_resend`](ServerBuilder::alert_resend). Repeatable: give every
+    /// peer of an Alertmanager cluster (each gets every alert, as
+    /// Prometheus does), never a load balancer in front of them.
+    ///
+    /// Labels: `alertname="HeartbeatAppDown"`, `app`, `host` (none for an
+    /// expected app of any host), `severity`; annotations `summary`,
+    /// `description` and `instance` (this server: an annotation, so two
+    /// servers of an HA pair make one alert); `startsAt` the crossing;
+    /// `generatorURL` the dashboard.
+    #[cfg(feature = "notify")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "notify")))]
+    pub fn alertmanager(mut self, url: Url) -> ServerBuilder {
+        self.notify.alertmanagers.push(url);
+        self
+    }
+
+    /// How often active (and for 15 minutes resolved) alerts are sent
+    /// again (default 60 s): an active alert's `endsAt` is
+    /// [`ALERT_LIFETIME_RESENDS`](crate::server::ALERT_LIFETIME_RESENDS)
+    /// intervals ahead, so the alerts of a server that died resolve by
+    /// themselves.
+    #[cfg(feature = "notify")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "notify")))]
+    pub fn alert_resend(mut self, interval: Duration) -> ServerBuilder {
+        self.notify.alert_resend = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Also alert on WARNING (`severity="warning"`; off by default).
+    #[cfg(feature = "notify")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "notify")))]
+    pub fn alert_on_warning(mut self, on: bool) -> ServerBuilder {
+        self.notify.alert_on_warning = on;
+        self
+    }
+
+    /// The shortest time between two webhook notifications of one
+    /// application (default 0: every change goes). A change that comes
+    /// sooner waits until the interval is over and folds in the changes
+    /// that follow it meanwhile: the receiver then gets the latest state,
+    /// `previous` as the last notification left it, and `coalesced`
+    /// saying how many changes were folded in. Alerts are not affected.
+    #[cfg(feature = "notify")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "notify")))]
+    pub fn notify_min_interval(mut self, interval: Duration) -> ServerBuilder {
+        self.notify.min_interval = interval;
+        self
+    }
+
+    /// The backoff between delivery attempts (default 500 ms doubling up
+    /// to 60 s, jittered). Only its backoff is used: a notification is
+    /// retried until the receiver takes it, whatever the attempts.
+    #[cfg(feature = "notify")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "notify")))]
+    pub fn notify_retry(mut self, retry: crate::RetryPolicy) -> ServerBuilder {
+        self.notify.retry = retry;
+        self
+    }
+
+    /// The URL the server is reached at, for the links in notifications
+    /// (`server`, `dashboard`, `generatorURL`, the `instance` annotation);
+    /// default `http://` and the address it listens on.
+    #[cfg(feature = "notify")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "notify")))]
+    pub fn external_url(mut self, url: Url) -> ServerBuilder {
+        self.notify.external_url = Some(url);
+        self
+    }
+
     /// Bind and start serving in a tokio task; returns once listening.
     ///
     /// # Errors
@@ -345,6 +453,16 @@ impl ServerBuilder {
         if !local_addr.ip().is_loopback() {
             tracing::warn!(%local_addr, "heartbeat server bound to a non-loopback address: anyone who can reach it can register and query applications");
         }
+        #[cfg(feature = "notify")]
+        let notifier = if self.notify.is_empty() {
+            None
+        } else {
+            let notifier =
+                super::notify::Notifier::spawn(self.notify, local_addr, Arc::clone(shared.clock()))
+                    .map_err(io::Error::other)?;
+            shared.add_sink(notifier.sink.clone());
+            Some(notifier)
+        };
         for sink in self.sinks {
             shared.add_sink(sink);
         }
@@ -376,6 +494,8 @@ impl ServerBuilder {
             sweeper: Some(sweeper),
             #[cfg(feature = "state")]
             writer,
+            #[cfg(feature = "notify")]
+            notifier,
         })
     }
 }
@@ -480,6 +600,9 @@ pub struct ServerHandle {
     /// The state writer (`ServerBuilder::state`).
     #[cfg(feature = "state")]
     writer: Option<super::state::StateWriter>,
+    /// The notifications' delivery tasks (`ServerBuilder::webhook`, `alertmanager`).
+    #[cfg(feature = "notify")]
+    notifier: Option<super::notify::Notifier>,
 }
 
 impl ServerHandle {
@@ -510,6 +633,10 @@ impl ServerHandle {
         }
         if let Some(sweeper) = self.sweeper.take() {
             sweeper.abort();
+        }
+        #[cfg(feature = "notify")]
+        if let Some(mut notifier) = self.notifier.take() {
+            notifier.abort();
         }
         #[cfg(feature = "state")]
         if let Some(writer) = self.writer.take() {

@@ -12,6 +12,8 @@
 
 mod conns;
 mod http;
+#[cfg(feature = "notify")]
+mod notify;
 #[cfg(feature = "state")]
 mod state;
 
@@ -20,6 +22,12 @@ pub use crate::monitor::{
 };
 pub use http::{Server, ServerBuilder, ServerHandle, DEFAULT_MAX_CONNECTIONS};
 
+#[cfg(feature = "notify")]
+#[cfg_attr(docsrs, doc(cfg(feature = "notify")))]
+pub use notify::{
+    WebhookFormat, ALERT_LIFETIME_RESENDS, DEFAULT_ALERT_RESEND, DELIVERY_TIMEOUT, MAX_PENDING,
+    RESOLVED_RETENTION,
+};
 #[cfg(feature = "state")]
 #[cfg_attr(docsrs, doc(cfg(feature = "state")))]
 pub use state::{

@@ -216,6 +216,31 @@ pub struct ServeArgs {
     /// How often --state is committed, in milliseconds: a crash loses at most this much.
     #[arg(long, value_name = "MS", default_value_t = 1000, requires = "state", value_parser = clap::value_parser!(u64).range(1..))]
     pub state_commit_ms: u64,
+    /// POST every state change (created, warning, critical, recovered, done, expired, expected-missing) to URL as JSON (docs/notifications.md). Repeatable.
+    #[arg(long, value_name = "URL")]
+    pub webhook: Vec<url::Url>,
+    /// The body --webhook URLs get: `json` (one document per change) or `slack` (a Slack/Mattermost `{"text": ...}` message).
+    #[arg(long, value_name = "FORMAT", default_value = "json", value_parser = parse_webhook_format)]
+    pub webhook_format: heartbeat_sdk::server::WebhookFormat,
+    /// Send CRITICAL applications as alerts to the Alertmanager at URL (API v2). Repeatable: give every peer of a cluster.
+    #[arg(long, value_name = "URL")]
+    pub alertmanager: Vec<url::Url>,
+    /// Re-send active alerts every MS milliseconds; their endsAt is four intervals ahead.
+    #[arg(long, value_name = "MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub alert_resend_ms: u64,
+    /// Also alert on WARNING (severity="warning").
+    #[arg(long)]
+    pub alert_warning: bool,
+    /// Shortest time between two webhook notifications of one application, in milliseconds; changes in between are folded into the latest state.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub notify_min_interval_ms: u64,
+    /// The URL this server is reached at, for the links in notifications [default: http:// and the address it listens on].
+    #[arg(long, value_name = "URL")]
+    pub external_url: Option<url::Url>,
+}
+
+fn parse_webhook_format(text: &str) -> Result<heartbeat_sdk::server::WebhookFormat, String> {
+    text.parse()
 }
 
 /// Options of `heartbeat demo`.

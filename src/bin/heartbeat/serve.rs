@@ -79,6 +79,7 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
             .state(path)
             .state_commit_interval(Duration::from_millis(args.state_commit_ms));
     }
+    server = notifications(server, args);
     let stop = match signals::stop_signal("serve") {
         Ok(stop) => stop,
         Err(code) => return code,
@@ -125,6 +126,25 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
     handle.shutdown().await;
     exit::OK
+}
+
+/// The notifications of `--webhook`, `--webhook-format`, `--alertmanager`,
+/// `--alert-resend-ms`, `--alert-warning`, `--notify-min-interval-ms` and
+/// `--external-url`.
+fn notifications(mut server: ServerBuilder, args: &ServeArgs) -> ServerBuilder {
+    for url in &args.webhook {
+        server = server.webhook(url.clone(), args.webhook_format);
+    }
+    for url in &args.alertmanager {
+        server = server.alertmanager(url.clone());
+    }
+    if let Some(url) = &args.external_url {
+        server = server.external_url(url.clone());
+    }
+    server
+        .alert_resend(Duration::from_millis(args.alert_resend_ms))
+        .alert_on_warning(args.alert_warning)
+        .notify_min_interval(Duration::from_millis(args.notify_min_interval_ms))
 }
 
 /// The registry settings of `--tolerance-ms`, `--warn`, `--crit` and
