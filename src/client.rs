@@ -362,9 +362,67 @@ impl HeartbeatClient {
         &self,
         policy: ErrorPolicy<protocol::apps::Apps>,
     ) -> Result<protocol::apps::Apps> {
-        use protocol::apps;
         let cap = protocol::max_apps_body(self.inner.max_apps);
-        let build = |_: &str| apps::apps_request();
+        self.json_call(
+            protocol::apps::apps_request,
+            cap,
+            protocol::apps::parse_apps,
+            policy,
+        )
+        .await
+    }
+
+    /// The history of one application (`GET /api/v1/events`, our server's
+    /// JSON API; feature `serde`): its state changes, newest first, as
+    /// [`Events`](protocol::history::Events). The server keeps the last
+    /// 100 per application id in memory.
+    ///
+    /// # Errors
+    /// As [`apps`](Self::apps): [`Error::Unsupported`] from a server
+    /// without it (the reference answers `400`), [`Error::Parse`] for
+    /// another document.
+    ///
+    /// ```no_run
+    /// # async fn run(client: heartbeat_sdk::HeartbeatClient) -> heartbeat_sdk::Result<()> {
+    /// use heartbeat_sdk::protocol::history::EventsQuery;
+    /// use heartbeat_sdk::ErrorPolicy;
+    ///
+    /// let history = client.events(&EventsQuery::new("kiosk-3").limit(20), ErrorPolicy::Raise).await?;
+    /// for event in &history.events {
+    ///     println!("{} {}", event.at, event.event.name());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "serde")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+    pub async fn events(
+        &self,
+        query: &protocol::history::EventsQuery,
+        policy: ErrorPolicy<protocol::history::Events>,
+    ) -> Result<protocol::history::Events> {
+        use protocol::history;
+        let build = || query.request();
+        self.json_call(
+            build,
+            history::MAX_EVENTS_BODY,
+            history::parse_events,
+            policy,
+        )
+        .await
+    }
+
+    /// GETs one of the server's JSON documents: `Unsupported` from a server
+    /// without it (400, 404, 405, or text / HTML), `Parse` for a document
+    /// `parse` refuses.
+    #[cfg(feature = "serde")]
+    async fn json_call<T>(
+        &self,
+        build: impl Fn() -> protocol::Request + Send + Sync,
+        cap: usize,
+        parse: fn(&[u8]) -> std::result::Result<T, protocol::ParseError>,
+        policy: ErrorPolicy<T>,
+    ) -> Result<T> {
+        let build = |_: &str| build();
         let result = async {
             let sent = (self.inner.retry)
                 .run(self.inner.request_timeout, |timeout| {
@@ -377,10 +435,10 @@ impl HeartbeatClient {
                 }
                 other => other?,
             };
-            if !apps::is_json_document(&body) {
+            if !protocol::apps::is_json_document(&body) {
                 return Err(Error::Unsupported { url, status: 200 });
             }
-            apps::parse_apps(&body).map_err(|e| Error::Parse {
+            parse(&body).map_err(|e| Error::Parse {
                 url,
                 reason: e.reason().to_owned(),
                 body: String::from_utf8_lossy(&body).into_owned(),

@@ -18,14 +18,16 @@
 
 mod clock;
 mod events;
+pub(crate) mod history;
 pub mod metrics;
 pub(crate) mod registry;
-mod render;
+pub(crate) mod render;
 pub(crate) mod service;
 mod shared;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{Event, EventKind, EventSink, LogSink};
+pub use history::{HistorySink, HISTORY_CAP, HISTORY_PER_APP};
 pub use registry::{
     AppInfo, AppStatus, Counters, Expected, ExpectedError, HostStatus, Registry, RegistryConfig,
     RegistryFull, DEFAULT_MAX_APPS, EVENT_BUFFER_CAP,

@@ -68,6 +68,17 @@ impl Reply {
         }
     }
 
+    /// A `200` with `value` as JSON.
+    pub(crate) fn json(value: &impl serde::Serialize) -> Self {
+        Reply {
+            status: 200,
+            // the protocol's documents are strings, numbers and options:
+            // they always serialize
+            body: serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned()),
+            content_type: super::render::api::JSON,
+        }
+    }
+
     /// An `ERROR: {reason}` reply with `status`.
     pub fn error(status: u16, reason: impl std::fmt::Display) -> Self {
         Reply {
@@ -157,6 +168,12 @@ pub(crate) fn prepare(
         Command::Metrics => return snapshot(View::Metrics, registry),
         Command::Dashboard => return snapshot(View::Dashboard, registry),
         Command::Apps => return snapshot(View::Apps, registry),
+        // a registry keeps no history: SharedRegistry answers from its own
+        Command::Events(query) => Reply::json(&crate::protocol::history::Events::new(
+            query.app,
+            Vec::new(),
+            0,
+        )),
     })
 }
 

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::clock::{Clock, SystemClock};
 use super::events::{EventSink, LogSink};
+use super::history::HistorySink;
 use super::registry::{Registry, RegistryConfig, EVENT_BUFFER_CAP};
 use super::service::{parse, prepare, Answer, Reply};
 use crate::protocol::printable;
@@ -24,7 +25,7 @@ type Wake = Box<dyn Fn() + Send + Sync>;
 /// caused goes to every sink, in order, under the same lock. A
 /// [`LogSink`] is there from the start: constructions, destructions,
 /// state changes and refusals at info, updates (a ping or init of a known
-/// app) at debug, ids through [`printable`].
+/// app) at debug, ids through [`printable`]; then the [`HistorySink`].
 ///
 /// State changes happen on the clock, not on requests:
 /// [`sweep`](Self::sweep) emits the crossings due now. The server runs it
@@ -33,6 +34,7 @@ type Wake = Box<dyn Fn() + Send + Sync>;
 pub struct SharedRegistry {
     registry: Mutex<Registry>,
     clock: Arc<dyn Clock>,
+    history: Arc<HistorySink>,
     sinks: Vec<Arc<dyn EventSink>>,
     wake: Option<Wake>,
 }
@@ -50,12 +52,20 @@ impl std::fmt::Debug for SharedRegistry {
 impl SharedRegistry {
     /// A registry with `config` running on `clock`, logging its events.
     pub fn new(config: RegistryConfig, clock: Arc<dyn Clock>) -> Self {
+        let history = Arc::new(HistorySink::new(Arc::clone(&clock)));
         Self {
             registry: Mutex::new(Registry::new(config)),
             clock,
-            sinks: vec![Arc::new(LogSink)],
+            sinks: vec![Arc::new(LogSink), history.clone()],
+            history,
             wake: None,
         }
+    }
+
+    /// The history of state changes (`GET /api/v1/events`), a sink every
+    /// shared registry has, right after the log.
+    pub fn history(&self) -> &HistorySink {
+        &self.history
     }
 
     /// Hands every event from now on to `sink` too (after the ones added
@@ -93,6 +103,9 @@ impl SharedRegistry {
                 return Answer::Ready(reply);
             }
         };
+        if let crate::protocol::command::Command::Events(query) = &command {
+            return Answer::Ready(Reply::json(&self.history.query(query)));
+        }
         let answer = self.operate(|registry, now| prepare(registry, command, peer, now));
         match answer {
             Answer::Streamed(streamed) if streamed.is_metrics() => {

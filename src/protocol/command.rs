@@ -64,6 +64,9 @@ pub enum Command {
     /// `GET /api/v1/apps` (exactly that path): every application, the
     /// counters and the thresholds as JSON (`docs/api-v1.md`).
     Apps,
+    /// `GET /api/v1/events?app=ID...` (exactly that path): the history of
+    /// one application as JSON ([`history`](super::history)).
+    Events(super::history::EventsQuery),
 }
 
 impl Command {
@@ -77,6 +80,7 @@ impl Command {
             Command::Metrics => "metrics",
             Command::Dashboard => "dashboard",
             Command::Apps => "api/v1/apps",
+            Command::Events(_) => "api/v1/events",
         }
     }
 }
@@ -174,6 +178,13 @@ pub enum CommandError {
         /// Which part of the request (`timeout` or `appid`).
         component: &'static str,
     },
+    /// A query parameter of the JSON API that does not parse.
+    InvalidParameter {
+        /// The parameter (`host`, `since`, `limit`).
+        name: &'static str,
+        /// Why (one line, the value escaped).
+        reason: String,
+    },
 }
 
 impl CommandError {
@@ -216,6 +227,9 @@ impl fmt::Display for CommandError {
             CommandError::InvalidAppId { reason } => write!(f, "appid refused: {reason}"),
             CommandError::InvalidPercentEncoding { component } => {
                 write!(f, "invalid percent-encoding in {component}")
+            }
+            CommandError::InvalidParameter { name, reason } => {
+                write!(f, "invalid {name}: {reason}")
             }
             CommandError::InvalidUtf8 { component } => {
                 write!(f, "{component} is not valid UTF-8 after percent-decoding")
@@ -304,6 +318,9 @@ fn parse_command_with(
     match path {
         "/" => return Ok(Command::Dashboard),
         "/api/v1/apps" => return Ok(Command::Apps),
+        super::history::EVENTS_PATH => {
+            return super::history::EventsQuery::from_query(query).map(Command::Events)
+        }
         _ => {}
     }
     let name = path.rsplit('/').next().unwrap_or("");
@@ -367,7 +384,7 @@ const FORM: bool = true;
 /// Percent-decodes one query/form component into UTF-8 text (`+` a space
 /// when `plus_as_space`). Borrows when nothing needs decoding (the timeout
 /// of every ping).
-fn decode_text<'a>(
+pub(super) fn decode_text<'a>(
     raw: &'a [u8],
     component: &'static str,
     plus_as_space: bool,

@@ -22,6 +22,7 @@
 mod app_id;
 pub mod apps;
 pub mod command;
+pub mod history;
 mod key;
 pub mod notification;
 mod reply;

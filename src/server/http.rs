@@ -886,7 +886,14 @@ async fn respond(
     };
     let form = (!body.is_empty()).then_some(&body[..]);
     Ok(match state.answer(&target, form, peer) {
-        Answer::Ready(ready) => reply(ready),
+        Answer::Ready(ready) => {
+            let json = ready.content_type == crate::monitor::render::api::JSON;
+            let mut response = reply(ready);
+            if json {
+                operator_view_headers(&mut response);
+            }
+            response
+        }
         // rendered a chunk at a time as hyper writes it: see `stream`
         Answer::Streamed(streamed) => {
             // each holds its snapshot until written: a bounded number at once
@@ -915,13 +922,7 @@ async fn respond(
             let close_delimited = version < Version::HTTP_11 && body.is_streamed();
             let mut response = response(200, content_type, body);
             if no_store {
-                let headers = response.headers_mut();
-                headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                // the dashboard and its API: never sniffed as anything else
-                headers.insert(
-                    hyper::header::X_CONTENT_TYPE_OPTIONS,
-                    HeaderValue::from_static("nosniff"),
-                );
+                operator_view_headers(&mut response);
             }
             if close_delimited {
                 // its end is the connection's: it cannot be kept alive (an
@@ -933,6 +934,17 @@ async fn respond(
             response
         }
     })
+}
+
+/// The dashboard and its API (history included): never cached, never
+/// sniffed as anything else.
+fn operator_view_headers(response: &mut Response<ReplyBody>) {
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        hyper::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
 }
 
 fn reply(reply: Reply) -> Response<ReplyBody> {

@@ -94,6 +94,24 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print APP_ID's state changes, newest first (our server's /api/v1/events): time, change, host, state before -> after.
+    History {
+        /// The application.
+        #[arg(value_name = "APP_ID")]
+        app: String,
+        /// Only the record beating from this address.
+        #[arg(long, value_name = "IP")]
+        host: Option<std::net::IpAddr>,
+        /// Only changes at or after this time (RFC 3339 in UTC, e.g. 2026-12-07T00:00:00Z).
+        #[arg(long, value_name = "TIME", value_parser = parse_since)]
+        since: Option<std::time::SystemTime>,
+        /// At most N changes (1 to 1000).
+        #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Print the server's JSON document instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Nagios plugin: print the status line, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
     Check {
         /// The application to check; the whole host when omitted.
@@ -237,6 +255,10 @@ pub struct ServeArgs {
     /// The URL this server is reached at, for the links in notifications [default: http:// and the address it listens on].
     #[arg(long, value_name = "URL")]
     pub external_url: Option<url::Url>,
+}
+
+fn parse_since(text: &str) -> Result<std::time::SystemTime, String> {
+    heartbeat_sdk::protocol::parse_time(text).map_err(|e| e.reason().to_owned())
 }
 
 fn parse_webhook_format(text: &str) -> Result<heartbeat_sdk::server::WebhookFormat, String> {

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
+use heartbeat_sdk::protocol::history::EventsQuery;
 use heartbeat_sdk::protocol::{printable, Beat};
-use heartbeat_sdk::{Error, ErrorPolicy, HeartbeatClient};
+use heartbeat_sdk::{Error, ErrorPolicy, HeartbeatClient, State};
 
 use crate::args::Global;
 use crate::{connect, exit, output};
@@ -63,6 +64,39 @@ pub async fn status(global: &Global, app: Option<&str>, json: bool) -> u8 {
         };
     }
     print_or_report("status", status.map(|s| s.raw().to_owned()))
+}
+
+/// Print the history of one application, newest first: one line per
+/// change (`TIME  CHANGE  HOST  BEFORE -> AFTER`, the host through
+/// `printable`), or with `json` the server's document on one line.
+pub async fn history(global: &Global, query: &EventsQuery, json: bool) -> u8 {
+    let reply = async {
+        let client = connect::query_client(global)?;
+        let events = client.events(query, ErrorPolicy::Raise).await?;
+        if json {
+            return Ok(json_line(&events));
+        }
+        let state = |s: Option<State>| s.map_or("-", State::as_str);
+        let mut out = String::new();
+        for e in &events.events {
+            out.push_str(&format!(
+                "{}  {:<16}  {:<15}  {} -> {}\n",
+                e.at,
+                e.event.name(),
+                printable(e.host.as_deref().unwrap_or("(any host)")),
+                state(e.previous),
+                state(e.state),
+            ));
+        }
+        if events.events.is_empty() {
+            out.push_str(&format!("no changes of {} held\n", printable(&events.app)));
+        }
+        Ok::<_, Error>(out)
+    };
+    match reply.await {
+        Ok(lines) => output::print("history", &lines, exit::OK, exit::CANNOT_WRITE),
+        Err(error) => exit::report("history", &error),
+    }
 }
 
 /// `value` as one line of compact JSON (serde_json escapes every control

@@ -1,7 +1,7 @@
 //! `heartbeat`: the command line of heartbeat-sdk (feature `cli`).
 //!
 //! One module per concern: [`args`] (clap), [`connect`] (settings and
-//! client), [`beat`] (init, ping, done, list, status), [`check`] (Nagios),
+//! client), [`beat`] (init, ping, done, list, status, history), [`check`] (Nagios),
 //! [`wrap`] (wrap, dummy), [`serve`], [`demo`]; [`exit`] holds the exit
 //! codes, [`output`] every write to stdout and stderr (no `println!`: a full
 //! or closed stdout must not panic).
@@ -29,6 +29,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use args::{Cli, Command};
+use heartbeat_sdk::protocol::history::EventsQuery;
 use heartbeat_sdk::protocol::Beat;
 
 fn main() -> ExitCode {
@@ -61,6 +62,18 @@ async fn run(cli: Cli) -> u8 {
         // an empty APP_ID (an unset `$ARG1$` in a Nagios command) means the host
         Command::Status { app, json } => {
             beat::status(global, non_empty(app.as_deref()), json).await
+        }
+        Command::History {
+            app,
+            host,
+            since,
+            limit,
+            json,
+        } => {
+            let mut query = EventsQuery::new(app).limit(limit);
+            query.host = host;
+            query.since = since;
+            beat::history(global, &query, json).await
         }
         Command::Check {
             all: true,

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::task::JoinHandle;
 use url::Url;
 
-use crate::monitor::{Clock, Event, EventKind, EventSink, Registry};
-use crate::protocol::notification::{Change, StateChange};
+use crate::monitor::{Clock, Event, EventSink, Registry};
+use crate::protocol::notification::StateChange;
 use crate::protocol::{format_time, RecordKey};
 use crate::RetryPolicy;
 
@@ -272,17 +272,7 @@ fn state_change(
     at: SystemTime,
     links: &Links,
 ) -> Option<StateChange> {
-    let config = registry.config();
-    let (change, overdue) = match event.kind {
-        EventKind::Created => (Change::Created, None),
-        EventKind::Warning => (Change::Warning, Some(config.warn_ratio)),
-        EventKind::Critical => (Change::Critical, Some(config.crit_ratio)),
-        EventKind::Recovered => (Change::Recovered, None),
-        EventKind::Done => (Change::Done, None),
-        EventKind::Expired => (Change::Expired, Some(config.drop_ratio)),
-        EventKind::ExpectedMissing => (Change::ExpectedMissing, None),
-        _ => return None,
-    };
+    let (change, overdue) = crate::monitor::history::change_of(event.kind, registry)?;
     let key = RecordKey::parse(event.key());
     let at = format_time(at).unwrap_or_else(|| "9999-12-31T23:59:59.999Z".to_owned());
     Some(StateChange {
