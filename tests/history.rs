@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use heartbeat_sdk::protocol::history::{parse_events, EventsQuery};
 use heartbeat_sdk::protocol::notification::Change;
@@ -68,7 +68,7 @@ fn warning_critical_and_recovery_are_in_the_history_at_their_instants() {
     assert_eq!(events.events[1].overdue, Some(5.0));
 
     // since, limit and host narrow it; total counts what is held
-    let since = SystemTime::from(start) + Duration::from_secs(8);
+    let since = start + Duration::from_secs(8);
     let query = EventsQuery::new("kiosk-3").since(since).limit(1);
     let narrowed = parse_events(
         shared

@@ -342,3 +342,68 @@ async fn serve_takes_webhook_flags() {
     assert_eq!(bodies[0]["server"], "https://monitor.example");
     drop(serve);
 }
+
+/// `kill -9` of `serve --state` while the receiver is down, then a
+/// restart: the queued notification is in the outbox and arrives, once.
+#[cfg(feature = "cli")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_survives_kill_9_in_the_outbox() {
+    let hook = receiver(503).await;
+    let dir = std::env::temp_dir().join(format!("hb-outbox-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.db").display().to_string();
+    let webhook = format!("{}/hook", hook.uri());
+    let args = move || {
+        let (state, webhook) = (state.clone(), webhook.clone());
+        move || {
+            notify::Serve::start(&[
+                "--state",
+                &state,
+                "--state-commit-ms",
+                "20",
+                "--webhook",
+                &webhook,
+            ])
+        }
+    };
+    let first = tokio::task::spawn_blocking(args()).await.unwrap();
+    get(&format!("{}/hb_init?60000&appid=nightly", first.url)).await;
+    // the receiver refused it, and the outbox holds it on disk
+    wait_for("a failed attempt and a commit", || async {
+        let metrics = get(&format!("{}/metrics", first.url)).await;
+        let failed = sample(
+            &metrics,
+            "heartbeat_notifications_failed_total{sink=\"webhook-1\"}",
+        );
+        let pending = sample(&metrics, "heartbeat_state_pending");
+        let commits = sample(&metrics, "heartbeat_state_commits_total");
+        (failed >= Some(1.0) && pending == Some(0.0) && commits >= Some(1.0)).then_some(())
+    })
+    .await;
+    first.kill();
+    hook.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&hook)
+        .await;
+    let second = tokio::task::spawn_blocking(args()).await.unwrap();
+    let bodies = bodies(&hook, 1).await;
+    assert_eq!(bodies[0]["event"], "created");
+    assert_eq!(bodies[0]["app"], "nightly");
+    wait_for("the delivery counted", || async {
+        let metrics = get(&format!("{}/metrics", second.url)).await;
+        (sample(
+            &metrics,
+            "heartbeat_notifications_sent_total{sink=\"webhook-1\"}",
+        ) == Some(1.0))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(
+        hook.received_requests().await.unwrap().len(),
+        1,
+        "once, not twice"
+    );
+    second.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -444,9 +444,12 @@ impl ServerBuilder {
         let notify = Arc::clone(&wake);
         shared.set_wake(Box::new(move || notify.notify_one()));
         #[cfg(feature = "state")]
-        let writer = match self.state {
-            Some(path) => Some(open_state(&mut shared, path, self.commit_interval).await?),
-            None => None,
+        let (writer, _outbox) = match self.state {
+            Some(path) => {
+                let (writer, outbox) = open_state(&mut shared, path, self.commit_interval).await?;
+                (Some(writer), Some(outbox))
+            }
+            None => (None, None),
         };
         let listener = TcpListener::bind(self.addr).await?;
         let local_addr = listener.local_addr()?;
@@ -457,9 +460,19 @@ impl ServerBuilder {
         let notifier = if self.notify.is_empty() {
             None
         } else {
-            let notifier =
-                super::notify::Notifier::spawn(self.notify, local_addr, Arc::clone(shared.clock()))
-                    .map_err(io::Error::other)?;
+            #[cfg(feature = "state")]
+            let durable = _outbox.map(|(sink, stored)| super::notify::Durable {
+                outbox: Arc::new(sink),
+                stored: stored
+                    .into_iter()
+                    .map(|e| (e.seq, e.sink, e.body))
+                    .collect(),
+            });
+            #[cfg(not(feature = "state"))]
+            let durable = None;
+            let clock = Arc::clone(shared.clock());
+            let notifier = super::notify::Notifier::spawn(self.notify, local_addr, clock, durable)
+                .map_err(io::Error::other)?;
             shared.add_sink(notifier.sink.clone());
             Some(notifier)
         };
@@ -530,12 +543,13 @@ async fn open_state(
     shared: &mut SharedRegistry,
     path: std::path::PathBuf,
     commit_interval: Duration,
-) -> io::Result<super::state::StateWriter> {
+) -> io::Result<(super::state::StateWriter, StoredOutbox)> {
     use super::state::{StateStore, StateWriter};
-    let (store, stored) = tokio::task::spawn_blocking(move || {
+    let (store, stored, outbox) = tokio::task::spawn_blocking(move || {
         let store = StateStore::open(path)?;
         let stored = store.load()?;
-        Ok::<_, super::state::StateError>((store, stored))
+        let outbox = store.load_outbox()?;
+        Ok::<_, super::state::StateError>((store, stored, outbox))
     })
     .await
     .map_err(io::Error::other)?
@@ -559,9 +573,13 @@ async fn open_state(
         );
     }
     let (sink, writer) = StateWriter::spawn(store, commit_interval);
-    shared.add_sink(Arc::new(sink));
-    Ok(writer)
+    shared.add_sink(Arc::new(sink.clone()));
+    Ok((writer, (sink, outbox)))
 }
+
+/// The state writer's handle and the notifications its outbox held at start.
+#[cfg(feature = "state")]
+type StoredOutbox = (super::state::StateSink, Vec<super::state::OutboxEntry>);
 
 /// The address `url` names, for binding.
 fn bind_address(url: &Url) -> Result<SocketAddr, Error> {

@@ -31,6 +31,6 @@ pub use notify::{
 #[cfg(feature = "state")]
 #[cfg_attr(docsrs, doc(cfg(feature = "state")))]
 pub use state::{
-    StateError, StateSink, StateStats, StateStore, StateWriter, StoredApp, DEFAULT_COMMIT_INTERVAL,
-    MIN_COMMIT_INTERVAL, SCHEMA_VERSION,
+    OutboxEntry, StateError, StateSink, StateStats, StateStore, StateWriter, StoredApp,
+    DEFAULT_COMMIT_INTERVAL, MIN_COMMIT_INTERVAL, SCHEMA_VERSION,
 };

@@ -52,7 +52,16 @@ CREATE TABLE IF NOT EXISTS meta (
     k TEXT NOT NULL PRIMARY KEY,
     v TEXT NOT NULL
 ) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    seq  INTEGER NOT NULL PRIMARY KEY CHECK (seq > 0),
+    sink TEXT    NOT NULL,
+    body BLOB    NOT NULL
+) STRICT;
 ";
+
+const SELECT_OUTBOX: &str = "SELECT seq, sink, body FROM outbox ORDER BY seq";
+const INSERT_OUTBOX: &str = "INSERT OR REPLACE INTO outbox (seq, sink, body) VALUES (?1, ?2, ?3)";
+const DELETE_OUTBOX: &str = "DELETE FROM outbox WHERE seq = ?1";
 
 const SELECT_APPS: &str = "SELECT key, app, host, granted_ms, last_seen_ms FROM apps ORDER BY key";
 
@@ -155,6 +164,44 @@ pub struct StoredApp {
     /// When the application last reported (init or ping). Informational:
     /// a restored record counts as seen at start-up.
     pub last_seen: SystemTime,
+}
+
+/// A notification waiting in the outbox: written when it was queued,
+/// deleted when its receiver took it ([`StateSink::outbox_add`],
+/// [`StateSink::outbox_done`], [`StateStore::load_outbox`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Its number, increasing in the order notifications were queued.
+    pub seq: u64,
+    /// The receiver it is for (the webhook's URL).
+    pub sink: String,
+    /// The notification (a JSON document).
+    pub body: Vec<u8>,
+}
+
+/// Outbox changes waiting for the next commit, applied in this order
+/// (so an entry added and delivered between two commits never lands).
+#[derive(Debug, Default)]
+struct OutboxBatch {
+    add: Vec<OutboxEntry>,
+    done: Vec<u64>,
+}
+
+impl OutboxBatch {
+    fn len(&self) -> usize {
+        self.add.len() + self.done.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Puts a failed batch back in front of what arrived meanwhile.
+    fn requeue(&mut self, mut failed: OutboxBatch) {
+        failed.add.append(&mut self.add);
+        failed.done.append(&mut self.done);
+        *self = failed;
+    }
 }
 
 /// Writer totals, for `/metrics`. Read with [`StateSink::stats`] or
@@ -371,10 +418,40 @@ impl StateStore {
         Ok(apps)
     }
 
+    /// Every notification in the outbox, oldest first: what was queued
+    /// and not yet taken by its receiver when the server stopped.
+    ///
+    /// # Errors
+    /// [`StateError::Read`] when SQLite fails or a row does not convert.
+    pub fn load_outbox(&self) -> Result<Vec<OutboxEntry>, StateError> {
+        let read = |e: rusqlite::Error| StateError::Read {
+            path: self.path.clone(),
+            reason: one_line(&e.to_string()),
+        };
+        let mut stmt = self.conn.prepare(SELECT_OUTBOX).map_err(read)?;
+        let rows = stmt
+            .query_map([], |row| {
+                let seq: i64 = row.get(0)?;
+                Ok(OutboxEntry {
+                    // the column is CHECKed positive
+                    seq: u64::try_from(seq).unwrap_or(0),
+                    sink: row.get(1)?,
+                    body: row.get(2)?,
+                })
+            })
+            .map_err(read)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(read)
+    }
+
     /// Writes `batch` in one transaction.
     /// With `clear_first`, every stored row is deleted first (the batch is
     /// then the whole state).
-    fn commit(&mut self, batch: &[(String, Change)], clear_first: bool) -> rusqlite::Result<()> {
+    fn commit(
+        &mut self,
+        batch: &[(String, Change)],
+        clear_first: bool,
+        outbox: &OutboxBatch,
+    ) -> rusqlite::Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -399,6 +476,15 @@ impl StateStore {
                         delete.execute([key])?;
                     }
                 }
+            }
+            let mut add = tx.prepare_cached(INSERT_OUTBOX)?;
+            for entry in &outbox.add {
+                let seq = i64::try_from(entry.seq).unwrap_or(i64::MAX);
+                add.execute(params![seq, entry.sink, entry.body])?;
+            }
+            let mut done = tx.prepare_cached(DELETE_OUTBOX)?;
+            for seq in &outbox.done {
+                done.execute([i64::try_from(*seq).unwrap_or(i64::MAX)])?;
             }
         }
         tx.commit()
@@ -534,6 +620,8 @@ enum Op {
     /// The whole state: every stored row not in it is deleted (the server
     /// sends it when the registry dropped events, so no delete is missed).
     ReplaceAll(Vec<StoredApp>),
+    OutboxAdd(OutboxEntry),
+    OutboxDone(u64),
     Flush(oneshot::Sender<Result<(), StateError>>),
     Shutdown,
     /// Test-only fault injection: runs on the store between commits.
@@ -600,6 +688,20 @@ impl StateSink {
     /// lost.
     pub(crate) fn replace_all(&self, apps: Vec<StoredApp>) {
         let _ = self.tx.send(Op::ReplaceAll(apps));
+    }
+
+    /// Writes a notification to the outbox at the next commit; it stays
+    /// there until [`outbox_done`](StateSink::outbox_done), so a notification
+    /// queued before a crash is sent after the restart
+    /// ([`StateStore::load_outbox`]).
+    pub fn outbox_add(&self, entry: OutboxEntry) {
+        let _ = self.tx.send(Op::OutboxAdd(entry));
+    }
+
+    /// Deletes notification `seq` from the outbox at the next commit (its
+    /// receiver took it, or refused it for good).
+    pub fn outbox_done(&self, seq: u64) {
+        let _ = self.tx.send(Op::OutboxDone(seq));
     }
 
     /// [`delete`](StateSink::delete) with the registry's own key.
@@ -785,6 +887,7 @@ impl StateWriter {
             store: Some(store),
             rx,
             pending: HashMap::new(),
+            outbox: OutboxBatch::default(),
             shared: Arc::clone(&shared),
             failing_since: None,
             clear_first: false,
@@ -818,13 +921,15 @@ impl StateWriter {
 }
 
 type Batch = Vec<(String, Change)>;
-type CommitResult = (StateStore, Batch, bool, rusqlite::Result<()>);
+type CommitResult = (StateStore, Batch, bool, OutboxBatch, rusqlite::Result<()>);
 
 struct Task {
     /// `None` while a commit has it.
     store: Option<StateStore>,
     rx: mpsc::UnboundedReceiver<Op>,
     pending: HashMap<String, Change>,
+    /// Outbox writes waiting for the next commit (never coalesced).
+    outbox: OutboxBatch,
     shared: Arc<Shared>,
     /// Failed attempts in the current burst of failures.
     failing_since: Option<u64>,
@@ -877,24 +982,9 @@ impl Task {
                     }
                 }
                 op = self.rx.recv() => match op {
-                    Some(Op::Upsert(app)) => {
-                        let key = app.key.clone();
-                        self.pending.insert(key, Change::Upsert(app));
-                    }
-                    Some(Op::Delete(key)) => {
-                        self.pending.insert(key, Change::Delete);
-                    }
-                    Some(Op::UpsertKey { key, peer, granted, last_seen }) => {
-                        let app = stored_app(&key, peer, granted, last_seen);
-                        self.pending.insert(app.key.clone(), Change::Upsert(app));
-                    }
-                    Some(Op::DeleteKey(key)) => {
-                        self.pending.insert(key.to_string(), Change::Delete);
-                    }
-                    Some(Op::ReplaceAll(apps)) => self.replace_all(apps),
                     Some(Op::Flush(waiter)) => {
                         if inflight.is_some() {
-                            if self.pending.is_empty() {
+                            if !self.has_pending() {
                                 inflight_waiters.push(waiter);
                             } else {
                                 next_waiters.push(waiter);
@@ -914,6 +1004,7 @@ impl Task {
                         None => deferred.push(f),
                     },
                     Some(Op::Shutdown) | None => break,
+                    Some(change) => self.take(change),
                 },
                 _ = tick.tick() => {
                     if inflight.is_none() {
@@ -933,30 +1024,11 @@ impl Task {
         }
         while let Ok(op) = self.rx.try_recv() {
             match op {
-                Op::Upsert(app) => {
-                    let key = app.key.clone();
-                    self.pending.insert(key, Change::Upsert(app));
-                }
-                Op::Delete(key) => {
-                    self.pending.insert(key, Change::Delete);
-                }
-                Op::UpsertKey {
-                    key,
-                    peer,
-                    granted,
-                    last_seen,
-                } => {
-                    let app = stored_app(&key, peer, granted, last_seen);
-                    self.pending.insert(app.key.clone(), Change::Upsert(app));
-                }
-                Op::DeleteKey(key) => {
-                    self.pending.insert(key.to_string(), Change::Delete);
-                }
-                Op::ReplaceAll(apps) => self.replace_all(apps),
                 Op::Flush(waiter) => next_waiters.push(waiter),
                 Op::Shutdown => {}
                 #[cfg(test)]
                 Op::WithStore(_) => {}
+                change => self.take(change),
             }
         }
         let result = match self.start() {
@@ -974,21 +1046,59 @@ impl Task {
         result.map(|()| self.shared.counters.snapshot())
     }
 
+    /// A change for the next commit (`Flush`, `Shutdown` and the test
+    /// hook are the loop's).
+    fn take(&mut self, op: Op) {
+        match op {
+            Op::Upsert(app) => {
+                let key = app.key.clone();
+                self.pending.insert(key, Change::Upsert(app));
+            }
+            Op::Delete(key) => {
+                self.pending.insert(key, Change::Delete);
+            }
+            Op::UpsertKey {
+                key,
+                peer,
+                granted,
+                last_seen,
+            } => {
+                let app = stored_app(&key, peer, granted, last_seen);
+                self.pending.insert(app.key.clone(), Change::Upsert(app));
+            }
+            Op::DeleteKey(key) => {
+                self.pending.insert(key.to_string(), Change::Delete);
+            }
+            Op::ReplaceAll(apps) => self.replace_all(apps),
+            Op::OutboxAdd(entry) => self.outbox.add.push(entry),
+            Op::OutboxDone(seq) => self.outbox.done.push(seq),
+            Op::Flush(_) | Op::Shutdown => {}
+            #[cfg(test)]
+            Op::WithStore(_) => {}
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.pending.is_empty() || !self.outbox.is_empty()
+    }
+
     fn publish_pending(&self) {
+        let pending = self.pending.len() + self.outbox.len();
         self.shared
             .counters
             .pending
-            .store(self.pending.len() as u64, Ordering::Relaxed);
+            .store(pending as u64, Ordering::Relaxed);
     }
 
     /// Starts a commit of everything pending, if anything is and the store
     /// is idle.
     fn start(&mut self) -> Option<JoinHandle<CommitResult>> {
-        if self.pending.is_empty() && !self.clear_first {
+        if !self.has_pending() && !self.clear_first {
             return None;
         }
         let mut store = self.store.take()?;
         let mut batch: Batch = self.pending.drain().collect();
+        let outbox = std::mem::take(&mut self.outbox);
         // Key order walks the table's B-tree (keyed by `key`) front to back
         // instead of jumping around: 100 000 upserts commit faster sorted
         // (benches/state.rs).
@@ -996,8 +1106,8 @@ impl Task {
         let clear = std::mem::take(&mut self.clear_first);
         self.publish_pending();
         Some(tokio::task::spawn_blocking(move || {
-            let result = store.commit(&batch, clear);
-            (store, batch, clear, result)
+            let result = store.commit(&batch, clear, &outbox);
+            (store, batch, clear, outbox, result)
         }))
     }
 
@@ -1016,7 +1126,7 @@ impl Task {
         &mut self,
         done: Result<CommitResult, tokio::task::JoinError>,
     ) -> Result<Result<(), StateError>, StateError> {
-        let (store, batch, clear, result) = match done {
+        let (store, batch, clear, outbox, result) = match done {
             Ok(done) => done,
             Err(e) => {
                 tracing::error!("state: the commit task failed ({e}); no further state is written");
@@ -1029,7 +1139,7 @@ impl Task {
                 counters.commits.fetch_add(1, Ordering::Relaxed);
                 counters
                     .rows_written
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    .fetch_add((batch.len() + outbox.len()) as u64, Ordering::Relaxed);
                 if let Some(failures) = self.failing_since.take() {
                     tracing::info!(
                         "state: writing to {:?} works again after {failures} failed attempt(s)",
@@ -1040,6 +1150,7 @@ impl Task {
             }
             Err(e) => {
                 counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.outbox.requeue(outbox);
                 // a newer ReplaceAll supersedes the failed batch
                 if !self.clear_first {
                     requeue(&mut self.pending, batch);
@@ -1047,7 +1158,7 @@ impl Task {
                 }
                 let error = StateError::Write {
                     path: store.path.clone(),
-                    pending: self.pending.len(),
+                    pending: self.pending.len() + self.outbox.len(),
                     reason: one_line(&e.to_string()),
                 };
                 match self.failing_since.as_mut() {

@@ -134,7 +134,7 @@ pub enum Command {
     #[command(after_long_help = WRAP_SIGNALS)]
     Dummy(WrapArgs),
     /// Run the heartbeat server until Ctrl+C or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// The demo session: random promises and sleeps until Ctrl+C or SIGTERM.
     Demo(DemoArgs),
 }

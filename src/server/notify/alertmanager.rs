@@ -314,11 +314,7 @@ impl Book {
 
     /// Resolves `key` at `at`, if it fires.
     fn resolve(&mut self, key: &AlertKey, at: SystemTime) {
-        if !self
-            .alerts
-            .get(key)
-            .is_some_and(|a| a.resolved_at.is_none())
-        {
+        if self.alerts.get(key).is_none_or(|a| a.resolved_at.is_some()) {
             return;
         }
         let version = self.bump();

@@ -117,6 +117,36 @@ impl NotifyConfig {
     }
 }
 
+/// Where webhook notifications wait durably (the `--state` file's outbox):
+/// written when queued, deleted when the receiver took it.
+pub(crate) trait Outbox: Send + Sync {
+    /// Notification `seq` for the webhook `sink`, as JSON.
+    fn add(&self, seq: u64, sink: &str, body: Vec<u8>);
+    /// Notification `seq` is delivered (or refused for good).
+    fn done(&self, seq: u64);
+}
+
+#[cfg(feature = "state")]
+impl Outbox for super::state::StateSink {
+    fn add(&self, seq: u64, sink: &str, body: Vec<u8>) {
+        self.outbox_add(super::state::OutboxEntry {
+            seq,
+            sink: sink.to_owned(),
+            body,
+        });
+    }
+
+    fn done(&self, seq: u64) {
+        self.outbox_done(seq);
+    }
+}
+
+/// The outbox and what it held at start (oldest first): `(seq, sink, body)`.
+pub(crate) struct Durable {
+    pub(crate) outbox: Arc<dyn Outbox>,
+    pub(crate) stored: Vec<(u64, String, Vec<u8>)>,
+}
+
 /// The links a notification carries: the server's URL (`external_url`, or
 /// `http://` and the address it listens on) and its dashboard.
 #[derive(Debug, Clone)]
@@ -150,7 +180,12 @@ impl Notifier {
         config: NotifyConfig,
         local_addr: std::net::SocketAddr,
         clock: Arc<dyn Clock>,
+        durable: Option<Durable>,
     ) -> Result<Notifier, reqwest::Error> {
+        let (outbox, stored) = match durable {
+            Some(Durable { outbox, stored }) => (Some(outbox), stored),
+            None => (None, Vec::new()),
+        };
         let server = match &config.external_url {
             Some(url) => url.as_str().trim_end_matches('/').to_owned(),
             None => format!("http://{local_addr}"),
@@ -164,8 +199,14 @@ impl Notifier {
         let mut webhooks = Vec::new();
         for (n, (url, format)) in config.webhooks.into_iter().enumerate() {
             let stats = SinkStats::new(format!("webhook-{}", n + 1), &url);
-            let (target, lane_tasks) =
-                WebhookTarget::spawn(url, format, config.min_interval, stats, &delivery);
+            let (target, lane_tasks) = WebhookTarget::spawn(
+                url,
+                format,
+                config.min_interval,
+                stats,
+                &delivery,
+                outbox.clone(),
+            );
             tasks.extend(lane_tasks);
             webhooks.push(target);
         }
@@ -184,11 +225,13 @@ impl Notifier {
             }
             Some(book)
         };
+        let next_seq = restore(&webhooks, stored, outbox.as_deref());
         let sink = Arc::new(NotifySink {
             webhooks,
             alerts,
             links,
             clock,
+            seq: std::sync::atomic::AtomicU64::new(next_seq),
         });
         Ok(Notifier { sink, tasks })
     }
@@ -215,6 +258,8 @@ pub(crate) struct NotifySink {
     links: Links,
     /// The registry's clock, for the wall-clock time of each event.
     clock: Arc<dyn Clock>,
+    /// The next notification's number (outbox entries).
+    seq: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for NotifySink {
@@ -234,7 +279,8 @@ impl EventSink for NotifySink {
                 continue;
             };
             for webhook in &self.webhooks {
-                webhook.push(&change);
+                let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                webhook.push(&change, seq);
             }
             if let Some(book) = &self.alerts {
                 book.apply(&change, at);
@@ -262,6 +308,46 @@ impl EventSink for NotifySink {
         all.extend(alertmanagers.iter().map(|(s, pending)| (&**s, *pending)));
         deliver::render_metrics(&all, out);
     }
+}
+
+/// Queues what the outbox held at start on the webhooks they were for
+/// (matched by URL), oldest first; entries for a webhook no longer
+/// configured, or that do not parse, are deleted (logged). The number
+/// for the next notification.
+fn restore(
+    webhooks: &[WebhookTarget],
+    stored: Vec<(u64, String, Vec<u8>)>,
+    outbox: Option<&dyn Outbox>,
+) -> u64 {
+    let next = stored.iter().map(|(seq, _, _)| seq + 1).max().unwrap_or(1);
+    let (mut restored, mut dropped) = (0_usize, 0_usize);
+    for (seq, sink, body) in stored {
+        let change = serde_json::from_slice::<StateChange>(&body).ok();
+        match (webhooks.iter().find(|w| w.is(&sink)), change) {
+            (Some(webhook), Some(change)) => {
+                webhook.requeue(webhook::Item {
+                    seqs: vec![seq],
+                    change,
+                });
+                restored += 1;
+            }
+            _ => {
+                if let Some(outbox) = outbox {
+                    outbox.done(seq);
+                }
+                dropped += 1;
+            }
+        }
+    }
+    if restored > 0 {
+        tracing::info!("{restored} notifications from the outbox queued again");
+    }
+    if dropped > 0 {
+        tracing::warn!(
+            "{dropped} notifications in the outbox are for webhooks no longer configured: dropped"
+        );
+    }
+    next
 }
 
 /// The notification of `event`, which happened at `at`, or `None` when it

@@ -20,13 +20,21 @@ use tokio::task::JoinHandle;
 use url::Url;
 
 use super::deliver::{Delivery, Outcome, SinkStats};
-use super::{WebhookFormat, MAX_PENDING};
+use super::{Outbox, WebhookFormat, MAX_PENDING};
 use crate::protocol::notification::{Change, StateChange};
 use crate::protocol::printable;
 use crate::State;
 
 /// Requests in flight per webhook (one per lane).
 pub(super) const LANES: usize = 4;
+
+/// A queued notification and the outbox entries it stands for (several
+/// when changes were folded into it; none without an outbox).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Item {
+    pub(super) seqs: Vec<u64>,
+    pub(super) change: StateChange,
+}
 
 /// An application's identity in a queue.
 type Key = (String, Option<String>);
@@ -46,6 +54,9 @@ fn lane_of(change: &StateChange) -> usize {
 pub(super) struct WebhookTarget {
     lanes: Vec<Arc<Lane>>,
     stats: Arc<SinkStats>,
+    /// The URL as the outbox names this webhook.
+    url: Arc<str>,
+    outbox: Option<Arc<dyn Outbox>>,
 }
 
 /// One lane: its queue, and the wake-up of its task.
@@ -68,6 +79,7 @@ impl WebhookTarget {
         min_interval: Duration,
         stats: SinkStats,
         delivery: &Delivery,
+        outbox: Option<Arc<dyn Outbox>>,
     ) -> (WebhookTarget, Vec<JoinHandle<()>>) {
         let stats = Arc::new(stats);
         let lanes: Vec<Arc<Lane>> = (0..LANES)
@@ -87,19 +99,50 @@ impl WebhookTarget {
                     format,
                     Arc::clone(&stats),
                     delivery.clone(),
+                    outbox.clone(),
                 ))
             })
             .collect();
-        (WebhookTarget { lanes, stats }, tasks)
+        let url = Arc::from(url.as_str());
+        (
+            WebhookTarget {
+                lanes,
+                stats,
+                url,
+                outbox,
+            },
+            tasks,
+        )
     }
 
-    /// Queues `change` on its lane (quick: under the registry's lock).
-    pub(super) fn push(&self, change: &StateChange) {
-        let lane = &self.lanes[lane_of(change)];
-        let pushed = lane.queue().push(change.clone(), now());
+    /// Whether `sink` (an outbox entry's) names this webhook.
+    pub(super) fn is(&self, sink: &str) -> bool {
+        *self.url == *sink
+    }
+
+    /// Queues `change` on its lane (quick: under the registry's lock),
+    /// first in the outbox as entry `seq` when there is one.
+    pub(super) fn push(&self, change: &StateChange, seq: u64) {
+        if let Some(outbox) = &self.outbox {
+            outbox.add(seq, &self.url, encode(change, WebhookFormat::Json));
+        }
+        self.requeue(Item {
+            seqs: vec![seq],
+            change: change.clone(),
+        });
+    }
+
+    /// Queues an item already in the outbox (one restored at start).
+    pub(super) fn requeue(&self, item: Item) {
+        let lane = &self.lanes[lane_of(&item.change)];
+        let seqs = item.seqs.clone();
+        let pushed = lane.queue().push(item, now());
         match pushed {
             Pushed::Queued => lane.ready.notify_one(),
             Pushed::Dropped { first_of_burst } => {
+                if let Some(outbox) = &self.outbox {
+                    seqs.iter().for_each(|seq| outbox.done(*seq));
+                }
                 self.stats.overflowed(1);
                 if first_of_burst {
                     tracing::warn!(
@@ -134,16 +177,20 @@ async fn run_lane(
     format: WebhookFormat,
     stats: Arc<SinkStats>,
     delivery: Delivery,
+    outbox: Option<Arc<dyn Outbox>>,
 ) {
     loop {
         let next = lane.queue().next(now());
         match next {
-            Next::Send(change) => {
-                let body = encode(&change, format);
+            Next::Send(item) => {
+                let body = encode(&item.change, format);
                 if delivery.post(&url, body, &stats).await == Outcome::Accepted {
                     stats.delivered(1);
                 }
-                lane.queue().sent(&change, now());
+                if let Some(outbox) = &outbox {
+                    item.seqs.iter().for_each(|seq| outbox.done(*seq));
+                }
+                lane.queue().sent(&item.change, now());
             }
             Next::WaitUntil(due) => {
                 tokio::select! {
@@ -224,7 +271,7 @@ fn escape(text: &str) -> String {
 #[derive(Debug, PartialEq)]
 pub(super) enum Next {
     /// Send this one.
-    Send(StateChange),
+    Send(Item),
     /// Nothing to send before this instant (a change waits out the
     /// minimum interval).
     WaitUntil(Instant),
@@ -247,10 +294,10 @@ pub(super) enum Pushed {
 /// minimum interval per application, coalescing.
 #[derive(Debug)]
 pub(super) struct LaneQueue {
-    items: VecDeque<StateChange>,
+    items: VecDeque<Item>,
     /// Changes waiting out the minimum interval, by application: when they
     /// may go, and the order they became due in.
-    deferred: HashMap<Key, (Instant, u64, StateChange)>,
+    deferred: HashMap<Key, (Instant, u64, Item)>,
     due: BTreeMap<(Instant, u64), Key>,
     seq: u64,
     /// When each application's last notification went (only with a
@@ -285,9 +332,9 @@ impl LaneQueue {
 
     /// Queue `change`; one of an application with a deferred change folds
     /// into it (and is never refused).
-    pub(super) fn push(&mut self, change: StateChange, now: Instant) -> Pushed {
+    pub(super) fn push(&mut self, change: Item, now: Instant) -> Pushed {
         let _ = now;
-        if let Some((_, _, waiting)) = self.deferred.get_mut(&key_of(&change)) {
+        if let Some((_, _, waiting)) = self.deferred.get_mut(&key_of(&change.change)) {
             fold(waiting, change);
             self.dropping = false;
             return Pushed::Queued;
@@ -316,7 +363,7 @@ impl LaneQueue {
             }
         }
         while let Some(change) = self.items.pop_front() {
-            let key = key_of(&change);
+            let key = key_of(&change.change);
             let too_soon = self
                 .last_sent
                 .get(&key)
@@ -331,7 +378,7 @@ impl LaneQueue {
             let mut waiting = change;
             let mut rest = VecDeque::with_capacity(self.items.len());
             for other in self.items.drain(..) {
-                if key_of(&other) == key {
+                if key_of(&other.change) == key {
                     fold(&mut waiting, other);
                 } else {
                     rest.push_back(other);
@@ -364,13 +411,14 @@ impl LaneQueue {
 }
 
 /// Fold `later` into `waiting`: the latest change, the state before the
-/// earliest.
-fn fold(waiting: &mut StateChange, later: StateChange) {
-    let previous = waiting.previous;
-    let coalesced = waiting.coalesced + later.coalesced + 1;
-    *waiting = later;
-    waiting.previous = previous;
-    waiting.coalesced = coalesced;
+/// earliest, and the outbox entries of both.
+fn fold(waiting: &mut Item, later: Item) {
+    let previous = waiting.change.previous;
+    let coalesced = waiting.change.coalesced + later.change.coalesced + 1;
+    waiting.seqs.extend(later.seqs);
+    waiting.change = later.change;
+    waiting.change.previous = previous;
+    waiting.change.coalesced = coalesced;
 }
 
 #[cfg(test)]
@@ -397,9 +445,16 @@ mod tests {
         }
     }
 
+    fn item(change: StateChange) -> Item {
+        Item {
+            seqs: Vec::new(),
+            change,
+        }
+    }
+
     fn sent(next: Next) -> StateChange {
         match next {
-            Next::Send(change) => change,
+            Next::Send(item) => item.change,
             other => panic!("expected a change to send, got {other:?}"),
         }
     }
@@ -418,10 +473,10 @@ mod tests {
             change("b", Change::Created, None, OK),
             change("a", Change::Recovered, WARN, OK),
         ] {
-            assert_eq!(q.push(c, t), Pushed::Queued);
+            assert_eq!(q.push(item(c), t), Pushed::Queued);
         }
         let mut order = Vec::new();
-        while let Next::Send(c) = q.next(t) {
+        while let Next::Send(Item { change: c, .. }) = q.next(t) {
             assert_eq!(q.len(), q.items.len() + 1, "the one in flight counts");
             q.sent(&c, t);
             order.push((c.app, c.event));
@@ -444,19 +499,19 @@ mod tests {
         let t0 = Instant::now();
         let min = Duration::from_secs(60);
         let mut q = LaneQueue::new(min, 10);
-        q.push(change("a", Change::Created, None, OK), t0);
+        q.push(item(change("a", Change::Created, None, OK)), t0);
         let first = sent(q.next(t0));
         q.sent(&first, t0);
         // three changes within the minute, and another app's in between
-        q.push(change("a", Change::Warning, OK, WARN), t0);
-        q.push(change("b", Change::Created, None, OK), t0);
-        q.push(change("a", Change::Critical, WARN, CRIT), t0);
+        q.push(item(change("a", Change::Warning, OK, WARN)), t0);
+        q.push(item(change("b", Change::Created, None, OK)), t0);
+        q.push(item(change("a", Change::Critical, WARN, CRIT)), t0);
         let t1 = t0 + Duration::from_secs(10);
         let b = sent(q.next(t1));
         assert_eq!(b.app, "b", "another app is not held up");
         q.sent(&b, t1);
         assert_eq!(q.next(t1), Next::WaitUntil(t0 + min));
-        q.push(change("a", Change::Recovered, CRIT, OK), t1);
+        q.push(item(change("a", Change::Recovered, CRIT, OK)), t1);
         assert_eq!(
             q.len(),
             1,
@@ -474,7 +529,7 @@ mod tests {
         assert_eq!(q.next(t0 + min), Next::Idle);
         // after a quiet interval the next change goes at once
         let later = t0 + min * 3;
-        q.push(change("a", Change::Warning, OK, WARN), later);
+        q.push(item(change("a", Change::Warning, OK, WARN)), later);
         assert_eq!(sent(q.next(later)).coalesced, 0);
     }
 
@@ -483,14 +538,14 @@ mod tests {
         let t = Instant::now();
         let mut q = LaneQueue::new(Duration::ZERO, 2);
         assert_eq!(
-            q.push(change("a", Change::Created, None, OK), t),
+            q.push(item(change("a", Change::Created, None, OK)), t),
             Pushed::Queued
         );
         assert_eq!(
-            q.push(change("b", Change::Created, None, OK), t),
+            q.push(item(change("b", Change::Created, None, OK)), t),
             Pushed::Queued
         );
-        let full = |q: &mut LaneQueue| q.push(change("c", Change::Created, None, OK), t);
+        let full = |q: &mut LaneQueue| q.push(item(change("c", Change::Created, None, OK)), t);
         assert_eq!(
             full(&mut q),
             Pushed::Dropped {
@@ -507,7 +562,7 @@ mod tests {
         q.sent(&a, t);
         assert_eq!(full(&mut q), Pushed::Queued);
         assert_eq!(
-            q.push(change("d", Change::Created, None, OK), t),
+            q.push(item(change("d", Change::Created, None, OK)), t),
             Pushed::Dropped {
                 first_of_burst: true
             }
