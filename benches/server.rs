@@ -228,6 +228,7 @@ mod state {
                 host,
                 granted: Duration::from_millis(61_000),
                 last_seen: SystemTime::now(),
+                failed: None,
             });
         }
         writer.shutdown().await.expect("state written");

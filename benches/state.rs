@@ -31,6 +31,7 @@ fn apps(round: u64) -> Vec<StoredApp> {
                 host,
                 granted: Duration::from_millis(60_000 + round),
                 last_seen: SystemTime::now(),
+                failed: None,
             }
         })
         .collect()

@@ -191,6 +191,36 @@ impl HeartbeatClient {
             .await
     }
 
+    /// `hb_fail`, the failure extension (`docs/api-v1.md`): this run
+    /// failed with exit `code` (128 + N for a death by signal N). Our
+    /// server shows the application CRITICAL, `failed with exit code N`,
+    /// until its next init or ping, and notifies; returns the server's
+    /// text. The reference server does not know the command and answers
+    /// `400`: [`Error::Status`] with `status: 400`. Send nothing else then
+    /// (no `hb_done`), and the reference reports the app late, as
+    /// `heartbeat wrap` does.
+    ///
+    /// ```no_run
+    /// # async fn run(client: heartbeat_sdk::HeartbeatClient) -> heartbeat_sdk::Result<()> {
+    /// use heartbeat_sdk::{Error, ErrorPolicy};
+    /// match client.fail(3, ErrorPolicy::Raise).await {
+    ///     Ok(_) => {}                                   // CRITICAL on the monitor
+    ///     Err(Error::Status { status: 400, .. }) => {} // a reference server: let it go late
+    ///     Err(other) => return Err(other),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn fail(&self, code: u8, policy: ErrorPolicy<String>) -> Result<String> {
+        let build = |buster: &str| protocol::fail_request(code, &self.inner.app_id, buster);
+        self.call(
+            Ok(build),
+            self.inner.body_limit,
+            policy,
+            protocol::parse_text,
+        )
+        .await
+    }
+
     /// `hb_done` with the default timeout of 0.
     pub async fn done_now(&self, policy: ErrorPolicy<String>) -> Result<String> {
         self.done(Duration::ZERO, policy).await

@@ -229,7 +229,17 @@ pub struct KeepAliveState {
 #[derive(Debug, Clone, Copy)]
 struct Control {
     interval: Duration,
-    stopping: bool,
+    /// How to sign off, once asked to stop.
+    stopping: Option<Farewell>,
+}
+
+/// The last request of a stopped keep-alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Farewell {
+    /// `hb_done`.
+    Done,
+    /// `hb_fail` with this exit code.
+    Fail(u8),
 }
 
 /// A running keep-alive task (see [`HeartbeatClient::keep_alive`]).
@@ -313,7 +323,7 @@ impl HeartbeatClient {
     ) -> KeepAliveHandle {
         let (control, control_rx) = watch::channel(Control {
             interval: config.interval,
-            stopping: false,
+            stopping: None,
         });
         let (state_tx, state) = watch::channel(KeepAliveState {
             interval: config.interval,
@@ -400,19 +410,32 @@ impl KeepAliveHandle {
     /// assert_eq!(goodbye, "So Long, and Thanks for All the Fish!");
     /// # Ok(()) }
     /// ```
-    pub async fn shutdown(mut self) -> Result<String> {
-        self.control.send_modify(|control| control.stopping = true);
+    pub async fn shutdown(self) -> Result<String> {
+        self.stop(Farewell::Done).await
+    }
+
+    /// [`shutdown`](Self::shutdown) for a run that failed: the last request
+    /// is `hb_fail` with exit `code` ([`HeartbeatClient::fail`]) instead of
+    /// `hb_done`, sent once a beat in flight has finished (so no ping can
+    /// recover the app after it). Against a server without the extension
+    /// (the reference) the error is [`Error::Status`] with `status: 400`,
+    /// and nothing else was sent.
+    pub async fn fail(self, code: u8) -> Result<String> {
+        self.stop(Farewell::Fail(code)).await
+    }
+
+    async fn stop(mut self, farewell: Farewell) -> Result<String> {
+        self.control
+            .send_modify(|control| control.stopping = Some(farewell));
         let Some(task) = self.task.take() else {
             return Err(Error::task("the keep-alive task is already gone"));
         };
         let abort = task.abort_handle();
         match tokio::time::timeout(self.shutdown_timeout, task).await {
             Ok(Ok(Some(result))) => result,
-            Ok(Ok(None)) => Err(Error::task(
-                "the keep-alive task ended without sending hb_done",
-            )),
+            Ok(Ok(None)) => Err(Error::task("the keep-alive task ended without signing off")),
             Ok(Err(join)) => Err(Error::task(format!(
-                "the keep-alive task stopped before hb_done: {join}"
+                "the keep-alive task stopped before signing off: {join}"
             ))),
             Err(_) => {
                 abort.abort();
@@ -444,7 +467,7 @@ async fn run(
     let mut next = (!interval.is_zero()).then(Instant::now);
     let mut need_init = true;
     let mut failures: u32 = 0;
-    loop {
+    let farewell = loop {
         tokio::select! {
             biased;
             changed = control.changed() => {
@@ -452,8 +475,8 @@ async fn run(
                     return None;
                 }
                 let Control { interval: new, stopping } = *control.borrow_and_update();
-                if stopping {
-                    break;
+                if let Some(stopping) = stopping {
+                    break stopping;
                 }
                 interval = new;
                 state.send_modify(|s| s.interval = interval);
@@ -504,8 +527,11 @@ async fn run(
                 next = Some(after(now, delay));
             }
         }
-    }
-    let result = client.done(config.done_timeout, ErrorPolicy::Raise).await;
+    };
+    let result = match farewell {
+        Farewell::Done => client.done(config.done_timeout, ErrorPolicy::Raise).await,
+        Farewell::Fail(code) => client.fail(code, ErrorPolicy::Raise).await,
+    };
     state.send_modify(|s| s.stopped = true);
     Some(result)
 }

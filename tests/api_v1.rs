@@ -210,14 +210,20 @@ async fn a_small_registry_is_answered_exactly_with_its_headers() {
     let expected = concat!(
         r#"{"version":1,"generated_at":"G","#,
         r#""thresholds":{"warn_ratio":3.0,"crit_ratio":5.0,"drop_ratio":6.0,"tolerance_ms":1000},"#,
-        r#""counters":{"inits":2,"pings":0,"dones":0,"expiries":0,"refusals":0},"#,
+        r#""counters":{"inits":2,"pings":0,"dones":0,"expiries":0,"refusals":0,"fails":0},"#,
         r#""counts":{"ok":1,"warning":1,"critical":0,"missing":0},"apps":["#,
         r#"{"key":"kiosk-1 @ 127.0.0.1","id":"kiosk-1","host":"127.0.0.1","state":"ok","#,
         r#""overdue_ratio":0.52,"granted_ms":3000,"last_seen":"K","#,
-        r#""last_seen_ago_ms":1560,"expected":false,"missing":false},"#,
+        r#""last_seen_ago_ms":1560,"expected":false,"missing":false,"failed":null,"#,
+        // tracked since registration, all of it OK (this half hour)
+        r#""uptime_24h":1.0,"uptime_7d":1.0,"#,
+        r#""strip_24h":"-----------------------------------------------o"},"#,
         r#"{"key":"projector-b @ 127.0.0.1","id":"projector-b","host":"127.0.0.1","state":"warning","#,
         r#""overdue_ratio":3.4,"granted_ms":11000,"last_seen":"P","#,
-        r#""last_seen_ago_ms":37400,"expected":false,"missing":false}]}"#,
+        r#""last_seen_ago_ms":37400,"expected":false,"missing":false,"failed":null,"#,
+        // WARNING since 33 s: not CRITICAL, so up
+        r#""uptime_24h":1.0,"uptime_7d":1.0,"#,
+        r#""strip_24h":"-----------------------------------------------w"}]}"#,
         "\n"
     );
     let text = reply

@@ -498,8 +498,8 @@ async fn wrap_exits_with_the_child_exit_code() {
         "{output:?}"
     );
     assert!(
-        output.stderr.contains("heartbeat wrap: done failed"),
-        "{output:?}"
+        output.stderr.contains("heartbeat wrap: fail failed"),
+        "a failed run sends hb_fail, not done: {output:?}"
     );
 }
 
@@ -509,7 +509,7 @@ async fn wrap_sends_init_pings_while_the_child_runs_and_done_after() {
     let url = server.url();
     let release = temp_path("release");
     let script = format!(
-        "while [ ! -e '{}' ]; do sleep 0.02; done; exit 3",
+        "while [ ! -e '{}' ]; do sleep 0.02; done; exit 0",
         release.display()
     );
     let counters = || {
@@ -550,7 +550,7 @@ async fn wrap_sends_init_pings_while_the_child_runs_and_done_after() {
         let output = tokio::task::spawn_blocking(move || running.finish())
             .await
             .unwrap();
-        assert_eq!(output.code, Some(3), "{output:?}");
+        assert_eq!(output.code, Some(0), "{output:?}");
         assert_eq!(output.stderr, "", "{output:?}");
         assert_eq!(list(&server), "", "done was sent when CMD exited");
         assert_eq!(counters().dones, before.dones + 1);
@@ -586,6 +586,105 @@ async fn wrap_sends_init_pings_while_the_child_runs_and_done_after() {
     server.shutdown().await;
 }
 
+/// A failed run is an alarm: `hb_fail?CODE` instead of the done, so our
+/// server shows it CRITICAL with the code; a server that answers `400` to
+/// it (the reference) gets no done, so the app goes late there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrap_reports_a_failed_run_instead_of_signing_off() {
+    let server = start().await;
+    let url = server.url();
+    let output = run(against(
+        &url,
+        &[
+            "wrap", "--all", "--app-id", "cron job", "--", "sh", "-c", "exit 3",
+        ],
+    ))
+    .await;
+    assert_eq!(output.code, Some(3), "{output:?}");
+    assert_eq!(output.stderr, "", "{output:?}");
+    assert_eq!(
+        list(&server),
+        "cron job @ 127.0.0.1\n",
+        "still listed: failed, not gone"
+    );
+    let status = server
+        .registry()
+        .handle(
+            "/status?appid=cron%20job",
+            None,
+            std::net::Ipv4Addr::LOCALHOST.into(),
+        )
+        .body;
+    assert!(
+        status
+            .starts_with("CRITICAL - application [cron job @ 127.0.0.1] failed with exit code 3|"),
+        "{status}"
+    );
+    let counters = server.registry().with_registry(|r, _| r.counters());
+    assert_eq!((counters.fails, counters.dones), (1, 0));
+    // a program that cannot start is a failed run too (127)
+    let output = run(against(
+        &url,
+        &[
+            "wrap",
+            "--done",
+            "--app-id",
+            "missing",
+            "--",
+            "no-such-program-hb-cli-test",
+        ],
+    ))
+    .await;
+    assert_eq!(output.code, Some(127), "{output:?}");
+    assert_eq!(
+        server.registry().with_registry(|r, _| r.counters()).fails,
+        2
+    );
+    server.shutdown().await;
+
+    // the reference: 400 to hb_fail, so nothing more is sent
+    let reference = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::path("/hb_fail"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(400)
+                .set_body_string("ERROR: cannot process your request"),
+        )
+        .mount(&reference)
+        .await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("2000"))
+        .mount(&reference)
+        .await;
+    let output = run(against(
+        &reference.uri(),
+        &["dummy", "--app-id", "cron", "--", "sh", "-c", "exit 4"],
+    ))
+    .await;
+    assert_eq!(output.code, Some(4), "{output:?}");
+    assert!(
+        output.stderr.contains("does not know hb_fail (HTTP 400)"),
+        "{output:?}"
+    );
+    let paths: Vec<String> = reference
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    assert_eq!(
+        paths.first().map(String::as_str),
+        Some("/hb_init"),
+        "{paths:?}"
+    );
+    assert_eq!(
+        paths.last().map(String::as_str),
+        Some("/hb_fail"),
+        "{paths:?}"
+    );
+    assert!(!paths.iter().any(|p| p == "/hb_done"), "no done: {paths:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrap_forwards_sigterm_and_sigint_to_the_child() {
     let server = start().await;
@@ -618,7 +717,19 @@ async fn wrap_forwards_sigterm_and_sigint_to_the_child() {
             .await
             .unwrap();
         assert_eq!(output.code, Some(expected), "SIG{signal}: {output:?}");
-        assert_eq!(list(&server), "", "done sent after the forwarded signal");
+        // a non-zero exit after the forwarded signal is a failed run
+        let status = server
+            .registry()
+            .handle(
+                "/status?appid=sig",
+                None,
+                std::net::Ipv4Addr::LOCALHOST.into(),
+            )
+            .body;
+        assert!(
+            status.contains(&format!("failed with exit code {expected}|")),
+            "SIG{signal}: {status}"
+        );
         let _ = std::fs::remove_file(&ready);
     }
     server.shutdown().await;
@@ -905,10 +1016,11 @@ impl Drop for KillOnDrop {
 
 /// Issue 10, item 9: SIGHUP and SIGUSR1 killed the wrapper (CMD ran on, no
 /// done); SIGTERM reached CMD but not CMD's children. Now each goes to
-/// CMD's process group; the wrapper waits, sends done, exits 128+N.
+/// CMD's process group; the wrapper waits, exits 128+N, and (issue 19)
+/// reports the death by signal with `hb_fail?128+N` instead of the done.
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrap_forwards_hup_usr1_term_to_the_child_and_grandchild_then_sends_done() {
+async fn wrap_forwards_hup_usr1_term_to_the_child_and_grandchild_then_reports_the_failure() {
     let server = start().await;
     let url = server.url();
     // the grandchild's output not on the wrapper's pipes: a grandchild left
@@ -931,7 +1043,19 @@ async fn wrap_forwards_hup_usr1_term_to_the_child_and_grandchild_then_sends_done
             .unwrap();
         assert_eq!(output.code, Some(128 + number), "SIG{signal}: {output:?}");
         assert_eq!(output.stderr, "", "SIG{signal}: {output:?}");
-        assert_eq!(list(&server), "", "SIG{signal}: done was sent");
+        let status = server
+            .registry()
+            .handle(
+                "/status?appid=group",
+                None,
+                std::net::Ipv4Addr::LOCALHOST.into(),
+            )
+            .body;
+        let code = 128 + number;
+        assert!(
+            status.contains(&format!("failed with exit code {code}|")),
+            "SIG{signal}: {status}"
+        );
         eventually(&format!("SIG{signal}: child and grandchild to end"), || {
             pids.0.iter().all(|&pid| ended(pid))
         })

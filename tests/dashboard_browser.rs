@@ -400,6 +400,8 @@ fn tracked(id: &str, host: &str, state: &str, ratio: f64, granted_ms: u64, ago_m
         "overdue_ratio": ratio, "granted_ms": granted_ms,
         "last_seen": "2026-11-25T10:00:00.000Z", "last_seen_ago_ms": ago_ms,
         "expected": false, "missing": false,
+        "failed": null, "uptime_24h": 1.0, "uptime_7d": 1.0,
+        "strip_24h": format!("{}o", "-".repeat(47)),
     })
 }
 
@@ -409,6 +411,8 @@ fn missing(id: &str) -> Value {
         "overdue_ratio": null, "granted_ms": null,
         "last_seen": null, "last_seen_ago_ms": null,
         "expected": true, "missing": true,
+        "failed": null, "uptime_24h": null, "uptime_7d": null,
+        "strip_24h": "-".repeat(48),
     })
 }
 
@@ -558,9 +562,14 @@ async fn rows_refresh_in_place_hostile_ids_stay_text_and_failures_show_stale() {
     );
 
     // the JavaScript renderer builds exactly the markup the Rust one does
-    let golden = GOLDEN_ROWS.lines().next().unwrap();
+    // (kiosk-1 was WARNING earlier in this half hour: its strip says so)
+    let golden = GOLDEN_ROWS
+        .lines()
+        .next()
+        .unwrap()
+        .replace(r#"class="s-o""#, r#"class="s-w""#);
     assert!(
-        dom.contains(golden),
+        dom.contains(&golden),
         "missing golden row {golden}\nin {dom}"
     );
 
@@ -589,6 +598,100 @@ async fn rows_refresh_in_place_hostile_ids_stay_text_and_failures_show_stale() {
     assert!(
         dom.contains("stale: no answer from the server, last update"),
         "{dom}"
+    );
+    server.shutdown().await;
+}
+
+/// "What happened to kiosk-3 last night": its row's 24 h strip holds the
+/// CRITICAL, and its events (opened from the row, `#events=ID&host=IP`)
+/// list the changes newest first. A hostile id's events stay text, and a
+/// failed run shows its exit code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_strip_and_the_events_of_an_app_answer_what_happened() {
+    let Some(chrome) = chromium_or_skip("the_strip_and_the_events") else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let server = start_server(&clock).await;
+    let local = std::net::Ipv4Addr::LOCALHOST.into();
+    let hostile = heartbeat_sdk::protocol::encode_component(HOSTILE_MARKER);
+    let registry = server.registry();
+    registry.handle("/hb_init?1000&appid=kiosk-3", None, local); // granted 2 s
+    registry.handle(&format!("/hb_init?60000&appid={hostile}"), None, local);
+    clock.advance(Duration::from_secs(11)); // kiosk-3: WARNING at 6 s, CRITICAL at 10 s
+    registry.sweep();
+    registry.handle("/hb_ping?1000&appid=kiosk-3", None, local);
+    registry.handle(&format!("/hb_fail?3&appid={hostile}"), None, local);
+    clock.advance(Duration::from_secs(1));
+
+    let dom = dump_dom(
+        &chrome,
+        &format!("{}/#events=kiosk-3&host=127.0.0.1", server.url()),
+        3000,
+    )
+    .await;
+    let first = rows(&dom);
+    let (_, _, kiosk) = row(&first, "kiosk-3");
+    assert!(
+        kiosk.contains(r#"<rect class="s-c" x="47" width="1" height="1"></rect>"#),
+        "the last half hour holds the CRITICAL: {kiosk}"
+    );
+    assert!(
+        !kiosk.contains(r#"<span class="uptime" title="7 d: 100.0%">"#),
+        "{kiosk}"
+    );
+    let events = dom
+        .split_once(r#"<section class="panel" id="events">"#)
+        .unwrap_or_else(|| panic!("the events are shown: {dom}"))
+        .1;
+    assert!(
+        events.starts_with(r#"<h2 id="events-title">Events of kiosk-3 on 127.0.0.1</h2>"#),
+        "{events}"
+    );
+    let order: Vec<&str> = events
+        .split(r#"<li class="event event-"#)
+        .skip(1)
+        .map(|li| li.split('"').next().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        ["recovered", "critical", "warning", "created"],
+        "{events}"
+    );
+    assert!(
+        events.contains("critical: WARNING \u{2192} CRITICAL"),
+        "{events}"
+    );
+
+    let dom = dump_dom(
+        &chrome,
+        &format!("{}/#events={hostile}&host=127.0.0.1", server.url()),
+        3000,
+    )
+    .await;
+    assert!(!dom.contains("<img"), "an <img> element was created: {dom}");
+    assert!(!body_tag(&dom).contains("data-pwned"), "{}", body_tag(&dom));
+    let events = dom
+        .split_once(r#"<section class="panel" id="events">"#)
+        .unwrap_or_else(|| panic!("the events are shown: {dom}"))
+        .1;
+    assert!(
+        events.contains("Events of &lt;img src=x onerror=document.body.setAttribute('data-pwned','1')&gt; on 127.0.0.1"),
+        "{events}"
+    );
+    assert!(
+        events.contains("failed: OK \u{2192} CRITICAL (exit code 3)"),
+        "{events}"
+    );
+    let second = rows(&dom);
+    let (_, class, markup) = row(
+        &second,
+        "&lt;img src=x onerror=document.body.setAttribute('data-pwned','1')&gt;",
+    );
+    assert_eq!(class, "app state-critical");
+    assert!(
+        markup.contains(r#"<span class="exit">exit code 3</span>"#),
+        "{markup}"
     );
     server.shutdown().await;
 }

@@ -257,3 +257,144 @@ async fn the_cli_prints_the_history() {
     assert_eq!(events.total, 2);
     server.shutdown().await;
 }
+
+/// `/api/v1/apps` says how long each app was up over the last day and
+/// week, and where: the strip's last half-hour slot holds the CRITICAL.
+#[test]
+fn uptime_and_the_strip_come_from_the_history() {
+    let clock = ManualClock::new();
+    let shared = SharedRegistry::new(RegistryConfig::default(), Arc::new(clock.clone()));
+    shared.handle("/hb_init?1000&appid=kiosk-3", None, PEER); // granted 2 s
+    clock.advance(Duration::from_secs(11)); // CRITICAL at 10 s
+    shared.sweep();
+    shared.handle("/hb_ping?1000&appid=kiosk-3", None, PEER); // OK at 11 s
+    clock.advance(Duration::from_secs(9)); // now: 20 s
+    let apps: serde_json::Value =
+        serde_json::from_str(&shared.handle("/api/v1/apps", None, PEER).body).unwrap();
+    let app = &apps["apps"][0];
+    // 1 s CRITICAL of 20 s tracked
+    let day = app["uptime_24h"].as_f64().unwrap();
+    assert!((day - 0.95).abs() < 1e-9, "{app}");
+    assert!(
+        (app["uptime_7d"].as_f64().unwrap() - 0.95).abs() < 1e-9,
+        "{app}"
+    );
+    let strip = app["strip_24h"].as_str().unwrap();
+    assert_eq!(strip, format!("{}c", "-".repeat(47)), "{app}");
+    assert_eq!(app["failed"], serde_json::Value::Null);
+}
+
+/// `hb_fail?CODE`: CRITICAL with the code in every view, history and
+/// metrics, until the next ping.
+#[test]
+fn a_failed_run_is_critical_everywhere_until_the_next_ping() {
+    let clock = ManualClock::new();
+    let shared = SharedRegistry::new(RegistryConfig::default(), Arc::new(clock.clone()));
+    shared.handle("/hb_init?60000&appid=backup", None, PEER);
+    let reply = shared.handle("/hb_fail?3&appid=backup", Some(b"appid=backup"), PEER);
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "Failure recorded: exit code 3")
+    );
+    let status = shared.handle("/status?appid=backup", None, PEER).body;
+    assert!(
+        status.starts_with("CRITICAL - application [backup @ 10.0.0.5] failed with exit code 3|"),
+        "{status}"
+    );
+    let apps: serde_json::Value =
+        serde_json::from_str(&shared.handle("/api/v1/apps", None, PEER).body).unwrap();
+    assert_eq!(apps["apps"][0]["state"], "critical");
+    assert_eq!(apps["apps"][0]["failed"], 3);
+    assert_eq!(apps["counters"]["fails"], 1);
+    let metrics = shared.handle("/metrics", None, PEER).body;
+    assert!(metrics.contains("\nheartbeat_fails_total 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("heartbeat_app_up{app=\"backup\",host=\"10.0.0.5\"} 0"),
+        "{metrics}"
+    );
+    let events = parse_events(
+        shared
+            .handle("/api/v1/events?app=backup", None, PEER)
+            .body
+            .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(events.events[0].event, Change::Failed);
+    assert_eq!(events.events[0].exit_code, Some(3));
+    assert_eq!(events.events[0].state, Some(State::Critical));
+    // a bad code is a 400 that changes nothing
+    let bad = shared.handle("/hb_fail?300&appid=backup", None, PEER);
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.body
+            .contains("exit code must be a whole number from 0 to 255"),
+        "{}",
+        bad.body
+    );
+    // the next run's ping clears it
+    clock.advance(Duration::from_secs(1));
+    shared.handle("/hb_ping?60000&appid=backup", None, PEER);
+    let status = shared.handle("/status?appid=backup", None, PEER).body;
+    assert!(
+        status.starts_with("OK - fine application [backup @ 10.0.0.5]"),
+        "{status}"
+    );
+}
+
+/// With `--state` the history, and a failed run, outlive the server: a
+/// restart reads the `events` table back.
+#[cfg(all(feature = "state", feature = "reqwest"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_history_and_the_failure() {
+    use heartbeat_sdk::server::Server;
+    use heartbeat_sdk::{ErrorPolicy, HeartbeatClient};
+    let dir = std::env::temp_dir().join(format!("hb-history-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.db");
+    let start = || {
+        Server::builder("127.0.0.1:0".parse().unwrap())
+            .state(&state)
+            .start()
+    };
+    let server = start().await.unwrap();
+    let client = |server: &heartbeat_sdk::server::ServerHandle| {
+        HeartbeatClient::builder()
+            .url(server.url())
+            .app_id("kiosk-3")
+            .build()
+            .unwrap()
+    };
+    let kiosk = client(&server);
+    kiosk
+        .init(Duration::from_secs(60), ErrorPolicy::Raise)
+        .await
+        .unwrap();
+    kiosk.fail(2, ErrorPolicy::Raise).await.unwrap();
+    let before = kiosk
+        .events(&EventsQuery::new("kiosk-3"), ErrorPolicy::Raise)
+        .await
+        .unwrap();
+    server.shutdown().await; // commits
+    let server = start().await.unwrap();
+    let kiosk = client(&server);
+    let after = kiosk
+        .events(&EventsQuery::new("kiosk-3"), ErrorPolicy::Raise)
+        .await
+        .unwrap();
+    assert_eq!(after.events, before.events);
+    let kinds: Vec<_> = after.events.iter().map(|e| e.event).collect();
+    assert_eq!(kinds, [Change::Failed, Change::Created]);
+    let status = kiosk
+        .status(Some("kiosk-3"), ErrorPolicy::Raise)
+        .await
+        .unwrap();
+    assert_eq!(status.state(), State::Critical);
+    assert!(
+        status.message().ends_with("failed with exit code 2"),
+        "{}",
+        status.message()
+    );
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -54,6 +54,9 @@ heartbeat_pings_total 2
 # HELP heartbeat_dones_total hb_done requests, known ids or not.
 # TYPE heartbeat_dones_total counter
 heartbeat_dones_total 1
+# HELP heartbeat_fails_total hb_fail requests (failed runs), known ids or not.
+# TYPE heartbeat_fails_total counter
+heartbeat_fails_total 0
 # HELP heartbeat_expiries_total Records dropped for being overdue.
 # TYPE heartbeat_expiries_total counter
 heartbeat_expiries_total 0

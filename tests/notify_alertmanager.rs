@@ -208,3 +208,72 @@ async fn an_ha_pair_raises_one_alert() {
     a.kill();
     b.kill();
 }
+
+/// `heartbeat wrap -- sh -c 'exit 3'` against our server: the run's
+/// failure is CRITICAL with its exit code, a webhook and an alert, until
+/// the next run's init resolves it.
+#[cfg(feature = "cli")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_wrapped_run_is_a_webhook_and_an_alert() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let Some(am) = alertmanager().await else {
+        return;
+    };
+    let hook = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&hook)
+        .await;
+    let server = Server::builder("127.0.0.1:0".parse().unwrap())
+        .alertmanager(am.url.parse().unwrap())
+        .webhook(
+            format!("{}/hook", hook.uri()).parse().unwrap(),
+            heartbeat_sdk::server::WebhookFormat::Json,
+        )
+        .notify_retry(quick())
+        .start()
+        .await
+        .unwrap();
+    let url = server.url();
+    let wrap = |script: &'static str| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_heartbeat"))
+                .args(["--url", &url, "wrap", "--all", "--app-id", "nightly", "--"])
+                .args(["sh", "-c", script])
+                .env_remove("RUST_LOG")
+                .status()
+                .unwrap()
+        })
+    };
+    assert_eq!(wrap("exit 3").await.unwrap().code(), Some(3));
+    let alert = wait_for("the failure's alert in Alertmanager", || async {
+        alerts(&am).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(alert["labels"]["app"], "nightly");
+    assert_eq!(alert["labels"]["severity"], "critical");
+    let description = alert["annotations"]["description"].as_str().unwrap();
+    assert!(description.contains("failed with exit code 3"), "{alert}");
+    let failed = wait_for("the failure's webhook", || async {
+        let got = hook.received_requests().await.unwrap_or_default();
+        got.iter()
+            .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap())
+            .find(|b| b["event"] == "failed")
+    })
+    .await;
+    assert_eq!(failed["exit_code"], 3);
+    assert_eq!(failed["state"], "critical");
+    assert_eq!(failed["app"], "nightly");
+    let status = get(&format!("{url}/status?appid=nightly")).await;
+    assert!(status.contains("failed with exit code 3|"), "{status}");
+
+    // the next run succeeds: its init resolves the alert
+    assert_eq!(wrap("exit 0").await.unwrap().code(), Some(0));
+    wait_for("the alert resolved", || async {
+        alerts(&am).await.is_empty().then_some(())
+    })
+    .await;
+    server.shutdown().await;
+}

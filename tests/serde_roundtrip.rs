@@ -110,25 +110,29 @@ fn server_counters() {
     counters.inits = 7;
     counters.pings = 1234;
     counters.dones = 2;
+    counters.fails = 5;
     counters.expiries = 1;
     counters.refused = 3;
     counters.events_dropped = 4;
     round_trip(
         &counters,
-        r#"{"inits":7,"pings":1234,"dones":2,"expiries":1,"refused":3,"events_dropped":4}"#,
+        r#"{"inits":7,"pings":1234,"dones":2,"fails":5,"expiries":1,"refused":3,"events_dropped":4}"#,
     );
 }
 
 const TRACKED: &str = concat!(
     r#"{"key":"<img src=x onerror=alert(1)> @ 10.0.6.66","id":"<img src=x onerror=alert(1)>","#,
     r#""host":"10.0.6.66","state":"ok","overdue_ratio":0.1,"granted_ms":3000,"#,
-    r#""last_seen":"2026-11-25T10:00:00.934Z","last_seen_ago_ms":300,"expected":false,"missing":false}"#
+    r#""last_seen":"2026-11-25T10:00:00.934Z","last_seen_ago_ms":300,"expected":false,"missing":false,"#,
+    r#""failed":null,"uptime_24h":1.0,"uptime_7d":1.0,"#,
+    r#""strip_24h":"-----------------------------------------------o"}"#
 );
 
 const MISSING: &str = concat!(
     r#"{"key":"planetarium-show","id":"planetarium-show","host":null,"state":"missing","#,
     r#""overdue_ratio":null,"granted_ms":null,"last_seen":null,"last_seen_ago_ms":null,"#,
-    r#""expected":true,"missing":true}"#
+    r#""expected":true,"missing":true,"failed":null,"uptime_24h":null,"uptime_7d":null,"#,
+    r#""strip_24h":"------------------------------------------------"}"#
 );
 
 #[test]
@@ -249,7 +253,7 @@ fn an_empty_document_is_the_default() {
     let json = concat!(
         r#"{"version":1,"generated_at":"1970-01-01T00:00:00.000Z","#,
         r#""thresholds":{"warn_ratio":3.0,"crit_ratio":5.0,"drop_ratio":6.0,"tolerance_ms":1000},"#,
-        r#""counters":{"inits":0,"pings":0,"dones":0,"expiries":0,"refusals":0},"#,
+        r#""counters":{"inits":0,"pings":0,"dones":0,"expiries":0,"refusals":0,"fails":0},"#,
         r#""counts":{"ok":0,"warning":0,"critical":0,"missing":0},"apps":[]}"#
     );
     round_trip(&Apps::default(), json);
@@ -263,20 +267,24 @@ fn the_servers_compact_document_byte_for_byte() {
     let doc = concat!(
         r#"{"version":1,"generated_at":"2026-11-25T10:00:01.234Z","#,
         r#""thresholds":{"warn_ratio":3.0,"crit_ratio":5.0,"drop_ratio":6.0,"tolerance_ms":1000},"#,
-        r#""counters":{"inits":1,"pings":1,"dones":1,"expiries":0,"refusals":0},"#,
+        r#""counters":{"inits":1,"pings":1,"dones":1,"expiries":0,"refusals":0,"fails":0},"#,
         r#""counts":{"ok":1,"warning":1,"critical":0,"missing":2},"apps":["#,
         r#"{"key":"kiosk-1 @ 127.0.0.1","id":"kiosk-1","host":"127.0.0.1","state":"ok","#,
         r#""overdue_ratio":0.52,"granted_ms":3000,"last_seen":"2026-11-25T09:59:59.674Z","#,
-        r#""last_seen_ago_ms":1560,"expected":true,"missing":false},"#,
+        r#""last_seen_ago_ms":1560,"expected":true,"missing":false,"#,
+        r#""failed":3,"uptime_24h":0.5,"uptime_7d":0.25,"strip_24h":"----------------------------------------oooocccc"},"#,
         r#"{"key":"projector-b @ 10.0.5.3","id":"projector-b","host":"10.0.5.3","state":"warning","#,
         r#""overdue_ratio":3.4,"granted_ms":11000,"last_seen":"2026-11-25T09:59:23.834Z","#,
-        r#""last_seen_ago_ms":37400,"expected":false,"missing":false},"#,
+        r#""last_seen_ago_ms":37400,"expected":false,"missing":false,"#,
+        r#""failed":null,"uptime_24h":null,"uptime_7d":null,"strip_24h":"------------------------------------------------"},"#,
         r#"{"key":"planetarium-show","id":"planetarium-show","host":null,"state":"missing","#,
         r#""overdue_ratio":null,"granted_ms":null,"last_seen":null,"#,
-        r#""last_seen_ago_ms":null,"expected":true,"missing":true},"#,
+        r#""last_seen_ago_ms":null,"expected":true,"missing":true,"#,
+        r#""failed":null,"uptime_24h":null,"uptime_7d":null,"strip_24h":"------------------------------------------------"},"#,
         r#"{"key":"vitrine @ 10.0.5.3","id":"vitrine","host":"10.0.5.3","state":"missing","#,
         r#""overdue_ratio":null,"granted_ms":null,"last_seen":null,"#,
-        r#""last_seen_ago_ms":null,"expected":true,"missing":true}]}"#
+        r#""last_seen_ago_ms":null,"expected":true,"missing":true,"#,
+        r#""failed":null,"uptime_24h":null,"uptime_7d":null,"strip_24h":"------------------------------------------------"}]}"#
     );
     let apps = parse_apps(doc.as_bytes()).unwrap();
     assert_eq!(apps.apps[3].host.as_deref(), Some("10.0.5.3"));

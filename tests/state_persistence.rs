@@ -229,6 +229,7 @@ async fn a_restored_app_that_stays_silent_is_dropped_on_schedule() {
         host: "127.0.0.1".into(),
         granted: Duration::from_millis(3000),
         last_seen: SystemTime::now() - Duration::from_secs(3600),
+        failed: None,
     });
     writer.shutdown().await.unwrap();
 

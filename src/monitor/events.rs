@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::registry::Registry;
+use crate::protocol::notification::Change;
 use crate::protocol::{printable, State};
 
 /// What happened to a record.
@@ -42,6 +43,9 @@ pub enum EventKind {
     ExpectedMissing,
     /// A new record was refused because the registry was full.
     Refused,
+    /// The application's run failed with this exit code (`hb_fail`):
+    /// CRITICAL until its next init or ping.
+    Failed(u8),
 }
 
 impl EventKind {
@@ -51,7 +55,9 @@ impl EventKind {
         match self {
             EventKind::Created | EventKind::Updated | EventKind::Recovered => Some(State::Ok),
             EventKind::Warning => Some(State::Warning),
-            EventKind::Critical | EventKind::ExpectedMissing => Some(State::Critical),
+            EventKind::Critical | EventKind::ExpectedMissing | EventKind::Failed(_) => {
+                Some(State::Critical)
+            }
             EventKind::Done | EventKind::Expired | EventKind::Refused => None,
         }
     }
@@ -63,18 +69,37 @@ impl EventKind {
     }
 
     /// A lower-case name: `created`, `updated`, `warning`, `critical`,
-    /// `recovered`, `done`, `expired`, `expected-missing`, `refused`.
+    /// `recovered`, `done`, `expired`, `expected-missing`, `refused`,
+    /// `failed` (for a state change, its [`Change`]'s name).
     pub fn name(self) -> &'static str {
         match self {
-            EventKind::Created => "created",
             EventKind::Updated => "updated",
-            EventKind::Warning => "warning",
-            EventKind::Critical => "critical",
-            EventKind::Recovered => "recovered",
-            EventKind::Done => "done",
-            EventKind::Expired => "expired",
-            EventKind::ExpectedMissing => "expected-missing",
             EventKind::Refused => "refused",
+            kind => kind.change().map_or("unknown", Change::name),
+        }
+    }
+
+    /// The state change this is, as notifications and the history name it;
+    /// `None` for an update or a refusal.
+    pub fn change(self) -> Option<Change> {
+        Some(match self {
+            EventKind::Created => Change::Created,
+            EventKind::Warning => Change::Warning,
+            EventKind::Critical => Change::Critical,
+            EventKind::Recovered => Change::Recovered,
+            EventKind::Done => Change::Done,
+            EventKind::Expired => Change::Expired,
+            EventKind::ExpectedMissing => Change::ExpectedMissing,
+            EventKind::Failed(_) => Change::Failed,
+            EventKind::Updated | EventKind::Refused => return None,
+        })
+    }
+
+    /// The exit code of a failed run ([`EventKind::Failed`]).
+    pub fn exit_code(self) -> Option<u8> {
+        match self {
+            EventKind::Failed(code) => Some(code),
+            _ => None,
         }
     }
 }
@@ -148,6 +173,9 @@ impl fmt::Display for Event {
                 write!(f, "Absence of expected application [{k}]: CRITICAL")
             }
             EventKind::Refused => write!(f, "Refusal of [{k}]: registry full"),
+            EventKind::Failed(code) => {
+                write!(f, "Failure of [{k}] with exit code {code}: CRITICAL")
+            }
         }
     }
 }

@@ -1,18 +1,23 @@
 //! The event history: every state change, in memory, the last
 //! [`HISTORY_PER_APP`] per application id and at most [`HISTORY_CAP`] in
-//! all (the oldest go first), answered by `GET /api/v1/events`.
+//! all (the oldest go first), answered by `GET /api/v1/events`, and the
+//! uptime and 24-hour strip of `GET /api/v1/apps` and the dashboard.
 //!
 //! [`HistorySink`] is an [`EventSink`] every
 //! [`SharedRegistry`](super::SharedRegistry) has (after the log); it dates
 //! each event on the registry's [`Clock`]'s wall time. A query takes only
-//! the history's own lock, never the registry's.
+//! the history's own lock, never the registry's. With `--state`, every
+//! entry also goes to the state file's `events` table (a [`Journal`]), and
+//! the newest [`HISTORY_PER_APP`] per id are read back at start
+//! ([`HistorySink::restore`]), so a restart keeps the history.
 //!
-//! Memory: an entry is about 64 bytes plus its share of the id, so the
-//! cap bounds the history at roughly 64 MiB, whatever the fleet does.
+//! Memory: an entry is about 80 bytes plus its share of the id, so the
+//! cap bounds the history at roughly 80 MiB, whatever the fleet does.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Instant, SystemTime};
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::clock::Clock;
 use super::events::{Event, EventKind, EventSink};
@@ -25,32 +30,134 @@ use crate::protocol::{format_time, RecordKey, State};
 pub const HISTORY_PER_APP: usize = 100;
 /// Events kept in all.
 pub const HISTORY_CAP: usize = 1_000_000;
+/// Slots of the 24-hour strip (half an hour each).
+pub const STRIP_SLOTS: usize = 48;
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+const WEEK: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// The state change an event kind reports, with the threshold it crossed
 /// (`None` for an update or a refusal, which are not history).
 pub(crate) fn change_of(kind: EventKind, registry: &Registry) -> Option<(Change, Option<f64>)> {
     let config = registry.config();
-    Some(match kind {
-        EventKind::Created => (Change::Created, None),
-        EventKind::Warning => (Change::Warning, Some(config.warn_ratio)),
-        EventKind::Critical => (Change::Critical, Some(config.crit_ratio)),
-        EventKind::Recovered => (Change::Recovered, None),
-        EventKind::Done => (Change::Done, None),
-        EventKind::Expired => (Change::Expired, Some(config.drop_ratio)),
-        EventKind::ExpectedMissing => (Change::ExpectedMissing, None),
-        EventKind::Updated | EventKind::Refused => return None,
-    })
+    let change = kind.change()?;
+    let overdue = match kind {
+        EventKind::Warning => Some(config.warn_ratio),
+        EventKind::Critical => Some(config.crit_ratio),
+        EventKind::Expired => Some(config.drop_ratio),
+        _ => None,
+    };
+    Some((change, overdue))
+}
+
+/// One state change as the history keeps it (and the state file's
+/// `events` table stores it).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct HistoryEntry {
+    /// The application id.
+    pub app: Arc<str>,
+    /// The record's address; `None` for an expected app of any host.
+    pub host: Option<Arc<str>>,
+    /// What happened.
+    pub change: Change,
+    /// The state before (`None`: no record).
+    pub previous: Option<State>,
+    /// The state after (`None`: no record any more).
+    pub state: Option<State>,
+    /// The threshold crossed (warning, critical, expired).
+    pub overdue: Option<f64>,
+    /// The exit code of a failed run.
+    pub exit_code: Option<u8>,
+    /// When, on the wall clock.
+    pub at: SystemTime,
+}
+
+impl HistoryEntry {
+    /// An entry of `change` to the record `key` (`"ID @ IP"` or an id).
+    pub fn new(key: &str, change: Change, at: SystemTime) -> HistoryEntry {
+        let key = RecordKey::parse(key);
+        HistoryEntry {
+            app: Arc::from(key.id()),
+            host: key.host().map(Arc::from),
+            change,
+            previous: None,
+            state: None,
+            overdue: None,
+            exit_code: None,
+            at,
+        }
+    }
+
+    /// With the states before and after.
+    pub fn states(mut self, previous: Option<State>, state: Option<State>) -> HistoryEntry {
+        self.previous = previous;
+        self.state = state;
+        self
+    }
+
+    /// With the threshold crossed.
+    pub fn overdue(mut self, overdue: Option<f64>) -> HistoryEntry {
+        self.overdue = overdue;
+        self
+    }
+
+    /// With a failed run's exit code.
+    pub fn exit_code(mut self, code: Option<u8>) -> HistoryEntry {
+        self.exit_code = code;
+        self
+    }
+
+    fn event(&self) -> HistoryEvent {
+        HistoryEvent {
+            event: self.change,
+            host: self.host.as_deref().map(str::to_owned),
+            previous: self.previous,
+            state: self.state,
+            overdue: self.overdue,
+            exit_code: self.exit_code,
+            at: format_time(self.at).unwrap_or_else(|| "9999-12-31T23:59:59.999Z".to_owned()),
+        }
+    }
+}
+
+/// Where history entries are also written (the state file): called under
+/// the history's lock, so it must only hand the entry on.
+pub(crate) trait Journal: Send + Sync + fmt::Debug {
+    /// Stores `entry`.
+    fn record(&self, entry: &HistoryEntry);
+}
+
+/// An application's record over the last day and week, from its history:
+/// see [`History::uptime`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Uptime {
+    /// Share of the last 24 h not CRITICAL, of the time it was tracked or
+    /// expected and the history knows its state; `None` when that is none.
+    pub(crate) day: Option<f64>,
+    /// The same over 7 days.
+    pub(crate) week: Option<f64>,
+    /// The last 24 h in [`STRIP_SLOTS`] slots, oldest first: the worst
+    /// state in each, `o` OK, `w` WARNING, `c` CRITICAL, `-` unknown or
+    /// untracked.
+    pub(crate) strip: String,
+}
+
+impl Uptime {
+    /// Nothing known: no history.
+    pub(crate) fn unknown() -> Uptime {
+        Uptime {
+            day: None,
+            week: None,
+            strip: "-".repeat(STRIP_SLOTS),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 struct Entry {
     seq: u64,
-    host: Option<Arc<str>>,
-    change: Change,
-    previous: Option<State>,
-    state: Option<State>,
-    overdue: Option<f64>,
-    at: SystemTime,
+    entry: HistoryEntry,
 }
 
 /// The history itself (no lock, no clock): see the module docs.
@@ -81,30 +188,18 @@ impl History {
         self.len
     }
 
-    /// Records one change of the record `key` at `at`.
-    fn record(
-        &mut self,
-        key: &str,
-        change: (Change, Option<f64>),
-        previous: Option<State>,
-        state: Option<State>,
-        at: SystemTime,
-    ) {
-        let key = RecordKey::parse(key);
+    /// Records one entry (after the ones recorded before it).
+    fn record(&mut self, mut entry: HistoryEntry) {
         self.seq += 1;
-        let app: Arc<str> = match self.by_app.get_key_value(key.id()) {
+        let app = match self.by_app.get_key_value(&entry.app) {
             Some((app, _)) => Arc::clone(app),
-            None => Arc::from(key.id()),
+            None => Arc::clone(&entry.app),
         };
+        entry.app = Arc::clone(&app);
         let entries = self.by_app.entry(Arc::clone(&app)).or_default();
         entries.push_back(Entry {
             seq: self.seq,
-            host: key.host().map(Arc::from),
-            change: change.0,
-            previous,
-            state,
-            overdue: change.1,
-            at,
+            entry,
         });
         self.len += 1;
         if entries.len() > self.per_app {
@@ -157,21 +252,98 @@ impl History {
         let matching = entries
             .iter()
             .rev()
+            .map(|e| &e.entry)
             .filter(|e| host.is_none() || e.host.as_deref() == host.as_deref());
         let total = matching.clone().count() as u64;
         let events = matching
             .filter(|e| query.since.is_none_or(|since| e.at >= since))
             .take(query.effective_limit())
-            .map(|e| HistoryEvent {
-                event: e.change,
-                host: e.host.as_deref().map(str::to_owned),
-                previous: e.previous,
-                state: e.state,
-                overdue: e.overdue,
-                at: format_time(e.at).unwrap_or_else(|| "9999-12-31T23:59:59.999Z".to_owned()),
-            })
+            .map(HistoryEntry::event)
             .collect();
         Events::new(query.app.clone(), events, total)
+    }
+
+    /// The uptime and strip of the record of `app` at `host` (`None`: the
+    /// entries without a host, an expected app of any host) as of `now`.
+    ///
+    /// Between two entries the record is in the state the first one left
+    /// it in; after the last, in that state until `now`. Time before the
+    /// oldest entry held is unknown and counts for neither side, nor does
+    /// time without a record (after a done or an expiry, unless an
+    /// expected app then went missing, which is CRITICAL).
+    pub(crate) fn uptime(&self, app: &str, host: Option<&str>, now: SystemTime) -> Uptime {
+        let mut slots = [0_u8; STRIP_SLOTS];
+        let (mut day, mut week) = (Span::default(), Span::default());
+        let day_start = now.checked_sub(DAY).unwrap_or(SystemTime::UNIX_EPOCH);
+        let week_start = now.checked_sub(WEEK).unwrap_or(SystemTime::UNIX_EPOCH);
+        let slot = DAY / STRIP_SLOTS as u32;
+        if let Some(entries) = self.by_app.get(app) {
+            let mine: Vec<&HistoryEntry> = entries
+                .iter()
+                .map(|e| &e.entry)
+                .filter(|e| e.host.as_deref() == host)
+                .collect();
+            for (i, entry) in mine.iter().enumerate() {
+                let Some(state) = entry.state else { continue };
+                let end = mine.get(i + 1).map_or(now, |next| next.at).min(now);
+                let from = entry.at;
+                week.add(from, end, week_start, state);
+                day.add(from, end, day_start, state);
+                // the strip: every slot this span touches
+                let rank = match state {
+                    State::Ok => 1,
+                    State::Warning => 2,
+                    _ => 3,
+                };
+                let from = from.max(day_start);
+                if end <= from {
+                    continue;
+                }
+                let offset = |t: SystemTime| t.duration_since(day_start).unwrap_or_default();
+                let first = (offset(from).as_nanos() / slot.as_nanos()) as usize;
+                let last = (offset(end).as_nanos().saturating_sub(1) / slot.as_nanos()) as usize;
+                for s in slots
+                    .iter_mut()
+                    .take(last.min(STRIP_SLOTS - 1) + 1)
+                    .skip(first)
+                {
+                    *s = (*s).max(rank);
+                }
+            }
+        }
+        Uptime {
+            day: day.ratio(),
+            week: week.ratio(),
+            strip: slots
+                .iter()
+                .map(|s| ['-', 'o', 'w', 'c'][usize::from(*s)])
+                .collect(),
+        }
+    }
+}
+
+/// Time tracked and time CRITICAL within a window.
+#[derive(Debug, Default, Clone, Copy)]
+struct Span {
+    tracked: Duration,
+    down: Duration,
+}
+
+impl Span {
+    /// Adds `[from, end)` in `state`, the part after `start`.
+    fn add(&mut self, from: SystemTime, end: SystemTime, start: SystemTime, state: State) {
+        let Ok(len) = end.duration_since(from.max(start)) else {
+            return;
+        };
+        self.tracked += len;
+        if state == State::Critical {
+            self.down += len;
+        }
+    }
+
+    fn ratio(self) -> Option<f64> {
+        (!self.tracked.is_zero())
+            .then(|| 1.0 - self.down.as_secs_f64() / self.tracked.as_secs_f64())
     }
 }
 
@@ -180,6 +352,7 @@ impl History {
 pub struct HistorySink {
     history: Mutex<History>,
     clock: Arc<dyn Clock>,
+    journal: OnceLock<Arc<dyn Journal>>,
 }
 
 impl HistorySink {
@@ -187,6 +360,7 @@ impl HistorySink {
         HistorySink {
             history: Mutex::new(History::new(HISTORY_PER_APP, HISTORY_CAP)),
             clock,
+            journal: OnceLock::new(),
         }
     }
 
@@ -208,15 +382,42 @@ impl HistorySink {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Puts back entries kept elsewhere (the state file at start), oldest
+    /// first, before any new one; they are not journaled again.
+    pub fn restore(&self, entries: impl IntoIterator<Item = HistoryEntry>) {
+        let mut history = self.history();
+        for entry in entries {
+            history.record(entry);
+        }
+    }
+
+    /// Every entry from now on also goes to `journal` (set once).
+    pub(crate) fn set_journal(&self, journal: Arc<dyn Journal>) {
+        let _ = self.journal.set(journal);
+    }
+
+    /// The uptime of one record as of the clock's now.
+    pub(crate) fn uptime(&self, app: &str, host: Option<&str>) -> Uptime {
+        let now = self.clock.wall(self.clock.now());
+        self.history().uptime(app, host, now)
+    }
 }
 
 impl EventSink for HistorySink {
     fn deliver(&self, events: &[Event], registry: &Registry, _: Instant) {
         let mut history = self.history();
+        let journal = self.journal.get();
         for event in events {
-            if let Some(change) = change_of(event.kind, registry) {
-                let at = self.clock.wall(event.at);
-                history.record(event.key(), change, event.previous, event.state(), at);
+            if let Some((change, overdue)) = change_of(event.kind, registry) {
+                let entry = HistoryEntry::new(event.key(), change, self.clock.wall(event.at))
+                    .states(event.previous, event.state())
+                    .overdue(overdue)
+                    .exit_code(event.kind.exit_code());
+                if let Some(journal) = journal {
+                    journal.record(&entry);
+                }
+                history.record(entry);
             }
         }
     }
@@ -236,7 +437,7 @@ mod tests {
     }
 
     fn ok(h: &mut History, key: &str, at: u64) {
-        h.record(key, (Change::Created, None), None, Some(State::Ok), t(at));
+        h.record(HistoryEntry::new(key, Change::Created, t(at)).states(None, Some(State::Ok)));
     }
 
     #[test]
@@ -244,11 +445,9 @@ mod tests {
         let mut h = History::new(100, 1000);
         ok(&mut h, "kiosk @ 10.0.0.5", 0);
         h.record(
-            "kiosk @ 10.0.0.5",
-            (Change::Critical, Some(5.0)),
-            Some(State::Ok),
-            Some(State::Critical),
-            t(10),
+            HistoryEntry::new("kiosk @ 10.0.0.5", Change::Critical, t(10))
+                .states(Some(State::Ok), Some(State::Critical))
+                .overdue(Some(5.0)),
         );
         ok(&mut h, "kiosk @ 10.0.0.6", 20);
         ok(&mut h, "other @ 10.0.0.5", 30);
@@ -297,5 +496,106 @@ mod tests {
             ok(&mut h, "d", 300 + i);
         }
         assert!(h.order.len() <= 2 * 5 + 1, "{}", h.order.len());
+    }
+
+    fn change(h: &mut History, key: &str, change: Change, from: State, to: Option<State>, at: u64) {
+        h.record(HistoryEntry::new(key, change, t(at)).states(Some(from), to));
+    }
+
+    const HOUR: u64 = 3600;
+
+    #[test]
+    fn uptime_counts_critical_time_of_the_time_known() {
+        let mut h = History::new(100, 1000);
+        let k = "kiosk @ 10.0.0.5";
+        ok(&mut h, k, 0);
+        change(
+            &mut h,
+            k,
+            Change::Warning,
+            State::Ok,
+            Some(State::Warning),
+            10 * HOUR,
+        );
+        change(
+            &mut h,
+            k,
+            Change::Critical,
+            State::Warning,
+            Some(State::Critical),
+            11 * HOUR,
+        );
+        change(
+            &mut h,
+            k,
+            Change::Recovered,
+            State::Critical,
+            Some(State::Ok),
+            13 * HOUR,
+        );
+        let up = h.uptime("kiosk", Some("10.0.0.5"), t(24 * HOUR));
+        // 2 h CRITICAL of 24 h known; the week knows only the same 24 h
+        assert!((up.day.unwrap() - 22.0 / 24.0).abs() < 1e-9, "{up:?}");
+        assert!((up.week.unwrap() - 22.0 / 24.0).abs() < 1e-9, "{up:?}");
+        // half-hour slots: OK 0-10 h, WARNING 10-11 h, CRITICAL 11-13 h, OK after
+        let expected = format!("{}{}{}{}", "o".repeat(20), "ww", "cccc", "o".repeat(22));
+        assert_eq!(up.strip, expected);
+        // another host, or no host, knows nothing of it
+        assert_eq!(
+            h.uptime("kiosk", Some("10.0.0.6"), t(24 * HOUR)),
+            Uptime::unknown()
+        );
+        assert_eq!(h.uptime("kiosk", None, t(24 * HOUR)), Uptime::unknown());
+        // a day later the first day is out of the 24 h window, not of the week
+        let later = h.uptime("kiosk", Some("10.0.0.5"), t(48 * HOUR));
+        assert_eq!(later.day, Some(1.0));
+        assert!(
+            (later.week.unwrap() - 46.0 / 48.0).abs() < 1e-9,
+            "{later:?}"
+        );
+        assert_eq!(later.strip, "o".repeat(STRIP_SLOTS));
+    }
+
+    #[test]
+    fn time_without_a_record_counts_for_neither_side() {
+        let mut h = History::new(100, 1000);
+        let k = "job @ 10.0.0.5";
+        ok(&mut h, k, 0);
+        change(
+            &mut h,
+            k,
+            Change::Critical,
+            State::Warning,
+            Some(State::Critical),
+            HOUR,
+        );
+        change(&mut h, k, Change::Done, State::Critical, None, 2 * HOUR);
+        let up = h.uptime("job", Some("10.0.0.5"), t(24 * HOUR));
+        assert_eq!(up.day, Some(0.5), "1 h OK, 1 h CRITICAL, then untracked");
+        assert_eq!(&up.strip[..4], "oocc");
+        assert_eq!(&up.strip[4..], "-".repeat(44));
+        // an expected app that went missing is CRITICAL while missing
+        let mut h = History::new(100, 1000);
+        h.record(
+            HistoryEntry::new("backup", Change::ExpectedMissing, t(0))
+                .states(None, Some(State::Critical)),
+        );
+        let up = h.uptime("backup", None, t(HOUR));
+        assert_eq!(up.day, Some(0.0));
+        assert_eq!(up.strip.matches('c').count(), 2);
+    }
+
+    #[test]
+    fn restored_entries_come_first_and_keep_their_fields() {
+        let sink = HistorySink::new(Arc::new(crate::monitor::ManualClock::new()));
+        let entry = HistoryEntry::new("a @ 10.0.0.1", Change::Failed, t(5))
+            .states(Some(State::Ok), Some(State::Critical))
+            .exit_code(Some(3));
+        sink.restore([entry]);
+        let events = sink.query(&EventsQuery::new("a"));
+        assert_eq!(events.total, 1);
+        assert_eq!(events.events[0].event, Change::Failed);
+        assert_eq!(events.events[0].exit_code, Some(3));
+        assert_eq!(events.events[0].host.as_deref(), Some("10.0.0.1"));
     }
 }

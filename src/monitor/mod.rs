@@ -27,7 +27,7 @@ mod shared;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{Event, EventKind, EventSink, LogSink};
-pub use history::{HistorySink, HISTORY_CAP, HISTORY_PER_APP};
+pub use history::{HistoryEntry, HistorySink, HISTORY_CAP, HISTORY_PER_APP, STRIP_SLOTS};
 pub use registry::{
     AppInfo, AppStatus, Counters, Expected, ExpectedError, HostStatus, Registry, RegistryConfig,
     RegistryFull, DEFAULT_MAX_APPS, EVENT_BUFFER_CAP,

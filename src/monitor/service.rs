@@ -34,8 +34,10 @@
 //! ([`protocol::app_line`] and its siblings).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::monitor::history::{HistorySink, Uptime};
 use crate::monitor::registry::{
     AppInfo, AppStatus, Expected, HostStatus, Registry, RegistryConfig, RegistryFull, Snapshot,
 };
@@ -152,6 +154,10 @@ pub(crate) fn prepare(
                 Reply::ok(GOODBYE.to_owned())
             }
         },
+        Command::Fail { app, code } => match registry.fail(&app, peer, code, now) {
+            Ok(()) => Reply::ok(format!("Failure recorded: exit code {code}")),
+            Err(full) => Reply::error(503, full),
+        },
         Command::List => return snapshot(View::List, registry),
         Command::Status { app: None } => {
             registry.expire(now);
@@ -180,6 +186,17 @@ pub(crate) fn prepare(
 /// The `/status` line of a tracked application under `config`'s ratios:
 /// [`protocol::app_line`].
 pub(crate) fn app_line(app: &AppInfo<'_>, config: &RegistryConfig) -> String {
+    if let Some(code) = app.failed {
+        return protocol::failed_line(
+            app.key,
+            code,
+            app.overdue_ratio,
+            config.warn_ratio,
+            config.crit_ratio,
+            config.drop_ratio,
+            whole_ms(app.granted),
+        );
+    }
     protocol::app_line(
         app.state,
         app.key,
@@ -266,6 +283,8 @@ pub(crate) struct Streamed {
     /// lines). Boxed to stay one thin pointer, as it is rarely given.
     #[allow(clippy::box_collection)]
     trailer: Option<Box<String>>,
+    /// The history, for the uptime and strip of the API and the page.
+    history: Option<Arc<HistorySink>>,
 }
 
 impl Streamed {
@@ -278,7 +297,17 @@ impl Streamed {
             taken,
             wall: None,
             trailer: None,
+            history: None,
         }
+    }
+
+    /// The same reply with each app's uptime and strip from `history`
+    /// (the API and the page; other views have none).
+    pub(crate) fn with_history(mut self, history: Arc<HistorySink>) -> Self {
+        if matches!(self.view, View::Apps | View::Dashboard) {
+            self.history = Some(history);
+        }
+        self
     }
 
     /// The same reply, with `wall` as the wall-clock time of the snapshot.
@@ -322,11 +351,17 @@ impl Streamed {
     fn with_listing<R>(&self, f: impl FnOnce(&api::Listing<'_, Expected>) -> R) -> R {
         let snapshot: &Snapshot = &self.snapshot;
         let is_expected = |i| snapshot.is_expected(i);
+        let uptime = |app: &str, host: Option<&str>| {
+            self.history
+                .as_ref()
+                .map_or_else(Uptime::unknown, |h| h.uptime(app, host))
+        };
         f(&api::Listing {
             snapshot,
             generated_at: self.taken,
             is_expected: &is_expected,
             missing: snapshot.missing(),
+            uptime: &uptime,
         })
     }
 

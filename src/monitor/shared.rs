@@ -115,6 +115,9 @@ impl SharedRegistry {
                 }
                 Answer::Streamed(streamed.with_trailer(trailer))
             }
+            Answer::Streamed(streamed) => {
+                Answer::Streamed(streamed.with_history(Arc::clone(&self.history)))
+            }
             answer => answer,
         }
     }

@@ -165,6 +165,9 @@ pub struct Totals {
     pub expiries: u64,
     /// `hb_init` / `hb_ping` refused because the registry was full.
     pub refusals: u64,
+    /// `hb_fail` calls (failed runs; `0` from a server without them).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub fails: u64,
 }
 
 /// How many entries of [`Apps::apps`] are in each state (`counts`).
@@ -218,6 +221,23 @@ pub struct AppRecord {
     pub expected: bool,
     /// Expected but not tracked (`state` is `missing`).
     pub missing: bool,
+    /// The exit code of the run that failed (`hb_fail`; `state` is
+    /// `critical` until the next init or ping).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub failed: Option<u8>,
+    /// Share of the last 24 h the app was not CRITICAL, of the time it was
+    /// tracked or expected and the server's history knows its state
+    /// (`docs/api-v1.md`); `None` when that is no time at all.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub uptime_24h: Option<f64>,
+    /// The same over the last 7 days.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub uptime_7d: Option<f64>,
+    /// The last 24 h in half-hour slots, oldest first: the worst state in
+    /// each, `o` OK, `w` WARNING, `c` CRITICAL, `-` unknown or untracked
+    /// (empty from a server without a history).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub strip_24h: String,
 }
 
 /// The whole `GET /api/v1/apps` document.

@@ -67,6 +67,15 @@ pub enum Command {
     /// `GET /api/v1/events?app=ID...` (exactly that path): the history of
     /// one application as JSON ([`history`](super::history)).
     Events(super::history::EventsQuery),
+    /// `hb_fail?CODE&appid=ID`, an extension (`docs/api-v1.md`): the
+    /// application's run failed with exit code `code` (0 to 255; 128 + N
+    /// for a death by signal N). The reference answers it `400`.
+    Fail {
+        /// The application id, percent-decoded.
+        app: String,
+        /// The exit code.
+        code: u8,
+    },
 }
 
 impl Command {
@@ -81,9 +90,13 @@ impl Command {
             Command::Dashboard => "dashboard",
             Command::Apps => "api/v1/apps",
             Command::Events(_) => "api/v1/events",
+            Command::Fail { .. } => FAIL,
         }
     }
 }
+
+/// The name of the failure extension's command.
+const FAIL: &str = "hb_fail";
 
 /// `hb_init`, `hb_ping` or `hb_done`: the path of `beat` without its `/`.
 fn beat_name(beat: Beat) -> &'static str {
@@ -178,6 +191,11 @@ pub enum CommandError {
         /// Which part of the request (`timeout` or `appid`).
         component: &'static str,
     },
+    /// `hb_fail`'s exit code is not a whole number from 0 to 255.
+    InvalidExitCode {
+        /// The decoded element (sanitised, truncated).
+        raw: String,
+    },
     /// A query parameter of the JSON API that does not parse.
     InvalidParameter {
         /// The parameter (`host`, `since`, `limit`).
@@ -230,6 +248,12 @@ impl fmt::Display for CommandError {
             }
             CommandError::InvalidParameter { name, reason } => {
                 write!(f, "invalid {name}: {reason}")
+            }
+            CommandError::InvalidExitCode { raw } => {
+                write!(
+                    f,
+                    "exit code must be a whole number from 0 to 255, got [{raw}]"
+                )
             }
             CommandError::InvalidUtf8 { component } => {
                 write!(f, "{component} is not valid UTF-8 after percent-decoding")
@@ -324,8 +348,9 @@ fn parse_command_with(
         _ => {}
     }
     let name = path.rsplit('/').next().unwrap_or("");
-    // `None` is `status`, the one other command with an `appid`
+    // `None` is `status` or `hb_fail`, the other commands with an `appid`
     let beat = match name {
+        FAIL => None,
         "hb_init" => Some(Beat::Init),
         "hb_ping" => Some(Beat::Ping),
         "hb_done" => Some(Beat::Done),
@@ -348,6 +373,19 @@ fn parse_command_with(
     };
     let params = first_param.into_iter().chain(elements);
 
+    if name == FAIL {
+        let code = parse_exit_code(timeout_element)?;
+        let app = match find_appid(params, QUERY)? {
+            Some(app) => app,
+            None => match form_body {
+                Some(body) => find_appid(body.split(|&b| b == b'&'), FORM)?,
+                None => None,
+            }
+            .ok_or(CommandError::MissingAppId { command: FAIL })?,
+        };
+        validate_app(&app, FAIL, limits)?;
+        return Ok(Command::Fail { app, code });
+    }
     let Some(beat) = beat else {
         let app = match find_appid(params, QUERY)? {
             Some(app) => Some(app),
@@ -396,6 +434,24 @@ pub(super) fn decode_text<'a>(
         Cow::Owned(bytes) => String::from_utf8(bytes).ok().map(Cow::Owned),
     };
     text.ok_or(CommandError::InvalidUtf8 { component })
+}
+
+/// `hb_fail`'s first element: 0 to 255 in decimal (leading zeros allowed).
+fn parse_exit_code(raw: &[u8]) -> Result<u8, CommandError> {
+    let text = decode_text(raw, "exit code", QUERY)?;
+    let significant = text.trim_start_matches('0');
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    let code = match significant {
+        "" => Some(0),
+        _ if significant.len() <= 3 => significant.parse::<u16>().ok(),
+        _ => None,
+    };
+    match code.and_then(|code| u8::try_from(code).ok()) {
+        Some(code) if digits => Ok(code),
+        _ => Err(CommandError::InvalidExitCode {
+            raw: echoed(&text, MAX_ECHO_CHARS),
+        }),
+    }
 }
 
 fn parse_timeout(raw: &[u8], limits: &ParseLimits) -> Result<u64, CommandError> {
@@ -496,6 +552,44 @@ mod tests {
 
     fn ping(app: &str, timeout_ms: u64) -> Command {
         beat(Beat::Ping, app, timeout_ms)
+    }
+
+    #[test]
+    fn parses_the_failure_extension() {
+        let fail = |app: &str, code| Command::Fail {
+            app: app.into(),
+            code,
+        };
+        assert_eq!(
+            ok("/hb_fail?3&appid=cron%20job&cache_buster=1"),
+            fail("cron job", 3)
+        );
+        assert_eq!(ok("/hb_fail?0&appid=a"), fail("a", 0));
+        assert_eq!(ok("/hb_fail?000255&appid=a"), fail("a", 255));
+        assert_eq!(ok("/x/hb_fail?143&appid=a").name(), "hb_fail");
+        assert_eq!(
+            parse_command("/hb_fail?137", Some(b"appid=b")).unwrap(),
+            fail("b", 137)
+        );
+        for bad in ["256", "-1", "", "3x", "1e2", "99999999999999999999"] {
+            let e = err(&format!("/hb_fail?{bad}&appid=a"));
+            assert!(
+                matches!(&e, CommandError::InvalidExitCode { raw } if raw == bad),
+                "{bad}: {e:?}"
+            );
+            assert_eq!(e.http_status(), 400);
+        }
+        assert_eq!(
+            err("/hb_fail?3"),
+            CommandError::MissingAppId { command: "hb_fail" }
+        );
+        assert_eq!(
+            err("/hb_fail?3&appid=a%0Ab"),
+            CommandError::AppIdControlChar
+        );
+        assert!(err("/hb_fail?%0A&appid=a")
+            .to_string()
+            .starts_with("exit code must be a whole number from 0 to 255, got [\\n"));
     }
 
     #[test]

@@ -180,6 +180,12 @@ pub struct HistoryEvent {
     pub state: Option<State>,
     /// The threshold crossed (warning, critical, expired), else `null`.
     pub overdue: Option<f64>,
+    /// The exit code of a failed run (`failed`); absent otherwise.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub exit_code: Option<u8>,
     /// When: RFC 3339, UTC, milliseconds.
     pub at: String,
 }

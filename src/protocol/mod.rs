@@ -40,12 +40,12 @@ pub use reply::{
     UNREACHABLE_LINE,
 };
 pub use request::{
-    beat_request, cache_buster, encode_component, list_request, raw_request, status_request,
-    timeout_ms, validate_app_id, Beat, Method, Request, TimeoutTooLong,
+    beat_request, cache_buster, encode_component, fail_request, list_request, raw_request,
+    status_request, timeout_ms, validate_app_id, Beat, Method, Request, TimeoutTooLong,
 };
 pub use status::{
-    app_line, multiple_line, multiple_line_head, no_record_line, PerfValue, Range, State, Status,
-    MULTIPLE_LINE_END, MULTIPLE_LINE_SEPARATOR, NO_CLIENTS_LINE,
+    app_line, failed_line, multiple_line, multiple_line_head, no_record_line, PerfValue, Range,
+    State, Status, MULTIPLE_LINE_END, MULTIPLE_LINE_SEPARATOR, NO_CLIENTS_LINE,
 };
 pub use summary::{nagios_text, AppAnswer, CheckedApp, Counts, Finding, HostCheck, SUMMARY_NAMES};
 pub use time::{format_time, parse_time};

@@ -47,12 +47,42 @@ pub enum Change {
     Expired,
     /// An expected application has no record: CRITICAL.
     ExpectedMissing,
+    /// The application's run failed (`hb_fail`): CRITICAL, with its exit
+    /// code, until its next init or ping.
+    Failed,
     /// A change this version does not know (read side only).
     #[cfg_attr(feature = "serde", serde(other))]
     Unknown,
 }
 
 impl Change {
+    /// Every change this version knows.
+    pub const ALL: [Change; 8] = [
+        Change::Created,
+        Change::Warning,
+        Change::Critical,
+        Change::Recovered,
+        Change::Done,
+        Change::Expired,
+        Change::ExpectedMissing,
+        Change::Failed,
+    ];
+
+    /// The change named `name` ([`Change::name`]); [`Change::Unknown`]
+    /// for any other text.
+    ///
+    /// ```
+    /// use heartbeat_sdk::protocol::notification::Change;
+    /// assert_eq!(Change::from_name("expected-missing"), Change::ExpectedMissing);
+    /// assert_eq!(Change::from_name("Critical"), Change::Unknown);
+    /// ```
+    pub fn from_name(name: &str) -> Change {
+        Change::ALL
+            .into_iter()
+            .find(|c| c.name() == name)
+            .unwrap_or(Change::Unknown)
+    }
+
     /// The name JSON uses: `created`, `warning`, `critical`, `recovered`,
     /// `done`, `expired`, `expected-missing` (`unknown`).
     pub fn name(self) -> &'static str {
@@ -64,6 +94,7 @@ impl Change {
             Change::Done => "done",
             Change::Expired => "expired",
             Change::ExpectedMissing => "expected-missing",
+            Change::Failed => "failed",
             Change::Unknown => "unknown",
         }
     }
@@ -94,6 +125,12 @@ pub struct StateChange {
     /// the threshold crossed for `warning`, `critical` and `expired`,
     /// otherwise `null`.
     pub overdue: Option<f64>,
+    /// The exit code of a failed run (`failed`); absent otherwise.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub exit_code: Option<u8>,
     /// When it happened: RFC 3339 in UTC with milliseconds
     /// ([`format_time`](super::format_time)); for a threshold crossing the
     /// instant it was due, not when it was noticed.

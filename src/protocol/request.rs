@@ -183,6 +183,26 @@ pub fn beat_request(beat: Beat, timeout_ms: u64, app_id: &str, cache_buster: &st
     }
 }
 
+/// `hb_fail`, the failure extension: `POST /hb_fail?CODE&appid=ID&cache_buster=B`
+/// with the form body `appid=ID`, as `hb_done` is sent.
+///
+/// ```
+/// let request = heartbeat_sdk::protocol::fail_request(3, "nightly backup", "b");
+/// assert_eq!(request.target, "/hb_fail?3&appid=nightly%20backup&cache_buster=b");
+/// assert_eq!(request.form.as_deref(), Some("appid=nightly%20backup"));
+/// ```
+pub fn fail_request(code: u8, app_id: &str, cache_buster: &str) -> Request {
+    let app = encode_component(app_id);
+    Request {
+        method: Method::Post,
+        target: format!(
+            "/hb_fail?{code}&appid={app}&cache_buster={}",
+            encode_component(cache_buster)
+        ),
+        form: Some(format!("appid={app}")),
+    }
+}
+
 /// `GET /list?0&cache_buster=B`.
 pub fn list_request(cache_buster: &str) -> Request {
     Request {

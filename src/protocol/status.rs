@@ -422,8 +422,39 @@ pub fn app_line(
         State::Unknown => "UNKNOWN - unknown",
     };
     format!(
-        "{prefix} application [{key}]| od={od:.2};{warn};{crit};0;{drop} delay={granted_ms}ms;;; "
+        "{prefix} application [{key}]| {}",
+        app_perfdata(od, warn, crit, drop, granted_ms)
     )
+}
+
+/// The status of an application whose run failed (the `hb_fail`
+/// extension): CRITICAL until its next init or ping, with the exit code.
+///
+/// ```
+/// use heartbeat_sdk::protocol::failed_line;
+/// assert_eq!(
+///     failed_line("backup @ 10.0.0.9", 3, 0.5, 3.0, 5.0, 6.0, 1000),
+///     "CRITICAL - application [backup @ 10.0.0.9] failed with exit code 3| od=0.50;3;5;0;6 delay=1000ms;;; "
+/// );
+/// ```
+pub fn failed_line(
+    key: &str,
+    code: u8,
+    od: f64,
+    warn: f64,
+    crit: f64,
+    drop: f64,
+    granted_ms: u64,
+) -> String {
+    format!(
+        "CRITICAL - application [{key}] failed with exit code {code}| {}",
+        app_perfdata(od, warn, crit, drop, granted_ms)
+    )
+}
+
+/// The perfdata of an application's status line.
+fn app_perfdata(od: f64, warn: f64, crit: f64, drop: f64, granted_ms: u64) -> String {
+    format!("od={od:.2};{warn};{crit};0;{drop} delay={granted_ms}ms;;; ")
 }
 
 /// The status of a queried id that has no record:

@@ -93,6 +93,8 @@ pub struct ServerBuilder {
     state: Option<std::path::PathBuf>,
     #[cfg(feature = "state")]
     commit_interval: Duration,
+    #[cfg(feature = "state")]
+    history_retention: Duration,
     #[cfg(feature = "notify")]
     notify: super::notify::NotifyConfig,
 }
@@ -113,6 +115,8 @@ impl ServerBuilder {
             state: None,
             #[cfg(feature = "state")]
             commit_interval: super::state::DEFAULT_COMMIT_INTERVAL,
+            #[cfg(feature = "state")]
+            history_retention: super::state::DEFAULT_HISTORY_RETENTION,
             #[cfg(feature = "notify")]
             notify: super::notify::NotifyConfig::default(),
         }
@@ -293,6 +297,22 @@ impl ServerBuilder {
         self
     }
 
+    /// How long the [`state`](ServerBuilder::state) file keeps the history
+    /// of state changes (its `events` table; default
+    /// [`DEFAULT_HISTORY_RETENTION`](crate::server::DEFAULT_HISTORY_RETENTION),
+    /// 30 days; at least an hour). Older entries are pruned in the
+    /// background, once an hour. At start the newest
+    /// [`HISTORY_PER_APP`](crate::monitor::HISTORY_PER_APP) per id are read
+    /// back, so `GET /api/v1/events`, the uptime and the page's strips
+    /// survive a restart. Without [`state`](ServerBuilder::state) the
+    /// history lives in memory only.
+    #[cfg(feature = "state")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "state")))]
+    pub fn history_retention(mut self, retention: Duration) -> ServerBuilder {
+        self.history_retention = retention;
+        self
+    }
+
     /// Hands every [`Event`](crate::monitor::Event) of the server's registry
     /// to `sink` too, in order, after the log (and the durable state, with
     /// [`state`](ServerBuilder::state)). Repeatable; sinks hear events in
@@ -446,7 +466,13 @@ impl ServerBuilder {
         #[cfg(feature = "state")]
         let (writer, _outbox) = match self.state {
             Some(path) => {
-                let (writer, outbox) = open_state(&mut shared, path, self.commit_interval).await?;
+                let (writer, outbox) = open_state(
+                    &mut shared,
+                    path,
+                    self.commit_interval,
+                    self.history_retention,
+                )
+                .await?;
                 (Some(writer), Some(outbox))
             }
             None => (None, None),
@@ -543,13 +569,16 @@ async fn open_state(
     shared: &mut SharedRegistry,
     path: std::path::PathBuf,
     commit_interval: Duration,
+    history_retention: Duration,
 ) -> io::Result<(super::state::StateWriter, StoredOutbox)> {
     use super::state::{StateStore, StateWriter};
-    let (store, stored, outbox) = tokio::task::spawn_blocking(move || {
-        let store = StateStore::open(path)?;
+    let (store, stored, outbox, history) = tokio::task::spawn_blocking(move || {
+        let mut store = StateStore::open(path)?;
+        store.keep_history(history_retention);
         let stored = store.load()?;
         let outbox = store.load_outbox()?;
-        Ok::<_, super::state::StateError>((store, stored, outbox))
+        let history = store.load_history(crate::monitor::HISTORY_PER_APP)?;
+        Ok::<_, super::state::StateError>((store, stored, outbox, history))
     })
     .await
     .map_err(io::Error::other)?
@@ -562,6 +591,9 @@ async fn open_state(
                 Ok(()) => restored += 1,
                 Err(_) => full += 1,
             }
+            if let Some(code) = app.failed {
+                registry.restore_failure(&app.key, code);
+            }
         }
         (restored, full)
     });
@@ -572,7 +604,11 @@ async fn open_state(
             "{full} stored applications not restored: registry full (max_apps); they stay in {shown}"
         );
     }
+    let entries = history.len();
+    shared.history().restore(history);
+    tracing::info!("restored {entries} history entries from {shown}");
     let (sink, writer) = StateWriter::spawn(store, commit_interval);
+    shared.history().set_journal(Arc::new(sink.clone()));
     shared.add_sink(Arc::new(sink.clone()));
     Ok((writer, (sink, outbox)))
 }

@@ -32,5 +32,5 @@ pub use notify::{
 #[cfg_attr(docsrs, doc(cfg(feature = "state")))]
 pub use state::{
     OutboxEntry, StateError, StateSink, StateStats, StateStore, StateWriter, StoredApp,
-    DEFAULT_COMMIT_INTERVAL, MIN_COMMIT_INTERVAL, SCHEMA_VERSION,
+    DEFAULT_COMMIT_INTERVAL, DEFAULT_HISTORY_RETENTION, MIN_COMMIT_INTERVAL, SCHEMA_VERSION,
 };

@@ -504,6 +504,8 @@ impl Model {
             ("heartbeat_inits_total", t.inits),
             ("heartbeat_pings_total", t.pings),
             ("heartbeat_dones_total", t.dones),
+            // the generators never send hb_fail
+            ("heartbeat_fails_total", 0),
             ("heartbeat_expiries_total", t.expiries),
             ("heartbeat_refused_total", t.refused),
         ] {
@@ -621,6 +623,20 @@ impl Model {
                 Some(r) if (r - want).abs() <= 1e-12 * want.max(1.0) => {}
                 other => return Err(format!("overdue ratio {other:?}, model {want}: {body}")),
             }
+            // the history's figures (the model keeps no history): their shape
+            for uptime in ["uptime_24h", "uptime_7d"] {
+                match app.remove(uptime) {
+                    Some(Value::Null) => {}
+                    Some(Value::Number(n))
+                        if n.as_f64().is_some_and(|x| (0.0..=1.0).contains(&x)) => {}
+                    other => return Err(format!("{uptime} {other:?}: {body}")),
+                }
+            }
+            match app.remove("strip_24h") {
+                Some(Value::String(s))
+                    if s.len() == 48 && s.bytes().all(|b| b"-owc".contains(&b)) => {}
+                other => return Err(format!("strip_24h {other:?}: {body}")),
+            }
         }
         let t = self.totals;
         let mut counts = [0u64; 3];
@@ -640,6 +656,7 @@ impl Model {
                     "last_seen_ago_ms": self.elapsed(app),
                     "expected": false,
                     "missing": false,
+                    "failed": null,
                 })
             })
             .collect();
@@ -657,6 +674,7 @@ impl Model {
                 "dones": t.dones,
                 "expiries": t.expiries,
                 "refusals": t.refused,
+                "fails": 0,
             },
             "counts": { "ok": counts[0], "warning": counts[1], "critical": counts[2], "missing": 0 },
             "apps": apps,

@@ -142,6 +142,11 @@ pub enum Command {
 /// How `wrap` and `dummy` treat signals, shown by `heartbeat wrap --help`
 /// (the module docs of `wrap` say the same at more length).
 const WRAP_SIGNALS: &str = "\
+A failed run:
+  When CMD exits non-zero, dies of a signal or cannot start, the done becomes
+  hb_fail?CODE: our server shows the app CRITICAL with the exit code. A server
+  that answers it 400 (the reference) gets nothing more, so the app goes late.
+
 Signals:
   SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1 and SIGUSR2 sent to the wrapper are
   passed on to CMD; the wrapper waits for CMD, sends done (if asked to) and exits
@@ -170,7 +175,7 @@ pub struct WrapArgs {
     /// Send hb_ping every --interval while CMD runs.
     #[arg(long, env = "HB_SEND_PING")]
     pub ping: bool,
-    /// Send hb_done after CMD exits.
+    /// Send hb_done after CMD exits (hb_fail?CODE when it failed).
     #[arg(long, env = "HB_SEND_DONE")]
     pub done: bool,
     /// All three: --init --ping --done.
@@ -234,7 +239,10 @@ pub struct ServeArgs {
     /// How often --state is committed, in milliseconds: a crash loses at most this much.
     #[arg(long, value_name = "MS", default_value_t = 1000, requires = "state", value_parser = clap::value_parser!(u64).range(1..))]
     pub state_commit_ms: u64,
-    /// POST every state change (created, warning, critical, recovered, done, expired, expected-missing) to URL as JSON (docs/notifications.md). Repeatable.
+    /// How many days --state keeps the history of state changes (GET /api/v1/events, uptime); pruned hourly.
+    #[arg(long, value_name = "DAYS", default_value_t = 30, requires = "state", value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub history_days: u64,
+    /// POST every state change (created, warning, critical, recovered, done, expired, expected-missing, failed) to URL as JSON (docs/notifications.md). Repeatable.
     #[arg(long, value_name = "URL")]
     pub webhook: Vec<url::Url>,
     /// The body --webhook URLs get: `json` (one document per change) or `slack` (a Slack/Mattermost `{"text": ...}` message).

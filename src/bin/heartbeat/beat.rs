@@ -67,7 +67,7 @@ pub async fn status(global: &Global, app: Option<&str>, json: bool) -> u8 {
 }
 
 /// Print the history of one application, newest first: one line per
-/// change (`TIME  CHANGE  HOST  BEFORE -> AFTER`, the host through
+/// change (`TIME  CHANGE  HOST  BEFORE -> AFTER[  exit code N]`, the host through
 /// `printable`), or with `json` the server's document on one line.
 pub async fn history(global: &Global, query: &EventsQuery, json: bool) -> u8 {
     let reply = async {
@@ -79,8 +79,11 @@ pub async fn history(global: &Global, query: &EventsQuery, json: bool) -> u8 {
         let state = |s: Option<State>| s.map_or("-", State::as_str);
         let mut out = String::new();
         for e in &events.events {
+            let code = e
+                .exit_code
+                .map_or(String::new(), |c| format!("  exit code {c}"));
             out.push_str(&format!(
-                "{}  {:<16}  {:<15}  {} -> {}\n",
+                "{}  {:<16}  {:<15}  {} -> {}{code}\n",
                 e.at,
                 e.event.name(),
                 printable(e.host.as_deref().unwrap_or("(any host)")),

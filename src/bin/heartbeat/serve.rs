@@ -77,7 +77,8 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     if let Some(path) = &args.state {
         server = server
             .state(path)
-            .state_commit_interval(Duration::from_millis(args.state_commit_ms));
+            .state_commit_interval(Duration::from_millis(args.state_commit_ms))
+            .history_retention(Duration::from_secs(args.history_days * 24 * 60 * 60));
     }
     server = notifications(server, args);
     let stop = match signals::stop_signal("serve") {

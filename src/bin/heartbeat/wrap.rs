@@ -4,8 +4,18 @@
 //! Order: signal handlers, `hb_init`, spawn CMD, pings every `--interval`
 //! while it runs (the library's keep-alive task: each beat promises twice
 //! the interval, failures are retried with backoff and logged), then
-//! `hb_done` once it has exited. Heartbeat failures are reported on stderr
-//! and never stop CMD.
+//! `hb_done` once it has exited with code 0. Heartbeat failures are
+//! reported on stderr and never stop CMD.
+//!
+//! # A failed run
+//!
+//! When CMD exits non-zero, dies of a signal or cannot be started, the
+//! wrapper sends `hb_fail?CODE` (the failure extension, `docs/api-v1.md`)
+//! instead of `hb_done`, where it would have sent the done: our server then
+//! shows the app CRITICAL with the exit code and notifies. A server that
+//! answers it `400` (the reference, which does not know the command) gets
+//! nothing else: the app is left to go late, and the reference reports it
+//! so, instead of a done that would make it vanish.
 //!
 //! # Signals
 //!
@@ -95,15 +105,14 @@ pub async fn run(global: &Global, args: WrapArgs, all: bool) -> u8 {
                 "heartbeat wrap: cannot run {}: {error}",
                 program.to_string_lossy()
             ));
-            if done {
-                beats
-                    .send_done(Duration::from_millis(args.done_timeout))
-                    .await;
-            }
-            return match error.kind() {
+            let code = match error.kind() {
                 io::ErrorKind::NotFound => exit::NOT_FOUND,
                 _ => exit::CANNOT_RUN,
             };
+            if done {
+                beats.send_fail(code).await;
+            }
+            return code;
         }
     };
     let pid = child
@@ -132,21 +141,41 @@ pub async fn run(global: &Global, args: WrapArgs, all: bool) -> u8 {
             }
         }
     };
-    match pinger {
-        Some(pinger) => stop_pinging(pinger, done).await,
-        None if done => {
-            beats
-                .send_done(Duration::from_millis(args.done_timeout))
-                .await
-        }
-        None => {}
-    }
-    match status {
+    let code = match status {
         Ok(status) => exit_code(status),
         Err(error) => {
             error_line(&format!("heartbeat wrap: lost track of CMD: {error}"));
             exit::CANNOT_RUN
         }
+    };
+    let failed = (code != 0).then_some(code);
+    match (pinger, failed) {
+        (Some(pinger), Some(code)) if done => report_fail(pinger.fail(code).await),
+        (Some(pinger), _) => stop_pinging(pinger, done).await,
+        (None, Some(code)) if done => beats.send_fail(code).await,
+        (None, None) if done => {
+            beats
+                .send_done(Duration::from_millis(args.done_timeout))
+                .await
+        }
+        (None, _) => {}
+    }
+    code
+}
+
+/// Reports how an `hb_fail` went: a `400` (a server without the extension)
+/// is said once, as what it means; nothing else is sent after it.
+fn report_fail(result: heartbeat_sdk::Result<String>) {
+    match result {
+        Ok(_) => {}
+        Err(heartbeat_sdk::Error::Status { status: 400, .. }) => error_line(
+            "heartbeat wrap: the server does not know hb_fail (HTTP 400); \
+             no done sent, so the failed run shows as late",
+        ),
+        Err(error) => error_line(&format!(
+            "heartbeat wrap: fail failed: {}",
+            exit::one_line(&error)
+        )),
     }
 }
 
@@ -260,6 +289,12 @@ impl Beats {
                 exit::one_line(&error)
             ));
         }
+    }
+
+    /// Send `hb_fail` with `code`.
+    async fn send_fail(&self, code: u8) {
+        let Some(client) = &self.client else { return };
+        report_fail(client.fail(code, ErrorPolicy::Raise).await);
     }
 
     /// Send `hb_done`.

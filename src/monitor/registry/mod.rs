@@ -99,6 +99,9 @@ pub struct Counters {
     pub pings: u64,
     /// `done` calls, whether or not the id was known.
     pub dones: u64,
+    /// `hb_fail` calls (failed runs), whether or not the id was known.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub fails: u64,
     /// Records dropped for being overdue.
     pub expiries: u64,
     /// `init`/`ping` calls refused because the registry was full.
@@ -139,8 +142,12 @@ pub struct AppInfo<'a> {
     pub granted: Duration,
     /// The state the overdue ratio maps to: [`State::Ok`] below
     /// `warn_ratio`, [`State::Warning`] from it up to `crit_ratio`,
-    /// [`State::Critical`] from there on (never [`State::Unknown`]).
+    /// [`State::Critical`] from there on (never [`State::Unknown`]);
+    /// always [`State::Critical`] for a failed run.
     pub state: State,
+    /// The exit code of the failed run ([`Registry::fail`]), until the
+    /// next init or ping.
+    pub failed: Option<u8>,
 }
 
 /// The status of one queried application ([`Registry::status`]).
@@ -202,6 +209,8 @@ pub(crate) struct Record {
     pub(crate) granted_ms: u64,
     phase: Phase,
     pub(crate) expected: bool,
+    /// The exit code of a failed run: CRITICAL, no crossing, never dropped.
+    pub(crate) failed: Option<u8>,
 }
 
 /// The tracked applications. Not thread-safe by itself: wrap it in a mutex,
@@ -417,6 +426,69 @@ impl Registry {
         }
         self.maybe_shrink();
         true
+    }
+
+    /// Records that `app`'s run failed with exit `code` (the `hb_fail`
+    /// extension): the record goes CRITICAL at once
+    /// ([`EventKind::Failed`]) and stays so, never dropped, until its next
+    /// init or ping (which recovers it) or its done. An id without a
+    /// record is registered first ([`EventKind::Created`], granted the
+    /// tolerance alone), so a run that fails before its init is not lost.
+    /// A second failure with the same code changes nothing.
+    ///
+    /// ```
+    /// use std::net::{IpAddr, Ipv4Addr};
+    /// use std::time::{Duration, Instant};
+    /// use heartbeat_sdk::monitor::{EventKind, Registry};
+    /// use heartbeat_sdk::State;
+    ///
+    /// let mut registry = Registry::default();
+    /// let (now, peer) = (Instant::now(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    /// registry.init("backup", peer, Duration::from_secs(60), now).unwrap();
+    /// registry.fail("backup", peer, 3, now).unwrap();
+    /// let app = registry.apps(now).next().unwrap();
+    /// assert_eq!((app.state, app.failed), (State::Critical, Some(3)));
+    /// let kinds: Vec<_> = registry.take_events().iter().map(|e| e.kind).collect();
+    /// assert_eq!(kinds, [EventKind::Created, EventKind::Failed(3)]);
+    /// ```
+    ///
+    /// # Errors
+    /// [`RegistryFull`] when `app` is new and `max_apps` are already tracked.
+    pub fn fail(
+        &mut self,
+        app: &str,
+        peer: IpAddr,
+        code: u8,
+        now: Instant,
+    ) -> Result<(), RegistryFull> {
+        self.expire(now);
+        self.counters.fails += 1;
+        let key = self.key_for(app, peer);
+        if !self.apps.contains_key(key.as_str()) {
+            self.touch(app, peer, Duration::ZERO, now)?;
+        }
+        let Some((key, old)) = self
+            .apps
+            .get_key_value(key.as_str())
+            .map(|(k, r)| (Arc::clone(k), *r))
+        else {
+            return Ok(());
+        };
+        if old.failed == Some(code) {
+            return Ok(());
+        }
+        let previous = self.state_at(&old, now);
+        self.mark_failed(&key, old, code);
+        let at = self.instant_of(self.peek_offset_us(now));
+        self.push_event(Event {
+            kind: EventKind::Failed(code),
+            key,
+            previous: Some(previous),
+            at,
+            granted: None,
+            peer: Some(peer),
+        });
+        Ok(())
     }
 
     /// Expires overdue records, then the keys `/list` shows, in key order.
@@ -696,6 +768,7 @@ impl Registry {
                     granted_ms,
                     phase: Phase::Ok,
                     expected: old.expected,
+                    failed: None,
                 };
                 self.unindex(&key, &old);
                 self.index(&key, &fresh);
@@ -748,6 +821,7 @@ impl Registry {
                     granted_ms,
                     phase: Phase::Ok,
                     expected,
+                    failed: None,
                 };
                 self.index(&key, &fresh);
                 self.apps.insert(Arc::clone(&key), fresh);
@@ -807,8 +881,12 @@ impl Registry {
     }
 
     /// When `record` crosses its next threshold; `None` for an expected
-    /// record that is CRITICAL already (it is never dropped).
+    /// record that is CRITICAL already (it is never dropped) and for a
+    /// failed one (CRITICAL until it reports again).
     fn next_crossing(&self, record: &Record) -> Option<u64> {
+        if record.failed.is_some() {
+            return None;
+        }
         let ratio = match record.phase {
             Phase::Ok => self.config.warn_ratio,
             Phase::Warning => self.config.crit_ratio,
@@ -923,10 +1001,44 @@ impl Registry {
             granted_ms: whole_ms(granted),
             phase: Phase::Ok,
             expected,
+            failed: None,
         };
         self.index(&key, &record);
         self.apps.insert(key, record);
         Ok(())
+    }
+
+    /// The exit code of the failed run of the record under `key`, if it
+    /// is one ([`Registry::fail`]).
+    pub fn failed_of(&self, key: &str) -> Option<u8> {
+        self.apps.get(key).and_then(|r| r.failed)
+    }
+
+    /// Marks the restored record under `key` as a failed run with `code`
+    /// (CRITICAL, never dropped, until it reports); no event. Returns
+    /// whether `key` is tracked.
+    pub fn restore_failure(&mut self, key: &str, code: u8) -> bool {
+        let Some((key, old)) = self
+            .apps
+            .get_key_value(key)
+            .map(|(k, r)| (Arc::clone(k), *r))
+        else {
+            return false;
+        };
+        self.mark_failed(&key, old, code);
+        true
+    }
+
+    /// `old`, the record under `key`, becomes a failed run: CRITICAL, out
+    /// of the deadline index.
+    fn mark_failed(&mut self, key: &Arc<str>, old: Record, code: u8) {
+        self.unindex(key, &old);
+        let failed = Record {
+            phase: Phase::Critical,
+            failed: Some(code),
+            ..old
+        };
+        self.apps.insert(Arc::clone(key), failed);
     }
 
     /// The granted timeout of the record under `key`, if tracked.
@@ -948,7 +1060,9 @@ pub(crate) fn info<'a>(
     let elapsed = now_us.saturating_sub(record.last_us) as f64;
     let granted_us = record.granted_ms.saturating_mul(1000).max(1) as f64;
     // Compare by multiplication so boundary values are exact.
-    let state = if elapsed < config.warn_ratio * granted_us {
+    let state = if record.failed.is_some() {
+        State::Critical
+    } else if elapsed < config.warn_ratio * granted_us {
         State::Ok
     } else if elapsed < config.crit_ratio * granted_us {
         State::Warning
@@ -960,6 +1074,7 @@ pub(crate) fn info<'a>(
         overdue_ratio: elapsed / granted_us,
         granted: Duration::from_millis(record.granted_ms),
         state,
+        failed: record.failed,
     }
 }
 

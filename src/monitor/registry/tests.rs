@@ -220,6 +220,7 @@ fn status_and_list_are_typed() {
         overdue_ratio: 0.5,
         granted: d(3000),
         state: State::Ok,
+        failed: None,
     };
     assert_eq!(r.status("B", OTHER, ms(t0, 1500)), AppStatus::Tracked(one));
     assert_eq!(r.host_status(ms(t0, 1500)), HostStatus::One(one));
@@ -671,4 +672,78 @@ fn snapshot_knows_expected_and_missing() {
     let missing: Vec<String> = snap.missing().iter().map(ToString::to_string).collect();
     assert_eq!(missing, ["X @ 1.2.3.4"]);
     assert_eq!(snap.len(), 1, "X is not expected and expired");
+}
+
+fn kinds(r: &mut Registry) -> Vec<EventKind> {
+    r.take_events().iter().map(|e| e.kind).collect()
+}
+
+#[test]
+fn a_failed_run_is_critical_until_it_reports_and_never_dropped() {
+    let t0 = Instant::now();
+    let mut r = Registry::default();
+    r.init("job", LOCAL, d(2000), t0).unwrap();
+    r.fail("job", LOCAL, 3, ms(t0, 100)).unwrap();
+    assert_eq!(kinds(&mut r), [EventKind::Created, EventKind::Failed(3)]);
+    assert_eq!(
+        status_text(&mut r, "job", LOCAL, ms(t0, 100)),
+        "CRITICAL - application [job @ 127.0.0.1] failed with exit code 3| od=0.03;3;5;0;6 delay=3000ms;;; "
+    );
+    // the same failure again changes nothing; no crossing, no expiry, ever
+    r.fail("job", LOCAL, 3, ms(t0, 200)).unwrap();
+    r.advance(ms(t0, 10_000_000), usize::MAX);
+    assert_eq!(kinds(&mut r), []);
+    assert_eq!(r.list(ms(t0, 10_000_000)), ["job @ 127.0.0.1"]);
+    assert_eq!(r.failed_of("job @ 127.0.0.1"), Some(3));
+    // another code is another event; a ping recovers it
+    r.fail("job", LOCAL, 137, ms(t0, 10_000_001)).unwrap();
+    r.ping("job", LOCAL, d(2000), ms(t0, 10_000_002)).unwrap();
+    let events = r.take_events();
+    assert_eq!(events[0].kind, EventKind::Failed(137));
+    assert_eq!(events[0].previous, Some(State::Critical));
+    assert_eq!(events[1].kind, EventKind::Recovered);
+    assert_eq!(r.failed_of("job @ 127.0.0.1"), None);
+    let app = r.apps(ms(t0, 10_000_002)).next().unwrap();
+    assert_eq!((app.state, app.failed), (State::Ok, None));
+    // and it goes late on the usual schedule again
+    r.advance(ms(t0, 10_000_002 + 9_000), usize::MAX);
+    assert_eq!(kinds(&mut r), [EventKind::Warning]);
+    assert_eq!(r.counters().fails, 3);
+}
+
+#[test]
+fn a_failure_without_a_record_registers_it_first_within_the_limit() {
+    let t0 = Instant::now();
+    let mut r = Registry::new(RegistryConfig {
+        max_apps: 1,
+        ..RegistryConfig::default()
+    });
+    r.fail("cron", LOCAL, 1, t0).unwrap();
+    let events = r.take_events();
+    assert_eq!(events[0].kind, EventKind::Created);
+    assert_eq!(events[1].kind, EventKind::Failed(1));
+    assert_eq!(events[1].previous, Some(State::Ok));
+    assert_eq!(
+        r.fail("other", LOCAL, 1, t0),
+        Err(RegistryFull { max_apps: 1 })
+    );
+    // done removes a failed record like any other
+    assert!(r.done("cron", LOCAL, t0));
+    let done = r.take_events();
+    assert_eq!(done.last().unwrap().kind, EventKind::Done);
+    assert_eq!(done.last().unwrap().previous, Some(State::Critical));
+}
+
+#[test]
+fn a_restored_failure_is_critical_without_an_event() {
+    let t0 = Instant::now();
+    let mut r = Registry::default();
+    r.restore("job @ 127.0.0.1", d(3000), t0).unwrap();
+    assert!(r.restore_failure("job @ 127.0.0.1", 2));
+    assert!(!r.restore_failure("nobody", 2));
+    assert_eq!(kinds(&mut r), []);
+    let app = r.apps(t0).next().unwrap();
+    assert_eq!((app.state, app.failed), (State::Critical, Some(2)));
+    r.advance(ms(t0, 1_000_000), usize::MAX);
+    assert_eq!(kinds(&mut r), [], "never dropped");
 }

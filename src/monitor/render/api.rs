@@ -19,6 +19,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::monitor::history::Uptime;
 use crate::monitor::registry::Snapshot;
 use crate::monitor::render::dashboard::{self, AppRow, Counts, RowState, Thresholds};
 use crate::protocol::{whole_ms, State};
@@ -93,6 +94,8 @@ pub(crate) struct Listing<'a, M: Missing> {
     pub(crate) is_expected: &'a dyn Fn(usize) -> bool,
     /// The expected applications not tracked, listed after the tracked ones.
     pub(crate) missing: &'a [M],
+    /// The uptime and strip of the record of an id and host.
+    pub(crate) uptime: &'a dyn Fn(&str, Option<&str>) -> Uptime,
 }
 
 impl<M: Missing> Listing<'_, M> {
@@ -164,6 +167,7 @@ impl<M: Missing> Listing<'_, M> {
                 Some(host) if snapshot.config().key_by_peer => Cow::Owned(format!("{id} @ {host}")),
                 _ => Cow::Borrowed(id),
             };
+            let uptime = (self.uptime)(id, host.as_deref());
             return AppRow {
                 key,
                 id,
@@ -173,6 +177,8 @@ impl<M: Missing> Listing<'_, M> {
                 granted_ms: None,
                 last_seen_ago_ms: None,
                 expected: true,
+                failed: None,
+                uptime,
             };
         }
         let app = snapshot.app(i);
@@ -184,6 +190,8 @@ impl<M: Missing> Listing<'_, M> {
         AppRow {
             key: Cow::Borrowed(app.key),
             id,
+            uptime: (self.uptime)(id, host),
+            failed: app.failed,
             host: host.map(Cow::Borrowed),
             state: row_state(app.state),
             overdue_ratio: Some(app.overdue_ratio),
@@ -212,7 +220,7 @@ impl<M: Missing> Listing<'_, M> {
         out.extend_from_slice(b",\"drop_ratio\":");
         number(out, t.drop_ratio);
         let text = format!(
-            ",\"tolerance_ms\":{}}},\"counters\":{{\"inits\":{},\"pings\":{},\"dones\":{},\"expiries\":{},\"refusals\":{}}},\
+            ",\"tolerance_ms\":{}}},\"counters\":{{\"inits\":{},\"pings\":{},\"dones\":{},\"expiries\":{},\"refusals\":{},\"fails\":{}}},\
              \"counts\":{{\"ok\":{},\"warning\":{},\"critical\":{},\"missing\":{}}},\"apps\":[",
             t.tolerance_ms,
             c.inits,
@@ -220,6 +228,7 @@ impl<M: Missing> Listing<'_, M> {
             c.dones,
             c.expiries,
             c.refused,
+            c.fails,
             n[0],
             n[1],
             n[2],
@@ -261,8 +270,19 @@ impl<M: Missing> Listing<'_, M> {
         }
         let missing = app.state == RowState::Missing;
         out.extend_from_slice(
-            format!(",\"expected\":{},\"missing\":{missing}}}", app.expected).as_bytes(),
+            format!(",\"expected\":{},\"missing\":{missing}", app.expected).as_bytes(),
         );
+        let failed = app
+            .failed
+            .map_or_else(|| "null".to_owned(), |c| c.to_string());
+        out.extend_from_slice(format!(",\"failed\":{failed},\"uptime_24h\":").as_bytes());
+        optional(out, app.uptime.day);
+        out.extend_from_slice(b",\"uptime_7d\":");
+        optional(out, app.uptime.week);
+        // the strip is `o`, `w`, `c` and `-` only: no escaping needed
+        out.extend_from_slice(b",\"strip_24h\":\"");
+        out.extend_from_slice(app.uptime.strip.as_bytes());
+        out.extend_from_slice(b"\"}");
     }
 }
 
@@ -278,6 +298,14 @@ fn row_state(state: State) -> RowState {
 /// A JSON string: serde_json's escaping (writing to a `Vec` cannot fail).
 fn string(out: &mut Vec<u8>, text: &str) {
     let _ = serde_json::to_writer(&mut *out, text);
+}
+
+/// A JSON number, or `null`.
+fn optional(out: &mut Vec<u8>, x: Option<f64>) {
+    match x {
+        Some(x) => number(out, x),
+        None => out.extend_from_slice(b"null"),
+    }
 }
 
 /// A JSON number; `null` when not finite.
@@ -317,12 +345,25 @@ mod tests {
         is_expected: &dyn Fn(usize) -> bool,
         missing: &[M],
     ) -> String {
+        render_with(snapshot, format, is_expected, missing, &|_, _| {
+            Uptime::unknown()
+        })
+    }
+
+    fn render_with<M: Missing>(
+        snapshot: &mut Snapshot,
+        format: Format,
+        is_expected: &dyn Fn(usize) -> bool,
+        missing: &[M],
+        uptime: &dyn Fn(&str, Option<&str>) -> Uptime,
+    ) -> String {
         snapshot.sort();
         let listing = Listing {
             snapshot,
             generated_at: generated_at(),
             is_expected,
             missing,
+            uptime,
         };
         let mut out = Vec::new();
         for i in 0..listing.pieces() {
@@ -380,25 +421,38 @@ mod tests {
                 host: Some(HOST),
             },
         ];
-        let text = render(&mut snapshot, Format::Json, &|i| i == 0, &missing);
+        let uptime = |id: &str, _: Option<&str>| match id {
+            "kiosk-1" => Uptime {
+                day: Some(0.75),
+                week: Some(0.5),
+                strip: format!("{}{}", "o".repeat(40), "c".repeat(8)),
+            },
+            _ => Uptime::unknown(),
+        };
+        let text = render_with(&mut snapshot, Format::Json, &|i| i == 0, &missing, &uptime);
         // compact, one line, fields in the order of docs/api-v1.md
         let expected = concat!(
             r#"{"version":1,"generated_at":"2026-11-25T10:00:01.234Z","#,
             r#""thresholds":{"warn_ratio":3.0,"crit_ratio":5.0,"drop_ratio":6.0,"tolerance_ms":1000},"#,
-            r#""counters":{"inits":1,"pings":1,"dones":1,"expiries":0,"refusals":0},"#,
+            r#""counters":{"inits":1,"pings":1,"dones":1,"expiries":0,"refusals":0,"fails":0},"#,
             r#""counts":{"ok":1,"warning":1,"critical":0,"missing":2},"apps":["#,
             r#"{"key":"kiosk-1 @ 127.0.0.1","id":"kiosk-1","host":"127.0.0.1","state":"ok","#,
             r#""overdue_ratio":0.52,"granted_ms":3000,"last_seen":"2026-11-25T09:59:59.674Z","#,
-            r#""last_seen_ago_ms":1560,"expected":true,"missing":false},"#,
+            r#""last_seen_ago_ms":1560,"expected":true,"missing":false,"failed":null,"#,
+            r#""uptime_24h":0.75,"uptime_7d":0.5,"#,
+            r#""strip_24h":"oooooooooooooooooooooooooooooooooooooooocccccccc"},"#,
             r#"{"key":"projector-b @ 10.0.5.3","id":"projector-b","host":"10.0.5.3","state":"warning","#,
             r#""overdue_ratio":3.4,"granted_ms":11000,"last_seen":"2026-11-25T09:59:23.834Z","#,
-            r#""last_seen_ago_ms":37400,"expected":false,"missing":false},"#,
+            r#""last_seen_ago_ms":37400,"expected":false,"missing":false,"failed":null,"#,
+            r#""uptime_24h":null,"uptime_7d":null,"strip_24h":"------------------------------------------------"},"#,
             r#"{"key":"planetarium-show","id":"planetarium-show","host":null,"state":"missing","#,
             r#""overdue_ratio":null,"granted_ms":null,"last_seen":null,"#,
-            r#""last_seen_ago_ms":null,"expected":true,"missing":true},"#,
+            r#""last_seen_ago_ms":null,"expected":true,"missing":true,"failed":null,"#,
+            r#""uptime_24h":null,"uptime_7d":null,"strip_24h":"------------------------------------------------"},"#,
             r#"{"key":"vitrine @ 10.0.5.3","id":"vitrine","host":"10.0.5.3","state":"missing","#,
             r#""overdue_ratio":null,"granted_ms":null,"last_seen":null,"#,
-            r#""last_seen_ago_ms":null,"expected":true,"missing":true}]}"#,
+            r#""last_seen_ago_ms":null,"expected":true,"missing":true,"failed":null,"#,
+            r#""uptime_24h":null,"uptime_7d":null,"strip_24h":"------------------------------------------------"}]}"#,
             "\n"
         );
         assert_eq!(text, expected);
@@ -502,7 +556,14 @@ mod tests {
             id: "kiosk-9".into(),
             host: None,
         }];
-        let page = render(&mut snapshot, Format::Html, &|_| false, &missing);
+        // the history of kiosk-1: created 1.56 s ago
+        let uptime = |id: &str, host: Option<&str>| match (id, host) {
+            ("kiosk-1", Some("127.0.0.1")) => {
+                crate::monitor::render::dashboard::tests::created_just_now()
+            }
+            _ => Uptime::unknown(),
+        };
+        let page = render_with(&mut snapshot, Format::Html, &|_| false, &missing, &uptime);
         let golden = include_str!("../../../tests/data/dashboard_rows.html");
         for row in golden.lines().filter(|l| !l.trim().is_empty()) {
             assert!(page.contains(row), "{row}\nnot in\n{page}");

@@ -16,17 +16,26 @@
 //! <tr class="app state-STATE" data-key="KEY" data-state="STATE">
 //!   <td class="app-id">ID</td>
 //!   <td class="app-host">HOST or —</td>
-//!   <td class="app-state"><span class="badge">OK|WARNING|CRITICAL|MISSING</span></td>
+//!   <td class="app-state"><span class="badge">OK|WARNING|CRITICAL|MISSING</span>[<span class="exit">exit code N</span>]</td>
 //!   <td class="app-overdue"><span class="bar"><span class="fill" style="width:P%"></span></span><span class="ratio">R or —</span></td>
 //!   <td class="app-granted">3 s | 2.5 s | 500 ms | —</td>
 //!   <td class="app-seen">N s ago | N min ago | N h ago | N d ago | never</td>
+//!   <td class="app-history"><svg class="strip" viewBox="0 0 48 1" preserveAspectRatio="none">
+//!     <rect class="s-o|s-w|s-c" x="FIRST" width="SLOTS" height="1"></rect>...</svg>
+//!     <span class="uptime" title="7 d: U7 or —">U24 or —</span></td>
 //! </tr>
 //! ```
+//!
+//! The strip has one `rect` per run of equal slots of `strip_24h` (the
+//! unknown `-` slots have none: the strip's background shows), `U` is the
+//! uptime × 100 with 1 decimal and a `%`. The exit code is shown for a
+//! failed run only. A click on a row opens its events
+//! (`#events=ID&host=HOST`, from `GET /api/v1/events`) below the table.
 //!
 //! `P` is `min(ratio / drop_ratio, 1) × 100` and `R` the ratio, rounded as
 //! `round(x × 10^places)` then printed with 1 (`P`) or 2 (`R`) decimals
 //! (JavaScript's `Math.round` and Rust's `f64::round` agree for `x ≥ 0`).
-//! No applications: one `<tr class="empty"><td colspan="6">No applications
+//! No applications: one `<tr class="empty"><td colspan="7">No applications
 //! yet.</td></tr>`.
 //!
 //! The summary: per state in the order ok, warning, critical, missing,
@@ -115,6 +124,10 @@ pub(crate) struct AppRow<'a> {
     pub(crate) last_seen_ago_ms: Option<u64>,
     /// On the server's expected list.
     pub(crate) expected: bool,
+    /// The exit code of a failed run.
+    pub(crate) failed: Option<u8>,
+    /// Uptime and the 24-hour strip, from the history.
+    pub(crate) uptime: crate::monitor::history::Uptime,
 }
 
 /// The server's thresholds, as in the JSON's `thresholds`.
@@ -171,7 +184,7 @@ pub(crate) fn write_head(out: &mut String, counts: &Counts, thresholds: &Thresho
 /// Appends the page after its last row (`empty`: there was none).
 pub(crate) fn write_tail(out: &mut String, empty: bool) {
     if empty {
-        out.push_str(r#"<tr class="empty"><td colspan="6">No applications yet.</td></tr>"#);
+        out.push_str(r#"<tr class="empty"><td colspan="7">No applications yet.</td></tr>"#);
     }
     out.push_str(template_parts().2);
 }
@@ -217,11 +230,18 @@ pub(crate) fn render_row(out: &mut String, app: &AppRow<'_>, drop_ratio: f64) {
     let state = app.state.name();
     let _ = write!(
         out,
-        r#"<tr class="app state-{state}" data-key="{key}" data-state="{state}"><td class="app-id">{id}</td><td class="app-host">{host}</td><td class="app-state"><span class="badge">{label}</span></td><td class="app-overdue"><span class="bar"><span class="fill" style="{width}"></span></span><span class="ratio">{ratio}</span></td><td class="app-granted">{granted}</td><td class="app-seen">{seen}</td></tr>"#,
+        r#"<tr class="app state-{state}" data-key="{key}" data-state="{state}"><td class="app-id">{id}</td><td class="app-host">{host}</td><td class="app-state"><span class="badge">{label}</span>"#,
         key = escape(&app.key),
         id = escape(app.id),
         host = escape(app.host.as_deref().unwrap_or(DASH)),
         label = app.state.label(),
+    );
+    if let Some(code) = app.failed {
+        let _ = write!(out, r#"<span class="exit">exit code {code}</span>"#);
+    }
+    let _ = write!(
+        out,
+        r#"</td><td class="app-overdue"><span class="bar"><span class="fill" style="{width}"></span></span><span class="ratio">{ratio}</span></td><td class="app-granted">{granted}</td><td class="app-seen">{seen}</td><td class="app-history"><svg class="strip" viewBox="0 0 48 1" preserveAspectRatio="none">"#,
         width = bar_width(app.overdue_ratio, drop_ratio),
         ratio = match app.overdue_ratio {
             Some(r) if usable(r) => fixed(r, 2),
@@ -230,6 +250,41 @@ pub(crate) fn render_row(out: &mut String, app: &AppRow<'_>, drop_ratio: f64) {
         granted = duration(app.granted_ms),
         seen = ago(app.last_seen_ago_ms),
     );
+    let slots = app.uptime.strip.as_bytes();
+    let mut first = 0;
+    while first < slots.len() {
+        let run = slots[first..]
+            .iter()
+            .take_while(|&&s| s == slots[first])
+            .count();
+        let class = match slots[first] {
+            b'o' => Some("s-o"),
+            b'w' => Some("s-w"),
+            b'c' => Some("s-c"),
+            _ => None,
+        };
+        if let Some(class) = class {
+            let _ = write!(
+                out,
+                r#"<rect class="{class}" x="{first}" width="{run}" height="1"></rect>"#
+            );
+        }
+        first += run;
+    }
+    let _ = write!(
+        out,
+        r#"</svg><span class="uptime" title="7 d: {week}">{day}</span></td></tr>"#,
+        week = percent(app.uptime.week),
+        day = percent(app.uptime.day),
+    );
+}
+
+/// An uptime as a percentage with one decimal, or a dash.
+fn percent(ratio: Option<f64>) -> String {
+    match ratio {
+        Some(r) if usable(r) => format!("{}%", fixed(r * 100.0, 1)),
+        _ => DASH.to_owned(),
+    }
 }
 
 const DASH: &str = "\u{2014}";
@@ -281,8 +336,9 @@ fn ago(ms: Option<u64>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::monitor::history::Uptime;
 
     /// The markup both renderers must produce, shared with `tests/dashboard_browser.rs`.
     const GOLDEN: &str = include_str!("../../../tests/data/dashboard_rows.html");
@@ -306,6 +362,8 @@ mod tests {
             granted_ms: Some(3000),
             last_seen_ago_ms: Some((ratio * 3000.0) as u64),
             expected: false,
+            failed: None,
+            uptime: Uptime::unknown(),
         }
     }
 
@@ -319,6 +377,8 @@ mod tests {
             granted_ms: None,
             last_seen_ago_ms: None,
             expected: true,
+            failed: None,
+            uptime: Uptime::unknown(),
         }
     }
 
@@ -363,11 +423,21 @@ mod tests {
         assert_eq!(page.matches("<script").count(), 1);
     }
 
+    /// The uptime of an app created moments ago (the golden kiosk-1).
+    pub(crate) fn created_just_now() -> Uptime {
+        Uptime {
+            day: Some(1.0),
+            week: Some(1.0),
+            strip: format!("{}o", "-".repeat(47)),
+        }
+    }
+
     #[test]
     fn rows_match_the_shared_golden_markup() {
         let mut lines = GOLDEN.lines().filter(|l| !l.trim().is_empty());
         let ok = AppRow {
             last_seen_ago_ms: Some(1234),
+            uptime: created_just_now(),
             ..app("kiosk-1", RowState::Ok, 0.52)
         };
         assert_eq!(row(&ok), lines.next().unwrap());
@@ -461,7 +531,7 @@ mod tests {
     fn no_apps_renders_one_empty_row() {
         let page = render_page(&thresholds(), &[]);
         assert!(page.contains(
-            r#"<tbody id="apps"><tr class="empty"><td colspan="6">No applications yet.</td></tr></tbody>"#
+            r#"<tbody id="apps"><tr class="empty"><td colspan="7">No applications yet.</td></tr></tbody>"#
         ));
     }
 

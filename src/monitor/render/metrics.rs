@@ -137,6 +137,12 @@ fn write_scalars(snapshot: &Snapshot, out: &mut Vec<u8>) {
         counters.dones,
     );
     scalar(
+        "heartbeat_fails_total",
+        "counter",
+        "hb_fail requests (failed runs), known ids or not.",
+        counters.fails,
+    );
+    scalar(
         "heartbeat_expiries_total",
         "counter",
         "Records dropped for being overdue.",

@@ -149,6 +149,17 @@ impl AlertBook {
                 book.fire(key(Severity::Critical), at, text, false);
                 book.resolve(&key(Severity::Warning), at);
             }
+            Change::Failed => {
+                let code = change
+                    .exit_code
+                    .map_or_else(|| "?".to_owned(), |c| c.to_string());
+                let text = (
+                    format!("{who} is CRITICAL"),
+                    format!("{who} failed with exit code {code}; firing until it reports again."),
+                );
+                book.fire(key(Severity::Critical), at, text, false);
+                book.resolve(&key(Severity::Warning), at);
+            }
             Change::ExpectedMissing => {
                 let text = (
                     format!("{who} is CRITICAL"),
@@ -415,6 +426,7 @@ mod tests {
             previous,
             state: None,
             overdue: Some(3.0),
+            exit_code: None,
             at: String::new(),
             coalesced: 0,
             dashboard: "http://hb-1:8888/".to_owned(),

@@ -368,6 +368,7 @@ fn state_change(
         previous: event.previous,
         state: event.state(),
         overdue,
+        exit_code: event.kind.exit_code(),
         at,
         coalesced: 0,
         dashboard: links.dashboard.clone(),

@@ -229,6 +229,10 @@ pub(super) fn slack_text(change: &StateChange) -> String {
         Change::Done => "signed off".to_owned(),
         Change::Expired => "was dropped: no heartbeat".to_owned(),
         Change::ExpectedMissing => "is expected but has not reported: CRITICAL".to_owned(),
+        Change::Failed => match change.exit_code {
+            Some(code) => format!("failed with exit code {code}: CRITICAL"),
+            None => "failed: CRITICAL".to_owned(),
+        },
         _ => format!("is now {}", name(change.state)),
     };
     let emoji = match change.state {
@@ -438,6 +442,7 @@ mod tests {
             previous,
             state,
             overdue: None,
+            exit_code: None,
             at: "2026-12-07T02:00:00.000Z".to_owned(),
             coalesced: 0,
             dashboard: "http://monitor:8888/".to_owned(),
