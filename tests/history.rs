@@ -398,3 +398,61 @@ async fn a_restart_keeps_the_history_and_the_failure() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An app CRITICAL at shutdown is restored OK (a fresh grace): the
+/// history says so with a `restored` change (so its uptime counts it up
+/// from the restart on, instead of CRITICAL for ever).
+#[cfg(feature = "state")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_app_gets_a_restored_change_where_the_history_disagrees() {
+    use heartbeat_sdk::server::Server;
+    let dir = std::env::temp_dir().join(format!("hb-history-restored-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.db");
+    let clock = ManualClock::new();
+    let start = |clock: &ManualClock| {
+        Server::builder("127.0.0.1:0".parse().unwrap())
+            .clock(clock.clone())
+            .state(&state)
+            .start()
+    };
+    let server = start(&clock).await.unwrap();
+    server
+        .registry()
+        .handle("/hb_init?1000&appid=late", None, PEER);
+    server
+        .registry()
+        .handle("/hb_init?60000&appid=fine", None, PEER);
+    clock.advance(Duration::from_secs(11)); // late: CRITICAL at 10 s
+    server.registry().sweep();
+    server.shutdown().await;
+    let clock = ManualClock::new();
+    let server = start(&clock).await.unwrap();
+    let events = |app: &str| {
+        parse_events(
+            server
+                .registry()
+                .handle(&format!("/api/v1/events?app={app}"), None, PEER)
+                .body
+                .as_bytes(),
+        )
+        .unwrap()
+    };
+    let late = events("late");
+    let kinds: Vec<_> = late.events.iter().map(|e| e.event).collect();
+    assert_eq!(
+        kinds,
+        [
+            Change::Restored,
+            Change::Critical,
+            Change::Warning,
+            Change::Created
+        ]
+    );
+    assert_eq!(late.events[0].previous, Some(State::Critical));
+    assert_eq!(late.events[0].state, Some(State::Ok));
+    assert_eq!(events("fine").total, 1, "the history agrees: nothing added");
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

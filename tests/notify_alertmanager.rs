@@ -277,3 +277,48 @@ async fn a_failed_wrapped_run_is_a_webhook_and_an_alert() {
     .await;
     server.shutdown().await;
 }
+
+/// A failed run restored from `--state` is CRITICAL after a restart, and
+/// so an alert: the restarted server raises it although no event
+/// announces it (the first server had no Alertmanager at all here).
+#[cfg(feature = "state")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_failure_is_alerted_after_a_restart() {
+    let Some(am) = alertmanager().await else {
+        return;
+    };
+    let dir = TempDir(std::env::temp_dir().join(format!("hb-am-restart-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let state = dir.0.join("state.db");
+    let first = Server::builder("127.0.0.1:0".parse().unwrap())
+        .state(&state)
+        .start()
+        .await
+        .unwrap();
+    let url = first.url();
+    get(&format!("{url}/hb_init?60000&appid=backup")).await;
+    assert_eq!(
+        get(&format!("{url}/hb_fail?2&appid=backup")).await,
+        "Failure recorded: exit code 2"
+    );
+    first.shutdown().await;
+    assert!(alerts(&am).await.is_empty());
+
+    let second = Server::builder("127.0.0.1:0".parse().unwrap())
+        .state(&state)
+        .alertmanager(am.url.parse().unwrap())
+        .notify_retry(quick())
+        .start()
+        .await
+        .unwrap();
+    let alert = wait_for("the restored failure's alert", || async {
+        alerts(&am).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(alert["labels"]["app"], "backup");
+    assert!(alert["annotations"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("failed with exit code 2"));
+    second.shutdown().await;
+}

@@ -23,6 +23,9 @@ const CHILD_ENV: &str = "HB_BENCH_CHILD";
 const WORKERS_ENV: &str = "HB_BENCH_SERVER_WORKERS";
 /// The server child's state file (`ServerProcess::start_with_state`).
 const STATE_ENV: &str = "HB_BENCH_STATE";
+/// The server child's notification sinks (`ServerProcess::start_with_notify`):
+/// space-separated `webhook=URL` and `alertmanager=URL`.
+const NOTIFY_ENV: &str = "HB_BENCH_NOTIFY";
 
 /// Call first thing in `main`: when this process is the server child, serve
 /// until stdin closes, then exit.
@@ -47,6 +50,21 @@ pub fn run_child_if_asked() {
         #[cfg(feature = "state")]
         if let Some(path) = std::env::var_os(STATE_ENV) {
             builder = builder.state(path);
+        }
+        #[cfg(feature = "notify")]
+        if let Ok(sinks) = std::env::var(NOTIFY_ENV) {
+            for sink in sinks.split_whitespace() {
+                match sink.split_once('=') {
+                    Some(("webhook", url)) => {
+                        let url = url.parse().expect("webhook URL");
+                        builder = builder.webhook(url, heartbeat_sdk::server::WebhookFormat::Json);
+                    }
+                    Some(("alertmanager", url)) => {
+                        builder = builder.alertmanager(url.parse().expect("Alertmanager URL"));
+                    }
+                    _ => panic!("{NOTIFY_ENV}: {sink}"),
+                }
+            }
         }
         let server = builder.start().await.expect("server starts");
         println!("{}", server.local_addr());
@@ -121,6 +139,14 @@ impl ServerProcess {
     pub fn start_with_state(path: &std::path::Path) -> ServerProcess {
         let mut command = Command::new(std::env::current_exe().expect("current exe"));
         command.env(STATE_ENV, path);
+        ServerProcess::spawn(command)
+    }
+
+    /// [`ServerProcess::start`] with notification sinks (feature `notify`):
+    /// `webhook=URL` and `alertmanager=URL`, space-separated.
+    pub fn start_with_notify(sinks: &str) -> ServerProcess {
+        let mut command = Command::new(std::env::current_exe().expect("current exe"));
+        command.env(NOTIFY_ENV, sinks);
         ServerProcess::spawn(command)
     }
 

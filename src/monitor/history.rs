@@ -270,46 +270,61 @@ impl History {
     /// it in; after the last, in that state until `now`. Time before the
     /// oldest entry held is unknown and counts for neither side, nor does
     /// time without a record (after a done or an expiry, unless an
-    /// expected app then went missing, which is CRITICAL).
+    /// expected app then went missing, which is CRITICAL). For `None`, a
+    /// record of any host that fills the missing app (its `created` from
+    /// CRITICAL) ends the missing time: the spec is up from then on.
     pub(crate) fn uptime(&self, app: &str, host: Option<&str>, now: SystemTime) -> Uptime {
         let mut slots = [0_u8; STRIP_SLOTS];
         let (mut day, mut week) = (Span::default(), Span::default());
         let day_start = now.checked_sub(DAY).unwrap_or(SystemTime::UNIX_EPOCH);
         let week_start = now.checked_sub(WEEK).unwrap_or(SystemTime::UNIX_EPOCH);
         let slot = DAY / STRIP_SLOTS as u32;
-        if let Some(entries) = self.by_app.get(app) {
-            let mine: Vec<&HistoryEntry> = entries
-                .iter()
-                .map(|e| &e.entry)
-                .filter(|e| e.host.as_deref() == host)
-                .collect();
-            for (i, entry) in mine.iter().enumerate() {
-                let Some(state) = entry.state else { continue };
-                let end = mine.get(i + 1).map_or(now, |next| next.at).min(now);
-                let from = entry.at;
-                week.add(from, end, week_start, state);
-                day.add(from, end, day_start, state);
-                // the strip: every slot this span touches
-                let rank = match state {
-                    State::Ok => 1,
-                    State::Warning => 2,
-                    _ => 3,
-                };
-                let from = from.max(day_start);
-                if end <= from {
-                    continue;
-                }
-                let offset = |t: SystemTime| t.duration_since(day_start).unwrap_or_default();
-                let first = (offset(from).as_nanos() / slot.as_nanos()) as usize;
-                let last = (offset(end).as_nanos().saturating_sub(1) / slot.as_nanos()) as usize;
-                for s in slots
-                    .iter_mut()
-                    .take(last.min(STRIP_SLOTS - 1) + 1)
-                    .skip(first)
-                {
-                    *s = (*s).max(rank);
-                }
+        let entries = self.by_app.get(app).into_iter().flatten().map(|e| &e.entry);
+        // (when, the state from then on) of this record's series
+        let series = entries.filter_map(|e| {
+            if e.host.as_deref() == host {
+                Some((e.at, e.state))
+            } else if host.is_none() && e.change == Change::Created && e.previous.is_some() {
+                // the expected app is there: up, as far as the spec goes
+                Some((e.at, Some(State::Ok)))
+            } else {
+                None
             }
+        });
+        let mut add = |from: SystemTime, end: SystemTime, state: Option<State>| {
+            let Some(state) = state else { return };
+            let end = end.min(now);
+            week.add(from, end, week_start, state);
+            day.add(from, end, day_start, state);
+            let from = from.max(day_start);
+            if end <= from {
+                return;
+            }
+            let rank = match state {
+                State::Ok => 1,
+                State::Warning => 2,
+                _ => 3,
+            };
+            let offset = |t: SystemTime| t.duration_since(day_start).unwrap_or_default();
+            let first = (offset(from).as_nanos() / slot.as_nanos()) as usize;
+            let last = (offset(end).as_nanos().saturating_sub(1) / slot.as_nanos()) as usize;
+            for s in slots
+                .iter_mut()
+                .take(last.min(STRIP_SLOTS - 1) + 1)
+                .skip(first)
+            {
+                *s = (*s).max(rank);
+            }
+        };
+        let mut open: Option<(SystemTime, Option<State>)> = None;
+        for (at, state) in series {
+            if let Some((from, was)) = open {
+                add(from, at, was);
+            }
+            open = Some((at, state));
+        }
+        if let Some((from, was)) = open {
+            add(from, now, was);
         }
         Uptime {
             day: day.ratio(),
@@ -319,6 +334,16 @@ impl History {
                 .map(|s| ['-', 'o', 'w', 'c'][usize::from(*s)])
                 .collect(),
         }
+    }
+
+    /// The state the history last gave the record of `app` at `host`.
+    fn last_state(&self, app: &str, host: Option<&str>) -> Option<Option<State>> {
+        let entries = self.by_app.get(app)?;
+        entries
+            .iter()
+            .rev()
+            .find(|e| e.entry.host.as_deref() == host)
+            .map(|e| e.entry.state)
     }
 }
 
@@ -397,10 +422,39 @@ impl HistorySink {
         let _ = self.journal.set(journal);
     }
 
-    /// The uptime of one record as of the clock's now.
-    pub(crate) fn uptime(&self, app: &str, host: Option<&str>) -> Uptime {
-        let now = self.clock.wall(self.clock.now());
+    /// The wall-clock now the history dates entries by.
+    pub(crate) fn now(&self) -> SystemTime {
+        self.clock.wall(self.clock.now())
+    }
+
+    /// The uptime of one record as of `now` ([`HistorySink::now`]).
+    pub(crate) fn uptime(&self, app: &str, host: Option<&str>, now: SystemTime) -> Uptime {
         self.history().uptime(app, host, now)
+    }
+
+    /// After the registry was restored from the state file: a `restored`
+    /// entry, dated now and journaled, for every record whose state the
+    /// history last gave otherwise (a record CRITICAL at shutdown is OK
+    /// again with a fresh grace; without the entry its strip would stay
+    /// red). Records the history agrees on get nothing.
+    pub(crate) fn note_restored(&self, registry: &Registry, now: Instant) {
+        let at = self.clock.wall(now);
+        let journal = self.journal.get();
+        let mut history = self.history();
+        for app in registry.apps(now) {
+            let key = RecordKey::parse(app.key);
+            let last = history.last_state(key.id(), key.host());
+            if last == Some(Some(app.state)) {
+                continue;
+            }
+            let entry = HistoryEntry::new(app.key, Change::Restored, at)
+                .states(last.flatten(), Some(app.state))
+                .exit_code(app.failed);
+            if let Some(journal) = journal {
+                journal.record(&entry);
+            }
+            history.record(entry);
+        }
     }
 }
 
@@ -597,5 +651,71 @@ mod tests {
         assert_eq!(events.events[0].event, Change::Failed);
         assert_eq!(events.events[0].exit_code, Some(3));
         assert_eq!(events.events[0].host.as_deref(), Some("10.0.0.1"));
+    }
+
+    #[test]
+    fn a_record_that_fills_a_missing_app_ends_its_missing_time() {
+        let mut h = History::new(100, 1000);
+        let missing = |h: &mut History, at| {
+            h.record(
+                HistoryEntry::new("backup", Change::ExpectedMissing, t(at))
+                    .states(None, Some(State::Critical)),
+            )
+        };
+        missing(&mut h, 0);
+        h.record(
+            HistoryEntry::new("backup @ 10.0.0.9", Change::Created, t(HOUR))
+                .states(Some(State::Critical), Some(State::Ok)),
+        );
+        change(
+            &mut h,
+            "backup @ 10.0.0.9",
+            Change::Done,
+            State::Ok,
+            None,
+            23 * HOUR,
+        );
+        missing(&mut h, 23 * HOUR);
+        let spec = h.uptime("backup", None, t(24 * HOUR));
+        assert!((spec.day.unwrap() - 22.0 / 24.0).abs() < 1e-9, "{spec:?}");
+        assert_eq!(&spec.strip[..2], "cc");
+        assert_eq!(&spec.strip[2..46], "o".repeat(44));
+        assert_eq!(&spec.strip[46..], "cc");
+        let record = h.uptime("backup", Some("10.0.0.9"), t(24 * HOUR));
+        assert_eq!(record.day, Some(1.0), "{record:?}");
+    }
+
+    #[test]
+    fn restored_records_get_an_entry_only_where_the_history_disagrees() {
+        let clock = crate::monitor::ManualClock::new();
+        let sink = HistorySink::new(Arc::new(clock.clone()));
+        sink.restore([
+            HistoryEntry::new("late @ 10.0.0.1", Change::Critical, t(0))
+                .states(Some(State::Warning), Some(State::Critical)),
+            HistoryEntry::new("fine @ 10.0.0.1", Change::Created, t(0))
+                .states(None, Some(State::Ok)),
+        ]);
+        let mut registry = Registry::default();
+        let now = clock.now();
+        for key in ["late @ 10.0.0.1", "fine @ 10.0.0.1", "new @ 10.0.0.1"] {
+            registry
+                .restore(key, std::time::Duration::from_secs(60), now)
+                .unwrap();
+        }
+        sink.note_restored(&registry, now);
+        let late = sink.query(&EventsQuery::new("late"));
+        assert_eq!(late.events[0].event, Change::Restored);
+        assert_eq!(late.events[0].previous, Some(State::Critical));
+        assert_eq!(late.events[0].state, Some(State::Ok));
+        assert_eq!(
+            sink.query(&EventsQuery::new("fine")).total,
+            1,
+            "agrees: nothing"
+        );
+        let new = sink.query(&EventsQuery::new("new"));
+        assert_eq!(
+            (new.events[0].event, new.events[0].previous),
+            (Change::Restored, None)
+        );
     }
 }

@@ -283,8 +283,9 @@ pub(crate) struct Streamed {
     /// lines). Boxed to stay one thin pointer, as it is rarely given.
     #[allow(clippy::box_collection)]
     trailer: Option<Box<String>>,
-    /// The history, for the uptime and strip of the API and the page.
-    history: Option<Arc<HistorySink>>,
+    /// The history, for the uptime and strip of the API and the page, and
+    /// the wall-clock now they are worked out at.
+    history: Option<(Arc<HistorySink>, SystemTime)>,
 }
 
 impl Streamed {
@@ -305,7 +306,8 @@ impl Streamed {
     /// (the API and the page; other views have none).
     pub(crate) fn with_history(mut self, history: Arc<HistorySink>) -> Self {
         if matches!(self.view, View::Apps | View::Dashboard) {
-            self.history = Some(history);
+            let now = history.now();
+            self.history = Some((history, now));
         }
         self
     }
@@ -354,7 +356,7 @@ impl Streamed {
         let uptime = |app: &str, host: Option<&str>| {
             self.history
                 .as_ref()
-                .map_or_else(Uptime::unknown, |h| h.uptime(app, host))
+                .map_or_else(Uptime::unknown, |(h, now)| h.uptime(app, host, *now))
         };
         f(&api::Listing {
             snapshot,

@@ -375,25 +375,13 @@ fn parse_command_with(
 
     if name == FAIL {
         let code = parse_exit_code(timeout_element)?;
-        let app = match find_appid(params, QUERY)? {
-            Some(app) => app,
-            None => match form_body {
-                Some(body) => find_appid(body.split(|&b| b == b'&'), FORM)?,
-                None => None,
-            }
-            .ok_or(CommandError::MissingAppId { command: FAIL })?,
-        };
+        let app =
+            appid_of(params, form_body)?.ok_or(CommandError::MissingAppId { command: FAIL })?;
         validate_app(&app, FAIL, limits)?;
         return Ok(Command::Fail { app, code });
     }
     let Some(beat) = beat else {
-        let app = match find_appid(params, QUERY)? {
-            Some(app) => Some(app),
-            None => match form_body {
-                Some(body) => find_appid(body.split(|&b| b == b'&'), FORM)?,
-                None => None,
-            },
-        };
+        let app = appid_of(params, form_body)?;
         if let Some(app) = &app {
             validate_app(app, "status", limits)?;
         }
@@ -402,16 +390,23 @@ fn parse_command_with(
 
     let command = beat_name(beat);
     let timeout = Duration::from_millis(parse_timeout(timeout_element, limits)?);
-    let app = match find_appid(params, QUERY)? {
-        Some(app) => app,
-        None => match form_body {
-            Some(body) => find_appid(body.split(|&b| b == b'&'), FORM)?,
-            None => None,
-        }
-        .ok_or(CommandError::MissingAppId { command })?,
-    };
+    let app = appid_of(params, form_body)?.ok_or(CommandError::MissingAppId { command })?;
     validate_app(&app, command, limits)?;
     Ok(Command::Beat { beat, app, timeout })
+}
+
+/// The `appid` of the query's `params`, else of the form body.
+fn appid_of<'a>(
+    params: impl Iterator<Item = &'a [u8]>,
+    form_body: Option<&[u8]>,
+) -> Result<Option<String>, CommandError> {
+    match find_appid(params, QUERY)? {
+        Some(app) => Ok(Some(app)),
+        None => match form_body {
+            Some(body) => find_appid(body.split(|&b| b == b'&'), FORM),
+            None => Ok(None),
+        },
+    }
 }
 
 /// `plus_as_space` for the query: `+` is literal there, as in the reference.

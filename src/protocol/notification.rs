@@ -50,6 +50,10 @@ pub enum Change {
     /// The application's run failed (`hb_fail`): CRITICAL, with its exit
     /// code, until its next init or ping.
     Failed,
+    /// History only (never notified): the server restarted and restored the
+    /// record from its state file, OK (CRITICAL for a failed run), while
+    /// the history's last word on it was another state.
+    Restored,
     /// A change this version does not know (read side only).
     #[cfg_attr(feature = "serde", serde(other))]
     Unknown,
@@ -57,7 +61,7 @@ pub enum Change {
 
 impl Change {
     /// Every change this version knows.
-    pub const ALL: [Change; 8] = [
+    pub const ALL: [Change; 9] = [
         Change::Created,
         Change::Warning,
         Change::Critical,
@@ -66,6 +70,7 @@ impl Change {
         Change::Expired,
         Change::ExpectedMissing,
         Change::Failed,
+        Change::Restored,
     ];
 
     /// The change named `name` ([`Change::name`]); [`Change::Unknown`]
@@ -84,7 +89,8 @@ impl Change {
     }
 
     /// The name JSON uses: `created`, `warning`, `critical`, `recovered`,
-    /// `done`, `expired`, `expected-missing` (`unknown`).
+    /// `done`, `expired`, `expected-missing`, `failed`, `restored`
+    /// (`unknown`).
     pub fn name(self) -> &'static str {
         match self {
             Change::Created => "created",
@@ -95,6 +101,7 @@ impl Change {
             Change::Expired => "expired",
             Change::ExpectedMissing => "expected-missing",
             Change::Failed => "failed",
+            Change::Restored => "restored",
             Change::Unknown => "unknown",
         }
     }

@@ -500,6 +500,9 @@ impl ServerBuilder {
             let notifier = super::notify::Notifier::spawn(self.notify, local_addr, clock, durable)
                 .map_err(io::Error::other)?;
             shared.add_sink(notifier.sink.clone());
+            shared.with_registry(|registry, now| {
+                notifier.sink.alert_restored_failures(registry, now);
+            });
             Some(notifier)
         };
         for sink in self.sinks {
@@ -577,7 +580,8 @@ async fn open_state(
         store.keep_history(history_retention);
         let stored = store.load()?;
         let outbox = store.load_outbox()?;
-        let history = store.load_history(crate::monitor::HISTORY_PER_APP)?;
+        let history =
+            store.load_history(crate::monitor::HISTORY_PER_APP, crate::monitor::HISTORY_CAP)?;
         Ok::<_, super::state::StateError>((store, stored, outbox, history))
     })
     .await
@@ -609,6 +613,7 @@ async fn open_state(
     tracing::info!("restored {entries} history entries from {shown}");
     let (sink, writer) = StateWriter::spawn(store, commit_interval);
     shared.history().set_journal(Arc::new(sink.clone()));
+    shared.with_registry(|registry, now| shared.history().note_restored(registry, now));
     shared.add_sink(Arc::new(sink.clone()));
     Ok((writer, (sink, outbox)))
 }

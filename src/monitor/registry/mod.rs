@@ -223,7 +223,8 @@ pub struct Registry {
     /// `/metrics`' timestamps count from (monotonic time since then).
     base_wall: Option<SystemTime>,
     apps: HashMap<Arc<str>, Record>,
-    /// Each record's next crossing (µs offset), but a CRITICAL expected one.
+    /// Each record's next crossing (µs offset), but a CRITICAL expected
+    /// one's and a failed run's (they have none).
     crossings: BTreeSet<(u64, Arc<str>)>,
     counters: Counters,
     events: Vec<Event>,
@@ -467,11 +468,7 @@ impl Registry {
         if !self.apps.contains_key(key.as_str()) {
             self.touch(app, peer, Duration::ZERO, now)?;
         }
-        let Some((key, old)) = self
-            .apps
-            .get_key_value(key.as_str())
-            .map(|(k, r)| (Arc::clone(k), *r))
-        else {
+        let Some((key, old)) = self.record(&key) else {
             return Ok(());
         };
         if old.failed == Some(code) {
@@ -756,10 +753,7 @@ impl Registry {
         let granted_ms = whole_ms(timeout).saturating_add(whole_ms(self.config.tolerance));
         let granted = Duration::from_millis(granted_ms);
         let key = self.key_for(app, peer);
-        let existing = self
-            .apps
-            .get_key_value(key.as_str())
-            .map(|(k, r)| (Arc::clone(k), *r));
+        let existing = self.record(&key);
         let at = self.instant_of(now_us);
         let event = match existing {
             Some((key, old)) => {
@@ -1018,15 +1012,18 @@ impl Registry {
     /// (CRITICAL, never dropped, until it reports); no event. Returns
     /// whether `key` is tracked.
     pub fn restore_failure(&mut self, key: &str, code: u8) -> bool {
-        let Some((key, old)) = self
-            .apps
-            .get_key_value(key)
-            .map(|(k, r)| (Arc::clone(k), *r))
-        else {
+        let Some((key, old)) = self.record(key) else {
             return false;
         };
         self.mark_failed(&key, old, code);
         true
+    }
+
+    /// The record under `key` and its shared key, copied out.
+    fn record(&self, key: &str) -> Option<(Arc<str>, Record)> {
+        self.apps
+            .get_key_value(key)
+            .map(|(k, r)| (Arc::clone(k), *r))
     }
 
     /// `old`, the record under `key`, becomes a failed run: CRITICAL, out

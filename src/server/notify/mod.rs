@@ -271,6 +271,31 @@ impl fmt::Debug for NotifySink {
     }
 }
 
+impl NotifySink {
+    /// Raises the alerts of the failed runs the registry holds without an
+    /// event (restored from the state file at start: they failed before
+    /// the restart, and Alertmanager lets an alert that is not re-sent
+    /// resolve). Webhooks are not told again: they were, before.
+    pub(crate) fn alert_restored_failures(&self, registry: &Registry, now: Instant) {
+        let Some(book) = &self.alerts else { return };
+        let at = self.clock.wall(now);
+        for app in registry.apps(now) {
+            let Some(code) = app.failed else { continue };
+            let event = Event {
+                kind: crate::monitor::EventKind::Failed(code),
+                key: Arc::from(app.key),
+                previous: None,
+                at: now,
+                granted: None,
+                peer: None,
+            };
+            if let Some(change) = state_change(&event, registry, at, &self.links) {
+                book.apply(&change, at);
+            }
+        }
+    }
+}
+
 impl EventSink for NotifySink {
     fn deliver(&self, events: &[Event], registry: &Registry, _: Instant) {
         for event in events {

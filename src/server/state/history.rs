@@ -27,12 +27,9 @@ const INSERT_EVENT: &str = "INSERT INTO events
     (at_ms, app, host, event, previous, state, overdue, exit_code)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
-/// The newest `?2` entries of each id not older than `?1`, oldest first.
+/// Every entry, newest first (the time index's order: no sort).
 const SELECT_RECENT: &str = "SELECT at_ms, app, host, event, previous, state, overdue, exit_code
-FROM (SELECT rowid AS id, *,
-             row_number() OVER (PARTITION BY app ORDER BY at_ms DESC, rowid DESC) AS n
-      FROM events WHERE at_ms >= ?1)
-WHERE n <= ?2 ORDER BY at_ms, id";
+FROM events ORDER BY at_ms DESC, rowid DESC";
 
 /// Appends `events` to the `events` table.
 pub(super) fn insert_events(tx: &Transaction<'_>, events: &[HistoryEntry]) -> rusqlite::Result<()> {
@@ -52,12 +49,16 @@ pub(super) fn insert_events(tx: &Transaction<'_>, events: &[HistoryEntry]) -> ru
     Ok(())
 }
 
-/// Deletes the entries older than `cutoff`.
+/// Deletes the entries older than `cutoff`, but the newest of each record
+/// that still had a state after it (an app OK for longer than the
+/// retention keeps its last word, so its uptime is known after a restart;
+/// one that signed off or expired is forgotten).
+const PRUNE: &str = "DELETE FROM events WHERE at_ms < ?1 AND rowid NOT IN (
+    SELECT max(rowid) FROM events WHERE at_ms < ?1 GROUP BY app, host HAVING state IS NOT NULL)";
+
+/// Deletes the entries older than `cutoff` ([`PRUNE`]).
 pub(super) fn prune(tx: &Transaction<'_>, cutoff: SystemTime) -> rusqlite::Result<usize> {
-    tx.execute(
-        "DELETE FROM events WHERE at_ms < ?1",
-        [since_epoch_ms(cutoff)],
-    )
+    tx.execute(PRUNE, [since_epoch_ms(cutoff)])
 }
 
 impl StateStore {
@@ -78,67 +79,92 @@ impl StateStore {
         })
     }
 
-    /// The newest `per_app` history entries of each application id within
-    /// the retention, oldest first: what the server's in-memory history
-    /// starts from.
+    /// The newest `per_app` history entries of each application id (what
+    /// the pruning left), at most `max` in all (the newest), oldest first: what
+    /// the server's in-memory history starts from. Reads the time index
+    /// backwards and stops at `max`, so a month of a big fleet's history
+    /// costs no sort and no more memory than `max` entries.
     ///
     /// # Errors
     /// [`StateError::Read`] when SQLite fails. Rows that do not convert
     /// (edited by hand) are skipped.
-    pub fn load_history(&self, per_app: usize) -> Result<Vec<HistoryEntry>, StateError> {
+    pub fn load_history(
+        &self,
+        per_app: usize,
+        max: usize,
+    ) -> Result<Vec<HistoryEntry>, StateError> {
         let read = |e: rusqlite::Error| StateError::Read {
             path: self.path.clone(),
             reason: one_line(&e.to_string()),
         };
-        let since = SystemTime::now()
-            .checked_sub(self.history_retention)
-            .unwrap_or(UNIX_EPOCH);
-        let per_app = i64::try_from(per_app).unwrap_or(i64::MAX);
         let mut stmt = self.conn.prepare(SELECT_RECENT).map_err(read)?;
-        let mut rows = stmt
-            .query(params![since_epoch_ms(since), per_app])
-            .map_err(read)?;
-        // one `Arc` per id, shared by its entries
-        let mut ids: HashMap<String, Arc<str>> = HashMap::new();
+        let mut rows = stmt.query([]).map_err(read)?;
+        // per id: its shared `Arc` and how many of its entries are taken
+        let mut ids: HashMap<Box<str>, (Arc<str>, usize)> = HashMap::new();
         let mut entries = Vec::new();
-        while let Some(row) = rows.next().map_err(read)? {
-            let entry = (|| -> rusqlite::Result<Option<HistoryEntry>> {
-                let at_ms: i64 = row.get(0)?;
-                let app: String = row.get(1)?;
-                let host: Option<String> = row.get(2)?;
-                let event: String = row.get(3)?;
-                let previous: Option<String> = row.get(4)?;
-                let state: Option<String> = row.get(5)?;
-                let overdue: Option<f64> = row.get(6)?;
-                let exit_code: Option<i64> = row.get(7)?;
-                let Some(at) = u64::try_from(at_ms)
-                    .ok()
-                    .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
-                else {
-                    return Ok(None);
-                };
-                let change = Change::from_name(&event);
-                if change == Change::Unknown
-                    || crate::protocol::check_app_id(&app, crate::protocol::MAX_APP_ID_LEN).is_err()
-                    || host
-                        .as_deref()
-                        .is_some_and(|h| h.parse::<std::net::IpAddr>().is_err())
-                {
-                    return Ok(None);
+        while entries.len() < max {
+            let Some(row) = rows.next().map_err(read)? else {
+                break;
+            };
+            let app = match row.get_ref(1).map_err(read)?.as_str() {
+                Ok(app) => app,
+                Err(_) => continue,
+            };
+            let (shared, taken) = match ids.get_mut(app) {
+                Some(seen) => seen,
+                None => {
+                    if crate::protocol::check_app_id(app, crate::protocol::MAX_APP_ID_LEN).is_err()
+                    {
+                        continue;
+                    }
+                    ids.entry(app.into()).or_insert_with(|| (Arc::from(app), 0))
                 }
-                let app = Arc::clone(ids.entry(app).or_insert_with_key(|k| Arc::from(k.as_str())));
-                let state_of = |s: Option<String>| s.map(|s| State::from_word(&s));
-                let mut entry = HistoryEntry::new("", change, at)
-                    .states(state_of(previous), state_of(state))
-                    .overdue(overdue)
-                    .exit_code(exit_code.and_then(|c| u8::try_from(c).ok()));
-                entry.app = app;
-                entry.host = host.map(Arc::from);
-                Ok(Some(entry))
-            })()
-            .map_err(read)?;
-            entries.extend(entry);
+            };
+            if *taken >= per_app {
+                continue;
+            }
+            let app = Arc::clone(shared);
+            let Some(entry) = entry_of(row, app).map_err(read)? else {
+                continue;
+            };
+            *taken += 1;
+            entries.push(entry);
         }
+        entries.reverse();
         Ok(entries)
     }
+}
+
+/// The entry a row of [`SELECT_RECENT`] holds for `app`; `None` when a
+/// column holds what the server never writes.
+fn entry_of(row: &rusqlite::Row<'_>, app: Arc<str>) -> rusqlite::Result<Option<HistoryEntry>> {
+    let at_ms: i64 = row.get(0)?;
+    let host: Option<String> = row.get(2)?;
+    let event: String = row.get(3)?;
+    let previous: Option<String> = row.get(4)?;
+    let state: Option<String> = row.get(5)?;
+    let overdue: Option<f64> = row.get(6)?;
+    let exit_code: Option<i64> = row.get(7)?;
+    let Some(at) = u64::try_from(at_ms)
+        .ok()
+        .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
+    else {
+        return Ok(None);
+    };
+    let change = Change::from_name(&event);
+    if change == Change::Unknown
+        || host
+            .as_deref()
+            .is_some_and(|h| h.parse::<std::net::IpAddr>().is_err())
+    {
+        return Ok(None);
+    }
+    let state_of = |s: Option<String>| s.map(|s| State::from_word(&s));
+    let mut entry = HistoryEntry::new("", change, at)
+        .states(state_of(previous), state_of(state))
+        .overdue(overdue)
+        .exit_code(exit_code.and_then(|c| u8::try_from(c).ok()));
+    entry.app = app;
+    entry.host = host.map(Arc::from);
+    Ok(Some(entry))
 }

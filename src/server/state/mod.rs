@@ -79,6 +79,10 @@ const SELECT_OUTBOX: &str = "SELECT seq, sink, body FROM outbox ORDER BY seq";
 const INSERT_OUTBOX: &str = "INSERT OR REPLACE INTO outbox (seq, sink, body) VALUES (?1, ?2, ?3)";
 const DELETE_OUTBOX: &str = "DELETE FROM outbox WHERE seq = ?1";
 
+/// The columns of `apps` every version-1 file has (the check at open; the
+/// tables added since are created by the open's write probe).
+const CHECK_APPS: &str = "SELECT key, app, host, granted_ms, last_seen_ms FROM apps";
+
 const SELECT_APPS: &str = "SELECT a.key, a.app, a.host, a.granted_ms, a.last_seen_ms, f.code
 FROM apps a LEFT JOIN failures f ON f.key = a.key ORDER BY a.key";
 
@@ -198,6 +202,10 @@ pub struct OutboxEntry {
     pub body: Vec<u8>,
 }
 
+/// History entries waiting for the file at most; past it (the disk has
+/// refused writes for a long time) newer ones are kept in memory only.
+const MAX_PENDING_EVENTS: usize = 1_000_000;
+
 /// What the next commit appends, never coalesced: outbox changes, applied
 /// in this order (so an entry added and delivered between two commits
 /// never lands), and history entries.
@@ -227,6 +235,8 @@ impl Appends {
         failed.add.append(&mut self.add);
         failed.done.append(&mut self.done);
         failed.events.append(&mut self.events);
+        // still bounded: the newest beyond the bound are the ones let go
+        failed.events.truncate(MAX_PENDING_EVENTS);
         *self = failed;
     }
 }
@@ -242,8 +252,8 @@ pub struct StateStats {
     pub rows_written: u64,
     /// Failed commit attempts (each is retried).
     pub write_errors: u64,
-    /// Changes waiting for the next commit (coalesced by key), as of the
-    /// writer's last step.
+    /// Changes waiting for the next commit (app rows coalesced by key, plus
+    /// outbox changes and history entries), as of the writer's last step.
     pub pending: u64,
 }
 
@@ -283,7 +293,12 @@ struct Shared {
 /// `apps(key TEXT PRIMARY KEY, app TEXT, host TEXT, granted_ms INTEGER,
 /// last_seen_ms INTEGER)`, `STRICT` and `WITHOUT ROWID`, durations in
 /// milliseconds and times in milliseconds since the Unix epoch; table
-/// `meta(k, v)` (who created the file, when it was last opened). The
+/// `meta(k, v)` (who created the file, when it was last opened); table
+/// `outbox(seq, sink, body)` (webhook notifications not yet taken);
+/// table `failures(key, code)` (records that are failed runs); table
+/// `events(at_ms, app, host, event, previous, state, overdue, exit_code)`
+/// (the history, see [`StateStore::load_history`]). Tables added since
+/// the first release are created in older files at open. The
 /// connection holds an exclusive lock (`locking_mode = EXCLUSIVE`) for as
 /// long as the store lives: a second server on the same file is refused at
 /// start ([`StateError::Locked`]) instead of the two overwriting each
@@ -359,7 +374,7 @@ impl StateStore {
                     path,
                 });
             }
-        } else if let Err(e) = conn.prepare(SELECT_APPS) {
+        } else if let Err(e) = conn.prepare(CHECK_APPS) {
             return Err(match e.sqlite_error_code() {
                 Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => classify(&path, &e),
                 _ => StateError::NotADatabase {

@@ -707,25 +707,25 @@ async fn failures_and_history_survive_a_reopen() {
     let now = SystemTime::now();
     let secs = Duration::from_secs;
     for i in 0..5 {
-        sink.record(
-            &entry("job @ 10.0.0.7", C::Warning, now - secs(50 - i))
+        sink.history_add(
+            entry("job @ 10.0.0.7", C::Warning, now - secs(50 - i))
                 .states(Some(State::Ok), Some(State::Warning))
                 .overdue(Some(3.0)),
         );
     }
-    sink.record(
-        &entry("job @ 10.0.0.7", C::Failed, now - secs(1))
+    sink.history_add(
+        entry("job @ 10.0.0.7", C::Failed, now - secs(1))
             .states(Some(State::Warning), Some(State::Critical))
             .exit_code(Some(3)),
     );
-    sink.record(&entry("backup", C::ExpectedMissing, now).states(None, Some(State::Critical)));
+    sink.history_add(entry("backup", C::ExpectedMissing, now).states(None, Some(State::Critical)));
     writer.shutdown().await.unwrap();
 
     let store = StateStore::open(&path).unwrap();
     let apps = store.load().unwrap();
     assert_eq!(apps, vec![failed.clone(), ok]);
     // the newest 3 per id, oldest first, every field back
-    let history = store.load_history(3).unwrap();
+    let history = store.load_history(3, 1000).unwrap();
     let job: Vec<_> = history.iter().filter(|e| &*e.app == "job").collect();
     assert_eq!(job.len(), 3);
     assert_eq!(job[2].change, C::Failed);
@@ -734,6 +734,10 @@ async fn failures_and_history_survive_a_reopen() {
     assert_eq!(job[1].overdue, Some(3.0));
     assert_eq!(job[0].host.as_deref(), Some("10.0.0.7"));
     assert!(job[0].at < job[1].at);
+    // at most `max` in all: the newest
+    let newest = store.load_history(100, 2).unwrap();
+    let changes: Vec<_> = newest.iter().map(|e| e.change).collect();
+    assert_eq!(changes, [C::Failed, C::ExpectedMissing]);
     let backup: Vec<_> = history.iter().filter(|e| &*e.app == "backup").collect();
     assert_eq!(backup.len(), 1);
     assert_eq!(backup[0].host, None);
@@ -758,10 +762,23 @@ async fn history_older_than_the_retention_is_pruned() {
     let (sink, writer) = StateWriter::spawn(store, DEFAULT_COMMIT_INTERVAL);
     let day = Duration::from_secs(24 * 3600);
     let now = SystemTime::now();
-    sink.record(&entry("a @ 10.0.0.1", C::Created, now - 3 * day));
-    sink.record(&entry("a @ 10.0.0.1", C::Warning, now - day));
+    let ok = Some(crate::protocol::State::Ok);
+    let warning = Some(crate::protocol::State::Warning);
+    // `a`: two old entries and a recent one; `b`: quiet for a month, OK;
+    // `c`: signed off long ago
+    let changes = [
+        ("a @ 10.0.0.1", C::Created, 4, None, ok),
+        ("a @ 10.0.0.1", C::Recovered, 3, warning, ok),
+        ("a @ 10.0.0.1", C::Warning, 1, ok, warning),
+        ("b @ 10.0.0.2", C::Created, 30, None, ok),
+        ("c @ 10.0.0.3", C::Created, 30, None, ok),
+        ("c @ 10.0.0.3", C::Done, 29, ok, None),
+    ];
+    for (key, change, days_ago, from, to) in changes {
+        sink.history_add(entry(key, change, now - days_ago * day).states(from, to));
+    }
     sink.flush().await.unwrap();
-    // the first commit prunes: the entry of three days ago was written and
+    // the first commit prunes: what is past the retention was written and
     // deleted in one transaction
     let count = |store: &StateStore| -> i64 {
         store
@@ -771,8 +788,23 @@ async fn history_older_than_the_retention_is_pruned() {
     };
     writer.shutdown().await.unwrap();
     let store = StateStore::open(&path).unwrap();
-    assert_eq!(count(&store), 1);
-    assert_eq!(store.load_history(100).unwrap()[0].change, C::Warning);
+    // kept: a's newest old entry and its recent one, b's last word
+    assert_eq!(count(&store), 3);
+    let kept: Vec<_> = store
+        .load_history(100, 1000)
+        .unwrap()
+        .iter()
+        .map(|e| (e.app.to_string(), e.change))
+        .collect();
+    let own = |app: &str, change| (app.to_owned(), change);
+    assert_eq!(
+        kept,
+        [
+            own("b", C::Created),
+            own("a", C::Recovered),
+            own("a", C::Warning)
+        ]
+    );
     assert_eq!(
         store.prune_due(now),
         Some(now - DEFAULT_HISTORY_RETENTION),
@@ -798,7 +830,39 @@ id', '10.0.0.1', 'created'),
              (-5, 'z', NULL, 'created')"
         ))
         .unwrap();
-    let history = store.load_history(100).unwrap();
+    let history = store.load_history(100, 1000).unwrap();
     assert_eq!(history.len(), 1, "{history:?}");
     assert_eq!(&*history[0].app, "ok");
+}
+
+/// A file of the previous release (tables `apps`, `meta`, `outbox`, no
+/// `failures` nor `events`) opens, loads, and gains the new tables.
+#[test]
+fn a_file_without_the_history_tables_opens_and_gains_them() {
+    let dir = TempDir::new("old-layout");
+    let path = dir.join("state.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE apps (
+                key TEXT NOT NULL PRIMARY KEY, app TEXT NOT NULL, host TEXT NOT NULL,
+                granted_ms INTEGER NOT NULL CHECK (granted_ms >= 0),
+                last_seen_ms INTEGER NOT NULL CHECK (last_seen_ms >= 0)
+             ) STRICT, WITHOUT ROWID;
+             CREATE TABLE meta (k TEXT NOT NULL PRIMARY KEY, v TEXT NOT NULL) STRICT, WITHOUT ROWID;
+             CREATE TABLE outbox (seq INTEGER NOT NULL PRIMARY KEY CHECK (seq > 0),
+                sink TEXT NOT NULL, body BLOB NOT NULL) STRICT;
+             INSERT INTO apps VALUES ('kiosk @ 10.0.0.7', 'kiosk', '10.0.0.7', 3000, 5);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let store = StateStore::open(&path).unwrap();
+    let apps = store.load().unwrap();
+    assert_eq!(apps.len(), 1);
+    assert_eq!(apps[0].failed, None);
+    assert!(store.load_history(100, 1000).unwrap().is_empty());
+    let tables = table_names(&store.conn).unwrap();
+    assert!(tables.contains(&"table failures".to_owned()), "{tables:?}");
+    assert!(tables.contains(&"table events".to_owned()), "{tables:?}");
 }

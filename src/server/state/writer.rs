@@ -13,13 +13,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-/// History entries waiting for the file at most; past it (the disk has
-/// refused writes for a long time) newer ones are kept in memory only.
-const MAX_PENDING_EVENTS: usize = 1_000_000;
-
 use super::{
     one_line, Appends, Counters, OutboxEntry, Shared, StateError, StateStats, StateStore,
-    StoredApp, MIN_COMMIT_INTERVAL,
+    StoredApp, MAX_PENDING_EVENTS, MIN_COMMIT_INTERVAL,
 };
 use crate::monitor::history::Journal;
 use crate::monitor::{Event, EventKind, EventSink, HistoryEntry, Registry};
@@ -136,6 +132,13 @@ impl StateSink {
         let _ = self.tx.send(Op::OutboxDone(seq));
     }
 
+    /// Appends `entry` to the `events` table at the next commit (the
+    /// server does it for every state change; at most 1 000 000 wait while
+    /// the file refuses writes, newer ones are then dropped and logged).
+    pub fn history_add(&self, entry: HistoryEntry) {
+        let _ = self.tx.send(Op::Event(entry));
+    }
+
     /// [`delete`](StateSink::delete) with the registry's own key.
     pub(crate) fn delete_key(&self, key: Arc<str>) {
         let _ = self.tx.send(Op::DeleteKey(key));
@@ -174,9 +177,10 @@ impl StateSink {
 }
 
 /// The server's durable state as an [`EventSink`]: a record that is
-/// created, updated or recovers is upserted (with the time the event was
-/// delivered as its last sighting), one that signs off or expires is
-/// deleted; threshold crossings change nothing stored. When events were
+/// created, updated, recovers or fails is upserted (with the time the
+/// event was delivered as its last sighting, and its failure or none), one
+/// that signs off or expires is deleted; threshold crossings change
+/// nothing stored. When events were
 /// lost the whole state is rewritten from the registry.
 impl EventSink for StateSink {
     fn deliver(&self, events: &[Event], registry: &Registry, _: Instant) {
@@ -236,7 +240,7 @@ impl EventSink for StateSink {
 /// The history's entries go to the `events` table at the next commit.
 impl Journal for StateSink {
     fn record(&self, entry: &HistoryEntry) {
-        let _ = self.tx.send(Op::Event(entry.clone()));
+        self.history_add(entry.clone());
     }
 }
 
