@@ -35,6 +35,23 @@ async fn receiver(status: u16) -> MockServer {
     receiver
 }
 
+/// A receiver that answers `status` to the first `times` notifications,
+/// then `then`.
+async fn receiver_failing(status: u16, times: u64, then: u16) -> MockServer {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(status))
+        .up_to_n_times(times)
+        .with_priority(1)
+        .mount(&receiver)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(then))
+        .mount(&receiver)
+        .await;
+    receiver
+}
+
 async fn server(clock: &ManualClock, hook: &MockServer, format: WebhookFormat) -> ServerHandle {
     let url = format!("{}/hook", hook.uri()).parse().unwrap();
     Server::builder("127.0.0.1:0".parse().unwrap())
@@ -151,17 +168,7 @@ async fn every_change_arrives_once_in_order_as_the_documented_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_receiver_is_retried_until_it_accepts() {
     let clock = ManualClock::new();
-    let hook = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500))
-        .up_to_n_times(3)
-        .with_priority(1)
-        .mount(&hook)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&hook)
-        .await;
+    let hook = receiver_failing(500, 3, 200).await;
     let server = server(&clock, &hook, WebhookFormat::Json).await;
     let url = server.url();
     get(&format!("{url}/hb_init?1000&appid=flaky")).await;
@@ -201,17 +208,7 @@ async fn a_failing_receiver_is_retried_until_it_accepts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_notification_is_dropped_and_the_next_goes() {
     let clock = ManualClock::new();
-    let hook = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(400))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&hook)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&hook)
-        .await;
+    let hook = receiver_failing(400, 1, 204).await;
     let server = server(&clock, &hook, WebhookFormat::Json).await;
     let url = server.url();
     get(&format!("{url}/hb_init?1000&appid=a")).await;

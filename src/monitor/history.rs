@@ -11,8 +11,9 @@
 //! the newest [`HISTORY_PER_APP`] per id are read back at start
 //! ([`HistorySink::restore`]), so a restart keeps the history.
 //!
-//! Memory: an entry is about 80 bytes plus its share of the id, so the
-//! cap bounds the history at roughly 80 MiB, whatever the fleet does.
+//! Memory: an entry is about 110 bytes (its id shared with the app's other
+//! entries; measured in `benches/notify.rs`), so the cap bounds the
+//! history at roughly 110 MiB, whatever the fleet does.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -337,6 +338,7 @@ impl History {
     }
 
     /// The state the history last gave the record of `app` at `host`.
+    #[cfg(feature = "state")]
     fn last_state(&self, app: &str, host: Option<&str>) -> Option<Option<State>> {
         let entries = self.by_app.get(app)?;
         entries
@@ -418,6 +420,7 @@ impl HistorySink {
     }
 
     /// Every entry from now on also goes to `journal` (set once).
+    #[cfg(feature = "state")]
     pub(crate) fn set_journal(&self, journal: Arc<dyn Journal>) {
         let _ = self.journal.set(journal);
     }
@@ -437,6 +440,7 @@ impl HistorySink {
     /// history last gave otherwise (a record CRITICAL at shutdown is OK
     /// again with a fresh grace; without the entry its strip would stay
     /// red). Records the history agrees on get nothing.
+    #[cfg(feature = "state")]
     pub(crate) fn note_restored(&self, registry: &Registry, now: Instant) {
         let at = self.clock.wall(now);
         let journal = self.journal.get();
@@ -685,6 +689,7 @@ mod tests {
         assert_eq!(record.day, Some(1.0), "{record:?}");
     }
 
+    #[cfg(feature = "state")]
     #[test]
     fn restored_records_get_an_entry_only_where_the_history_disagrees() {
         let clock = crate::monitor::ManualClock::new();
