@@ -723,4 +723,35 @@ mod tests {
             (Change::Restored, None)
         );
     }
+
+    #[test]
+    fn the_sink_records_state_changes_with_their_thresholds() {
+        use std::net::{IpAddr, Ipv4Addr};
+        let clock = crate::monitor::ManualClock::new();
+        let sink = HistorySink::new(Arc::new(clock.clone()));
+        assert!(sink.is_empty());
+        let mut registry = Registry::default();
+        let (start, peer) = (clock.now(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        registry
+            .init("a", peer, Duration::from_secs(1), start)
+            .unwrap();
+        registry
+            .ping("a", peer, Duration::from_secs(1), start)
+            .unwrap(); // updated: not history
+        registry.advance(start + Duration::from_secs(13), usize::MAX);
+        sink.deliver(&registry.take_events(), &registry, start);
+        assert_eq!(sink.len(), 4);
+        assert!(!sink.is_empty());
+        let events = sink.query(&EventsQuery::new("a"));
+        let seen: Vec<_> = events.events.iter().map(|e| (e.event, e.overdue)).collect();
+        assert_eq!(
+            seen,
+            [
+                (Change::Expired, Some(6.0)),
+                (Change::Critical, Some(5.0)),
+                (Change::Warning, Some(3.0)),
+                (Change::Created, None),
+            ]
+        );
+    }
 }

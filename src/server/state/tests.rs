@@ -866,3 +866,25 @@ fn a_file_without_the_history_tables_opens_and_gains_them() {
     assert!(tables.contains(&"table failures".to_owned()), "{tables:?}");
     assert!(tables.contains(&"table events".to_owned()), "{tables:?}");
 }
+
+#[test]
+fn prunes_come_once_an_hour_and_keep_thirty_days_by_default() {
+    let dir = TempDir::new("prune-due");
+    let mut store = StateStore::open(dir.join("state.db")).unwrap();
+    assert_eq!(DEFAULT_HISTORY_RETENTION, Duration::from_secs(30 * 86_400));
+    let now = SystemTime::now();
+    store.pruned_at = Some(now);
+    let minute = Duration::from_secs(60);
+    assert_eq!(store.prune_due(now + 59 * minute), None);
+    assert_eq!(
+        store.prune_due(now + 60 * minute),
+        Some(now + 60 * minute - DEFAULT_HISTORY_RETENTION)
+    );
+    // a retention under an hour is raised to one
+    store.keep_history(Duration::from_secs(1));
+    assert_eq!(
+        store.prune_due(now + 60 * minute),
+        Some(now),
+        "keeps at least an hour"
+    );
+}
