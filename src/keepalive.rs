@@ -468,6 +468,12 @@ async fn run(
     let mut need_init = true;
     let mut failures: u32 = 0;
     let farewell = loop {
+        // asked to stop before this task first ran (or while a beat was in
+        // flight): the change may already be marked seen, so look at the
+        // value itself, not only for a change
+        if let Some(stopping) = control.borrow().stopping {
+            break stopping;
+        }
         tokio::select! {
             biased;
             changed = control.changed() => {

@@ -295,3 +295,31 @@ async fn a_dropped_handle_abandons_the_beat_in_flight_and_stops() {
         "nothing arrived after the drop"
     );
 }
+
+/// Stopped before its task ever ran (a wrapped command that exits at
+/// once): the stop is seen all the same, at once, and the farewell is
+/// the one asked for (a race that made `wrap` time out after 9 s).
+#[tokio::test(start_paused = true)]
+async fn a_stop_before_the_first_beat_is_not_missed() {
+    for fail in [false, true] {
+        let mock = MockTransport::new();
+        let recorded = Recorded::new(mock.clone());
+        let handle = recorded
+            .client(RetryPolicy::none())
+            .keep_alive(KeepAlive::every(ms(1000)));
+        let started = Instant::now();
+        let farewell = if fail {
+            handle.fail(3).await
+        } else {
+            handle.shutdown().await
+        };
+        assert!(farewell.is_ok(), "{farewell:?}");
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "at once, on the paused clock"
+        );
+        let last = if fail { "fail" } else { "done" };
+        assert_eq!(recorded.commands(), [last]);
+    }
+}
