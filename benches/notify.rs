@@ -59,20 +59,7 @@ fn id(i: usize) -> String {
 
 /// Registers apps `0..n` with `timeout_ms` over `LOADERS` connections.
 async fn populate(addr: SocketAddr, n: usize, timeout_ms: u64) {
-    let mut tasks = Vec::new();
-    for loader in 0..LOADERS {
-        tasks.push(tokio::spawn(async move {
-            let mut client = BareClient::connect(addr).await;
-            for i in (loader..n).step_by(LOADERS) {
-                let target = common::ping_target(&id(i), timeout_ms, i as u64);
-                let (status, _) = client.get(&target).await;
-                assert_eq!(status, 200, "registering app {i}");
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.expect("loader");
-    }
+    common::populate(addr, n, id, timeout_ms, LOADERS).await;
 }
 
 /// Pings answered within `WINDOW` over `CONNECTIONS` connections.

@@ -48,21 +48,7 @@ fn runtime() -> Runtime {
 
 /// Registers `APPS` apps named by `id`, over `LOADERS` connections.
 async fn populate(server: &ServerProcess, id: fn(usize) -> String) {
-    let mut tasks = Vec::new();
-    for loader in 0..LOADERS {
-        let addr = server.addr;
-        tasks.push(tokio::spawn(async move {
-            let mut client = BareClient::connect(addr).await;
-            for i in (loader..APPS).step_by(LOADERS) {
-                let target = common::ping_target(&id(i), TIMEOUT_MS, i as u64);
-                let (status, _) = client.get(&target).await;
-                assert_eq!(status, 200, "registering app {i}");
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.expect("loader");
-    }
+    common::populate(server.addr, APPS, id, TIMEOUT_MS, LOADERS).await;
 }
 
 fn short_id(i: usize) -> String {

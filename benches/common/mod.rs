@@ -260,6 +260,31 @@ impl BareClient {
     }
 }
 
+/// Registers apps `0..n`, named by `id`, promising `timeout_ms`, over
+/// `loaders` concurrent connections (each ping must answer 200).
+pub async fn populate(
+    addr: SocketAddr,
+    n: usize,
+    id: fn(usize) -> String,
+    timeout_ms: u64,
+    loaders: usize,
+) {
+    let mut tasks = Vec::new();
+    for loader in 0..loaders {
+        tasks.push(tokio::spawn(async move {
+            let mut client = BareClient::connect(addr).await;
+            for i in (loader..n).step_by(loaders) {
+                let target = ping_target(&id(i), timeout_ms, i as u64);
+                let (status, _) = client.get(&target).await;
+                assert_eq!(status, 200, "registering app {i}");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("loader");
+    }
+}
+
 /// A ping target as `HeartbeatClient::ping` sends it, with a unique buster.
 pub fn ping_target(app: &str, timeout_ms: u64, seq: u64) -> String {
     format!("/hb_ping?{timeout_ms}&appid={app}&cache_buster={seq}")
