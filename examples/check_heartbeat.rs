@@ -7,7 +7,7 @@
 //!
 //! With `--all` instead of an id, a host check over every listed
 //! application ([`HeartbeatClient::status_all`](heartbeat_sdk::HeartbeatClient::status_all)
-//! and [`HostCheck`](heartbeat_sdk::protocol::HostCheck)): the worst state,
+//! and [`HostCheck`](heartbeat_sdk::host_check::HostCheck)): the worst state,
 //! a summary line with counts as perfdata, one line per application.
 //! `heartbeat check --all` also reports the server's missing expected
 //! applications (from its JSON API).
@@ -19,7 +19,8 @@
 #[cfg(any(feature = "reqwest", feature = "surf"))]
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
-    use heartbeat_sdk::protocol::{printable, CheckedApp, Finding, HostCheck, UNREACHABLE_LINE};
+    use heartbeat_sdk::host_check::{CheckedApp, Finding, HostCheck};
+    use heartbeat_sdk::protocol::{printable, UNREACHABLE_LINE};
     use heartbeat_sdk::{ErrorPolicy, HeartbeatClient};
 
     let arg = std::env::args().nth(1);

@@ -61,6 +61,7 @@ mod client;
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod demo;
 mod error;
+pub mod host_check;
 #[cfg(feature = "keepalive")]
 mod keepalive;
 #[cfg(monitor)]

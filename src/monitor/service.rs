@@ -5,10 +5,10 @@
 //!
 //! `/list`, the host `/status` with several applications and `/metrics`
 //! grow with the registry: with 100 000 applications of 1 KiB ids they are
-//! 100 to 220 MB. Formatting them under the registry's lock stalled every
-//! ping behind each scrape (about 70 ms at 100 000 ordinary apps), and
-//! building them as one `String` let each client that never reads pin a
-//! whole copy. So these replies are made in two steps:
+//! 100 to 220 MB. Formatted under the registry's lock they would stall every
+//! ping behind each scrape, and built as one `String` they would let each
+//! client that never reads pin a whole copy. So these replies are made in
+//! two steps:
 //!
 //! 1. Under the lock, `prepare` takes a snapshot: the counters and, per
 //!    record, its key and 16 bytes of times. Keys are the registry's own
@@ -25,7 +25,7 @@
 //!    record, key text shared) and one or two chunks, never the whole text.
 //!
 //! The snapshot is consistent: the reply shows the registry as of the
-//! request, exactly as before, byte for byte. Small replies (and big ones
+//! request. Small replies (and big ones
 //! for the mock transport and [`apply`]) are rendered whole from the same
 //! pieces, so there is one renderer per reply.
 //!

@@ -134,9 +134,176 @@ pub fn check_app_id(app_id: &str, max_len: usize) -> Result<(), AppIdError> {
     Ok(())
 }
 
+/// An application id that passed [`check_app_id`]: holding one is the
+/// proof, so code that receives an `AppId` does not check again.
+///
+/// [`AppId::new`] checks against [`MAX_APP_ID_LEN`](super::MAX_APP_ID_LEN),
+/// as the server's parser ([`parse_command`](super::command::parse_command))
+/// does for every id it reads from the wire. It reads as a `&str` (`Deref`, `AsRef`,
+/// `Borrow`, `Display`).
+///
+/// ```
+/// use heartbeat_sdk::protocol::{AppId, AppIdError};
+///
+/// let id = AppId::new("kiosk 7")?;
+/// assert_eq!(id.as_str(), "kiosk 7");
+/// assert!(id.starts_with("kiosk")); // a `str` method, through `Deref`
+/// assert_eq!(AppId::new("a\nb").unwrap_err(), AppIdError::ControlChar { ch: '\n' });
+/// assert_eq!("x|y".parse::<AppId>().unwrap_err(), AppIdError::PerfdataSeparator);
+/// # Ok::<(), AppIdError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AppId(String);
+
+impl AppId {
+    /// `id`, if it passes [`check_app_id`] with
+    /// [`MAX_APP_ID_LEN`](super::MAX_APP_ID_LEN).
+    ///
+    /// # Errors
+    /// The first rule `id` breaks.
+    pub fn new(id: impl Into<String>) -> Result<AppId, AppIdError> {
+        AppId::with_max_len(id, super::MAX_APP_ID_LEN)
+    }
+
+    /// `id`, if it passes [`check_app_id`] with `max_len`.
+    ///
+    /// # Errors
+    /// The first rule `id` breaks.
+    pub fn with_max_len(id: impl Into<String>, max_len: usize) -> Result<AppId, AppIdError> {
+        let id = id.into();
+        check_app_id(&id, max_len)?;
+        Ok(AppId(id))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id as a `String`.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl std::ops::Deref for AppId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for AppId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for AppId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AppId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for AppId {
+    type Err = AppIdError;
+
+    fn from_str(id: &str) -> Result<AppId, AppIdError> {
+        AppId::new(id)
+    }
+}
+
+impl TryFrom<String> for AppId {
+    type Error = AppIdError;
+
+    fn try_from(id: String) -> Result<AppId, AppIdError> {
+        AppId::new(id)
+    }
+}
+
+impl TryFrom<&str> for AppId {
+    type Error = AppIdError;
+
+    fn try_from(id: &str) -> Result<AppId, AppIdError> {
+        AppId::new(id)
+    }
+}
+
+impl From<AppId> for String {
+    fn from(id: AppId) -> String {
+        id.0
+    }
+}
+
+impl PartialEq<str> for AppId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for AppId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+/// A string; reading one checks it ([`AppId::new`]).
+#[cfg(feature = "serde")]
+impl serde::Serialize for AppId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for AppId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<AppId, D::Error> {
+        let id = String::deserialize(d)?;
+        AppId::new(id).map_err(|e| serde::de::Error::custom(format!("invalid application id: {e}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_app_id_is_made_only_of_a_checked_id() {
+        assert_eq!(AppId::new("kiosk").unwrap(), "kiosk");
+        assert_eq!(AppId::new(""), Err(AppIdError::Empty));
+        assert_eq!(
+            AppId::with_max_len("abcd", 3),
+            Err(AppIdError::TooLong { len: 4, max: 3 })
+        );
+        assert_eq!(AppId::with_max_len("abc", 3).unwrap().into_string(), "abc");
+        assert_eq!(
+            AppId::try_from("a\u{2029}b"),
+            Err(AppIdError::LineSeparator { ch: '\u{2029}' })
+        );
+        assert_eq!(
+            AppId::try_from("a\u{202E}b".to_owned()),
+            Err(AppIdError::BidiControl { ch: '\u{202E}' })
+        );
+        let id: AppId = "é 漢".parse().unwrap();
+        assert_eq!((id.len(), id.to_string()), (6, "é 漢".to_owned()));
+        assert_eq!(String::from(id), "é 漢");
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn an_app_id_reads_from_json_only_when_valid() {
+        let id: AppId = serde_json::from_str("\"kiosk 7\"").unwrap();
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"kiosk 7\"");
+        let err = serde_json::from_str::<AppId>("\"a|b\"").unwrap_err();
+        assert!(err.to_string().contains("invalid application id"), "{err}");
+    }
 
     const MAX: usize = super::super::MAX_APP_ID_LEN;
 

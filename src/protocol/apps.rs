@@ -101,6 +101,15 @@ pub enum AppState {
 }
 
 impl AppState {
+    /// Every state, in the order of [`StateCounts`] and of the dashboard's
+    /// summary.
+    pub const ALL: [AppState; 4] = [
+        AppState::Ok,
+        AppState::Warning,
+        AppState::Critical,
+        AppState::Missing,
+    ];
+
     /// The state's word in the API: `ok`, `warning`, `critical`, `missing`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -108,6 +117,22 @@ impl AppState {
             AppState::Warning => "warning",
             AppState::Critical => "critical",
             AppState::Missing => "missing",
+        }
+    }
+
+    /// The state as the dashboard's badge writes it: `OK`, `WARNING`,
+    /// `CRITICAL`, `MISSING`.
+    ///
+    /// ```
+    /// use heartbeat_sdk::protocol::apps::AppState;
+    /// assert_eq!(AppState::Missing.label(), "MISSING");
+    /// ```
+    pub fn label(self) -> &'static str {
+        match self {
+            AppState::Ok => "OK",
+            AppState::Warning => "WARNING",
+            AppState::Critical => "CRITICAL",
+            AppState::Missing => "MISSING",
         }
     }
 }
@@ -183,6 +208,37 @@ pub struct StateCounts {
     pub critical: u64,
     /// Apps in state `missing`.
     pub missing: u64,
+}
+
+impl StateCounts {
+    /// How many apps are in `state`.
+    ///
+    /// ```
+    /// use heartbeat_sdk::protocol::apps::{AppState, StateCounts};
+    /// let mut counts = StateCounts::default();
+    /// counts.add(AppState::Warning, 2);
+    /// assert_eq!(counts.of(AppState::Warning), 2);
+    /// assert_eq!(counts.of(AppState::Ok), 0);
+    /// ```
+    pub fn of(&self, state: AppState) -> u64 {
+        match state {
+            AppState::Ok => self.ok,
+            AppState::Warning => self.warning,
+            AppState::Critical => self.critical,
+            AppState::Missing => self.missing,
+        }
+    }
+
+    /// Counts `n` more apps in `state`.
+    pub fn add(&mut self, state: AppState, n: u64) {
+        let slot = match state {
+            AppState::Ok => &mut self.ok,
+            AppState::Warning => &mut self.warning,
+            AppState::Critical => &mut self.critical,
+            AppState::Missing => &mut self.missing,
+        };
+        *slot = slot.saturating_add(n);
+    }
 }
 
 /// One tracked or expected application (an entry of `apps`).

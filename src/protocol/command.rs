@@ -15,7 +15,7 @@
 //! - `appid` comes from the query, or, when absent there, from an
 //!   `application/x-www-form-urlencoded` body, where HTML form rules apply
 //!   and `+` is a space; the first `appid` wins;
-//! - the id must pass [`check_app_id`]: not empty, at most
+//! - the id must pass [`check_app_id`](super::check_app_id): not empty, at most
 //!   [`MAX_APP_ID_LEN`] bytes, and no character that would
 //!   corrupt a line of `/list` or a Nagios plugin line (control characters,
 //!   `|`, U+2028, U+2029, the bidirectional controls);
@@ -28,7 +28,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
-use super::{check_app_id, printable, AppIdError, Beat, MAX_APP_ID_LEN, MAX_TIMEOUT_MS};
+use super::{printable, AppId, AppIdError, Beat, MAX_APP_ID_LEN, MAX_TIMEOUT_MS};
 
 /// Longest echo of a rejected timeout value inside an error message, in chars.
 const MAX_ECHO_CHARS: usize = 64;
@@ -43,8 +43,8 @@ pub enum Command {
     Beat {
         /// Which of the three.
         beat: Beat,
-        /// The application id, percent-decoded.
-        app: String,
+        /// The application id, percent-decoded and checked.
+        app: AppId,
         /// The timeout the client promises (whole milliseconds on the wire).
         timeout: Duration,
     },
@@ -52,8 +52,8 @@ pub enum Command {
     List,
     /// `status`: status of one application, or of the whole host.
     Status {
-        /// The queried id, or `None` for the host status.
-        app: Option<String>,
+        /// The queried id (checked), or `None` for the host status.
+        app: Option<AppId>,
     },
     /// `metrics`: Prometheus text exposition.
     Metrics,
@@ -71,8 +71,8 @@ pub enum Command {
     /// application's run failed with exit code `code` (0 to 255; 128 + N
     /// for a death by signal N). The reference answers it `400`.
     Fail {
-        /// The application id, percent-decoded.
-        app: String,
+        /// The application id, percent-decoded and checked.
+        app: AppId,
         /// The exit code.
         code: u8,
     },
@@ -377,21 +377,20 @@ fn parse_command_with(
         let code = parse_exit_code(timeout_element)?;
         let app =
             appid_of(params, form_body)?.ok_or(CommandError::MissingAppId { command: FAIL })?;
-        validate_app(&app, FAIL, limits)?;
+        let app = validate_app(app, FAIL, limits)?;
         return Ok(Command::Fail { app, code });
     }
     let Some(beat) = beat else {
-        let app = appid_of(params, form_body)?;
-        if let Some(app) = &app {
-            validate_app(app, "status", limits)?;
-        }
+        let app = appid_of(params, form_body)?
+            .map(|app| validate_app(app, "status", limits))
+            .transpose()?;
         return Ok(Command::Status { app });
     };
 
     let command = beat_name(beat);
     let timeout = Duration::from_millis(parse_timeout(timeout_element, limits)?);
     let app = appid_of(params, form_body)?.ok_or(CommandError::MissingAppId { command })?;
-    validate_app(&app, command, limits)?;
+    let app = validate_app(app, command, limits)?;
     Ok(Command::Beat { beat, app, timeout })
 }
 
@@ -503,11 +502,11 @@ fn find_appid<'a>(
 /// (empty, over-long and control-character ids keep their historical
 /// variants; the rest is [`CommandError::InvalidAppId`]).
 fn validate_app(
-    app: &str,
+    app: String,
     command: &'static str,
     limits: &ParseLimits,
-) -> Result<(), CommandError> {
-    check_app_id(app, limits.max_app_id_len).map_err(|reason| match reason {
+) -> Result<AppId, CommandError> {
+    AppId::with_max_len(app, limits.max_app_id_len).map_err(|reason| match reason {
         AppIdError::Empty => CommandError::EmptyAppId { command },
         AppIdError::TooLong { len, max } => CommandError::AppIdTooLong { len, max },
         AppIdError::ControlChar { .. } => CommandError::AppIdControlChar,
@@ -540,7 +539,7 @@ mod tests {
     fn beat(beat: Beat, app: &str, timeout_ms: u64) -> Command {
         Command::Beat {
             beat,
-            app: app.into(),
+            app: AppId::new(app).unwrap(),
             timeout: Duration::from_millis(timeout_ms),
         }
     }
@@ -552,7 +551,7 @@ mod tests {
     #[test]
     fn parses_the_failure_extension() {
         let fail = |app: &str, code| Command::Fail {
-            app: app.into(),
+            app: AppId::new(app).unwrap(),
             code,
         };
         assert_eq!(
@@ -620,7 +619,7 @@ mod tests {
         assert_eq!(
             ok("/status?-5&appid=T"),
             Command::Status {
-                app: Some("T".into())
+                app: Some(AppId::new("T").unwrap())
             }
         );
     }
@@ -712,7 +711,7 @@ mod tests {
         assert_eq!(
             ok("/status?0&appid=a+b"),
             Command::Status {
-                app: Some("a+b".into())
+                app: Some(AppId::new("a+b").unwrap())
             }
         );
         let init = |body: &[u8]| parse_command("/hb_init?5", Some(body)).unwrap();
@@ -886,7 +885,7 @@ mod tests {
         assert_eq!(
             parse_command("/status", Some(b"appid=S")).unwrap(),
             Command::Status {
-                app: Some("S".into())
+                app: Some(AppId::new("S").unwrap())
             }
         );
         assert_eq!(

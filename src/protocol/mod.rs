@@ -31,7 +31,7 @@ mod status;
 mod summary;
 mod time;
 
-pub use app_id::{check_app_id, AppIdError};
+pub use app_id::{check_app_id, AppId, AppIdError};
 #[cfg(monitor)]
 pub(crate) use key::peer_key;
 pub use key::{split_key, RecordKey, KEY_SEPARATOR};
@@ -47,7 +47,7 @@ pub use status::{
     app_line, failed_line, multiple_line, multiple_line_head, no_record_line, PerfValue, Range,
     State, Status, MULTIPLE_LINE_END, MULTIPLE_LINE_SEPARATOR, NO_CLIENTS_LINE,
 };
-pub use summary::{nagios_text, AppAnswer, CheckedApp, Counts, Finding, HostCheck, SUMMARY_NAMES};
+pub use summary::{nagios_text, AppAnswer};
 pub use time::{format_time, parse_time};
 
 /// The largest timeout, in milliseconds, that a request may carry. The
@@ -147,8 +147,15 @@ pub const fn max_apps_body(apps: usize) -> usize {
 }
 
 /// Whole milliseconds of `d`, rounded down and saturating at `u64::MAX`
-/// (`as_millis` without its 128-bit arithmetic: this is on the ping path).
-pub(crate) fn whole_ms(d: std::time::Duration) -> u64 {
+/// (`as_millis` without its 128-bit arithmetic: this is on the ping path),
+/// as every `_ms` figure of the protocol is written.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(heartbeat_sdk::protocol::whole_ms(Duration::from_micros(2_999)), 2);
+/// assert_eq!(heartbeat_sdk::protocol::whole_ms(Duration::MAX), u64::MAX);
+/// ```
+pub fn whole_ms(d: std::time::Duration) -> u64 {
     d.as_secs()
         .saturating_mul(1000)
         .saturating_add(u64::from(d.subsec_millis()))

@@ -10,17 +10,22 @@
 //! The monitor types the builder takes are re-exported here for
 //! convenience.
 
+mod accept;
+mod builder;
 mod conns;
-mod http;
+mod handle;
 #[cfg(feature = "notify")]
 mod notify;
+mod respond;
 #[cfg(feature = "state")]
 mod state;
+mod stream;
 
 pub use crate::monitor::{
     Clock, Expected, ExpectedError, ManualClock, RegistryConfig, SharedRegistry, SystemClock,
 };
-pub use http::{Server, ServerBuilder, ServerHandle, DEFAULT_MAX_CONNECTIONS};
+pub use builder::{Server, ServerBuilder, DEFAULT_MAX_CONNECTIONS};
+pub use handle::ServerHandle;
 
 #[cfg(feature = "notify")]
 #[cfg_attr(docsrs, doc(cfg(feature = "notify")))]

@@ -22,9 +22,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use heartbeat_sdk::protocol::{
-    printable, split_key, CheckedApp, Finding, HostCheck, State, UNREACHABLE_LINE,
-};
+use heartbeat_sdk::host_check::{CheckedApp, Finding, HostCheck};
+use heartbeat_sdk::protocol::{printable, split_key, State, UNREACHABLE_LINE};
 use heartbeat_sdk::{AppCheck, ErrorPolicy, HeartbeatClient};
 use serde_json::{json, Value};
 

@@ -37,13 +37,13 @@ use crate::protocol::{self, split_key, RecordKey};
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Expected {
-    pub(super) id: String,
+    pub(super) id: protocol::AppId,
     pub(super) host: Option<IpAddr>,
 }
 
 impl Expected {
     /// The application `id` from any host, if `id` is a valid application
-    /// id ([`protocol::check_app_id`]).
+    /// id ([`protocol::AppId`]).
     ///
     /// # Errors
     /// [`ExpectedError`] when `id` is not a valid application id.
@@ -61,11 +61,11 @@ impl Expected {
     }
 
     fn new(id: &str, host: Option<IpAddr>) -> Result<Expected, ExpectedError> {
-        protocol::check_app_id(id, protocol::MAX_APP_ID_LEN).map_err(|e| ExpectedError {
+        let id = protocol::AppId::new(id).map_err(|e| ExpectedError {
             reason: format!("invalid application id: {e}"),
         })?;
         Ok(Expected {
-            id: id.to_owned(),
+            id,
             host: host.map(|ip| ip.to_canonical()),
         })
     }

@@ -110,6 +110,21 @@ pub struct Counters {
     pub events_dropped: u64,
 }
 
+/// The counters as the JSON API's `counters` object (`refused` is its
+/// `refusals`; `events_dropped` is not in it).
+impl From<Counters> for crate::protocol::apps::Totals {
+    fn from(c: Counters) -> Self {
+        crate::protocol::apps::Totals {
+            inits: c.inits,
+            pings: c.pings,
+            dones: c.dones,
+            expiries: c.expiries,
+            refusals: c.refused,
+            fails: c.fails,
+        }
+    }
+}
+
 /// A new application was refused because `max_apps` are already tracked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegistryFull {
@@ -293,9 +308,8 @@ impl Registry {
                 expected.by_key.insert(key.clone());
             }
             None => {
-                expected.by_id.insert(app.id.clone().into_boxed_str());
-                self.expected_live
-                    .insert(app.id.clone().into_boxed_str(), 0);
+                expected.by_id.insert(Box::from(app.id.as_str()));
+                self.expected_live.insert(Box::from(app.id.as_str()), 0);
             }
         }
         expected.specs.insert(at, (app.clone(), key));

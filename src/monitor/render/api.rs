@@ -11,18 +11,23 @@
 //! taken, and `last_seen` is `generated_at` minus the age, both in whole
 //! milliseconds, so `last_seen_ago_ms` is exactly their difference.
 //!
-//! Strings go through `serde_json` (escapes of `"`, `\` and control
-//! characters), floats too (`null` for a non-finite one); the page goes
-//! through [`dashboard::escape`].
+//! Every record is a [`protocol::apps`](crate::protocol::apps) value
+//! ([`AppRecord`], [`Thresholds`], [`Totals`], [`StateCounts`]) written by
+//! its serde shape, the one schema `HeartbeatClient::apps()` reads back;
+//! only the document's frame (`{"version":1,...,"apps":[`, the commas,
+//! `]}`) is written here, so that it can be streamed a record at a time
+//! (a unit test checks the stream is `serde_json`'s writing of the whole
+//! [`Apps`](crate::protocol::apps::Apps)). The page renders the same
+//! records through [`dashboard::escape`].
 
-use std::borrow::Cow;
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::monitor::history::Uptime;
 use crate::monitor::registry::Snapshot;
-use crate::monitor::render::dashboard::{self, AppRow, Counts, RowState, Thresholds};
-use crate::protocol::{whole_ms, State};
+use crate::monitor::render::dashboard;
+use crate::protocol::apps::{AppRecord, AppState, StateCounts, Thresholds, Totals};
+use crate::protocol::{whole_ms, RecordKey, State};
 
 /// The `Content-Type` of `/api/v1/apps`.
 pub(crate) const JSON: &str = "application/json";
@@ -122,7 +127,7 @@ impl<M: Missing> Listing<'_, M> {
                 if i > 1 {
                     out.push(b',');
                 }
-                self.json_app(&self.row(i - 1), out);
+                json(out, &self.row(i - 1));
             }
             (Format::Html, i) if i <= rows => {
                 let mut row = String::new();
@@ -144,42 +149,34 @@ impl<M: Missing> Listing<'_, M> {
             warn_ratio: config.warn_ratio,
             crit_ratio: config.crit_ratio,
             drop_ratio: config.drop_ratio,
-            tolerance_ms: whole_ms(config.tolerance),
+            tolerance: config.tolerance,
         }
     }
 
-    fn counts(&self) -> Counts {
-        let mut counts = Counts::default();
+    fn counts(&self) -> StateCounts {
+        let mut counts = StateCounts::default();
         for i in 0..self.snapshot.len() {
-            counts[row_state(self.snapshot.app(i).state).index()] += 1;
+            counts.add(app_state(self.snapshot.app(i).state), 1);
         }
-        counts[RowState::Missing.index()] += self.missing.len();
+        counts.add(AppState::Missing, self.missing.len() as u64);
         counts
     }
 
     /// Row `i`: a tracked application, then the missing ones.
-    fn row(&self, i: usize) -> AppRow<'_> {
+    fn row(&self, i: usize) -> AppRecord {
         let snapshot = self.snapshot;
+        let generated = self.generated_ms();
         if let Some(missing) = i.checked_sub(snapshot.len()).map(|m| &self.missing[m]) {
             let id = missing.id();
-            let host = missing.host().map(|ip| Cow::Owned(ip.to_string()));
+            let host = missing.host().map(|ip| ip.to_string());
             let key = match &host {
-                Some(host) if snapshot.config().key_by_peer => Cow::Owned(format!("{id} @ {host}")),
-                _ => Cow::Borrowed(id),
+                Some(host) if snapshot.config().key_by_peer => {
+                    RecordKey::new(id, Some(host)).to_string()
+                }
+                _ => id.to_owned(),
             };
             let uptime = (self.uptime)(id, host.as_deref());
-            return AppRow {
-                key,
-                id,
-                host,
-                state: RowState::Missing,
-                overdue_ratio: None,
-                granted_ms: None,
-                last_seen_ago_ms: None,
-                expected: true,
-                failed: None,
-                uptime,
-            };
+            return record(key, id, host, true, uptime);
         }
         let app = snapshot.app(i);
         let (id, host) = if snapshot.config().key_by_peer {
@@ -187,140 +184,101 @@ impl<M: Missing> Listing<'_, M> {
         } else {
             (app.key, None)
         };
-        AppRow {
-            key: Cow::Borrowed(app.key),
-            id,
-            uptime: (self.uptime)(id, host),
-            failed: app.failed,
-            host: host.map(Cow::Borrowed),
-            state: row_state(app.state),
+        let ago = whole_ms(snapshot.since_last(i));
+        AppRecord {
+            state: app_state(app.state),
             overdue_ratio: Some(app.overdue_ratio),
-            granted_ms: Some(whole_ms(app.granted)),
-            last_seen_ago_ms: Some(whole_ms(snapshot.since_last(i))),
-            expected: (self.is_expected)(i),
+            granted: Some(app.granted),
+            last_seen: Some(UNIX_EPOCH + Duration::from_millis(generated.saturating_sub(ago))),
+            last_seen_ago: Some(Duration::from_millis(ago)),
+            missing: false,
+            failed: app.failed,
+            ..record(
+                app.key.to_owned(),
+                id,
+                host.map(str::to_owned),
+                (self.is_expected)(i),
+                (self.uptime)(id, host),
+            )
         }
     }
 
+    /// The snapshot's system time in whole milliseconds since the epoch,
+    /// within the years RFC 3339 can write (`0` before 1970).
     fn generated_ms(&self) -> u64 {
         self.generated_at
             .duration_since(UNIX_EPOCH)
             .map_or(0, whole_ms)
+            .min(LAST_MS)
     }
 
     fn json_head(&self, out: &mut Vec<u8>) {
-        let t = self.thresholds();
-        let c = self.snapshot.counters();
-        let n = self.counts();
         out.extend_from_slice(b"{\"version\":1,\"generated_at\":\"");
         out.extend_from_slice(rfc3339_ms(self.generated_ms()).as_bytes());
-        out.extend_from_slice(b"\",\"thresholds\":{\"warn_ratio\":");
-        number(out, t.warn_ratio);
-        out.extend_from_slice(b",\"crit_ratio\":");
-        number(out, t.crit_ratio);
-        out.extend_from_slice(b",\"drop_ratio\":");
-        number(out, t.drop_ratio);
-        let text = format!(
-            ",\"tolerance_ms\":{}}},\"counters\":{{\"inits\":{},\"pings\":{},\"dones\":{},\"expiries\":{},\"refusals\":{},\"fails\":{}}},\
-             \"counts\":{{\"ok\":{},\"warning\":{},\"critical\":{},\"missing\":{}}},\"apps\":[",
-            t.tolerance_ms,
-            c.inits,
-            c.pings,
-            c.dones,
-            c.expiries,
-            c.refused,
-            c.fails,
-            n[0],
-            n[1],
-            n[2],
-            n[3],
-        );
-        out.extend_from_slice(text.as_bytes());
-    }
-
-    fn json_app(&self, app: &AppRow<'_>, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"key\":");
-        string(out, &app.key);
-        out.extend_from_slice(b",\"id\":");
-        string(out, app.id);
-        out.extend_from_slice(b",\"host\":");
-        match &app.host {
-            Some(host) => string(out, host),
-            None => out.extend_from_slice(b"null"),
-        }
-        out.extend_from_slice(b",\"state\":\"");
-        out.extend_from_slice(app.state.name().as_bytes());
-        out.extend_from_slice(b"\",\"overdue_ratio\":");
-        match app.overdue_ratio {
-            Some(ratio) => number(out, ratio),
-            None => out.extend_from_slice(b"null"),
-        }
-        let granted = app
-            .granted_ms
-            .map_or_else(|| "null".to_owned(), |g| g.to_string());
-        out.extend_from_slice(b",\"granted_ms\":");
-        out.extend_from_slice(granted.as_bytes());
-        match app.last_seen_ago_ms {
-            Some(ago) => {
-                let seen = rfc3339_ms(self.generated_ms().saturating_sub(ago));
-                out.extend_from_slice(
-                    format!(",\"last_seen\":\"{seen}\",\"last_seen_ago_ms\":{ago}").as_bytes(),
-                );
-            }
-            None => out.extend_from_slice(b",\"last_seen\":null,\"last_seen_ago_ms\":null"),
-        }
-        let missing = app.state == RowState::Missing;
-        out.extend_from_slice(
-            format!(",\"expected\":{},\"missing\":{missing}", app.expected).as_bytes(),
-        );
-        let failed = app
-            .failed
-            .map_or_else(|| "null".to_owned(), |c| c.to_string());
-        out.extend_from_slice(format!(",\"failed\":{failed},\"uptime_24h\":").as_bytes());
-        optional(out, app.uptime.day);
-        out.extend_from_slice(b",\"uptime_7d\":");
-        optional(out, app.uptime.week);
-        // the strip is `o`, `w`, `c` and `-` only: no escaping needed
-        out.extend_from_slice(b",\"strip_24h\":\"");
-        out.extend_from_slice(app.uptime.strip.as_bytes());
-        out.extend_from_slice(b"\"}");
+        out.extend_from_slice(b"\",\"thresholds\":");
+        json(out, &self.thresholds());
+        out.extend_from_slice(b",\"counters\":");
+        json(out, &Totals::from(self.snapshot.counters()));
+        out.extend_from_slice(b",\"counts\":");
+        json(out, &self.counts());
+        out.extend_from_slice(b",\"apps\":[");
     }
 }
 
-/// A registry state as a row state (the registry never says UNKNOWN).
-fn row_state(state: State) -> RowState {
+/// A registry state as the API's (the registry never says UNKNOWN).
+fn app_state(state: State) -> AppState {
     match state {
-        State::Ok => RowState::Ok,
-        State::Warning => RowState::Warning,
-        _ => RowState::Critical,
+        State::Ok => AppState::Ok,
+        State::Warning => AppState::Warning,
+        _ => AppState::Critical,
     }
 }
 
-/// A JSON string: serde_json's escaping (writing to a `Vec` cannot fail).
-fn string(out: &mut Vec<u8>, text: &str) {
-    let _ = serde_json::to_writer(&mut *out, text);
-}
-
-/// A JSON number, or `null`.
-fn optional(out: &mut Vec<u8>, x: Option<f64>) {
-    match x {
-        Some(x) => number(out, x),
-        None => out.extend_from_slice(b"null"),
+/// The record of an application that is not tracked (the missing state);
+/// a tracked one overrides what it knows.
+fn record(
+    key: String,
+    id: &str,
+    host: Option<String>,
+    expected: bool,
+    uptime: Uptime,
+) -> AppRecord {
+    AppRecord {
+        key,
+        id: id.to_owned(),
+        host,
+        state: AppState::Missing,
+        overdue_ratio: None,
+        granted: None,
+        last_seen: None,
+        last_seen_ago: None,
+        expected,
+        missing: true,
+        failed: None,
+        uptime_24h: uptime.day,
+        uptime_7d: uptime.week,
+        strip_24h: uptime.strip,
     }
 }
 
-/// A JSON number; `null` when not finite.
-fn number(out: &mut Vec<u8>, x: f64) {
-    let _ = serde_json::to_writer(&mut *out, &x);
+/// `value` as compact JSON, by its `protocol::apps` type's serde shape
+/// (writing to a `Vec` cannot fail, and no value here has a time outside
+/// the years RFC 3339 can write).
+fn json<T: serde::Serialize>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(&mut *out, value);
 }
+
+/// The last millisecond RFC 3339 can write: 9999-12-31T23:59:59.999Z.
+const LAST_MS: u64 = 253_402_300_799_999;
 
 /// `ms` since the Unix epoch as RFC 3339 in UTC with milliseconds
 /// (`2026-11-25T10:00:01.234Z`), by the protocol's one formatter; a time
 /// past year 9999 (a system clock gone wrong) is written as the last
 /// millisecond of 9999.
 pub(crate) fn rfc3339_ms(ms: u64) -> String {
-    let time = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms));
+    let time = UNIX_EPOCH.checked_add(Duration::from_millis(ms.min(LAST_MS)));
     time.and_then(crate::protocol::format_time)
-        .unwrap_or_else(|| "9999-12-31T23:59:59.999Z".to_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -457,6 +415,29 @@ mod tests {
         );
         assert_eq!(text, expected);
         let _: Value = serde_json::from_str(&text).expect("valid JSON");
+    }
+
+    /// The streamed document is, byte for byte, `serde_json`'s writing of
+    /// the `protocol::apps::Apps` it parses into: the head the listing
+    /// writes by hand has the schema type's field names and order.
+    #[test]
+    fn the_stream_is_the_schema_types_serialization() {
+        let t0 = Instant::now();
+        let mut r = Registry::default();
+        r.init("a", HOST, Duration::from_secs(3), t0).unwrap();
+        r.fail("b", LOCAL, 3, t0).unwrap();
+        let mut snapshot = r.snapshot(t0 + Duration::from_millis(4_321));
+        let missing = [MissingApp {
+            id: "m".into(),
+            host: Some(HOST),
+        }];
+        let text = render(&mut snapshot, Format::Json, &|i| i == 1, &missing);
+        let apps = crate::protocol::apps::parse_apps(text.as_bytes()).unwrap();
+        assert_eq!(apps.apps.len(), 3);
+        assert_eq!(apps.counters.fails, 1);
+        assert_eq!(apps.counts.of(AppState::Critical), 1);
+        let again = serde_json::to_string(&apps).unwrap() + "\n";
+        assert_eq!(text, again);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The dashboard at `GET /` (issue 12): one HTML page compiled into the
+//! The dashboard at `GET /`: one HTML page compiled into the
 //! binary, rendered on the server first (it reads fine with JavaScript off),
 //! then refreshed in place by its own script from `GET /api/v1/apps` every
 //! 2 s (the JSON shape is fixed in `docs/api-v1.md`).
@@ -50,98 +50,11 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use crate::protocol::apps::{AppRecord, AppState, StateCounts, Thresholds};
+use crate::protocol::whole_ms;
+
 /// The page, with its `<!--SUMMARY-->` and `<!--ROWS-->` placeholders.
 pub(crate) const TEMPLATE: &str = include_str!("dashboard.html");
-
-/// The state of one row, as the JSON API names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RowState {
-    /// Overdue ratio below `warn_ratio`.
-    Ok,
-    /// From `warn_ratio` up to `crit_ratio`.
-    Warning,
-    /// From `crit_ratio` on.
-    Critical,
-    /// Expected but not tracked.
-    Missing,
-}
-
-impl RowState {
-    /// Every state, in the summary's order.
-    pub(crate) const ALL: [RowState; 4] = [
-        RowState::Ok,
-        RowState::Warning,
-        RowState::Critical,
-        RowState::Missing,
-    ];
-
-    /// The JSON / CSS name: `ok`, `warning`, `critical`, `missing`.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            RowState::Ok => "ok",
-            RowState::Warning => "warning",
-            RowState::Critical => "critical",
-            RowState::Missing => "missing",
-        }
-    }
-
-    /// The badge text.
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            RowState::Ok => "OK",
-            RowState::Warning => "WARNING",
-            RowState::Critical => "CRITICAL",
-            RowState::Missing => "MISSING",
-        }
-    }
-
-    /// The index of the state in [`RowState::ALL`] (and in [`Counts`]).
-    pub(crate) fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// How many applications are in each state, in [`RowState::ALL`]'s order.
-pub(crate) type Counts = [usize; 4];
-
-/// One application, as `docs/api-v1.md` describes it; borrowed from the
-/// snapshot where it can be.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct AppRow<'a> {
-    /// The record key (`"ID @ IP"`, or the bare id); for a missing app the expected key.
-    pub(crate) key: Cow<'a, str>,
-    /// The application id.
-    pub(crate) id: &'a str,
-    /// The peer address; `None` when unknown (a missing app never seen).
-    pub(crate) host: Option<Cow<'a, str>>,
-    /// The row's state.
-    pub(crate) state: RowState,
-    /// Time since the last init/ping over the granted timeout; `None` when missing.
-    pub(crate) overdue_ratio: Option<f64>,
-    /// The granted timeout in ms; `None` when missing.
-    pub(crate) granted_ms: Option<u64>,
-    /// Milliseconds since the last init/ping; `None` when never seen.
-    pub(crate) last_seen_ago_ms: Option<u64>,
-    /// On the server's expected list.
-    pub(crate) expected: bool,
-    /// The exit code of a failed run.
-    pub(crate) failed: Option<u8>,
-    /// Uptime and the 24-hour strip, from the history.
-    pub(crate) uptime: crate::monitor::history::Uptime,
-}
-
-/// The server's thresholds, as in the JSON's `thresholds`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Thresholds {
-    /// Overdue ratio from which an app is WARNING.
-    pub(crate) warn_ratio: f64,
-    /// Overdue ratio from which an app is CRITICAL.
-    pub(crate) crit_ratio: f64,
-    /// Overdue ratio at which a record is dropped; the overdue bar is full there.
-    pub(crate) drop_ratio: f64,
-    /// Added to every requested timeout, in ms.
-    pub(crate) tolerance_ms: u64,
-}
 
 /// HTML-escapes `&`, `<`, `>`, `"` and `'`: safe in text and in quoted attributes.
 pub(crate) fn escape(text: &str) -> Cow<'_, str> {
@@ -174,7 +87,7 @@ fn template_parts() -> (&'static str, &'static str, &'static str) {
 }
 
 /// Appends the page up to its first row: the head, the summary.
-pub(crate) fn write_head(out: &mut String, counts: &Counts, thresholds: &Thresholds) {
+pub(crate) fn write_head(out: &mut String, counts: &StateCounts, thresholds: &Thresholds) {
     let (head, middle, _) = template_parts();
     out.push_str(head);
     render_summary(out, counts, thresholds);
@@ -191,10 +104,10 @@ pub(crate) fn write_tail(out: &mut String, empty: bool) {
 
 /// The whole page for `apps`, in one string.
 #[cfg(test)]
-pub(crate) fn render_page(thresholds: &Thresholds, apps: &[AppRow<'_>]) -> String {
-    let mut counts = Counts::default();
+pub(crate) fn render_page(thresholds: &Thresholds, apps: &[AppRecord]) -> String {
+    let mut counts = StateCounts::default();
     for app in apps {
-        counts[app.state.index()] += 1;
+        counts.add(app.state, 1);
     }
     let mut page = String::new();
     write_head(&mut page, &counts, thresholds);
@@ -205,13 +118,13 @@ pub(crate) fn render_page(thresholds: &Thresholds, apps: &[AppRow<'_>]) -> Strin
     page
 }
 
-fn render_summary(out: &mut String, counts: &Counts, t: &Thresholds) {
-    for state in RowState::ALL {
+fn render_summary(out: &mut String, counts: &StateCounts, t: &Thresholds) {
+    for state in AppState::ALL {
         let _ = write!(
             out,
             r#"<div class="count state-{s}"><b data-count="{s}">{n}</b><span>{l}</span></div>"#,
-            s = state.name(),
-            n = counts[state.index()],
+            s = state.as_str(),
+            n = counts.of(state),
             l = state.label(),
         );
     }
@@ -220,19 +133,19 @@ fn render_summary(out: &mut String, counts: &Counts, t: &Thresholds) {
         t.warn_ratio,
         t.crit_ratio,
         t.drop_ratio,
-        duration(Some(t.tolerance_ms)),
+        duration(Some(whole_ms(t.tolerance))),
     );
     let _ = write!(out, r#"<p class="thresholds">{}</p>"#, escape(&text));
 }
 
 /// Appends one row's markup (the module docs give the exact shape).
-pub(crate) fn render_row(out: &mut String, app: &AppRow<'_>, drop_ratio: f64) {
-    let state = app.state.name();
+pub(crate) fn render_row(out: &mut String, app: &AppRecord, drop_ratio: f64) {
+    let state = app.state.as_str();
     let _ = write!(
         out,
         r#"<tr class="app state-{state}" data-key="{key}" data-state="{state}"><td class="app-id">{id}</td><td class="app-host">{host}</td><td class="app-state"><span class="badge">{label}</span>"#,
         key = escape(&app.key),
-        id = escape(app.id),
+        id = escape(&app.id),
         host = escape(app.host.as_deref().unwrap_or(DASH)),
         label = app.state.label(),
     );
@@ -247,10 +160,10 @@ pub(crate) fn render_row(out: &mut String, app: &AppRow<'_>, drop_ratio: f64) {
             Some(r) if usable(r) => fixed(r, 2),
             _ => DASH.to_owned(),
         },
-        granted = duration(app.granted_ms),
-        seen = ago(app.last_seen_ago_ms),
+        granted = duration(app.granted.map(whole_ms)),
+        seen = ago(app.last_seen_ago.map(whole_ms)),
     );
-    let slots = app.uptime.strip.as_bytes();
+    let slots = app.strip_24h.as_bytes();
     let mut first = 0;
     while first < slots.len() {
         let run = slots[first..]
@@ -274,8 +187,8 @@ pub(crate) fn render_row(out: &mut String, app: &AppRow<'_>, drop_ratio: f64) {
     let _ = write!(
         out,
         r#"</svg><span class="uptime" title="7 d: {week}">{day}</span></td></tr>"#,
-        week = percent(app.uptime.week),
-        day = percent(app.uptime.day),
+        week = percent(app.uptime_7d),
+        day = percent(app.uptime_24h),
     );
 }
 
@@ -339,50 +252,48 @@ fn ago(ms: Option<u64>) -> String {
 pub(crate) mod tests {
     use super::*;
     use crate::monitor::history::Uptime;
+    use std::time::Duration;
 
     /// The markup both renderers must produce, shared with `tests/dashboard_browser.rs`.
     const GOLDEN: &str = include_str!("../../../tests/data/dashboard_rows.html");
 
     fn thresholds() -> Thresholds {
-        Thresholds {
-            warn_ratio: 3.0,
-            crit_ratio: 5.0,
-            drop_ratio: 6.0,
-            tolerance_ms: 1000,
-        }
+        Thresholds::default()
     }
 
-    fn app(id: &str, state: RowState, ratio: f64) -> AppRow<'_> {
-        AppRow {
-            key: format!("{id} @ 127.0.0.1").into(),
-            id,
+    fn app(id: &str, state: AppState, ratio: f64) -> AppRecord {
+        AppRecord {
+            key: format!("{id} @ 127.0.0.1"),
+            id: id.to_owned(),
             host: Some("127.0.0.1".into()),
             state,
             overdue_ratio: Some(ratio),
-            granted_ms: Some(3000),
-            last_seen_ago_ms: Some((ratio * 3000.0) as u64),
+            granted: Some(Duration::from_secs(3)),
+            last_seen: None,
+            last_seen_ago: Some(Duration::from_millis((ratio * 3000.0) as u64)),
             expected: false,
+            missing: false,
             failed: None,
-            uptime: Uptime::unknown(),
+            uptime_24h: None,
+            uptime_7d: None,
+            strip_24h: Uptime::unknown().strip,
         }
     }
 
-    fn missing(id: &str) -> AppRow<'_> {
-        AppRow {
-            key: id.into(),
-            id,
+    fn missing(id: &str) -> AppRecord {
+        AppRecord {
+            key: id.to_owned(),
             host: None,
-            state: RowState::Missing,
             overdue_ratio: None,
-            granted_ms: None,
-            last_seen_ago_ms: None,
+            granted: None,
+            last_seen_ago: None,
             expected: true,
-            failed: None,
-            uptime: Uptime::unknown(),
+            missing: true,
+            ..app(id, AppState::Missing, 0.0)
         }
     }
 
-    fn row(app: &AppRow) -> String {
+    fn row(app: &AppRecord) -> String {
         let mut out = String::new();
         render_row(&mut out, app, 6.0);
         out
@@ -401,11 +312,11 @@ pub(crate) mod tests {
         let page = render_page(
             &thresholds(),
             &[
-                app(hostile, RowState::Ok, 0.1),
-                app(r#"x" onmouseover="alert(2)"#, RowState::Warning, 3.2),
+                app(hostile, AppState::Ok, 0.1),
+                app(r#"x" onmouseover="alert(2)"#, AppState::Warning, 3.2),
                 app(
                     "</script><script>alert(3)</script>",
-                    RowState::Critical,
+                    AppState::Critical,
                     5.5,
                 ),
             ],
@@ -435,10 +346,13 @@ pub(crate) mod tests {
     #[test]
     fn rows_match_the_shared_golden_markup() {
         let mut lines = GOLDEN.lines().filter(|l| !l.trim().is_empty());
-        let ok = AppRow {
-            last_seen_ago_ms: Some(1234),
-            uptime: created_just_now(),
-            ..app("kiosk-1", RowState::Ok, 0.52)
+        let uptime = created_just_now();
+        let ok = AppRecord {
+            last_seen_ago: Some(Duration::from_millis(1234)),
+            uptime_24h: uptime.day,
+            uptime_7d: uptime.week,
+            strip_24h: uptime.strip,
+            ..app("kiosk-1", AppState::Ok, 0.52)
         };
         assert_eq!(row(&ok), lines.next().unwrap());
         assert_eq!(row(&missing("kiosk-9")), lines.next().unwrap());
@@ -448,10 +362,10 @@ pub(crate) mod tests {
     #[test]
     fn each_state_gets_its_class_badge_and_data_state() {
         for (state, class, label) in [
-            (RowState::Ok, "state-ok", "OK"),
-            (RowState::Warning, "state-warning", "WARNING"),
-            (RowState::Critical, "state-critical", "CRITICAL"),
-            (RowState::Missing, "state-missing", "MISSING"),
+            (AppState::Ok, "state-ok", "OK"),
+            (AppState::Warning, "state-warning", "WARNING"),
+            (AppState::Critical, "state-critical", "CRITICAL"),
+            (AppState::Missing, "state-missing", "MISSING"),
         ] {
             let r = row(&app("a", state, 1.0));
             assert!(
@@ -459,7 +373,7 @@ pub(crate) mod tests {
                 "{r}"
             );
             assert!(
-                r.contains(&format!(r#"data-state="{}""#, state.name())),
+                r.contains(&format!(r#"data-state="{}""#, state.as_str())),
                 "{r}"
             );
             assert!(
@@ -471,16 +385,16 @@ pub(crate) mod tests {
 
     #[test]
     fn the_bar_is_the_ratio_over_the_drop_ratio_capped_at_full() {
-        assert!(row(&app("a", RowState::Ok, 0.0)).contains(r#"style="width:0.0%""#));
-        assert!(row(&app("a", RowState::Warning, 3.0)).contains(r#"style="width:50.0%""#));
-        assert!(row(&app("a", RowState::Critical, 5.99)).contains(r#"style="width:99.8%""#));
-        assert!(row(&app("a", RowState::Critical, 9.0)).contains(r#"style="width:100.0%""#));
-        let mut nan = app("a", RowState::Ok, 0.0);
+        assert!(row(&app("a", AppState::Ok, 0.0)).contains(r#"style="width:0.0%""#));
+        assert!(row(&app("a", AppState::Warning, 3.0)).contains(r#"style="width:50.0%""#));
+        assert!(row(&app("a", AppState::Critical, 5.99)).contains(r#"style="width:99.8%""#));
+        assert!(row(&app("a", AppState::Critical, 9.0)).contains(r#"style="width:100.0%""#));
+        let mut nan = app("a", AppState::Ok, 0.0);
         nan.overdue_ratio = Some(f64::NAN);
         assert!(row(&nan).contains(r#"style="width:0.0%""#));
         assert!(row(&nan).contains(r#"<span class="ratio">—</span>"#));
         let mut out = String::new();
-        render_row(&mut out, &app("a", RowState::Ok, 1.0), 0.0);
+        render_row(&mut out, &app("a", AppState::Ok, 1.0), 0.0);
         assert!(out.contains(r#"style="width:0.0%""#), "{out}");
     }
 
@@ -508,9 +422,9 @@ pub(crate) mod tests {
                 ..thresholds()
             },
             &[
-                app("a", RowState::Ok, 0.1),
-                app("b", RowState::Ok, 0.2),
-                app("c", RowState::Critical, 5.5),
+                app("a", AppState::Ok, 0.1),
+                app("b", AppState::Ok, 0.2),
+                app("c", AppState::Critical, 5.5),
                 missing("d"),
             ],
         );

@@ -456,7 +456,7 @@ impl StateStore {
             if !(bare && host.is_empty()) && host.parse::<std::net::IpAddr>().is_err() {
                 return Err(read(format!("{key:?}: host {host:?} is not an address")));
             }
-            if !bare && key != format!("{app} @ {host}") {
+            if !bare && key != crate::protocol::RecordKey::new(&app, Some(&host)).to_string() {
                 return Err(read(format!(
                     "{key:?}: the key is neither the id {app:?} nor \"ID @ HOST\""
                 )));

@@ -12,7 +12,7 @@
 //! keeps alive the keys of applications gone since it was taken).
 //!
 //! The sort of the snapshot and the first chunk are done on tokio's blocking
-//! pool (`respond` in `http.rs`): at 100 000 applications they take tens of
+//! pool (`respond` in `respond.rs`): at 100 000 applications they take tens of
 //! milliseconds, which on an async worker would stall every connection it
 //! serves. Sorting lazily a chunk at a time would not help: the first key
 //! of a sorted list needs a pass over all of them. The later chunks are
