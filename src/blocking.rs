@@ -318,6 +318,28 @@ impl HeartbeatClient {
         self.call(policy, |c, p| async move { c.apps(p).await })
     }
 
+    /// One page of `GET /api/v1/apps`: the async
+    /// [`apps_page`](crate::HeartbeatClient::apps_page) (feature `serde`).
+    ///
+    /// ```no_run
+    /// # fn run(client: heartbeat_sdk::blocking::HeartbeatClient) -> heartbeat_sdk::Result<()> {
+    /// use heartbeat_sdk::protocol::apps::{AppState, AppsQuery};
+    /// let query = AppsQuery::new().state(AppState::Critical);
+    /// let page = client.apps_page(&query, heartbeat_sdk::ErrorPolicy::Raise)?;
+    /// println!("{} critical", page.counts.critical);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "serde")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+    pub fn apps_page(
+        &self,
+        query: &crate::protocol::apps::AppsQuery,
+        policy: ErrorPolicy<crate::protocol::apps::Apps>,
+    ) -> Result<crate::protocol::apps::Apps> {
+        let query = query.clone();
+        self.call(policy, |c, p| async move { c.apps_page(&query, p).await })
+    }
+
     /// `/status`: the host's status (`None`) or one application's.
     ///
     /// ```no_run

@@ -412,6 +412,8 @@ async fn against_the_reference_other_hosts_are_unknown_and_gone_apps_skipped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_json_api_adds_missing_apps_and_other_hosts_states() {
     let api = r#"{"version":1,"generated_at":"2026-11-25T10:00:01.234Z",
+      "thresholds":{"warn_ratio":3.0,"crit_ratio":5.0,"drop_ratio":6.0,"tolerance_ms":1000},
+      "counters":{"inits":2,"pings":0,"dones":0,"expiries":0,"refusals":0},
       "counts":{"ok":1,"warning":0,"critical":1,"missing":1},
       "apps":[
         {"key":"kiosk-1 @ 127.0.0.1","id":"kiosk-1","host":"127.0.0.1","state":"ok","overdue_ratio":0.5,"granted_ms":3000,"last_seen":null,"last_seen_ago_ms":null,"expected":true,"missing":false},

@@ -83,10 +83,10 @@ async fn the_example_document_arrives_as_typed_records() {
         ),
         (&None, None, None, None)
     );
-    // one plain GET of the path, no query
+    // one GET of the first page, by key, as large as pages go
     let requests = server.received_requests().await.unwrap();
     assert_eq!(requests.len(), 1);
-    assert_eq!(requests[0].url.query(), None);
+    assert_eq!(requests[0].url.query(), Some("limit=1000"));
 }
 
 #[tokio::test]
@@ -118,7 +118,7 @@ async fn a_server_without_the_api_is_unsupported_not_a_parse_error() {
     let client = client(&server);
     match client.apps(ErrorPolicy::Raise).await {
         Err(Error::Unsupported { url, status: 400 }) => {
-            assert_eq!(url, format!("{}/api/v1/apps", server.uri()));
+            assert_eq!(url, format!("{}/api/v1/apps?limit=1000", server.uri()));
         }
         other => panic!("{other:?}"),
     }
@@ -264,5 +264,130 @@ async fn apps_against_the_embedded_server_with_expected_apps() {
     assert_eq!((missing.host.as_deref(), missing.last_seen), (None, None));
     assert_eq!(apps.apps.len(), 3);
     assert_eq!((apps.counts.ok, apps.counts.missing), (2, 1));
+    server.shutdown().await;
+}
+
+/// A page of the example's first app whose `next_cursor` is `cursor`.
+fn page_with_cursor(cursor: &str) -> String {
+    let doc: serde_json::Value = serde_json::from_str(api_example()).unwrap();
+    let mut doc = doc;
+    doc["apps"] = serde_json::Value::Array(vec![doc["apps"][0].clone()]);
+    doc["page"] = serde_json::json!({"matched": 1_000_000, "next_cursor": cursor});
+    doc.to_string()
+}
+
+/// Pages a hostile (or broken) server hands out: a new cursor each time.
+struct EndlessPages(std::sync::atomic::AtomicUsize);
+
+impl wiremock::Respond for EndlessPages {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ResponseTemplate::new(200)
+            .insert_header("content-type", "application/json")
+            .set_body_string(page_with_cursor(&format!("i{n:x}.61")))
+    }
+}
+
+#[tokio::test]
+async fn pages_that_do_not_end_are_a_parse_error_not_a_loop() {
+    // the same cursor again: stopped at the second page
+    let server = serving(200, &page_with_cursor("i0.61"), "application/json", 2).await;
+    let error = client(&server).apps(ErrorPolicy::Raise).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::Parse { reason, .. } if reason.contains("do not end")),
+        "{error:?}"
+    );
+    // a new cursor each time: stopped past max_apps applications
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/apps"))
+        .respond_with(EndlessPages(0.into()))
+        .mount(&server)
+        .await;
+    let small = HeartbeatClient::builder()
+        .url(server.uri())
+        .max_apps(5)
+        .build()
+        .unwrap();
+    let error = small.apps(ErrorPolicy::Raise).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::Parse { reason, .. } if reason.contains("more than max_apps (5)")),
+        "{error:?}"
+    );
+    let asked = server.received_requests().await.unwrap().len();
+    assert_eq!(asked, 6, "one page per application, up to max_apps + 1");
+    // and a fallback covers both
+    let fallback = small
+        .apps(ErrorPolicy::Fallback(Apps::default()))
+        .await
+        .unwrap();
+    assert!(fallback.apps.is_empty());
+}
+
+/// Every page of a fleet bigger than one page, through the embedded
+/// server: each row once, in key order (missing apps by key too), and a
+/// filtered, sorted page of the problems.
+#[cfg(feature = "server")]
+#[tokio::test]
+async fn apps_reads_every_page_and_apps_page_one_of_them() {
+    use heartbeat_sdk::protocol::apps::{AppsQuery, AppsSort, MAX_PAGE_LIMIT};
+    use heartbeat_sdk::server::{Expected, ManualClock, Server};
+    use std::net::IpAddr;
+    const APPS: usize = 2 * MAX_PAGE_LIMIT + 345;
+    let clock = ManualClock::new();
+    let server = Server::builder("127.0.0.1:0".parse().unwrap())
+        .clock(clock.clone())
+        .expect(Expected::any_host("app-0000500x").unwrap())
+        .start()
+        .await
+        .unwrap();
+    let local = IpAddr::from([127, 0, 0, 1]);
+    server.registry().with_registry(|registry, now| {
+        for i in 0..APPS {
+            // every 100th promises 1 ms: CRITICAL after the clock moves
+            let timeout = Duration::from_millis(if i % 100 == 0 { 1 } else { 600_000 });
+            registry
+                .init(&format!("app-{i:08}"), local, timeout, now)
+                .unwrap();
+        }
+    });
+    clock.advance(Duration::from_millis(5_500));
+    let client = HeartbeatClient::builder()
+        .url(server.url())
+        .build()
+        .unwrap();
+    let apps = client.apps(ErrorPolicy::Raise).await.unwrap();
+    assert_eq!(apps.page, None);
+    let keys: Vec<&str> = apps.apps.iter().map(|a| a.key.as_str()).collect();
+    assert_eq!(keys.len(), APPS + 1);
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "key order, each once");
+    assert!(keys.contains(&"app-0000500x"), "the missing app too");
+    assert_eq!(apps.counts.critical, (APPS / 100 + 1) as u64);
+
+    let worst = AppsQuery::new()
+        .state(AppState::Critical)
+        .state(AppState::Missing)
+        .sort(AppsSort::Overdue)
+        .limit(10);
+    let page = client.apps_page(&worst, ErrorPolicy::Raise).await.unwrap();
+    let info = page.page.clone().unwrap();
+    assert_eq!(info.matched, (APPS / 100 + 2) as u64);
+    assert_eq!(page.apps.len(), 10);
+    assert!(page.apps.iter().all(|a| a.state == AppState::Critical));
+    assert!(info.next_cursor.is_some());
+    let rest = client
+        .apps_page(
+            &worst.clone().limit(1000).after(info.next_cursor.unwrap()),
+            ErrorPolicy::Raise,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.apps.len() as u64, info.matched - 10);
+    assert_eq!(
+        rest.apps.last().unwrap().state,
+        AppState::Missing,
+        "missing after CRITICAL"
+    );
+    assert_eq!(rest.page.unwrap().next_cursor, None);
     server.shutdown().await;
 }

@@ -263,7 +263,7 @@ async fn proxy(
                     return;
                 };
                 log.lock().unwrap().push(path.clone());
-                let n = match path.as_str() {
+                let n = match path.split('?').next().unwrap_or("") {
                     "/api/v1/apps" => fetches.fetch_add(1, Ordering::SeqCst) + 1,
                     _ => 0,
                 };
@@ -357,7 +357,7 @@ async fn start(script: Script) -> TestServer {
                 let head = String::from_utf8_lossy(&head);
                 let path = head.split(' ').nth(1).unwrap_or("").to_owned();
                 log.lock().unwrap().push(path.clone());
-                let (status, kind, body) = match path.as_str() {
+                let (status, kind, body) = match path.split('?').next().unwrap_or("") {
                     "/" => ("200 OK", "text/html; charset=utf-8", PAGE.to_owned()),
                     "/api/v1/apps" => {
                         let n = api_calls.fetch_add(1, Ordering::SeqCst);
@@ -523,7 +523,11 @@ async fn rows_refresh_in_place_hostile_ids_stay_text_and_failures_show_stale() {
         "the page was loaded once, never reloaded: {paths:?}"
     );
     assert!(
-        paths.iter().filter(|p| *p == "/api/v1/apps").count() >= 3,
+        paths
+            .iter()
+            .filter(|p| p.starts_with("/api/v1/apps?"))
+            .count()
+            >= 3,
         "two good refreshes and at least one failed one: {paths:?}"
     );
 
@@ -755,7 +759,10 @@ async fn the_script_renders_a_missing_app_like_the_server() {
     })
     .await;
     let dom = dump_dom(&chrome, &server.url, 3000).await;
-    assert!(server.paths().iter().any(|p| p == "/api/v1/apps"));
+    assert!(server
+        .paths()
+        .iter()
+        .any(|p| p == "/api/v1/apps?sort=overdue&limit=100"));
     for golden in GOLDEN_ROWS.lines().filter(|l| !l.trim().is_empty()) {
         assert!(
             dom.contains(golden),
@@ -829,4 +836,116 @@ async fn showcase() -> (ServerHandle, ManualClock) {
     )
     .await;
     (server, clock)
+}
+
+/// The body of `GET path` from `server`, read whole over a plain socket.
+async fn get_body(server: &ServerHandle, path: &str) -> Vec<u8> {
+    let mut conn = TcpStream::connect(server.local_addr()).await.unwrap();
+    conn.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    conn.read_to_end(&mut reply).await.unwrap();
+    let at = reply
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    reply.split_off(at + 4)
+}
+
+/// An operator with 100 000 kiosks: the page shows the 12 that need
+/// attention first, the counts of all of them, one page of 100 rows; a
+/// search and a state filter (the view is the hash: `#q=...&state=...`)
+/// narrow it; the first paint and each refresh stay small whatever the
+/// fleet. (How fast: `cargo bench --bench dashboard`, BENCHMARKS.md.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_of_100_000_shows_its_12_problems_first_and_pages_through_the_rest() {
+    let Some(chrome) = chromium_or_skip("a_fleet_of_100_000") else {
+        return;
+    };
+    const FLEET: usize = 100_000;
+    let late: Vec<usize> = (0..12).map(|k| 3 + k * 8_000).collect();
+    let clock = ManualClock::new();
+    let server = Server::builder("127.0.0.1:0".parse().unwrap())
+        .clock(clock.clone())
+        .max_apps(FLEET)
+        .start()
+        .await
+        .unwrap();
+    let local = "127.0.0.1".parse().unwrap();
+    server.registry().with_registry(|registry, now| {
+        for i in 0..FLEET {
+            // the late ones promised 1 ms: CRITICAL once 5.5 s have passed
+            let ms = if late.contains(&i) { 1 } else { 600_000 };
+            registry
+                .init(
+                    &format!("kiosk-{i:06}"),
+                    local,
+                    Duration::from_millis(ms),
+                    now,
+                )
+                .unwrap();
+        }
+    });
+    clock.advance(Duration::from_millis(5_500));
+
+    let first_paint = get_body(&server, "/").await;
+    assert!(first_paint.len() < 100_000, "{} bytes", first_paint.len());
+    let refresh = get_body(&server, "/api/v1/apps?sort=overdue&limit=100").await;
+    assert!(
+        refresh.len() < 100_000,
+        "{} bytes per refresh",
+        refresh.len()
+    );
+
+    let dom = dump_dom(&chrome, &server.url(), 3000).await;
+    let page = rows(&dom);
+    assert_eq!(page.len(), 100, "one page");
+    let want: Vec<String> = late.iter().map(|i| format!("kiosk-{i:06}")).collect();
+    let mut first: Vec<String> = page[..12].iter().map(|r| r.0.clone()).collect();
+    first.sort();
+    assert_eq!(first, want, "the 12 late ones first");
+    assert!(page[..12]
+        .iter()
+        .all(|r| r.1.starts_with("app state-critical")));
+    assert!(page[12..].iter().all(|r| r.1.starts_with("app state-ok")));
+    assert!(
+        dom.contains(r#"<b data-count="critical">12</b>"#),
+        "counts of all"
+    );
+    assert!(
+        dom.contains(r#"<b data-count="ok">99988</b>"#),
+        "counts of all"
+    );
+    assert!(dom.contains("<span id=\"range\">1\u{2013}100 of 100000</span>"));
+    assert!(body_tag(&dom).contains(r#"data-matched="100000""#));
+    assert!(
+        dom.contains(r#"<button id="next" type="button">"#),
+        "Next is enabled"
+    );
+
+    // a search: the ten kiosk-04200x, OK, by the same order
+    let dom = dump_dom(&chrome, &format!("{}/#q=KIOSK-04200", server.url()), 3000).await;
+    let ids: Vec<String> = rows(&dom).into_iter().map(|r| r.0).collect();
+    let want: Vec<String> = (42_000..42_010).map(|i| format!("kiosk-{i:06}")).collect();
+    assert_eq!(ids, want, "ASCII case ignored, by key within OK");
+    assert!(dom.contains("<span id=\"range\">1\u{2013}10 of 10</span>"));
+    assert!(dom.contains(r#"<button id="next" type="button" disabled="">"#));
+
+    // one state: CRITICAL only, the card marked
+    let dom = dump_dom(&chrome, &format!("{}/#state=critical", server.url()), 3000).await;
+    assert_eq!(rows(&dom).len(), 12);
+    assert!(
+        dom.contains(r#"class="count state-critical active""#),
+        "the card shows the filter"
+    );
+
+    // a filter that matches nothing says so
+    let dom = dump_dom(&chrome, &format!("{}/#q=no-such-kiosk", server.url()), 3000).await;
+    assert!(
+        dom.contains("No application matches."),
+        "{}",
+        body_tag(&dom)
+    );
+    server.shutdown().await;
 }

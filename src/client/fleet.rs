@@ -136,15 +136,25 @@ impl HeartbeatClient {
     /// per-state counts, as typed records (the document of the project's
     /// `docs/api-v1.md`).
     ///
-    /// The reply is read up to [`protocol::max_apps_body`] for the
-    /// client's `max_apps` (see [Body caps](HeartbeatClient#body-caps)).
+    /// It reads the listing a page of [`MAX_PAGE_LIMIT`](protocol::apps::MAX_PAGE_LIMIT)
+    /// at a time, in key order, following each page's cursor, and returns
+    /// them as one document (`page` is `None`; the thresholds, counters and
+    /// counts are the last page's). The pages are snapshots of a moving
+    /// fleet: an application that appears or goes between two pages may be
+    /// missed or listed twice. A server without pages (an earlier version)
+    /// answers the whole listing at once: the first reply is read up to
+    /// [`protocol::max_apps_body`] for the client's `max_apps`, the next
+    /// pages up to [`max_page_body`](protocol::apps::max_page_body); and
+    /// more than `max_apps` applications in all is an [`Error::Parse`] (see
+    /// [Body caps](HeartbeatClient#body-caps)).
     ///
     /// # Errors
     ///
     /// [`Error::Unsupported`] from a server without the JSON API (the
     /// reference answers `400`), or one that answers text or HTML;
     /// [`Error::Parse`], with the body, for JSON that is not the
-    /// document; and the errors of every call.
+    /// document, and for pages that do not end; and the errors of every
+    /// call.
     ///
     /// ```no_run
     /// # async fn run(client: heartbeat_sdk::HeartbeatClient) -> heartbeat_sdk::Result<()> {
@@ -170,12 +180,95 @@ impl HeartbeatClient {
         &self,
         policy: ErrorPolicy<protocol::apps::Apps>,
     ) -> Result<protocol::apps::Apps> {
-        let cap = protocol::max_apps_body(self.inner.max_apps);
+        let all = async {
+            let mut query = protocol::apps::AppsQuery::new().limit(protocol::apps::MAX_PAGE_LIMIT);
+            let whole = protocol::max_apps_body(self.inner.max_apps);
+            let mut all = self.fetch_page(&query, whole).await?;
+            let page_cap = protocol::apps::max_page_body(protocol::apps::MAX_PAGE_LIMIT);
+            while let Some(cursor) = all.page.take().and_then(|page| page.next_cursor) {
+                let stuck = query.cursor.as_deref() == Some(cursor.as_str());
+                if stuck || all.apps.len() > self.inner.max_apps {
+                    return Err(Error::Parse {
+                        url: format!("{}{}", self.inner.base, protocol::apps::APPS_PATH),
+                        reason: if stuck {
+                            "a page's cursor repeats the page before's: the pages do not end"
+                                .to_owned()
+                        } else {
+                            format!(
+                                "more than max_apps ({}) applications in the pages",
+                                self.inner.max_apps
+                            )
+                        },
+                        body: String::new(),
+                    });
+                }
+                query = query.after(cursor);
+                let next = self.fetch_page(&query, page_cap).await?;
+                all.apps.extend(next.apps);
+                all = protocol::apps::Apps {
+                    apps: all.apps,
+                    ..next
+                };
+            }
+            Ok(all)
+        };
+        all.await
+            .or_else(|error| policy.recover(&self.inner.base, error))
+    }
+
+    /// One page of `GET /api/v1/apps` (feature `serde`): the applications
+    /// `query` selects (states, a search, an order, a limit, a cursor), the
+    /// whole server's counts, and in `page` how many match and the cursor
+    /// of the next page. Read up to
+    /// [`max_page_body`](protocol::apps::max_page_body) for the query's
+    /// limit.
+    ///
+    /// # Errors
+    /// As [`apps`](Self::apps); a server without pages (an earlier
+    /// version) answers its whole listing, which is an
+    /// [`Error::BodyTooLarge`] past the page's cap.
+    ///
+    /// ```no_run
+    /// # async fn run(client: heartbeat_sdk::HeartbeatClient) -> heartbeat_sdk::Result<()> {
+    /// use heartbeat_sdk::protocol::apps::{AppState, AppsQuery, AppsSort};
+    /// use heartbeat_sdk::ErrorPolicy;
+    ///
+    /// // the worst 20, of the problems only
+    /// let query = AppsQuery::new()
+    ///     .state(AppState::Critical)
+    ///     .state(AppState::Missing)
+    ///     .state(AppState::Warning)
+    ///     .sort(AppsSort::Overdue)
+    ///     .limit(20);
+    /// let page = client.apps_page(&query, ErrorPolicy::Raise).await?;
+    /// println!("{} need attention", page.page.map_or(0, |p| p.matched));
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "serde")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+    pub async fn apps_page(
+        &self,
+        query: &protocol::apps::AppsQuery,
+        policy: ErrorPolicy<protocol::apps::Apps>,
+    ) -> Result<protocol::apps::Apps> {
+        let cap = protocol::apps::max_page_body(query.effective_limit());
+        self.fetch_page(query, cap)
+            .await
+            .or_else(|error| policy.recover(&self.inner.base, error))
+    }
+
+    /// One page, read up to `cap`, failures raised.
+    #[cfg(feature = "serde")]
+    async fn fetch_page(
+        &self,
+        query: &protocol::apps::AppsQuery,
+        cap: usize,
+    ) -> Result<protocol::apps::Apps> {
         self.json_call(
-            protocol::apps::apps_request,
+            || query.request(),
             cap,
             protocol::apps::parse_apps,
-            policy,
+            ErrorPolicy::Raise,
         )
         .await
     }

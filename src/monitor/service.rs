@@ -34,7 +34,7 @@
 //! ([`protocol::app_line`] and its siblings).
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::monitor::history::{HistorySink, Uptime};
@@ -43,6 +43,7 @@ use crate::monitor::registry::{
 };
 use crate::monitor::render::api;
 use crate::monitor::render::metrics;
+use crate::protocol::apps::{AppsQuery, AppsSort};
 use crate::protocol::command::{parse_command, Command};
 use crate::protocol::{self, whole_ms, Beat, GOODBYE, MULTIPLE_LINE_END, MULTIPLE_LINE_SEPARATOR};
 
@@ -172,8 +173,18 @@ pub(crate) fn prepare(
             Reply::ok(app_status_line(&registry.status(&app, peer, now), &config))
         }
         Command::Metrics => return snapshot(View::Metrics, registry),
-        Command::Dashboard => return snapshot(View::Dashboard, registry),
-        Command::Apps => return snapshot(View::Apps, registry),
+        Command::Dashboard => {
+            let page =
+                Streamed::new(View::Dashboard, registry.snapshot(now)).paged(dashboard_page());
+            return Answer::Streamed(page);
+        }
+        Command::Apps(query) => {
+            let apps = Streamed::new(View::Apps, registry.snapshot(now));
+            return Answer::Streamed(match query {
+                Some(query) => apps.paged(query),
+                None => apps,
+            });
+        }
         // a registry keeps no history: SharedRegistry answers from its own
         Command::Events(query) => Reply::json(&crate::protocol::history::Events::new(
             query.app,
@@ -286,7 +297,20 @@ pub(crate) struct Streamed {
     /// The history, for the uptime and strip of the API and the page, and
     /// the wall-clock now they are worked out at.
     history: Option<(Arc<HistorySink>, SystemTime)>,
+    /// The page asked for (the API with a query, the dashboard always),
+    /// and its rows once selected.
+    page: Option<Box<(AppsQuery, OnceLock<api::Selection>)>>,
 }
+
+/// The rows the dashboard's first paint shows: problems first, one page.
+pub(crate) fn dashboard_page() -> AppsQuery {
+    AppsQuery::new()
+        .sort(AppsSort::Overdue)
+        .limit(DASHBOARD_PAGE)
+}
+
+/// Rows on a page of the dashboard.
+pub(crate) const DASHBOARD_PAGE: usize = 100;
 
 impl Streamed {
     /// The reply `view` of `snapshot` (sorted later, when rendered).
@@ -299,7 +323,14 @@ impl Streamed {
             wall: None,
             trailer: None,
             history: None,
+            page: None,
         }
+    }
+
+    /// The same reply, for the page `query` asks (the API and the page).
+    pub(crate) fn paged(mut self, query: AppsQuery) -> Self {
+        self.page = Some(Box::new((query, OnceLock::new())));
+        self
     }
 
     /// The same reply with each app's uptime and strip from `history`
@@ -358,13 +389,18 @@ impl Streamed {
                 .as_ref()
                 .map_or_else(Uptime::unknown, |(h, now)| h.uptime(app, host, *now))
         };
-        f(&api::Listing {
+        let mut listing = api::Listing {
             snapshot,
             generated_at: self.taken,
             is_expected: &is_expected,
             missing: snapshot.missing(),
             uptime: &uptime,
-        })
+            selection: None,
+        };
+        if let Some((query, selection)) = self.page.as_deref() {
+            listing.selection = Some(selection.get_or_init(|| listing.select(query)));
+        }
+        f(&listing)
     }
 
     /// The whole body.

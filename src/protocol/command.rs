@@ -61,9 +61,11 @@ pub enum Command {
     /// refreshes itself from [`Command::Apps`]. The reference answers `/`
     /// with its unknown-command `400`; none of its clients requests it.
     Dashboard,
-    /// `GET /api/v1/apps` (exactly that path): every application, the
-    /// counters and the thresholds as JSON (`docs/api-v1.md`).
-    Apps,
+    /// `GET /api/v1/apps` (exactly that path): the applications, the
+    /// counters and the thresholds as JSON (`docs/api-v1.md`): every
+    /// application without a query, one page with one
+    /// ([`AppsQuery`](super::apps::AppsQuery)).
+    Apps(Option<super::apps::AppsQuery>),
     /// `GET /api/v1/events?app=ID...` (exactly that path): the history of
     /// one application as JSON ([`history`](super::history)).
     Events(super::history::EventsQuery),
@@ -88,7 +90,7 @@ impl Command {
             Command::Status { .. } => "status",
             Command::Metrics => "metrics",
             Command::Dashboard => "dashboard",
-            Command::Apps => "api/v1/apps",
+            Command::Apps(_) => "api/v1/apps",
             Command::Events(_) => "api/v1/events",
             Command::Fail { .. } => FAIL,
         }
@@ -341,7 +343,9 @@ fn parse_command_with(
     // the dashboard and its API: exact paths, not a last segment
     match path {
         "/" => return Ok(Command::Dashboard),
-        "/api/v1/apps" => return Ok(Command::Apps),
+        super::apps::APPS_PATH => {
+            return super::apps::AppsQuery::from_query(query).map(Command::Apps)
+        }
         super::history::EVENTS_PATH => {
             return super::history::EventsQuery::from_query(query).map(Command::Events)
         }
@@ -807,10 +811,10 @@ mod tests {
             assert_eq!(parse_command(target, None), Ok(Command::Dashboard));
         }
         for target in ["/api/v1/apps", "/api/v1/apps?cache_buster=1"] {
-            assert_eq!(parse_command(target, None), Ok(Command::Apps));
+            assert_eq!(parse_command(target, None), Ok(Command::Apps(None)));
         }
         assert_eq!(Command::Dashboard.name(), "dashboard");
-        assert_eq!(Command::Apps.name(), "api/v1/apps");
+        assert_eq!(Command::Apps(None).name(), "api/v1/apps");
     }
 
     #[test]

@@ -23,7 +23,8 @@
 use std::collections::{HashMap, HashSet};
 
 use heartbeat_sdk::host_check::{CheckedApp, Finding, HostCheck};
-use heartbeat_sdk::protocol::{printable, split_key, State, UNREACHABLE_LINE};
+use heartbeat_sdk::protocol::apps::{AppRecord, AppState, APPS_PATH};
+use heartbeat_sdk::protocol::{printable, split_key, whole_ms, State, UNREACHABLE_LINE};
 use heartbeat_sdk::{AppCheck, ErrorPolicy, HeartbeatClient};
 use serde_json::{json, Value};
 
@@ -35,9 +36,6 @@ use crate::output;
 
 /// Nagios' UNKNOWN: also the exit code when stdout cannot be written.
 const UNKNOWN: u8 = 3;
-
-/// The JSON API path `check --all` asks for missing applications.
-pub const API_APPS: &str = "/api/v1/apps";
 
 /// Print the status line of the host or of `app` (control characters
 /// escaped) and return its Nagios exit code (OK 0, WARNING 1, CRITICAL 2,
@@ -132,42 +130,25 @@ fn unreachable(error: &heartbeat_sdk::Error, json: Option<()>) -> u8 {
     code
 }
 
-/// One application as the JSON API (docs/api-v1.md) gives it: only the
-/// fields the check needs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApiApp {
-    /// `key`.
-    pub key: String,
-    /// `state`: `ok`, `warning`, `critical`, or anything else (`missing`).
-    pub state: String,
-    /// `overdue_ratio`.
-    pub overdue_ratio: Option<f64>,
-    /// `granted_ms`.
-    pub granted_ms: Option<u64>,
-    /// `missing`.
-    pub missing: bool,
-}
-
-/// `GET /api/v1/apps`, parsed; `None` when the server has no such API (the
-/// reference answers 400: said nowhere) or it failed otherwise, or its
-/// reply is not a version-1 document (both said on stderr: the check then
-/// cannot see missing applications).
-async fn api_apps(client: &HeartbeatClient) -> Option<Vec<ApiApp>> {
+/// `GET /api/v1/apps`, every page ([`HeartbeatClient::apps`]); `None`
+/// when the server has no such API (the reference answers 400: said
+/// nowhere) or it failed otherwise, or its reply is not a version-1
+/// document (both said on stderr: the check then cannot see missing
+/// applications).
+async fn api_apps(client: &HeartbeatClient) -> Option<Vec<AppRecord>> {
     let unusable = |reason: &str| {
         output::error_line(&format!(
-            "heartbeat check: {API_APPS} unusable, missing applications not checked: {}",
+            "heartbeat check: {APPS_PATH} unusable, missing applications not checked: {}",
             printable(reason)
         ));
     };
-    match client.get(API_APPS, ErrorPolicy::Raise).await {
-        Ok(body) => {
-            let apps = parse_api_apps(&body);
-            if apps.is_none() {
-                unusable("not a version 1 document");
-            }
-            apps
+    match client.apps(ErrorPolicy::Raise).await {
+        Ok(apps) => Some(apps.apps),
+        Err(heartbeat_sdk::Error::Unsupported { status, .. }) if status != 200 => None,
+        Err(heartbeat_sdk::Error::Unsupported { .. } | heartbeat_sdk::Error::Parse { .. }) => {
+            unusable("not a version 1 document");
+            None
         }
-        Err(heartbeat_sdk::Error::Status { status, .. }) if (400..500).contains(&status) => None,
         Err(error) => {
             unusable(&one_line(&error));
             None
@@ -175,35 +156,11 @@ async fn api_apps(client: &HeartbeatClient) -> Option<Vec<ApiApp>> {
     }
 }
 
-/// The applications of a `/api/v1/apps` document (version 1, ignoring
-/// every field it does not need); `None` when the body is not one. The one
-/// place that reads the JSON API.
-pub fn parse_api_apps(body: &str) -> Option<Vec<ApiApp>> {
-    let doc: Value = serde_json::from_str(body).ok()?;
-    if doc.get("version")?.as_u64()? != 1 {
-        return None;
-    }
-    let apps = doc.get("apps")?.as_array()?;
-    Some(
-        apps.iter()
-            .filter_map(|app| {
-                Some(ApiApp {
-                    key: app.get("key")?.as_str()?.to_owned(),
-                    state: app.get("state")?.as_str()?.to_owned(),
-                    overdue_ratio: app.get("overdue_ratio").and_then(Value::as_f64),
-                    granted_ms: app.get("granted_ms").and_then(Value::as_u64),
-                    missing: app.get("missing").and_then(Value::as_bool).unwrap_or(false),
-                })
-            })
-            .collect(),
-    )
-}
-
 /// The host check of `checks` (in `/list` order), completed by the JSON
 /// API's `api` when there is one: applications on another host take their
 /// state from it, and its missing ones are added at the end, CRITICAL.
-pub fn host_check(checks: Vec<AppCheck>, api: Option<&[ApiApp]>) -> HostCheck {
-    let by_key: HashMap<&str, &ApiApp> = api
+pub fn host_check(checks: Vec<AppCheck>, api: Option<&[AppRecord]>) -> HostCheck {
+    let by_key: HashMap<&str, &AppRecord> = api
         .unwrap_or_default()
         .iter()
         .map(|app| (app.key.as_str(), app))
@@ -222,9 +179,9 @@ pub fn host_check(checks: Vec<AppCheck>, api: Option<&[ApiApp]>) -> HostCheck {
                 (Finding::OtherHost, Some(api)) if !api.missing => CheckedApp {
                     key: check.key,
                     finding: Finding::Tracked {
-                        state: api_state(&api.state),
+                        state: api_state(api.state),
                         overdue_ratio: api.overdue_ratio,
-                        granted_ms: api.granted_ms,
+                        granted_ms: api.granted.map(whole_ms),
                     },
                 },
                 _ => checked,
@@ -243,12 +200,13 @@ pub fn host_check(checks: Vec<AppCheck>, api: Option<&[ApiApp]>) -> HostCheck {
     HostCheck::new(apps)
 }
 
-/// The state of an API `state` string.
-fn api_state(state: &str) -> State {
+/// The Nagios state of an API state (a missing app is not tracked:
+/// UNKNOWN here; `host_check` counts it CRITICAL as missing).
+fn api_state(state: AppState) -> State {
     match state {
-        "ok" => State::Ok,
-        "warning" => State::Warning,
-        "critical" => State::Critical,
+        AppState::Ok => State::Ok,
+        AppState::Warning => State::Warning,
+        AppState::Critical => State::Critical,
         _ => State::Unknown,
     }
 }
@@ -344,47 +302,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_api_document_gives_its_apps_and_nothing_else_parses() {
-        let doc = r#"{"version":1,"generated_at":"x","extra":{"a":1},"apps":[
-            {"key":"k @ 1.2.3.4","id":"k","host":"1.2.3.4","state":"warning","overdue_ratio":3.5,"granted_ms":3000,"missing":false,"new":1},
-            {"key":"m","id":"m","host":null,"state":"missing","overdue_ratio":null,"granted_ms":null,"missing":true}]}"#;
-        let apps = parse_api_apps(doc).unwrap();
-        assert_eq!(apps.len(), 2);
-        assert_eq!(apps[0].state, "warning");
-        assert_eq!(apps[0].overdue_ratio, Some(3.5));
-        assert!(!apps[0].missing);
-        assert!(apps[1].missing);
-        assert_eq!(apps[1].granted_ms, None);
-        for not_it in [
-            "ERROR: cannot process your request: [/api/v1/apps]",
-            r#"{"version":2,"apps":[]}"#,
-            r#"{"apps":[]}"#,
-            "[]",
-        ] {
-            assert_eq!(parse_api_apps(not_it), None, "{not_it}");
-        }
-    }
-
-    #[test]
     fn missing_apps_come_last_and_other_hosts_take_the_api_state() {
         use heartbeat_sdk::protocol::{no_record_line, AppAnswer, Status};
         let parse = |s: &str| Status::parse(s).unwrap();
-        let api = vec![
-            ApiApp {
-                key: "far @ 10.0.0.9".into(),
-                state: "critical".into(),
-                overdue_ratio: Some(5.5),
-                granted_ms: Some(2000),
-                missing: false,
-            },
-            ApiApp {
-                key: "kiosk-9".into(),
-                state: "missing".into(),
-                overdue_ratio: None,
-                granted_ms: None,
-                missing: true,
-            },
-        ];
+        let doc = r#"{"version":1,"generated_at":"2026-11-25T10:00:00.000Z",
+            "thresholds":{"warn_ratio":3.0,"crit_ratio":5.0,"drop_ratio":6.0,"tolerance_ms":1000},
+            "counters":{"inits":1,"pings":0,"dones":0,"expiries":0,"refusals":0},
+            "counts":{"ok":0,"warning":0,"critical":1,"missing":1},
+            "apps":[{"key":"far @ 10.0.0.9","id":"far","host":"10.0.0.9","state":"critical",
+                     "overdue_ratio":5.5,"granted_ms":2000,"last_seen":null,"last_seen_ago_ms":null,
+                     "expected":false,"missing":false},
+                    {"key":"kiosk-9","id":"kiosk-9","host":null,"state":"missing","overdue_ratio":null,
+                     "granted_ms":null,"last_seen":null,"last_seen_ago_ms":null,"expected":true,"missing":true}]}"#;
+        let api = heartbeat_sdk::protocol::apps::parse_apps(doc.as_bytes())
+            .unwrap()
+            .apps;
         let far = || {
             AppCheck::new(
                 "far @ 10.0.0.9",

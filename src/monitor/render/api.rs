@@ -26,7 +26,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::monitor::history::Uptime;
 use crate::monitor::registry::Snapshot;
 use crate::monitor::render::dashboard;
-use crate::protocol::apps::{AppRecord, AppState, StateCounts, Thresholds, Totals};
+use std::borrow::Cow;
+use std::collections::BinaryHeap;
+
+use crate::protocol::apps::{
+    AppRecord, AppState, AppsQuery, Page, Position, StateCounts, Thresholds, Totals,
+};
 use crate::protocol::{whole_ms, RecordKey, State};
 
 /// The `Content-Type` of `/api/v1/apps`.
@@ -101,6 +106,18 @@ pub(crate) struct Listing<'a, M: Missing> {
     pub(crate) missing: &'a [M],
     /// The uptime and strip of the record of an id and host.
     pub(crate) uptime: &'a dyn Fn(&str, Option<&str>) -> Uptime,
+    /// The rows of a page ([`Listing::select`]); `None`: every row.
+    pub(crate) selection: Option<&'a Selection>,
+}
+
+/// The rows of one page of a [`Listing`], in the page's order, and the
+/// reply's `page`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Selection {
+    /// Row numbers (tracked, then missing, as [`Listing::row`] counts).
+    rows: Vec<usize>,
+    /// What the reply says about the page.
+    page: Page,
 }
 
 impl<M: Missing> Listing<'_, M> {
@@ -109,8 +126,123 @@ impl<M: Missing> Listing<'_, M> {
         self.rows() + 2
     }
 
+    /// Rows on the reply: the page's, or every one.
     fn rows(&self) -> usize {
+        self.selection
+            .map_or_else(|| self.all_rows(), |page| page.rows.len())
+    }
+
+    fn all_rows(&self) -> usize {
         self.snapshot.len() + self.missing.len()
+    }
+
+    /// The page `query` asks for: the rows that match its filters and come
+    /// after its cursor, at most its limit, in its order. One pass over the
+    /// rows keeping the best `limit + 1` (memory of a page, not of the
+    /// fleet), then a sort of those.
+    pub(crate) fn select(&self, query: &AppsQuery) -> Selection {
+        let limit = query.effective_limit();
+        let after = query
+            .cursor
+            .as_deref()
+            .and_then(|c| Position::parse(query.sort, c));
+        let mut matched = 0_u64;
+        let mut best: BinaryHeap<(Position<'_>, usize)> = BinaryHeap::with_capacity(limit + 1);
+        for i in 0..self.all_rows() {
+            let (state, id, host) = self.facts(i);
+            if !query.matches(state, id, host.as_deref()) {
+                continue;
+            }
+            matched += 1;
+            let position = self.position(query, i, state);
+            if after.as_ref().is_some_and(|after| position <= *after) {
+                continue;
+            }
+            if best.len() > limit && best.peek().is_some_and(|(worst, _)| position >= *worst) {
+                continue;
+            }
+            best.push((position, i));
+            if best.len() > limit + 1 {
+                best.pop();
+            }
+        }
+        let mut page = best.into_sorted_vec();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let next_cursor = page
+            .last()
+            .filter(|_| more)
+            .map(|(position, _)| position.cursor(query.sort));
+        Selection {
+            rows: page.into_iter().map(|(_, i)| i).collect(),
+            page: Page {
+                matched,
+                next_cursor,
+            },
+        }
+    }
+
+    /// Row `i`'s state, id and host, for a query's filters.
+    fn facts(&self, i: usize) -> (AppState, &str, Option<Cow<'_, str>>) {
+        let snapshot = self.snapshot;
+        match i.checked_sub(snapshot.len()) {
+            Some(m) => {
+                let missing = &self.missing[m];
+                let host = missing.host().map(|ip| Cow::Owned(ip.to_string()));
+                (AppState::Missing, missing.id(), host)
+            }
+            None => {
+                let app = snapshot.app(i);
+                let (id, host) = self.split(app.key);
+                (app_state(app.state), id, host.map(Cow::Borrowed))
+            }
+        }
+    }
+
+    /// Row `i`'s place in `query`'s order.
+    fn position(&self, query: &AppsQuery, i: usize, state: AppState) -> Position<'_> {
+        let snapshot = self.snapshot;
+        match i.checked_sub(snapshot.len()) {
+            Some(m) => Position::new(
+                query.sort,
+                state,
+                0.0,
+                None,
+                Cow::Owned(self.missing_key(m)),
+            ),
+            None => {
+                let app = snapshot.app(i);
+                let ago = whole_ms(snapshot.since_last(i));
+                let seen = self.generated_ms().saturating_sub(ago);
+                Position::new(
+                    query.sort,
+                    state,
+                    app.overdue_ratio,
+                    Some(seen),
+                    Cow::Borrowed(snapshot.key(i)),
+                )
+            }
+        }
+    }
+
+    /// The id and host of a tracked record's key.
+    fn split<'k>(&self, key: &'k str) -> (&'k str, Option<&'k str>) {
+        if self.snapshot.config().key_by_peer {
+            split_key(key)
+        } else {
+            (key, None)
+        }
+    }
+
+    /// The key a missing application is listed under.
+    fn missing_key(&self, m: usize) -> String {
+        let missing = &self.missing[m];
+        match missing.host() {
+            Some(ip) if self.snapshot.config().key_by_peer => {
+                RecordKey::new(missing.id(), Some(&ip.to_string())).to_string()
+            }
+            _ => missing.id().to_owned(),
+        }
     }
 
     /// Appends piece `i` of `format` to `out`.
@@ -127,11 +259,11 @@ impl<M: Missing> Listing<'_, M> {
                 if i > 1 {
                     out.push(b',');
                 }
-                json(out, &self.row(i - 1));
+                json(out, &self.line(i - 1));
             }
             (Format::Html, i) if i <= rows => {
                 let mut row = String::new();
-                dashboard::render_row(&mut row, &self.row(i - 1), self.thresholds().drop_ratio);
+                dashboard::render_row(&mut row, &self.line(i - 1), self.thresholds().drop_ratio);
                 out.extend_from_slice(row.as_bytes());
             }
             (Format::Json, _) => out.extend_from_slice(b"]}\n"),
@@ -162,28 +294,24 @@ impl<M: Missing> Listing<'_, M> {
         counts
     }
 
+    /// Line `n` of the reply: row `n` of the page, or of every row.
+    fn line(&self, n: usize) -> AppRecord {
+        self.row(self.selection.map_or(n, |page| page.rows[n]))
+    }
+
     /// Row `i`: a tracked application, then the missing ones.
     fn row(&self, i: usize) -> AppRecord {
         let snapshot = self.snapshot;
         let generated = self.generated_ms();
-        if let Some(missing) = i.checked_sub(snapshot.len()).map(|m| &self.missing[m]) {
+        if let Some(m) = i.checked_sub(snapshot.len()) {
+            let missing = &self.missing[m];
             let id = missing.id();
             let host = missing.host().map(|ip| ip.to_string());
-            let key = match &host {
-                Some(host) if snapshot.config().key_by_peer => {
-                    RecordKey::new(id, Some(host)).to_string()
-                }
-                _ => id.to_owned(),
-            };
             let uptime = (self.uptime)(id, host.as_deref());
-            return record(key, id, host, true, uptime);
+            return record(self.missing_key(m), id, host, true, uptime);
         }
         let app = snapshot.app(i);
-        let (id, host) = if snapshot.config().key_by_peer {
-            split_key(app.key)
-        } else {
-            (app.key, None)
-        };
+        let (id, host) = self.split(app.key);
         let ago = whole_ms(snapshot.since_last(i));
         AppRecord {
             state: app_state(app.state),
@@ -221,6 +349,10 @@ impl<M: Missing> Listing<'_, M> {
         json(out, &Totals::from(self.snapshot.counters()));
         out.extend_from_slice(b",\"counts\":");
         json(out, &self.counts());
+        if let Some(selection) = self.selection {
+            out.extend_from_slice(b",\"page\":");
+            json(out, &selection.page);
+        }
         out.extend_from_slice(b",\"apps\":[");
     }
 }
@@ -285,6 +417,7 @@ pub(crate) fn rfc3339_ms(ms: u64) -> String {
 mod tests {
     use super::*;
     use crate::monitor::registry::{Registry, RegistryConfig};
+    use crate::protocol::apps::AppsQuery;
     use serde_json::{json, Value};
     use std::net::Ipv4Addr;
     use std::time::{Duration, Instant};
@@ -315,19 +448,203 @@ mod tests {
         missing: &[M],
         uptime: &dyn Fn(&str, Option<&str>) -> Uptime,
     ) -> String {
+        render_page(snapshot, format, is_expected, missing, uptime, None)
+    }
+
+    fn render_page<M: Missing>(
+        snapshot: &mut Snapshot,
+        format: Format,
+        is_expected: &dyn Fn(usize) -> bool,
+        missing: &[M],
+        uptime: &dyn Fn(&str, Option<&str>) -> Uptime,
+        query: Option<&AppsQuery>,
+    ) -> String {
         snapshot.sort();
-        let listing = Listing {
+        let mut listing = Listing {
             snapshot,
             generated_at: generated_at(),
             is_expected,
             missing,
             uptime,
+            selection: None,
         };
+        let selection = query.map(|q| listing.select(q));
+        listing.selection = selection.as_ref();
         let mut out = Vec::new();
         for i in 0..listing.pieces() {
             listing.write_piece(format, i, &mut out);
         }
         String::from_utf8(out).unwrap()
+    }
+
+    /// Every page of `query`, followed by its cursors, as parsed documents.
+    fn pages<M: Missing>(
+        snapshot: &mut Snapshot,
+        missing: &[M],
+        query: AppsQuery,
+    ) -> Vec<crate::protocol::apps::Apps> {
+        let mut out = Vec::new();
+        let mut query = Some(query);
+        while let Some(q) = query.take() {
+            let text = render_page(
+                snapshot,
+                Format::Json,
+                &|_| false,
+                missing,
+                &|_, _| Uptime::unknown(),
+                Some(&q),
+            );
+            let doc = crate::protocol::apps::parse_apps(text.as_bytes()).unwrap();
+            assert_eq!(
+                serde_json::to_string(&doc).unwrap() + "\n",
+                text,
+                "the schema's shape"
+            );
+            let next = doc.page.as_ref().unwrap().next_cursor.clone();
+            query = next.map(|cursor| q.clone().after(cursor));
+            out.push(doc);
+            assert!(out.len() < 1000, "the cursors never end");
+        }
+        out
+    }
+
+    /// A registry of 25 apps in every state, plus two missing ones.
+    fn fleet() -> (Snapshot, [MissingApp; 2]) {
+        let t0 = Instant::now();
+        let mut r = Registry::default();
+        for i in 0..25_u64 {
+            // beats 0 to 12 s before the snapshot with a 1 s timeout (2 s granted):
+            // ratios 0 to 6.25, so OK, WARNING, CRITICAL, and app-00 and app-01
+            // (ratio 6 and more) dropped
+            let host = if i % 2 == 0 { LOCAL } else { HOST };
+            r.init(
+                &format!("app-{i:02}"),
+                host,
+                Duration::from_secs(1),
+                t0 + Duration::from_millis(500 * i),
+            )
+            .unwrap();
+        }
+        r.fail("app-03", HOST, 9, t0 + Duration::from_millis(12_400))
+            .unwrap();
+        let missing = [
+            MissingApp {
+                id: "gone-b".into(),
+                host: Some(HOST),
+            },
+            MissingApp {
+                id: "gone-a".into(),
+                host: None,
+            },
+        ];
+        (r.snapshot(t0 + Duration::from_millis(12_500)), missing)
+    }
+
+    #[test]
+    fn pages_visit_every_matching_row_once_in_their_order() {
+        use crate::protocol::apps::AppsSort;
+        let (mut snapshot, missing) = fleet();
+        let whole = render(&mut snapshot, Format::Json, &|_| false, &missing);
+        let whole = crate::protocol::apps::parse_apps(whole.as_bytes()).unwrap();
+        assert_eq!(whole.page, None, "no query, no page");
+        let total = whole.apps.len();
+        assert_eq!(total, 23 + 2);
+        for sort in [AppsSort::Id, AppsSort::Overdue, AppsSort::LastSeen] {
+            let pages = pages(
+                &mut snapshot,
+                &missing,
+                AppsQuery::new().sort(sort).limit(4),
+            );
+            assert_eq!(pages.len(), total.div_ceil(4), "{sort:?}");
+            let rows: Vec<&AppRecord> = pages.iter().flat_map(|p| &p.apps).collect();
+            assert_eq!(rows.len(), total);
+            let mut keys: Vec<&str> = rows.iter().map(|a| a.key.as_str()).collect();
+            for page in &pages {
+                assert_eq!(page.page.as_ref().unwrap().matched, total as u64);
+                assert_eq!(
+                    page.counts, whole.counts,
+                    "the whole fleet's counts on every page"
+                );
+            }
+            match sort {
+                AppsSort::Id => assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}"),
+                AppsSort::Overdue => {
+                    let rank = |a: &AppRecord| match a.state {
+                        AppState::Critical => 0,
+                        AppState::Missing => 1,
+                        AppState::Warning => 2,
+                        _ => 3,
+                    };
+                    for w in rows.windows(2) {
+                        let (a, b) = (w[0], w[1]);
+                        assert!(
+                            rank(a) < rank(b)
+                                || (rank(a) == rank(b)
+                                    && a.overdue_ratio.unwrap_or(0.0)
+                                        >= b.overdue_ratio.unwrap_or(0.0)),
+                            "{} before {}",
+                            a.key,
+                            b.key
+                        );
+                    }
+                    assert_eq!(rows[0].state, AppState::Critical);
+                    assert_eq!(rows[0].key, "app-02 @ 127.0.0.1", "the most overdue first");
+                }
+                _ => {
+                    assert!(
+                        rows[0].last_seen.is_none() && rows[1].last_seen.is_none(),
+                        "never seen first"
+                    );
+                    for w in rows[2..].windows(2) {
+                        assert!(w[0].last_seen <= w[1].last_seen);
+                    }
+                }
+            }
+            keys.sort_unstable();
+            keys.dedup();
+            assert_eq!(keys.len(), total, "no row twice");
+        }
+    }
+
+    #[test]
+    fn filters_narrow_the_rows_and_the_matched_count_but_not_the_counts() {
+        let (mut snapshot, missing) = fleet();
+        let critical = pages(
+            &mut snapshot,
+            &missing,
+            AppsQuery::new().state(AppState::Critical),
+        );
+        assert_eq!(critical.len(), 1);
+        let rows = &critical[0].apps;
+        assert!(!rows.is_empty() && rows.iter().all(|a| a.state == AppState::Critical));
+        assert_eq!(rows.len() as u64, critical[0].counts.critical);
+        assert!(
+            rows.iter().any(|a| a.failed == Some(9)),
+            "the failed run is critical"
+        );
+        let gone = pages(&mut snapshot, &missing, AppsQuery::new().search("GONE"));
+        let keys: Vec<&str> = gone[0].apps.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(keys, ["gone-a", "gone-b @ 10.0.5.3"]);
+        let host = pages(
+            &mut snapshot,
+            &missing,
+            AppsQuery::new().search("10.0.5.3").state(AppState::Ok),
+        );
+        assert!(host[0]
+            .apps
+            .iter()
+            .all(|a| a.host.as_deref() == Some("10.0.5.3") && a.state == AppState::Ok));
+        assert!(!host[0].apps.is_empty());
+        let none = pages(
+            &mut snapshot,
+            &missing,
+            AppsQuery::new().search("no such app"),
+        );
+        assert_eq!(
+            (none[0].apps.len(), none[0].page.clone().unwrap().matched),
+            (0, 0)
+        );
+        assert_eq!(none[0].page.as_ref().unwrap().next_cursor, None);
     }
 
     #[test]

@@ -1,7 +1,14 @@
 //! The dashboard at `GET /`: one HTML page compiled into the
 //! binary, rendered on the server first (it reads fine with JavaScript off),
-//! then refreshed in place by its own script from `GET /api/v1/apps` every
-//! 2 s (the JSON shape is fixed in `docs/api-v1.md`).
+//! then refreshed in place by its own script every 2 s (the JSON shape is
+//! fixed in `docs/api-v1.md`). It shows one page of at most 100 rows,
+//! problems first (`sort=overdue`): the server renders the first page, the
+//! script asks for the page on screen only
+//! (`/api/v1/apps?sort=overdue&limit=100[&state=S][&q=TEXT][&cursor=C]`),
+//! so neither grows with the fleet. The view is the location's hash
+//! (`#q=TEXT&state=S&after=CURSOR&events=ID&host=IP`): the search box, a
+//! click on a count (one state; again: all) and the Prev / Next buttons
+//! set it.
 //!
 //! The page (`dashboard.html`) has two placeholders, `<!--SUMMARY-->` and
 //! `<!--ROWS-->`; the server fills them with the markup below, and the

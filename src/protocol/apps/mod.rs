@@ -52,6 +52,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod query;
+
+pub(crate) use query::Position;
+pub use query::{AppsQuery, AppsSort, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
+
 use super::request::{Method, Request};
 
 #[cfg(feature = "serde")]
@@ -61,6 +66,19 @@ use super::time::serde_glue;
 
 /// The path of the JSON API: `GET /api/v1/apps`.
 pub const APPS_PATH: &str = "/api/v1/apps";
+
+/// The largest reply to a page of `limit` applications a client reads:
+/// [`max_apps_body`](super::max_apps_body) for them, and the `page` object
+/// with a cursor for the longest key.
+///
+/// ```
+/// use heartbeat_sdk::protocol::{apps::max_page_body, max_apps_body};
+/// assert!(max_page_body(100) > max_apps_body(100));
+/// assert!(max_page_body(1000) < 5 << 20);
+/// ```
+pub const fn max_page_body(limit: usize) -> usize {
+    super::max_apps_body(limit).saturating_add(2 * super::MAX_KEY_LEN + 128)
+}
 
 /// `GET /api/v1/apps`, without a query (the reply is `Cache-Control:
 /// no-store`, so it needs no cache buster).
@@ -331,11 +349,31 @@ pub struct Apps {
     pub thresholds: Thresholds,
     /// The server's totals.
     pub counters: Totals,
-    /// Entries of [`apps`](Self::apps) per state.
+    /// Applications per state, of the whole server (also in a page).
     pub counts: StateCounts,
+    /// In a reply to an [`AppsQuery`]: how many match it and where the
+    /// next page starts; `None` (no `page` in the document) for the whole
+    /// listing.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub page: Option<Page>,
     /// Every tracked and every expected application, in the server's
-    /// order (missing ones last).
+    /// order (missing ones last); in a page, the page's.
     pub apps: Vec<AppRecord>,
+}
+
+/// The `page` of a reply to an [`AppsQuery`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct Page {
+    /// Applications matching the query's filters, on every page.
+    pub matched: u64,
+    /// The query's [`cursor`](AppsQuery::cursor) for the next page; `None`
+    /// on the last one.
+    pub next_cursor: Option<String>,
 }
 
 impl Default for Apps {
@@ -346,6 +384,7 @@ impl Default for Apps {
             thresholds: Thresholds::default(),
             counters: Totals::default(),
             counts: StateCounts::default(),
+            page: None,
             apps: Vec::new(),
         }
     }
@@ -379,8 +418,16 @@ pub fn is_json_document(body: &[u8]) -> bool {
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub fn parse_apps(body: &[u8]) -> Result<Apps, ParseError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ParseError::new(format!("not a JSON API v1 document (docs/api-v1.md): {e}")))
+    let apps: Apps = serde_json::from_slice(body).map_err(|e| {
+        ParseError::new(format!("not a JSON API v1 document (docs/api-v1.md): {e}"))
+    })?;
+    if apps.version != 1 {
+        return Err(ParseError::new(format!(
+            "a JSON API document of version {}, not 1 (docs/api-v1.md)",
+            apps.version
+        )));
+    }
+    Ok(apps)
 }
 
 #[cfg(test)]
@@ -468,6 +515,11 @@ mod tests {
             "{err}"
         );
         assert!(parse_apps(br#"{"version":1}"#).is_err());
+        let two = std::str::from_utf8(doc)
+            .unwrap()
+            .replacen(r#""version":1"#, r#""version":2"#, 1);
+        let err = parse_apps(two.as_bytes()).unwrap_err();
+        assert!(err.reason().contains("version 2, not 1"), "{err}");
     }
 
     #[cfg(feature = "serde")]
