@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use heartbeat_sdk::monitor::{metrics, Expected, ManualClock, Registry};
-use heartbeat_sdk::server::Server;
+use heartbeat_sdk::server::{PerAppMetrics, Server};
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5));
@@ -63,6 +63,12 @@ heartbeat_expiries_total 0
 # HELP heartbeat_refused_total New applications refused because the registry was full.
 # TYPE heartbeat_refused_total counter
 heartbeat_refused_total 0
+# HELP heartbeat_apps_by_state Applications per state: ok, warning, critical (tracked), missing (expected, not tracked).
+# TYPE heartbeat_apps_by_state gauge
+heartbeat_apps_by_state{state="ok"} 1
+heartbeat_apps_by_state{state="warning"} 1
+heartbeat_apps_by_state{state="critical"} 1
+heartbeat_apps_by_state{state="missing"} 2
 # HELP heartbeat_app_up 1 if the application reports, 0 if it is late past the critical ratio or expected and missing.
 # TYPE heartbeat_app_up gauge
 heartbeat_app_up{app="fine",host="127.0.0.1"} 1
@@ -96,37 +102,81 @@ heartbeat_app_granted_timeout_seconds{app="we\"ird\\idé",host="127.0.0.1"} 2.5
     );
 }
 
-/// A scrape of a running server passes `promtool check metrics`.
+/// A scrape of a running server passes `promtool check metrics`, in every
+/// `--per-app-metrics` mode; `problems` keeps the series of the apps that
+/// are not OK only, `none` keeps none, and the counts per state are in all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_accepts_a_real_scrape() {
+    for mode in [
+        PerAppMetrics::All,
+        PerAppMetrics::Problems,
+        PerAppMetrics::None,
+    ] {
+        let scrape = scrape(mode).await;
+        let ok = "heartbeat_app_up{app=\"other\",host=\"127.0.0.1\"} 1\n";
+        let missing = "heartbeat_app_up{app=\"absent\",host=\"10.0.0.5\"} 0\n";
+        let late = "heartbeat_app_state{app=\"a\\\"b\\\\c d\",host=\"127.0.0.1\"} 1\n";
+        let (has_ok, has_problems) = match mode {
+            PerAppMetrics::All => (true, true),
+            PerAppMetrics::Problems => (false, true),
+            _ => (false, false),
+        };
+        assert_eq!(scrape.contains(ok), has_ok, "{mode:?}: {scrape}");
+        assert_eq!(scrape.contains(missing), has_problems, "{mode:?}: {scrape}");
+        assert_eq!(scrape.contains(late), has_problems, "{mode:?}: {scrape}");
+        for (state, n) in [("ok", 1), ("warning", 1), ("critical", 0), ("missing", 2)] {
+            let line = format!("heartbeat_apps_by_state{{state=\"{state}\"}} {n}\n");
+            assert!(scrape.contains(&line), "{mode:?}: {line}{scrape}");
+        }
+        if !promtool_check(&scrape) {
+            return;
+        }
+    }
+}
+
+/// `/metrics` of a server in `mode` with an OK app, a WARNING one with an
+/// id to escape, and two missing ones.
+async fn scrape(mode: PerAppMetrics) -> String {
     let clock = ManualClock::new();
     let server = Server::builder("127.0.0.1:0".parse().unwrap())
         .clock(clock.clone())
+        .per_app_metrics(mode)
         .expect("absent".parse::<Expected>().unwrap())
         .expect("absent @ 10.0.0.5".parse::<Expected>().unwrap())
         .start()
         .await
         .unwrap();
     let addr = server.local_addr();
-    let scrape = tokio::task::spawn_blocking(move || {
-        let get = |target: &str| {
-            let mut stream = TcpStream::connect(addr).unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            write!(stream, "GET {target} HTTP/1.0\r\n\r\n").unwrap();
-            let mut reply = String::new();
-            stream.read_to_string(&mut reply).unwrap();
-            reply.split_once("\r\n\r\n").unwrap().1.to_owned()
-        };
-        get("/hb_init?2000&appid=a%22b%5Cc%20d");
-        get("/hb_ping?0&appid=other");
-        get("/metrics")
+    tokio::task::spawn_blocking(move || {
+        get(addr, "/hb_init?0&appid=a%22b%5Cc%20d");
+        get(addr, "/hb_ping?60000&appid=other");
     })
     .await
     .unwrap();
+    // 1 s granted, 3.5 s on: WARNING
+    clock.advance(Duration::from_millis(3_500));
+    let scrape = tokio::task::spawn_blocking(move || get(addr, "/metrics"))
+        .await
+        .unwrap();
     server.shutdown().await;
-    assert!(scrape.contains("heartbeat_app_up{app=\"absent\",host=\"10.0.0.5\"} 0\n"));
+    scrape
+}
+
+/// The body of `GET target` over HTTP/1.0.
+fn get(addr: std::net::SocketAddr, target: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {target} HTTP/1.0\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    reply.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+/// `promtool check metrics` of `scrape` passes without remarks; `false`
+/// when promtool is not installed (and `HB_REQUIRE_TOOLS` unset).
+fn promtool_check(scrape: &str) -> bool {
     let child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -143,7 +193,7 @@ async fn promtool_accepts_a_real_scrape() {
                 "HB_REQUIRE_TOOLS is set but promtool was not found"
             );
             println!("promtool not found: skipped");
-            return;
+            return false;
         }
         Err(e) => panic!("cannot run promtool: {e}"),
     };
@@ -164,4 +214,5 @@ async fn promtool_accepts_a_real_scrape() {
         said.trim().is_empty(),
         "promtool has remarks: {said}\n{scrape}"
     );
+    true
 }

@@ -26,6 +26,10 @@ const STATE_ENV: &str = "HB_BENCH_STATE";
 /// The server child's notification sinks (`ServerProcess::start_with_notify`):
 /// space-separated `webhook=URL` and `alertmanager=URL`.
 const NOTIFY_ENV: &str = "HB_BENCH_NOTIFY";
+/// The server child's `/metrics` mode (`ServerProcess::start_with_per_app_metrics`).
+const PER_APP_ENV: &str = "HB_BENCH_PER_APP_METRICS";
+/// The server child expects the ids `late-0` to `late-{N-1}` (never dropped).
+const EXPECT_ENV: &str = "HB_BENCH_EXPECT_LATE";
 
 /// Call first thing in `main`: when this process is the server child, serve
 /// until stdin closes, then exit.
@@ -65,6 +69,14 @@ pub fn run_child_if_asked() {
                     _ => panic!("{NOTIFY_ENV}: {sink}"),
                 }
             }
+        }
+        let late: usize = std::env::var(EXPECT_ENV).map_or(0, |n| n.parse().expect("a count"));
+        for i in 0..late {
+            let spec = heartbeat_sdk::server::Expected::any_host(&format!("late-{i}"));
+            builder = builder.expect(spec.expect("an id"));
+        }
+        if let Ok(mode) = std::env::var(PER_APP_ENV) {
+            builder = builder.per_app_metrics(mode.parse().expect("all, problems or none"));
         }
         let server = builder.start().await.expect("server starts");
         println!("{}", server.local_addr());
@@ -147,6 +159,18 @@ impl ServerProcess {
     pub fn start_with_notify(sinks: &str) -> ServerProcess {
         let mut command = Command::new(std::env::current_exe().expect("current exe"));
         command.env(NOTIFY_ENV, sinks);
+        ServerProcess::spawn(command)
+    }
+
+    /// [`ServerProcess::start`] with `--per-app-metrics MODE` (`all`,
+    /// `problems`, `none`).
+    /// The ids `late-0` to `late-{late-1}` are expected (kept, CRITICAL
+    /// once silent).
+    pub fn start_with_per_app_metrics(mode: &str, late: usize) -> ServerProcess {
+        let mut command = Command::new(std::env::current_exe().expect("current exe"));
+        command
+            .env(PER_APP_ENV, mode)
+            .env(EXPECT_ENV, late.to_string());
         ServerProcess::spawn(command)
     }
 

@@ -225,8 +225,8 @@ impl HeartbeatClient {
     ///
     /// # Errors
     /// As [`apps`](Self::apps); a server without pages (an earlier
-    /// version) answers its whole listing, which is an
-    /// [`Error::BodyTooLarge`] past the page's cap.
+    /// version) answers its whole listing, which is a transport
+    /// error past the page's cap ([`TransportError::is_body_too_large`](crate::TransportError::is_body_too_large)).
     ///
     /// ```no_run
     /// # async fn run(client: heartbeat_sdk::HeartbeatClient) -> heartbeat_sdk::Result<()> {

@@ -17,13 +17,18 @@
 //! Expected applications without a record ([`Registry::expect`]) appear in
 //! `heartbeat_app_up` (0) and `heartbeat_app_state` (2) only. An alert
 //! rule keys on `heartbeat_app_up == 0`.
+//!
+//! `heartbeat_apps_by_state{state="ok|warning|critical|missing"}` counts
+//! the applications per state. A server can leave out the OK
+//! applications' series, or every per-application series
+//! ([`PerAppMetrics`]); these functions render them all.
 
 use std::time::{Instant, SystemTime};
 
 use super::registry::Registry;
 use super::service::{Streamed, View};
 
-pub use super::render::metrics::{escape_label_value, CONTENT_TYPE};
+pub use super::render::metrics::{escape_label_value, PerAppMetrics, CONTENT_TYPE};
 
 /// Expires overdue records, then renders counters and the per-application
 /// gauges (tracked applications in key order, then missing expected ones

@@ -300,6 +300,10 @@ pub(crate) struct Streamed {
     /// The page asked for (the API with a query, the dashboard always),
     /// and its rows once selected.
     page: Option<Box<(AppsQuery, OnceLock<api::Selection>)>>,
+    /// `/metrics`: which applications have series, and once worked out
+    /// (after the sort), their records.
+    per_app: metrics::PerAppMetrics,
+    series: OnceLock<metrics::Series>,
 }
 
 /// The rows the dashboard's first paint shows: problems first, one page.
@@ -324,7 +328,22 @@ impl Streamed {
             trailer: None,
             history: None,
             page: None,
+            per_app: metrics::PerAppMetrics::All,
+            series: OnceLock::new(),
         }
+    }
+
+    /// The same reply, with per-application `/metrics` series for `mode`'s
+    /// applications only.
+    pub(crate) fn per_app_metrics(mut self, mode: metrics::PerAppMetrics) -> Self {
+        self.per_app = mode;
+        self
+    }
+
+    /// The `/metrics` series, worked out on first use (after the sort).
+    fn series(&self) -> &metrics::Series {
+        self.series
+            .get_or_init(|| metrics::Series::of(&self.snapshot, self.per_app))
     }
 
     /// The same reply, for the page `query` asks (the API and the page).
@@ -430,7 +449,7 @@ impl Streamed {
             + match self.view {
                 View::List => n,
                 View::HostStatus => n + 2,
-                View::Metrics => metrics::pieces(n, self.snapshot.missing().len()),
+                View::Metrics => self.series().pieces(),
                 View::Apps | View::Dashboard => self.with_listing(|l| l.pieces()),
             }
     }
@@ -462,7 +481,7 @@ impl Streamed {
             }
             View::Metrics => {
                 let wall = self.wall.unwrap_or_else(|| snapshot.wall_now());
-                metrics::write_piece(snapshot, wall, i, out);
+                metrics::write_piece(snapshot, self.series(), wall, i, out);
             }
             View::Apps => self.with_listing(|l| l.write_piece(api::Format::Json, i, out)),
             View::Dashboard => self.with_listing(|l| l.write_piece(api::Format::Html, i, out)),

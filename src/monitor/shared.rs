@@ -2,6 +2,7 @@
 //! event sinks; what the HTTP server and the mock transport both answer
 //! from.
 
+use crate::monitor::metrics::PerAppMetrics;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -37,6 +38,7 @@ pub struct SharedRegistry {
     history: Arc<HistorySink>,
     sinks: Vec<Arc<dyn EventSink>>,
     wake: Option<Wake>,
+    per_app_metrics: PerAppMetrics,
 }
 
 impl std::fmt::Debug for SharedRegistry {
@@ -59,7 +61,14 @@ impl SharedRegistry {
             sinks: vec![Arc::new(LogSink), history.clone()],
             history,
             wake: None,
+            per_app_metrics: PerAppMetrics::All,
         }
+    }
+
+    /// Which applications get per-application series in `/metrics`
+    /// (default [`PerAppMetrics::All`]).
+    pub fn set_per_app_metrics(&mut self, mode: PerAppMetrics) {
+        self.per_app_metrics = mode;
     }
 
     /// The history of state changes (`GET /api/v1/events`), a sink every
@@ -113,7 +122,11 @@ impl SharedRegistry {
                 for sink in &self.sinks {
                     sink.metrics(&mut trailer);
                 }
-                Answer::Streamed(streamed.with_trailer(trailer))
+                Answer::Streamed(
+                    streamed
+                        .with_trailer(trailer)
+                        .per_app_metrics(self.per_app_metrics),
+                )
             }
             Answer::Streamed(streamed) => {
                 Answer::Streamed(streamed.with_history(Arc::clone(&self.history)))

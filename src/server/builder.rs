@@ -13,6 +13,7 @@ use tokio::sync::{oneshot, Notify, Semaphore};
 use super::accept::{serve, sweep, Limits};
 use super::handle::ServerHandle;
 use crate::error::Error;
+use crate::monitor::metrics::PerAppMetrics;
 use crate::monitor::{Clock, EventSink, Expected, RegistryConfig, SharedRegistry, SystemClock};
 use crate::settings::Settings;
 use url::Url;
@@ -69,6 +70,7 @@ pub struct ServerBuilder {
     max_streamed_replies: usize,
     expected: Vec<Expected>,
     sinks: Vec<Arc<dyn EventSink>>,
+    per_app_metrics: PerAppMetrics,
     #[cfg(feature = "state")]
     state: Option<std::path::PathBuf>,
     #[cfg(feature = "state")]
@@ -91,6 +93,7 @@ impl ServerBuilder {
             max_streamed_replies: DEFAULT_MAX_STREAMED_REPLIES,
             expected: Vec::new(),
             sinks: Vec::new(),
+            per_app_metrics: PerAppMetrics::All,
             #[cfg(feature = "state")]
             state: None,
             #[cfg(feature = "state")]
@@ -216,6 +219,25 @@ impl ServerBuilder {
     /// ```
     pub fn max_streamed_replies(mut self, max: usize) -> ServerBuilder {
         self.max_streamed_replies = max.clamp(1, Semaphore::MAX_PERMITS);
+        self
+    }
+
+    /// Which applications get per-application series in `/metrics`
+    /// (default [`PerAppMetrics::All`], five series per app). With
+    /// [`Problems`](PerAppMetrics::Problems) only the apps that are not OK
+    /// have them, so a fleet of a million is a few thousand series and
+    /// `heartbeat_app_up == 0` still alerts; `heartbeat_apps_by_state` is
+    /// always there.
+    ///
+    /// ```
+    /// use heartbeat_sdk::server::{PerAppMetrics, Server};
+    ///
+    /// let builder = Server::builder("127.0.0.1:0".parse().unwrap())
+    ///     .per_app_metrics(PerAppMetrics::Problems);
+    /// # drop(builder);
+    /// ```
+    pub fn per_app_metrics(mut self, mode: PerAppMetrics) -> ServerBuilder {
+        self.per_app_metrics = mode;
         self
     }
 
@@ -440,6 +462,7 @@ impl ServerBuilder {
     /// the state file cannot be used (see there).
     pub async fn start(self) -> io::Result<ServerHandle> {
         let mut shared = SharedRegistry::new(self.config, self.clock);
+        shared.set_per_app_metrics(self.per_app_metrics);
         let wake = Arc::new(Notify::new());
         let notify = Arc::clone(&wake);
         shared.set_wake(Box::new(move || notify.notify_one()));

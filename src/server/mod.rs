@@ -21,6 +21,7 @@ mod respond;
 mod state;
 mod stream;
 
+pub use crate::monitor::metrics::PerAppMetrics;
 pub use crate::monitor::{
     Clock, Expected, ExpectedError, ManualClock, RegistryConfig, SharedRegistry, SystemClock,
 };

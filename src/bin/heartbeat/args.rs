@@ -242,6 +242,9 @@ pub struct ServeArgs {
     /// How many days --state keeps the history of state changes (GET /api/v1/events, uptime); pruned hourly.
     #[arg(long, value_name = "DAYS", default_value_t = 30, requires = "state", value_parser = clap::value_parser!(u64).range(1..=36_500))]
     pub history_days: u64,
+    /// Which applications get per-application series in /metrics: `all` (five series each), `problems` (only those not OK: a few thousand series for a million apps) or `none`. `heartbeat_apps_by_state` is always there.
+    #[arg(long, value_name = "WHICH", default_value = "all", value_parser = parse_per_app_metrics)]
+    pub per_app_metrics: heartbeat_sdk::server::PerAppMetrics,
     /// POST every state change (created, warning, critical, recovered, done, expired, expected-missing, failed) to URL as JSON (docs/notifications.md). Repeatable.
     #[arg(long, value_name = "URL")]
     pub webhook: Vec<url::Url>,
@@ -270,6 +273,10 @@ fn parse_since(text: &str) -> Result<std::time::SystemTime, String> {
 }
 
 fn parse_webhook_format(text: &str) -> Result<heartbeat_sdk::server::WebhookFormat, String> {
+    text.parse()
+}
+
+fn parse_per_app_metrics(text: &str) -> Result<heartbeat_sdk::server::PerAppMetrics, String> {
     text.parse()
 }
 

@@ -74,6 +74,7 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     let open_files = raise_open_file_limit();
     let max_connections = connection_cap(open_files, DEFAULT_MAX_CONNECTIONS);
     server = server.max_connections(max_connections);
+    server = server.per_app_metrics(args.per_app_metrics);
     if let Some(path) = &args.state {
         server = server
             .state(path)

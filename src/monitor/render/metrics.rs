@@ -40,41 +40,130 @@ const TRACKED_ONLY: [(&str, &str); 3] = [
     ),
 ];
 
-/// How many pieces [`write_piece`] renders for `apps` records and
-/// `missing` expected applications without one: the scalars, then per
-/// family its header and one line per application.
-pub(crate) fn pieces(apps: usize, missing: usize) -> usize {
-    1 + WITH_MISSING.len() * (1 + apps + missing) + TRACKED_ONLY.len() * (1 + apps)
+/// Which applications have per-application series in `/metrics`
+/// (`heartbeat serve --per-app-metrics`, `ServerBuilder::per_app_metrics`).
+///
+/// Every mode has the scalars and `heartbeat_apps_by_state{state}`, so an
+/// alert on `heartbeat_apps_by_state{state="critical"} > 0` works in all of
+/// them; `heartbeat_app_up == 0` works with `All` and `Problems`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PerAppMetrics {
+    /// Five series per tracked application, two per missing one (as
+    /// before the modes existed): 5 million samples for a million apps.
+    #[default]
+    All,
+    /// The same series, for applications that are not OK only (WARNING,
+    /// CRITICAL, missing): a fleet of a million is a few thousand series,
+    /// and an app's series end when it recovers (Prometheus marks them
+    /// stale, so an alert on them resolves).
+    Problems,
+    /// No per-application series.
+    None,
+}
+
+impl PerAppMetrics {
+    /// The flag's word: `all`, `problems`, `none`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PerAppMetrics::All => "all",
+            PerAppMetrics::Problems => "problems",
+            PerAppMetrics::None => "none",
+        }
+    }
+}
+
+impl std::str::FromStr for PerAppMetrics {
+    type Err = String;
+
+    /// `all`, `problems` or `none`.
+    fn from_str(word: &str) -> Result<PerAppMetrics, String> {
+        [
+            PerAppMetrics::All,
+            PerAppMetrics::Problems,
+            PerAppMetrics::None,
+        ]
+        .into_iter()
+        .find(|mode| mode.as_str() == word)
+        .ok_or_else(|| format!("not all, problems or none: {:?}", word))
+    }
+}
+
+/// The records and missing applications one exposition has series for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Series {
+    /// Tracked records (indices of the sorted snapshot).
+    tracked: Vec<usize>,
+    /// Missing applications (indices of `Snapshot::missing`).
+    missing: usize,
+}
+
+impl Series {
+    /// The records of `snapshot` (sorted) `mode` gives series.
+    pub(crate) fn of(snapshot: &Snapshot, mode: PerAppMetrics) -> Series {
+        let tracked = match mode {
+            PerAppMetrics::All => (0..snapshot.len()).collect(),
+            PerAppMetrics::Problems => (0..snapshot.len())
+                .filter(|&i| snapshot.app(i).state != State::Ok)
+                .collect(),
+            PerAppMetrics::None => Vec::new(),
+        };
+        let missing = match mode {
+            PerAppMetrics::None => 0,
+            _ => snapshot.missing().len(),
+        };
+        Series { tracked, missing }
+    }
+
+    /// How many pieces [`write_piece`] renders: the scalars, then per
+    /// family its header and one line per application.
+    pub(crate) fn pieces(&self) -> usize {
+        let (n, m) = (self.tracked.len(), self.missing);
+        1 + WITH_MISSING.len() * (1 + n + m) + TRACKED_ONLY.len() * (1 + n)
+    }
 }
 
 /// Appends piece `i` of the exposition of `snapshot` (sorted) to `out`;
-/// `wall` is the wall-clock time of the snapshot.
-pub(crate) fn write_piece(snapshot: &Snapshot, wall: SystemTime, i: usize, out: &mut Vec<u8>) {
+/// `wall` is the wall-clock time of the snapshot. Written straight into
+/// `out`: no allocation per sample.
+pub(crate) fn write_piece(
+    snapshot: &Snapshot,
+    series: &Series,
+    wall: SystemTime,
+    i: usize,
+    out: &mut Vec<u8>,
+) {
     if i == 0 {
         return write_scalars(snapshot, out);
     }
-    let n = snapshot.len();
+    let tracked = &series.tracked;
+    let n = tracked.len();
     let missing = snapshot.missing();
-    let m = missing.len();
+    let m = series.missing;
     let mut i = i - 1;
     for (family, (name, help)) in WITH_MISSING.iter().enumerate() {
         if i == 0 {
             return header(out, name, help);
         }
         if i <= n {
-            let app = snapshot.app(i - 1);
+            let record = tracked[i - 1];
+            let app = snapshot.app(record);
             let value = match family {
                 0 => u8::from(app.state != State::Critical),
                 _ => app.state.exit_code(),
             };
-            let (id, host) = labels(snapshot, i - 1);
-            return sample(out, name, &id, &host, &value.to_string());
+            labels(out, name, snapshot, record);
+            return value_line(out, |out| write!(out, "{value}"));
         }
         if i <= n + m {
             let spec = &missing[i - n - 1];
             let value = [0, State::Critical.exit_code()][family];
-            let host = spec.host().map(|ip| ip.to_string()).unwrap_or_default();
-            return sample(out, name, spec.id(), &host, &value.to_string());
+            sample_start(out, name, spec.id());
+            if let Some(ip) = spec.host() {
+                let _ = write!(out, "{ip}");
+            }
+            out.extend_from_slice(b"\"}");
+            return value_line(out, |out| write!(out, "{value}"));
         }
         i -= 1 + n + m;
     }
@@ -83,26 +172,30 @@ pub(crate) fn write_piece(snapshot: &Snapshot, wall: SystemTime, i: usize, out: 
             return header(out, name, help);
         }
         if i <= n {
-            let app = snapshot.app(i - 1);
-            let value = match family {
-                0 => format_float(app.overdue_ratio),
+            let record = tracked[i - 1];
+            let app = snapshot.app(record);
+            labels(out, name, snapshot, record);
+            return match family {
+                0 => value_line(out, |out| write_float(out, app.overdue_ratio)),
                 1 => {
                     let seen = wall
-                        .checked_sub(snapshot.since_last(i - 1))
+                        .checked_sub(snapshot.since_last(record))
                         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                         .unwrap_or_default();
-                    format!("{}.{:03}", seen.as_secs(), seen.subsec_millis())
+                    value_line(out, |out| {
+                        write!(out, "{}.{:03}", seen.as_secs(), seen.subsec_millis())
+                    })
                 }
-                _ => format_float(app.granted.as_millis() as f64 / 1000.0),
+                _ => value_line(out, |out| {
+                    write_float(out, app.granted.as_millis() as f64 / 1000.0)
+                }),
             };
-            let (id, host) = labels(snapshot, i - 1);
-            return sample(out, name, &id, &host, &value);
         }
         i -= 1 + n;
     }
 }
 
-/// The gauge of tracked applications and the counters.
+/// The gauges of tracked applications and per state, and the counters.
 fn write_scalars(snapshot: &Snapshot, out: &mut Vec<u8>) {
     let counters = snapshot.counters();
     let mut scalar = |name: &str, kind: &str, help: &str, value: u64| {
@@ -154,31 +247,58 @@ fn write_scalars(snapshot: &Snapshot, out: &mut Vec<u8>) {
         "New applications refused because the registry was full.",
         counters.refused,
     );
+    let mut by_state = [0_u64; 4];
+    for i in 0..snapshot.len() {
+        by_state[usize::from(snapshot.app(i).state.exit_code().min(2))] += 1;
+    }
+    by_state[3] = snapshot.missing().len() as u64;
+    header(
+        out,
+        BY_STATE,
+        "Applications per state: ok, warning, critical (tracked), missing (expected, not tracked).",
+    );
+    for (state, n) in ["ok", "warning", "critical", "missing"]
+        .iter()
+        .zip(by_state)
+    {
+        let _ = writeln!(out, "{BY_STATE}{{state=\"{state}\"}} {n}");
+    }
 }
+
+/// The family of counts per state, in every mode.
+const BY_STATE: &str = "heartbeat_apps_by_state";
 
 fn header(out: &mut Vec<u8>, name: &str, help: &str) {
     let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n");
 }
 
-fn sample(out: &mut Vec<u8>, name: &str, app: &str, host: &str, value: &str) {
-    let _ = writeln!(
-        out,
-        "{name}{{app=\"{}\",host=\"{}\"}} {value}",
-        escape_label_value(app),
-        escape_label_value(host)
-    );
+/// `NAME{app="ID",host="` (the id escaped); the caller writes the host.
+fn sample_start(out: &mut Vec<u8>, name: &str, app: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"{app=\"");
+    escape_into(out, app);
+    out.extend_from_slice(b"\",host=\"");
 }
 
-/// The `app` and `host` labels of record `i`: its key split on the last
+/// `NAME{app="ID",host="IP"}` of record `i`: its key split on the last
 /// `" @ "` when keyed by peer, else the whole key and no host.
-fn labels(snapshot: &Snapshot, i: usize) -> (Cow<'_, str>, Cow<'_, str>) {
+fn labels(out: &mut Vec<u8>, name: &str, snapshot: &Snapshot, i: usize) {
     let key = snapshot.key(i);
-    if snapshot.config().key_by_peer {
-        let (id, host) = split_key(key);
-        (Cow::Borrowed(id), Cow::Borrowed(host.unwrap_or_default()))
+    let (id, host) = if snapshot.config().key_by_peer {
+        split_key(key)
     } else {
-        (Cow::Borrowed(key), Cow::Borrowed(""))
-    }
+        (key, None)
+    };
+    sample_start(out, name, id);
+    escape_into(out, host.unwrap_or_default());
+    out.extend_from_slice(b"\"}");
+}
+
+/// ` VALUE\n`, the value written by `value` (into a `Vec`: cannot fail).
+fn value_line(out: &mut Vec<u8>, value: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) {
+    out.push(b' ');
+    let _ = value(out);
+    out.push(b'\n');
 }
 
 /// Escapes a label value for the text format: `\` → `\\`, `"` → `\"`,
@@ -187,27 +307,40 @@ pub fn escape_label_value(value: &str) -> Cow<'_, str> {
     if !value.contains(['\\', '"', '\n']) {
         return Cow::Borrowed(value);
     }
-    let mut out = String::with_capacity(value.len() + 8);
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
+    let mut out = Vec::with_capacity(value.len() + 8);
+    escape_into(&mut out, value);
+    // only ASCII was replaced by ASCII: still UTF-8
+    Cow::Owned(String::from_utf8(out).unwrap_or_default())
 }
 
-/// Formats a sample value; non-finite values use Prometheus spelling.
-fn format_float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".to_owned()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
-    } else {
-        v.to_string()
+/// [`escape_label_value`] of `value`, appended to `out`.
+fn escape_into(out: &mut Vec<u8>, value: &str) {
+    let bytes = value.as_bytes();
+    let mut from = 0;
+    for (at, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'"' => b"\\\"",
+            b'\n' => b"\\n",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[from..at]);
+        out.extend_from_slice(escaped);
+        from = at + 1;
     }
+    out.extend_from_slice(&bytes[from..]);
+}
+
+/// Writes a sample value; non-finite values use Prometheus spelling.
+fn write_float(out: &mut Vec<u8>, v: f64) -> std::io::Result<()> {
+    if v.is_nan() {
+        out.extend_from_slice(b"NaN");
+    } else if v.is_infinite() {
+        out.extend_from_slice(if v > 0.0 { b"+Inf" } else { b"-Inf" });
+    } else {
+        write!(out, "{v}")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -224,6 +357,7 @@ mod tests {
     fn escapes_label_values() {
         assert_eq!(escape_label_value("plain @ 1.2.3.4"), "plain @ 1.2.3.4");
         assert_eq!(escape_label_value("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+        assert_eq!(escape_label_value("\"é\n"), "\\\"é\\n");
         assert!(matches!(escape_label_value("x"), Cow::Borrowed(_)));
     }
 
@@ -240,9 +374,15 @@ mod tests {
 
     #[test]
     fn non_finite_values() {
-        assert_eq!(format_float(f64::INFINITY), "+Inf");
-        assert_eq!(format_float(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(format_float(f64::NAN), "NaN");
-        assert_eq!(format_float(0.5), "0.5");
+        let float = |v| {
+            let mut out = Vec::new();
+            write_float(&mut out, v).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(float(f64::INFINITY), "+Inf");
+        assert_eq!(float(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(float(f64::NAN), "NaN");
+        assert_eq!(float(0.5), "0.5");
+        assert_eq!(float(1e21), "1000000000000000000000");
     }
 }
