@@ -54,6 +54,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod query;
 
+#[cfg(monitor)]
 pub(crate) use query::Position;
 pub use query::{AppsQuery, AppsSort, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 

@@ -275,6 +275,7 @@ pub(crate) struct Position<'a> {
 impl<'a> Position<'a> {
     /// The position of a row in `sort`: its state, overdue ratio, last
     /// beat (milliseconds since the epoch; `None`: never) and key.
+    #[cfg(monitor)]
     pub(crate) fn new(
         sort: AppsSort,
         state: AppState,
@@ -301,6 +302,7 @@ impl<'a> Position<'a> {
 
     /// The cursor naming this position: the order's letter, the rank and
     /// the key in hex (`[0-9a-f.]` only: nothing to escape anywhere).
+    #[cfg(monitor)]
     pub(crate) fn cursor(&self, sort: AppsSort) -> String {
         let mut out = String::with_capacity(36 + 2 * self.key.len());
         out.push(sort.letter());
@@ -349,6 +351,7 @@ impl PartialOrd for Position<'_> {
 }
 
 /// `x`'s bits, mapped so that unsigned order is `f64::total_cmp`'s.
+#[cfg(monitor)]
 fn ordered_bits(x: f64) -> u64 {
     let bits = x.to_bits();
     if bits >> 63 == 1 {
@@ -362,10 +365,12 @@ fn ordered_bits(x: f64) -> u64 {
 mod tests {
     use super::*;
 
+    #[cfg(monitor)]
     fn pos(sort: AppsSort, state: AppState, od: f64, seen: Option<u64>, key: &str) -> Position<'_> {
         Position::new(sort, state, od, seen, Cow::Borrowed(key))
     }
 
+    #[cfg(monitor)]
     #[test]
     fn the_overdue_order_is_critical_missing_warning_ok_then_ratio_then_key() {
         use AppState::*;
@@ -385,6 +390,7 @@ mod tests {
         assert_eq!(keys, ["e", "c", "failed", "d", "b", "aa", "f", "a"]);
     }
 
+    #[cfg(monitor)]
     #[test]
     fn the_last_seen_order_puts_the_never_seen_and_the_longest_silent_first() {
         let l = AppsSort::LastSeen;
@@ -399,6 +405,7 @@ mod tests {
         assert_eq!(keys, ["m", "epoch", "b", "a"]);
     }
 
+    #[cfg(monitor)]
     #[test]
     fn ordered_bits_keep_the_order_of_floats() {
         let xs = [
@@ -417,6 +424,7 @@ mod tests {
         }
     }
 
+    #[cfg(monitor)]
     #[test]
     fn a_cursor_reads_back_as_its_position_and_only_in_its_order() {
         for (sort, key) in [
