@@ -432,13 +432,27 @@ impl Streamed {
     /// The body in chunks of at most `max` bytes (at least 1), each rendered
     /// when asked for. A chunk may end inside a UTF-8 character.
     pub(crate) fn chunks(mut self, max: usize) -> Chunks {
-        self.snapshot.sort();
+        if self.lists_every_record() {
+            self.snapshot.sort();
+        }
         Chunks {
             pieces: self.pieces(),
             body: self,
             next_piece: 0,
             carry: Vec::new(),
             max: max.max(1),
+        }
+    }
+
+    /// Whether the reply lists every record in key order, so that the
+    /// snapshot must be sorted first; a page (the API with a query, the
+    /// dashboard) and `/metrics` without every app's series order only
+    /// the records they show.
+    fn lists_every_record(&self) -> bool {
+        match self.view {
+            View::List | View::HostStatus => true,
+            View::Metrics => self.per_app == metrics::PerAppMetrics::All,
+            View::Apps | View::Dashboard => self.page.is_none(),
         }
     }
 

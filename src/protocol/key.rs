@@ -36,10 +36,10 @@ impl<'a> RecordKey<'a> {
 
     /// Splits `key` on its last `" @ "`; without one it is a bare id.
     pub fn parse(key: &'a str) -> Self {
-        match key.rsplit_once(KEY_SEPARATOR) {
-            Some((id, host)) => RecordKey {
-                id,
-                host: Some(host),
+        match last_separator(key) {
+            Some(at) => RecordKey {
+                id: &key[..at],
+                host: Some(&key[at + KEY_SEPARATOR.len()..]),
             },
             None => RecordKey {
                 id: key,
@@ -74,6 +74,16 @@ impl fmt::Display for RecordKey<'_> {
         }
         Ok(())
     }
+}
+
+/// Where the last `" @ "` of `key` starts: `str::rfind` of it, by a scan
+/// from the end (a host is short), without setting up a string searcher
+/// for every key of a `/metrics` scrape.
+fn last_separator(key: &str) -> Option<usize> {
+    let b = key.as_bytes();
+    (0..b.len().saturating_sub(2))
+        .rev()
+        .find(|&at| b[at] == b' ' && b[at + 1] == b'@' && b[at + 2] == b' ')
 }
 
 /// The key of a record as `/list` prints it, split on its **last** `" @ "`:
@@ -129,6 +139,36 @@ fn push_ipv4(out: &mut String, ip: std::net::Ipv4Addr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_separator_is_rfinds() {
+        for key in [
+            "",
+            " ",
+            " @",
+            " @ ",
+            "@ ",
+            "a @ b",
+            " @ @ x",
+            "a @ b @ c",
+            "a  @  b",
+            "é @ ::1",
+            "x@y",
+            "k @ ",
+            " @ k",
+            "a @@ b @ @ c",
+        ] {
+            assert_eq!(last_separator(key), key.rfind(KEY_SEPARATOR), "{key:?}");
+            assert_eq!(
+                split_key(key),
+                match key.rsplit_once(KEY_SEPARATOR) {
+                    Some((id, host)) => (id, Some(host)),
+                    None => (key, None),
+                },
+                "{key:?}"
+            );
+        }
+    }
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]

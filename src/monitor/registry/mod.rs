@@ -42,7 +42,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub(crate) use self::expected::Expectations;
 pub use self::expected::{Expected, ExpectedError};
-pub(crate) use self::snapshot::Snapshot;
+pub(crate) use self::snapshot::{KeyOrder, Snapshot};
 pub use super::events::{Event, EventKind};
 use crate::protocol::{self, peer_key, split_key, whole_ms, State};
 
@@ -250,6 +250,11 @@ pub struct Registry {
     /// Specs added by [`Registry::expect`] whose absence the next advance
     /// reports (`expect` has no `now` to date the event with).
     unannounced: Vec<Expected>,
+    /// Changes whenever a key is added to `apps` or removed from it (the
+    /// map's iteration order can change only then), so that a snapshot's
+    /// key order can be reused by the next one ([`KeyOrder`]).
+    layout: u64,
+    key_order: Arc<KeyOrder>,
     #[cfg(test)]
     last_sweep_examined: usize,
 }
@@ -279,6 +284,8 @@ impl Registry {
             expected,
             expected_live: HashMap::new(),
             unannounced: Vec::new(),
+            layout: 0,
+            key_order: Arc::default(),
             #[cfg(test)]
             last_sweep_examined: 0,
         }
@@ -405,6 +412,7 @@ impl Registry {
         let Some((key, record)) = self.apps.remove_entry(key.as_str()) else {
             return false;
         };
+        self.layout += 1;
         self.unindex(&key, &record);
         let at = now;
         self.push_event(Event {
@@ -635,6 +643,7 @@ impl Registry {
                 }
                 None => {
                     self.apps.remove(&key);
+                    self.layout += 1;
                     self.counters.expiries += 1;
                     dropped = true;
                 }
@@ -693,6 +702,9 @@ impl Registry {
             expected: Arc::clone(&self.expected),
             missing: std::sync::OnceLock::new(),
             base_wall: self.base_wall,
+            layout: self.layout,
+            key_order: Arc::clone(&self.key_order),
+            sorted: false,
         }
     }
 
@@ -833,6 +845,7 @@ impl Registry {
                 };
                 self.index(&key, &fresh);
                 self.apps.insert(Arc::clone(&key), fresh);
+                self.layout += 1;
                 Event {
                     kind: EventKind::Created,
                     key,
@@ -1013,6 +1026,7 @@ impl Registry {
         };
         self.index(&key, &record);
         self.apps.insert(key, record);
+        self.layout += 1;
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 //! replies rendered after the lock is released.
 
 use std::collections::HashSet;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use super::{info, AppInfo, Counters, Expectations, Expected, Record, RegistryConfig};
@@ -25,13 +25,62 @@ pub(crate) struct Snapshot {
     /// Worked out from the records on first use, outside the lock.
     pub(super) missing: OnceLock<Vec<Expected>>,
     pub(super) base_wall: Option<SystemTime>,
+    /// The registry's layout when the snapshot was taken, and where the
+    /// key order of the last sorted snapshot is kept.
+    pub(super) layout: u64,
+    pub(super) key_order: Arc<KeyOrder>,
+    /// Whether `records` are in key order already (else in the map's).
+    pub(super) sorted: bool,
 }
+
+/// The key order of the last sorted snapshot of a registry: the positions,
+/// in the map's iteration order, of the records in key order, and the
+/// registry layout it holds for. While no key is added or removed the map
+/// iterates in the same order, so the next snapshot is put in key order by
+/// following these positions (one pass) instead of sorting again: a
+/// `/metrics` scrape of an unchanged fleet of a million skips a sort of a
+/// million keys.
+#[derive(Debug, Default)]
+pub(crate) struct KeyOrder(pub(super) Mutex<Option<(u64, Arc<[u32]>)>>);
 
 impl Snapshot {
     /// Puts the records in key order (byte-wise ascending), as every
-    /// whole-registry reply lists them.
+    /// whole-registry reply lists them: by the last snapshot's order when
+    /// the registry's keys have not changed since ([`KeyOrder`]), else by
+    /// sorting (and keeping that order for the next one).
     pub(crate) fn sort(&mut self) {
-        self.records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if std::mem::replace(&mut self.sorted, true) {
+            return;
+        }
+        let n = self.records.len();
+        let Ok(count) = u32::try_from(n) else {
+            self.records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            return;
+        };
+        let kept = self.key_order.0.lock().ok().and_then(|kept| {
+            kept.as_ref()
+                .filter(|(layout, order)| *layout == self.layout && order.len() == n)
+                .map(|(_, order)| Arc::clone(order))
+        });
+        let order = kept.unwrap_or_else(|| {
+            let mut order: Vec<u32> = (0..count).collect();
+            order.sort_unstable_by(|&a, &b| {
+                self.records[a as usize].0.cmp(&self.records[b as usize].0)
+            });
+            let order: Arc<[u32]> = order.into();
+            if let Ok(mut kept) = self.key_order.0.lock() {
+                *kept = Some((self.layout, Arc::clone(&order)));
+            }
+            order
+        });
+        self.records = order
+            .iter()
+            .map(|&i| self.records[i as usize].clone())
+            .collect();
+        debug_assert!(
+            self.records.windows(2).all(|w| w[0].0 < w[1].0),
+            "a snapshot's key order was reused after the registry's keys changed"
+        );
     }
 
     /// Number of records.

@@ -747,3 +747,61 @@ fn a_restored_failure_is_critical_without_an_event() {
     r.advance(ms(t0, 1_000_000), usize::MAX);
     assert_eq!(kinds(&mut r), [], "never dropped");
 }
+
+/// The keys of a sorted snapshot.
+fn sorted_keys(r: &mut Registry, now: Instant) -> Vec<String> {
+    let mut snap = r.snapshot(now);
+    snap.sort();
+    (0..snap.len()).map(|i| snap.key(i).to_owned()).collect()
+}
+
+#[test]
+fn a_snapshot_reuses_the_last_key_order_only_while_the_keys_stay() {
+    let t0 = Instant::now();
+    let mut r = Registry::default();
+    let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    for i in 0..300 {
+        r.init(&format!("app-{:03}", (i * 7) % 300), peer, d(60_000), t0)
+            .unwrap();
+    }
+    let first = sorted_keys(&mut r, t0);
+    let mut want = first.clone();
+    want.sort();
+    assert_eq!(first, want);
+    // pings move no key: the kept order is used, and still right
+    for i in 0..300 {
+        r.ping(&format!("app-{i:03}"), peer, d(60_000), t0 + d(1))
+            .unwrap();
+    }
+    assert_eq!(r.layout, r.key_order.0.lock().unwrap().as_ref().unwrap().0);
+    assert_eq!(sorted_keys(&mut r, t0 + d(2)), want);
+    // a new key, a done, an expiry: a new order each time
+    r.init("aaa", peer, d(0), t0 + d(3)).unwrap();
+    let with_new = sorted_keys(&mut r, t0 + d(4));
+    assert_eq!(with_new[0], "aaa @ 127.0.0.1");
+    assert_eq!(with_new.len(), 301);
+    r.done("app-150", peer, t0 + d(5));
+    let after_done = sorted_keys(&mut r, t0 + d(6));
+    assert!(!after_done.contains(&"app-150 @ 127.0.0.1".to_owned()));
+    assert_eq!(after_done.len(), 300);
+    let after_expiry = sorted_keys(&mut r, t0 + d(7_000));
+    assert_eq!(after_expiry.len(), 299, "aaa expired");
+    assert!(after_expiry.windows(2).all(|w| w[0] < w[1]));
+}
+
+/// The kept order really is what a snapshot follows while the layout is
+/// unchanged: a wrong one is caught by the debug check.
+#[test]
+#[should_panic(expected = "key order was reused")]
+fn a_kept_order_is_followed_without_sorting() {
+    let t0 = Instant::now();
+    let mut r = Registry::default();
+    let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    for i in 0..10 {
+        r.init(&format!("app-{i}"), peer, d(60_000), t0).unwrap();
+    }
+    let _ = sorted_keys(&mut r, t0);
+    let reversed: Vec<u32> = (0..10).rev().collect();
+    *r.key_order.0.lock().unwrap() = Some((r.layout, reversed.into()));
+    let _ = sorted_keys(&mut r, t0);
+}

@@ -6,8 +6,8 @@ use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::monitor::registry::Snapshot;
-use crate::protocol::split_key;
 use crate::protocol::State;
+use crate::protocol::{split_key, whole_ms, KEY_SEPARATOR};
 
 /// The `Content-Type` to send with [`render`](crate::monitor::metrics::render)'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -92,27 +92,83 @@ impl std::str::FromStr for PerAppMetrics {
 /// The records and missing applications one exposition has series for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Series {
-    /// Tracked records (indices of the sorted snapshot).
+    /// Tracked records (indices of the snapshot).
     tracked: Vec<usize>,
+    /// For each of `tracked`, where its key splits into the `app` and
+    /// `host` labels, and whether either needs escaping ([`Split`]):
+    /// worked out once per scrape, not once per family.
+    splits: Vec<Split>,
     /// Missing applications (indices of `Snapshot::missing`).
     missing: usize,
 }
 
+/// A key's labels: the length of its id (the `app` label; the `host` is
+/// what follows the separator, if anything), and in the top bit whether
+/// a label needs escaping (almost never: ids with `\`, `"` or a newline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Split(u32);
+
+impl Split {
+    const ESCAPE: u32 = 1 << 31;
+
+    fn of(key: &str, key_by_peer: bool) -> Split {
+        let id_len = if key_by_peer {
+            split_key(key).0.len()
+        } else {
+            key.len()
+        };
+        // an id is at most MAX_APP_ID_LEN bytes, far below 2^31
+        let id_len = u32::try_from(id_len).unwrap_or(u32::MAX >> 1) & !Split::ESCAPE;
+        if key.bytes().any(|b| b == b'\\' || b == b'"' || b == b'\n') {
+            Split(id_len | Split::ESCAPE)
+        } else {
+            Split(id_len)
+        }
+    }
+
+    /// The `app` and `host` label values of `key`.
+    fn labels(self, key: &str) -> (&[u8], &[u8]) {
+        let key = key.as_bytes();
+        let id_len = ((self.0 & !Split::ESCAPE) as usize).min(key.len());
+        let host = key.get(id_len + KEY_SEPARATOR.len()..).unwrap_or_default();
+        (&key[..id_len], host)
+    }
+
+    fn escape(self) -> bool {
+        self.0 & Split::ESCAPE != 0
+    }
+}
+
 impl Series {
-    /// The records of `snapshot` (sorted) `mode` gives series.
+    /// The records of `snapshot` `mode` gives series, in key order: with
+    /// [`All`](PerAppMetrics::All) the snapshot must be sorted already;
+    /// otherwise only the few it keeps are sorted here.
     pub(crate) fn of(snapshot: &Snapshot, mode: PerAppMetrics) -> Series {
         let tracked = match mode {
             PerAppMetrics::All => (0..snapshot.len()).collect(),
-            PerAppMetrics::Problems => (0..snapshot.len())
-                .filter(|&i| snapshot.app(i).state != State::Ok)
-                .collect(),
+            PerAppMetrics::Problems => {
+                let mut problems: Vec<usize> = (0..snapshot.len())
+                    .filter(|&i| snapshot.app(i).state != State::Ok)
+                    .collect();
+                problems.sort_unstable_by(|&a, &b| snapshot.key(a).cmp(snapshot.key(b)));
+                problems
+            }
             PerAppMetrics::None => Vec::new(),
         };
+        let key_by_peer = snapshot.config().key_by_peer;
+        let splits = tracked
+            .iter()
+            .map(|&i| Split::of(snapshot.key(i), key_by_peer))
+            .collect();
         let missing = match mode {
             PerAppMetrics::None => 0,
             _ => snapshot.missing().len(),
         };
-        Series { tracked, missing }
+        Series {
+            tracked,
+            splits,
+            missing,
+        }
     }
 
     /// How many pieces [`write_piece`] renders: the scalars, then per
@@ -152,8 +208,8 @@ pub(crate) fn write_piece(
                 0 => u8::from(app.state != State::Critical),
                 _ => app.state.exit_code(),
             };
-            labels(out, name, snapshot, record);
-            return value_line(out, |out| write!(out, "{value}"));
+            labels(out, name, app.key, series.splits[i - 1]);
+            return value_line(out, |out| write_u64(out, u64::from(value)));
         }
         if i <= n + m {
             let spec = &missing[i - n - 1];
@@ -163,7 +219,7 @@ pub(crate) fn write_piece(
                 let _ = write!(out, "{ip}");
             }
             out.extend_from_slice(b"\"}");
-            return value_line(out, |out| write!(out, "{value}"));
+            return value_line(out, |out| write_u64(out, u64::from(value)));
         }
         i -= 1 + n + m;
     }
@@ -174,7 +230,7 @@ pub(crate) fn write_piece(
         if i <= n {
             let record = tracked[i - 1];
             let app = snapshot.app(record);
-            labels(out, name, snapshot, record);
+            labels(out, name, app.key, series.splits[i - 1]);
             return match family {
                 0 => value_line(out, |out| write_float(out, app.overdue_ratio)),
                 1 => {
@@ -183,12 +239,18 @@ pub(crate) fn write_piece(
                         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                         .unwrap_or_default();
                     value_line(out, |out| {
-                        write!(out, "{}.{:03}", seen.as_secs(), seen.subsec_millis())
+                        write_u64(out, seen.as_secs())?;
+                        out.push(b'.');
+                        let ms = seen.subsec_millis();
+                        out.extend_from_slice(&[
+                            b'0' + (ms / 100) as u8,
+                            b'0' + (ms / 10 % 10) as u8,
+                            b'0' + (ms % 10) as u8,
+                        ]);
+                        Ok(())
                     })
                 }
-                _ => value_line(out, |out| {
-                    write_float(out, app.granted.as_millis() as f64 / 1000.0)
-                }),
+                _ => value_line(out, |out| write_seconds(out, whole_ms(app.granted))),
             };
         }
         i -= 1 + n;
@@ -276,21 +338,25 @@ fn header(out: &mut Vec<u8>, name: &str, help: &str) {
 fn sample_start(out: &mut Vec<u8>, name: &str, app: &str) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"{app=\"");
-    escape_into(out, app);
+    escape_into(out, app.as_bytes());
     out.extend_from_slice(b"\",host=\"");
 }
 
-/// `NAME{app="ID",host="IP"}` of record `i`: its key split on the last
-/// `" @ "` when keyed by peer, else the whole key and no host.
-fn labels(out: &mut Vec<u8>, name: &str, snapshot: &Snapshot, i: usize) {
-    let key = snapshot.key(i);
-    let (id, host) = if snapshot.config().key_by_peer {
-        split_key(key)
+/// `NAME{app="ID",host="IP"}` of `key` (split as `split` says: on the
+/// last `" @ "` when keyed by peer, else the whole key and no host).
+fn labels(out: &mut Vec<u8>, name: &str, key: &str, split: Split) {
+    let (id, host) = split.labels(key);
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"{app=\"");
+    if split.escape() {
+        escape_into(out, id);
+        out.extend_from_slice(b"\",host=\"");
+        escape_into(out, host);
     } else {
-        (key, None)
-    };
-    sample_start(out, name, id);
-    escape_into(out, host.unwrap_or_default());
+        out.extend_from_slice(id);
+        out.extend_from_slice(b"\",host=\"");
+        out.extend_from_slice(host);
+    }
     out.extend_from_slice(b"\"}");
 }
 
@@ -308,14 +374,13 @@ pub fn escape_label_value(value: &str) -> Cow<'_, str> {
         return Cow::Borrowed(value);
     }
     let mut out = Vec::with_capacity(value.len() + 8);
-    escape_into(&mut out, value);
+    escape_into(&mut out, value.as_bytes());
     // only ASCII was replaced by ASCII: still UTF-8
     Cow::Owned(String::from_utf8(out).unwrap_or_default())
 }
 
 /// [`escape_label_value`] of `value`, appended to `out`.
-fn escape_into(out: &mut Vec<u8>, value: &str) {
-    let bytes = value.as_bytes();
+fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
     let mut from = 0;
     for (at, &b) in bytes.iter().enumerate() {
         let escaped: &[u8] = match b {
@@ -329,6 +394,44 @@ fn escape_into(out: &mut Vec<u8>, value: &str) {
         from = at + 1;
     }
     out.extend_from_slice(&bytes[from..]);
+}
+
+/// `n` in decimal, without the formatting machinery.
+fn write_u64(out: &mut Vec<u8>, mut n: u64) -> std::io::Result<()> {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    Ok(())
+}
+
+/// `ms` milliseconds as seconds, exactly as `{}` prints `ms as f64 / 1000.0`
+/// (the shortest decimal that reads back: at most three decimals, no
+/// trailing zero), without the float formatting.
+fn write_seconds(out: &mut Vec<u8>, ms: u64) -> std::io::Result<()> {
+    write_u64(out, ms / 1000)?;
+    let mut frac = ms % 1000;
+    if frac != 0 {
+        let mut digits = 3;
+        while frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        out.push(b'.');
+        let start = out.len();
+        write_u64(out, frac)?;
+        // leading zeros of the fraction (1.005 s: "005" is written "5")
+        let missing = digits - (out.len() - start);
+        out.splice(start..start, std::iter::repeat_n(b'0', missing));
+    }
+    Ok(())
 }
 
 /// Writes a sample value; non-finite values use Prometheus spelling.
@@ -361,6 +464,45 @@ mod tests {
         assert!(matches!(escape_label_value("x"), Cow::Borrowed(_)));
     }
 
+    /// With `Problems` the snapshot is not sorted (a page of a million would
+    /// pay for it): the few series kept are, and only theirs are there.
+    #[test]
+    fn problems_only_and_in_key_order() {
+        use crate::monitor::service::{Streamed, View};
+        let t0 = Instant::now();
+        let mut r = Registry::default();
+        let mut late: Vec<String> = (0..40)
+            .map(|i| format!("late-{:02}", (i * 17) % 40))
+            .collect();
+        for id in &late {
+            r.init(id, LOCAL, Duration::ZERO, t0).unwrap();
+        }
+        for i in 0..200 {
+            r.init(&format!("fine-{i}"), LOCAL, Duration::from_secs(60), t0)
+                .unwrap();
+        }
+        let render = |r: &mut Registry, mode| {
+            Streamed::new(View::Metrics, r.snapshot(t0 + Duration::from_millis(3500)))
+                .per_app_metrics(mode)
+                .into_string()
+        };
+        let text = render(&mut r, PerAppMetrics::Problems);
+        let apps: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("heartbeat_app_state{app=\""))
+            .map(|l| l.split('"').next().unwrap())
+            .collect();
+        late.sort();
+        assert_eq!(apps, late, "the WARNING ones, in key order");
+        assert!(text.contains("heartbeat_apps_by_state{state=\"ok\"} 200\n"));
+        assert!(text.contains("heartbeat_apps_by_state{state=\"warning\"} 40\n"));
+        let none = render(&mut r, PerAppMetrics::None);
+        assert!(!none.contains("{app="), "{none}");
+        assert!(none.contains("heartbeat_apps 240\n"));
+        let all = render(&mut r, PerAppMetrics::All);
+        assert_eq!(all.matches("heartbeat_app_up{").count(), 240);
+    }
+
     #[test]
     fn render_expires_first() {
         let t0 = Instant::now();
@@ -370,6 +512,41 @@ mod tests {
         assert!(text.contains("heartbeat_apps 0\n"));
         assert!(text.contains("heartbeat_expiries_total 1\n"));
         assert!(!text.contains("old"));
+    }
+
+    #[test]
+    fn integers_and_seconds_are_written_as_the_formatter_would() {
+        let text = |f: &dyn Fn(&mut Vec<u8>) -> std::io::Result<()>| {
+            let mut out = Vec::new();
+            f(&mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        for n in [0, 1, 9, 10, 99, 100, 12_345, u64::from(u32::MAX), u64::MAX] {
+            assert_eq!(text(&|o| write_u64(o, n)), n.to_string());
+        }
+        for ms in [
+            0,
+            1,
+            5,
+            10,
+            50,
+            100,
+            999,
+            1000,
+            1001,
+            1005,
+            1010,
+            1050,
+            1100,
+            1500,
+            2500,
+            60_000,
+            4_294_968_295,
+            4_294_967_295_999,
+        ] {
+            let want = (ms as f64 / 1000.0).to_string();
+            assert_eq!(text(&|o| write_seconds(o, ms)), want, "{ms} ms");
+        }
     }
 
     #[test]
