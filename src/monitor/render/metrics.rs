@@ -420,7 +420,7 @@ fn write_seconds(out: &mut Vec<u8>, ms: u64) -> std::io::Result<()> {
     let mut frac = ms % 1000;
     if frac != 0 {
         let mut digits = 3;
-        while frac % 10 == 0 {
+        while frac.is_multiple_of(10) {
             frac /= 10;
             digits -= 1;
         }
