@@ -514,6 +514,19 @@ impl Model {
                 return Err(format!("{name}: got {got}, model {want}"));
             }
         }
+        let in_state = |code: u8| self.apps.values().filter(|a| self.state(a) == code).count();
+        for (state, want) in [
+            ("ok", in_state(0)),
+            ("warning", in_state(1)),
+            ("critical", in_state(2)),
+            ("missing", 0),
+        ] {
+            let name = format!("heartbeat_apps_by_state:{state}");
+            let got = scalar(&name)?;
+            if got != want.to_string() {
+                return Err(format!("{name}: got {got}, model {want}"));
+            }
+        }
         let mut want: BTreeMap<(String, Option<(String, String)>), String> = BTreeMap::new();
         let mut seen_ms = BTreeMap::new();
         for app in self.apps.values() {
@@ -717,6 +730,11 @@ pub fn parse_exposition(text: &str) -> Result<BTreeMap<SampleKey, String>, Strin
     let mut samples = BTreeMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (key, value) = match line.split_once('{') {
+            Some((name, rest)) if name == "heartbeat_apps_by_state" => {
+                let (state, rest) = label(rest, "state")?;
+                let value = rest.strip_prefix("} ").ok_or_else(|| format!("{line:?}"))?;
+                ((format!("{name}:{state}"), None), value)
+            }
             Some((name, rest)) => {
                 let (app, rest) = label(rest, "app")?;
                 let rest = rest.strip_prefix(',').ok_or_else(|| format!("{line:?}"))?;
