@@ -260,7 +260,7 @@ async fn concurrent_latencies(server: &ServerProcess, span: Duration) -> Vec<Dur
         let addr = server.addr;
         tasks.push(tokio::spawn(async move {
             let mut client = BareClient::connect(addr).await;
-            ping_latencies(&mut client, &short_id(c * (APPS / CONNECTIONS)), span).await
+            ping_latencies(&mut client, &short_id(c * (APPS / CONNECTIONS / 2)), span).await
         }));
     }
     let mut all = Vec::new();
@@ -289,9 +289,10 @@ fn periodic_scrapes(mode: &str) {
     // seconds, so `problems` has series
     const LATE: usize = APPS / 1000;
     let server = ServerProcess::start_with_per_app_metrics(mode, LATE);
+    // (the default cap is APPS: the late ones are part of the fleet)
     rt.block_on(common::populate(
         server.addr,
-        APPS,
+        APPS - LATE,
         short_id,
         TIMEOUT_MS,
         LOADERS,
