@@ -77,10 +77,15 @@ impl Snapshot {
             .iter()
             .map(|&i| self.records[i as usize].clone())
             .collect();
-        debug_assert!(
-            self.records.windows(2).all(|w| w[0].0 < w[1].0),
-            "a snapshot's key order was reused after the registry's keys changed"
-        );
+        // A map may reorder even when no key came or went (hashbrown's
+        // insert of an existing key can grow the table): a kept order that
+        // no longer sorts is dropped and the records sorted.
+        if !self.records.windows(2).all(|w| w[0].0 < w[1].0) {
+            self.records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            if let Ok(mut kept) = self.key_order.0.lock() {
+                *kept = None;
+            }
+        }
     }
 
     /// Number of records.
