@@ -297,6 +297,15 @@ async fn pages_that_do_not_end_are_a_parse_error_not_a_loop() {
         matches!(&error, Error::Parse { reason, .. } if reason.contains("do not end")),
         "{error:?}"
     );
+    // an empty page that names a next one: stopped there
+    let mut empty: serde_json::Value = serde_json::from_str(&page_with_cursor("i0.61")).unwrap();
+    empty["apps"] = serde_json::json!([]);
+    let server = serving(200, &empty.to_string(), "application/json", 1).await;
+    let error = client(&server).apps(ErrorPolicy::Raise).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::Parse { reason, .. } if reason.contains("do not end")),
+        "{error:?}"
+    );
     // a new cursor each time: stopped past max_apps applications
     let server = MockServer::start().await;
     Mock::given(method("GET"))

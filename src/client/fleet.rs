@@ -185,13 +185,15 @@ impl HeartbeatClient {
             let whole = protocol::max_apps_body(self.inner.max_apps);
             let mut all = self.fetch_page(&query, whole).await?;
             let page_cap = protocol::apps::max_page_body(protocol::apps::MAX_PAGE_LIMIT);
+            let mut last_page = all.apps.len();
             while let Some(cursor) = all.page.take().and_then(|page| page.next_cursor) {
-                let stuck = query.cursor.as_deref() == Some(cursor.as_str());
+                // a page that names a next one must hold a row and move on
+                let stuck = last_page == 0 || query.cursor.as_deref() == Some(cursor.as_str());
                 if stuck || all.apps.len() > self.inner.max_apps {
                     return Err(Error::Parse {
                         url: format!("{}{}", self.inner.base, protocol::apps::APPS_PATH),
                         reason: if stuck {
-                            "a page's cursor repeats the page before's: the pages do not end"
+                            "an empty page, or a cursor repeating the page before's: the pages do not end"
                                 .to_owned()
                         } else {
                             format!(
@@ -204,6 +206,7 @@ impl HeartbeatClient {
                 }
                 query = query.after(cursor);
                 let next = self.fetch_page(&query, page_cap).await?;
+                last_page = next.apps.len();
                 all.apps.extend(next.apps);
                 all = protocol::apps::Apps {
                     apps: all.apps,

@@ -145,8 +145,12 @@ async fn api_apps(client: &HeartbeatClient) -> Option<Vec<AppRecord>> {
     match client.apps(ErrorPolicy::Raise).await {
         Ok(apps) => Some(apps.apps),
         Err(heartbeat_sdk::Error::Unsupported { status, .. }) if status != 200 => None,
-        Err(heartbeat_sdk::Error::Unsupported { .. } | heartbeat_sdk::Error::Parse { .. }) => {
+        Err(heartbeat_sdk::Error::Unsupported { .. }) => {
             unusable("not a version 1 document");
+            None
+        }
+        Err(heartbeat_sdk::Error::Parse { reason, .. }) => {
+            unusable(&reason);
             None
         }
         Err(error) => {

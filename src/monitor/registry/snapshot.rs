@@ -123,6 +123,16 @@ impl Snapshot {
             .unwrap_or(base)
     }
 
+    /// Record `i`'s last init or ping in milliseconds since the epoch: the
+    /// registry's wall-clock anchor plus the record's own offset, so the
+    /// same in every snapshot until the record beats again.
+    pub(crate) fn last_seen_ms(&self, i: usize) -> u64 {
+        let base = self.base_wall.unwrap_or(SystemTime::UNIX_EPOCH);
+        base.checked_add(Duration::from_micros(self.records[i].1.last_us))
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0, crate::protocol::whole_ms)
+    }
+
     /// Whether record `i` matches an expected spec (it is never dropped).
     pub(crate) fn is_expected(&self, i: usize) -> bool {
         self.records[i].1.expected

@@ -149,12 +149,10 @@ impl<M: Missing> Listing<'_, M> {
         let mut matched = 0_u64;
         let mut best: BinaryHeap<(Position<'_>, usize)> = BinaryHeap::with_capacity(limit + 1);
         for i in 0..self.all_rows() {
-            let (state, id, host) = self.facts(i);
-            if !query.matches(state, id, host.as_deref()) {
+            let Some(position) = self.position(query, i) else {
                 continue;
-            }
+            };
             matched += 1;
-            let position = self.position(query, i, state);
             if after.as_ref().is_some_and(|after| position <= *after) {
                 continue;
             }
@@ -182,45 +180,36 @@ impl<M: Missing> Listing<'_, M> {
         }
     }
 
-    /// Row `i`'s state, id and host, for a query's filters.
-    fn facts(&self, i: usize) -> (AppState, &str, Option<Cow<'_, str>>) {
+    /// Row `i`'s place in `query`'s order, when it matches the query's
+    /// filters (the record is read once for both).
+    fn position(&self, query: &AppsQuery, i: usize) -> Option<Position<'_>> {
         let snapshot = self.snapshot;
         match i.checked_sub(snapshot.len()) {
             Some(m) => {
                 let missing = &self.missing[m];
-                let host = missing.host().map(|ip| Cow::Owned(ip.to_string()));
-                (AppState::Missing, missing.id(), host)
+                let host = missing.host().map(|ip| ip.to_string());
+                query
+                    .matches(AppState::Missing, missing.id(), host.as_deref())
+                    .then(|| {
+                        let key = Cow::Owned(self.missing_key(m));
+                        Position::new(query.sort, AppState::Missing, 0.0, None, key)
+                    })
             }
             None => {
                 let app = snapshot.app(i);
+                let state = app_state(app.state);
                 let (id, host) = self.split(app.key);
-                (app_state(app.state), id, host.map(Cow::Borrowed))
-            }
-        }
-    }
-
-    /// Row `i`'s place in `query`'s order.
-    fn position(&self, query: &AppsQuery, i: usize, state: AppState) -> Position<'_> {
-        let snapshot = self.snapshot;
-        match i.checked_sub(snapshot.len()) {
-            Some(m) => Position::new(
-                query.sort,
-                state,
-                0.0,
-                None,
-                Cow::Owned(self.missing_key(m)),
-            ),
-            None => {
-                let app = snapshot.app(i);
-                let ago = whole_ms(snapshot.since_last(i));
-                let seen = self.generated_ms().saturating_sub(ago);
-                Position::new(
-                    query.sort,
-                    state,
-                    app.overdue_ratio,
-                    Some(seen),
-                    Cow::Borrowed(snapshot.key(i)),
-                )
+                query.matches(state, id, host).then(|| {
+                    // the record's own beat time: the same on every request
+                    let seen = snapshot.last_seen_ms(i);
+                    Position::new(
+                        query.sort,
+                        state,
+                        app.overdue_ratio,
+                        Some(seen),
+                        Cow::Borrowed(app.key),
+                    )
+                })
             }
         }
     }
