@@ -276,16 +276,42 @@ fn page_with_cursor(cursor: &str) -> String {
     doc.to_string()
 }
 
-/// Pages a hostile (or broken) server hands out: a new cursor each time.
-struct EndlessPages(std::sync::atomic::AtomicUsize);
+/// Pages a hostile (or broken) server hands out: cursor `n % cycle`
+/// on the `n`th page (a cycle of `usize::MAX`: a new cursor each time).
+struct EndlessPages {
+    served: std::sync::atomic::AtomicUsize,
+    cycle: usize,
+}
+
+impl EndlessPages {
+    fn new(cycle: usize) -> EndlessPages {
+        EndlessPages {
+            served: 0.into(),
+            cycle,
+        }
+    }
+}
 
 impl wiremock::Respond for EndlessPages {
     fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
-        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self
+            .served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ResponseTemplate::new(200)
             .insert_header("content-type", "application/json")
-            .set_body_string(page_with_cursor(&format!("i{n:x}.61")))
+            .set_body_string(page_with_cursor(&format!("i{:x}.61", n % self.cycle)))
     }
+}
+
+/// A server answering `/api/v1/apps` with `pages`.
+async fn paging(pages: EndlessPages) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/apps"))
+        .respond_with(pages)
+        .mount(&server)
+        .await;
+    server
 }
 
 #[tokio::test]
@@ -306,13 +332,17 @@ async fn pages_that_do_not_end_are_a_parse_error_not_a_loop() {
         matches!(&error, Error::Parse { reason, .. } if reason.contains("do not end")),
         "{error:?}"
     );
+    // two cursors in turn (A, B, A, ...): stopped at the first repeat,
+    // the third page, long before max_apps
+    let server = paging(EndlessPages::new(2)).await;
+    let error = client(&server).apps(ErrorPolicy::Raise).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::Parse { reason, .. } if reason.contains("do not end")),
+        "{error:?}"
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 3);
     // a new cursor each time: stopped past max_apps applications
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/api/v1/apps"))
-        .respond_with(EndlessPages(0.into()))
-        .mount(&server)
-        .await;
+    let server = paging(EndlessPages::new(usize::MAX)).await;
     let small = HeartbeatClient::builder()
         .url(server.uri())
         .max_apps(5)

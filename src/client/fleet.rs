@@ -186,14 +186,17 @@ impl HeartbeatClient {
             let mut all = self.fetch_page(&query, whole).await?;
             let page_cap = protocol::apps::max_page_body(protocol::apps::MAX_PAGE_LIMIT);
             let mut last_page = all.apps.len();
+            // every cursor handed out so far: a server going round in a
+            // circle (A, B, A, ...) is caught at its first repeat
+            let mut seen = std::collections::HashSet::new();
             while let Some(cursor) = all.page.take().and_then(|page| page.next_cursor) {
                 // a page that names a next one must hold a row and move on
-                let stuck = last_page == 0 || query.cursor.as_deref() == Some(cursor.as_str());
+                let stuck = last_page == 0 || !seen.insert(cursor.clone());
                 if stuck || all.apps.len() > self.inner.max_apps {
                     return Err(Error::Parse {
                         url: format!("{}{}", self.inner.base, protocol::apps::APPS_PATH),
                         reason: if stuck {
-                            "an empty page, or a cursor repeating the page before's: the pages do not end"
+                            "an empty page, or a cursor handed out before: the pages do not end"
                                 .to_owned()
                         } else {
                             format!(

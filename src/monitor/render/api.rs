@@ -192,7 +192,7 @@ impl<M: Missing> Listing<'_, M> {
                     .matches(AppState::Missing, missing.id(), host.as_deref())
                     .then(|| {
                         let key = Cow::Owned(self.missing_key(m));
-                        Position::new(query.sort, AppState::Missing, 0.0, None, key)
+                        Position::new(query.sort, AppState::Missing, None, None, key)
                     })
             }
             None => {
@@ -202,11 +202,12 @@ impl<M: Missing> Listing<'_, M> {
                 query.matches(state, id, host).then(|| {
                     // the record's own beat time: the same on every request
                     let seen = snapshot.last_seen_ms(i);
+                    let granted = u64::try_from(app.granted.as_millis()).unwrap_or(u64::MAX);
                     Position::new(
                         query.sort,
                         state,
-                        app.overdue_ratio,
                         Some(seen),
+                        Some(seen.saturating_add(granted)),
                         Cow::Borrowed(app.key),
                     )
                 })
@@ -564,13 +565,11 @@ mod tests {
                         AppState::Warning => 2,
                         _ => 3,
                     };
+                    let due = |a: &AppRecord| a.last_seen.zip(a.granted).map(|(s, g)| s + g);
                     for w in rows.windows(2) {
                         let (a, b) = (w[0], w[1]);
                         assert!(
-                            rank(a) < rank(b)
-                                || (rank(a) == rank(b)
-                                    && a.overdue_ratio.unwrap_or(0.0)
-                                        >= b.overdue_ratio.unwrap_or(0.0)),
+                            rank(a) < rank(b) || (rank(a) == rank(b) && due(a) <= due(b)),
                             "{} before {}",
                             a.key,
                             b.key
@@ -593,6 +592,54 @@ mod tests {
             keys.dedup();
             assert_eq!(keys.len(), total, "no row twice");
         }
+    }
+
+    #[test]
+    fn overdue_pages_of_silent_apps_with_different_timeouts_lose_no_row() {
+        use crate::protocol::apps::AppsSort;
+        // "slow" (20 s granted) beat at 0 s, "quick" (2 s granted) at
+        // 100 s. At 110 s their ratios are 5.5 and 5.0, at 111.5 s 5.575
+        // and 5.75: both CRITICAL, and by ratio their order flips
+        let t0 = Instant::now();
+        let mut r = Registry::default();
+        r.init("slow", LOCAL, Duration::from_secs(19), t0).unwrap();
+        r.init(
+            "quick",
+            LOCAL,
+            Duration::from_secs(1),
+            t0 + Duration::from_secs(100),
+        )
+        .unwrap();
+        let query = AppsQuery::new().sort(AppsSort::Overdue).limit(1);
+        let mut page = |at_ms: u64, query: &AppsQuery| {
+            let mut snapshot = r.snapshot(t0 + Duration::from_millis(at_ms));
+            let text = render_page(
+                &mut snapshot,
+                Format::Json,
+                &|_| false,
+                &[] as &[MissingApp],
+                &|_, _| Uptime::unknown(),
+                Some(query),
+            );
+            crate::protocol::apps::parse_apps(text.as_bytes()).unwrap()
+        };
+        let first = page(110_000, &query);
+        assert_eq!(first.counts.critical, 2);
+        let cursor = first.page.as_ref().unwrap().next_cursor.clone().unwrap();
+        let second = page(111_500, &query.clone().after(cursor));
+        assert_eq!(second.counts.critical, 2);
+        let keys: Vec<&str> = first
+            .apps
+            .iter()
+            .chain(&second.apps)
+            .map(|a| a.id.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            ["slow", "quick"],
+            "the one due first leads, on both pages"
+        );
+        assert_eq!(second.page.unwrap().next_cursor, None);
     }
 
     #[test]

@@ -36,6 +36,9 @@ use crate::protocol::request::{encode_component, Method, Request};
 pub const DEFAULT_PAGE_LIMIT: usize = 100;
 /// The largest `limit` accepted.
 pub const MAX_PAGE_LIMIT: usize = 1000;
+/// The longest `q` accepted, in bytes: a search costs the server a scan of
+/// every id and host for it, so its length is bounded.
+pub const MAX_SEARCH_LEN: usize = 256;
 
 /// The order of a page.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -46,7 +49,9 @@ pub enum AppsSort {
     #[default]
     Id,
     /// `overdue`: problems first: CRITICAL, then missing, then WARNING,
-    /// then OK; within a state the highest overdue ratio first; then by key.
+    /// then OK; within a state the longest overdue first (the earliest
+    /// due: last beat plus granted timeout, which the clock alone does
+    /// not reorder); then by key.
     Overdue,
     /// `last_seen`: the longest silent first (never seen, i.e. missing,
     /// before any), then by key.
@@ -204,7 +209,16 @@ impl AppsQuery {
                         out = out.state(state);
                     }
                 }
-                "q" => out.search = Some(value()?.into_owned()).filter(|t| !t.is_empty()),
+                "q" => {
+                    let text = value()?;
+                    if text.len() > MAX_SEARCH_LEN {
+                        return Err(invalid(
+                            "q",
+                            format!("longer than {MAX_SEARCH_LEN} bytes ({})", text.len()),
+                        ));
+                    }
+                    out.search = Some(text.into_owned()).filter(|t| !t.is_empty());
+                }
                 "sort" => {
                     let text = value()?;
                     out.sort = AppsSort::from_name(&text).ok_or_else(|| {
@@ -216,9 +230,10 @@ impl AppsQuery {
                 }
                 "limit" => {
                     let text = value()?;
-                    let limit = text
-                        .parse::<usize>()
-                        .ok()
+                    // digits only: `usize::from_str` would take a `+` too
+                    let limit = Some(&*text)
+                        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|t| t.parse::<usize>().ok())
                         .filter(|n| (1..=MAX_PAGE_LIMIT).contains(n))
                         .ok_or_else(|| {
                             invalid(
@@ -273,14 +288,16 @@ pub(crate) struct Position<'a> {
 }
 
 impl<'a> Position<'a> {
-    /// The position of a row in `sort`: its state, overdue ratio, last
-    /// beat (milliseconds since the epoch; `None`: never) and key.
+    /// The position of a row in `sort`: its state, last beat and when its
+    /// next one was due (milliseconds since the epoch; `None`: never
+    /// seen) and key. Nothing in it moves with the clock alone: a row
+    /// changes place when it beats, fails or changes state.
     #[cfg(monitor)]
     pub(crate) fn new(
         sort: AppsSort,
         state: AppState,
-        overdue_ratio: f64,
         last_seen_ms: Option<u64>,
+        due_ms: Option<u64>,
         key: Cow<'a, str>,
     ) -> Position<'a> {
         let rank = match sort {
@@ -292,8 +309,10 @@ impl<'a> Position<'a> {
                     AppState::Warning => 2,
                     AppState::Ok => 3,
                 };
-                // highest ratio first: the complement of its order-keeping bits
-                (worst_first << 64) | u128::from(u64::MAX - ordered_bits(overdue_ratio))
+                // the longest overdue first: the earliest due. Not the
+                // highest overdue ratio: with different timeouts two rows'
+                // ratios cross as time passes, and a page would skip rows.
+                (worst_first << 64) | u128::from(due_ms.unwrap_or(0))
             }
             AppsSort::LastSeen => last_seen_ms.map_or(0, |ms| u128::from(ms) + 1),
         };
@@ -317,7 +336,10 @@ impl<'a> Position<'a> {
     pub(crate) fn parse(sort: AppsSort, cursor: &str) -> Option<Position<'static>> {
         let rest = cursor.strip_prefix(sort.letter())?;
         let (rank, key) = rest.split_once('.')?;
-        if rank.is_empty() || rank.len() > 32 || key.len() % 2 != 0 {
+        // lower-case hex only, as written: one text per position (the
+        // radix parsers would take a `+` sign and upper case too)
+        let hex = |text: &str| text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if rank.is_empty() || rank.len() > 32 || key.len() % 2 != 0 || !hex(rank) || !hex(key) {
             return None;
         }
         let rank = u128::from_str_radix(rank, 16).ok()?;
@@ -350,44 +372,65 @@ impl PartialOrd for Position<'_> {
     }
 }
 
-/// `x`'s bits, mapped so that unsigned order is `f64::total_cmp`'s.
-#[cfg(monitor)]
-fn ordered_bits(x: f64) -> u64 {
-    let bits = x.to_bits();
-    if bits >> 63 == 1 {
-        !bits
-    } else {
-        bits | (1 << 63)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[cfg(monitor)]
-    fn pos(sort: AppsSort, state: AppState, od: f64, seen: Option<u64>, key: &str) -> Position<'_> {
-        Position::new(sort, state, od, seen, Cow::Borrowed(key))
+    fn pos(sort: AppsSort, state: AppState, seen: Option<u64>, key: &str) -> Position<'_> {
+        // a 1 s timeout, except for the keys that start with "slow": 100 s
+        let granted = if key.starts_with("slow") {
+            100_000
+        } else {
+            1_000
+        };
+        Position::new(
+            sort,
+            state,
+            seen,
+            seen.map(|ms| ms + granted),
+            Cow::Borrowed(key),
+        )
     }
 
     #[cfg(monitor)]
     #[test]
-    fn the_overdue_order_is_critical_missing_warning_ok_then_ratio_then_key() {
+    fn the_overdue_order_is_critical_missing_warning_ok_then_the_earliest_due_then_key() {
         use AppState::*;
         let o = AppsSort::Overdue;
         let mut rows = [
-            pos(o, Ok, 0.1, Some(5), "a"),
-            pos(o, Warning, 3.5, Some(5), "b"),
-            pos(o, Critical, 5.1, Some(5), "c"),
-            pos(o, Missing, 0.0, None, "d"),
-            pos(o, Critical, 5.9, Some(5), "e"),
-            pos(o, Ok, 0.9, Some(5), "f"),
-            pos(o, Ok, 0.9, Some(5), "aa"),
-            pos(o, Critical, 0.0, Some(5), "failed"),
+            pos(o, Ok, Some(9_000), "a"),
+            pos(o, Warning, Some(6_000), "b"),
+            pos(o, Critical, Some(4_000), "c"),
+            pos(o, Missing, None, "d"),
+            pos(o, Critical, Some(1_000), "e"),
+            pos(o, Ok, Some(8_000), "f"),
+            pos(o, Ok, Some(8_000), "aa"),
+            pos(o, Critical, Some(5_000), "failed"),
+            // seen first of all, but due last of the critical ones
+            pos(o, Critical, Some(0), "slow"),
         ];
         rows.sort();
         let keys: Vec<&str> = rows.iter().map(|p| &*p.key).collect();
-        assert_eq!(keys, ["e", "c", "failed", "d", "b", "aa", "f", "a"]);
+        assert_eq!(keys, ["e", "c", "failed", "slow", "d", "b", "aa", "f", "a"]);
+    }
+
+    #[cfg(monitor)]
+    #[test]
+    fn the_overdue_order_of_silent_rows_does_not_change_as_time_passes() {
+        // two silent CRITICAL rows with different timeouts: by overdue
+        // ratio the 100 s one leads at first and the 1 s one later (the
+        // ratios cross); by due time neither moves
+        let o = AppsSort::Overdue;
+        let quick = pos(o, AppState::Critical, Some(500_000), "quick");
+        let slow = pos(o, AppState::Critical, Some(0), "slow");
+        let ratio = |seen: f64, timeout: f64, now: f64| (now - seen) / timeout;
+        assert!(ratio(500.0, 1.0, 501.0) < ratio(0.0, 100.0, 501.0));
+        assert!(ratio(500.0, 1.0, 1_000.0) > ratio(0.0, 100.0, 1_000.0));
+        assert!(
+            slow < quick,
+            "due at 100 s before due at 501 s, at any time"
+        );
     }
 
     #[cfg(monitor)]
@@ -395,33 +438,14 @@ mod tests {
     fn the_last_seen_order_puts_the_never_seen_and_the_longest_silent_first() {
         let l = AppsSort::LastSeen;
         let mut rows = [
-            pos(l, AppState::Ok, 0.0, Some(2_000), "a"),
-            pos(l, AppState::Missing, 0.0, None, "m"),
-            pos(l, AppState::Ok, 0.0, Some(0), "epoch"),
-            pos(l, AppState::Ok, 0.0, Some(1_000), "b"),
+            pos(l, AppState::Ok, Some(2_000), "a"),
+            pos(l, AppState::Missing, None, "m"),
+            pos(l, AppState::Ok, Some(0), "epoch"),
+            pos(l, AppState::Ok, Some(1_000), "b"),
         ];
         rows.sort();
         let keys: Vec<&str> = rows.iter().map(|p| &*p.key).collect();
         assert_eq!(keys, ["m", "epoch", "b", "a"]);
-    }
-
-    #[cfg(monitor)]
-    #[test]
-    fn ordered_bits_keep_the_order_of_floats() {
-        let xs = [
-            f64::NEG_INFINITY,
-            -2.5,
-            -0.0,
-            0.0,
-            1e-300,
-            0.5,
-            3.0,
-            1e300,
-            f64::INFINITY,
-        ];
-        for pair in xs.windows(2) {
-            assert!(ordered_bits(pair[0]) < ordered_bits(pair[1]), "{pair:?}");
-        }
     }
 
     #[cfg(monitor)]
@@ -432,7 +456,7 @@ mod tests {
             (AppsSort::Overdue, "a\"<b>&é 漢"),
             (AppsSort::LastSeen, "x @ ::1"),
         ] {
-            let p = pos(sort, AppState::Warning, 3.25, Some(1_795_600_801_234), key);
+            let p = pos(sort, AppState::Warning, Some(1_795_600_801_234), key);
             let cursor = p.cursor(sort);
             assert!(
                 cursor[1..]
@@ -456,6 +480,10 @@ mod tests {
             "i0.zz",
             "i0.ff",
             "o1",
+            "i+0.61",
+            "i0.+6",
+            "i0.6A",
+            "iA.61",
             &format!("i{}.61", "f".repeat(33)),
         ] {
             let sort = if bad.starts_with('o') {
@@ -487,9 +515,17 @@ mod tests {
             1000
         );
         assert_eq!(AppsQuery::from_query("q=").unwrap().unwrap().search, None);
+        let longest = format!("q={}", "%C3%A9".repeat(MAX_SEARCH_LEN / 2));
+        let query = AppsQuery::from_query(&longest).unwrap().unwrap();
+        assert_eq!(query.search.unwrap().len(), MAX_SEARCH_LEN);
+        let too_long = format!("q={}", "a".repeat(MAX_SEARCH_LEN + 1));
         for (bad, name) in [
             ("state=purple", "state"),
             ("sort=random", "sort"),
+            (too_long.as_str(), "q"),
+            ("limit=%2B5", "limit"),
+            ("limit=+5", "limit"),
+            ("limit=", "limit"),
             ("limit=0", "limit"),
             ("limit=1001", "limit"),
             ("limit=x", "limit"),
