@@ -15,6 +15,12 @@
 //!    settles (well within the 30 s write timeout). Target: growth under
 //!    100 MiB. Ping latency is measured again while they stall.
 //!
+//! 3. **Periodic scrapes** (issue 20, with `HB_BENCH_PERIODIC=1` instead
+//!    of 1 and 2): 16 connections ping while Prometheus-style scrapes come
+//!    every `HB_BENCH_SCRAPE_EVERY` s (default 1) in alternating windows of
+//!    `HB_BENCH_WINDOW` s (default 3), `HB_BENCH_APPS` apps (default
+//!    100 000), with `--per-app-metrics all` and `problems`.
+//!
 //! Plain `main` (no criterion): it prints its figures.
 //!
 //! `cargo bench --features server --bench scrape`
@@ -254,13 +260,18 @@ fn rss_with_stalled_readers() {
 
 /// Pings over `CONNECTIONS` kept-alive connections at once, each its own
 /// app, for `span`: every latency, sorted.
-async fn concurrent_latencies(server: &ServerProcess, span: Duration) -> Vec<Duration> {
+/// (apps spread over the first half of `apps`).
+async fn concurrent_latencies(
+    server: &ServerProcess,
+    apps: usize,
+    span: Duration,
+) -> Vec<Duration> {
     let mut tasks = Vec::new();
     for c in 0..CONNECTIONS {
         let addr = server.addr;
         tasks.push(tokio::spawn(async move {
             let mut client = BareClient::connect(addr).await;
-            ping_latencies(&mut client, &short_id(c * (APPS / CONNECTIONS / 2)), span).await
+            ping_latencies(&mut client, &short_id(c * (apps / CONNECTIONS / 2)), span).await
         }));
     }
     let mut all = Vec::new();
@@ -274,12 +285,37 @@ async fn concurrent_latencies(server: &ServerProcess, span: Duration) -> Vec<Dur
 /// Connections pinging at once in [`periodic_scrapes`] (issue 20's bench).
 const CONNECTIONS: usize = 16;
 
+/// Issue 20's periodic scrapes: `HB_BENCH_APPS` apps (default 100 000),
+/// a scrape every `HB_BENCH_SCRAPE_EVERY` seconds (default 1), each
+/// window `HB_BENCH_WINDOW` seconds (default 3).
+struct Periodic {
+    apps: usize,
+    every: Duration,
+    window: Duration,
+}
+
+impl Periodic {
+    fn from_env() -> Periodic {
+        let var = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .map_or(default, |v| v.parse().expect("a whole number"))
+        };
+        Periodic {
+            apps: var("HB_BENCH_APPS", APPS as u64) as usize,
+            every: Duration::from_secs(var("HB_BENCH_SCRAPE_EVERY", 1)),
+            window: Duration::from_secs(var("HB_BENCH_WINDOW", 3)),
+        }
+    }
+}
+
 /// Issue 20: p99 of pings over 16 connections with the server idle and
-/// while Prometheus-style scrapes come once a second, alternating windows,
-/// with the server in `mode` (`--per-app-metrics`).
-fn periodic_scrapes(mode: &str) {
+/// while Prometheus-style scrapes come periodically (once a second unless
+/// [`Periodic`] says otherwise), alternating windows, with the server in
+/// `mode` (`--per-app-metrics`).
+fn periodic_scrapes(mode: &str, periodic: &Periodic) {
     const WINDOWS: u32 = 4;
-    const WINDOW: Duration = Duration::from_secs(3);
+    let (apps, every, window) = (periodic.apps, periodic.every, periodic.window);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -287,25 +323,25 @@ fn periodic_scrapes(mode: &str) {
         .expect("tokio runtime");
     // one in a thousand is expected and silent: CRITICAL (kept) within
     // seconds, so `problems` has series
-    const LATE: usize = APPS / 1000;
-    let server = ServerProcess::start_with_per_app_metrics(mode, LATE);
-    // (the default cap is APPS: the late ones are part of the fleet)
+    let late = apps / 1000;
+    let server = ServerProcess::start_with_per_app_metrics(mode, late, apps);
+    // (the late ones are part of the fleet)
     rt.block_on(common::populate(
         server.addr,
-        APPS - LATE,
+        apps - late,
         short_id,
         TIMEOUT_MS,
         LOADERS,
     ));
     rt.block_on(async {
         let mut client = BareClient::connect(server.addr).await;
-        for i in 0..LATE {
+        for i in 0..late {
             let target = common::ping_target(&format!("late-{i}"), 0, 0);
             assert_eq!(client.get(&target).await.0, 200);
         }
         tokio::time::sleep(Duration::from_secs(6)).await;
     });
-    rt.block_on(concurrent_latencies(&server, WINDOW / 4)); // warm-up
+    rt.block_on(concurrent_latencies(&server, apps, window / 4)); // warm-up
     let scraping = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new((AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)));
@@ -314,15 +350,17 @@ fn periodic_scrapes(mode: &str) {
             (scraping.clone(), stop.clone(), stats.clone(), server.addr);
         std::thread::spawn(move || {
             runtime().block_on(async {
-                let mut client = BareClient::connect(addr).await;
                 let mut next = Instant::now();
                 while !stop.load(Ordering::SeqCst) {
                     if !scraping.load(Ordering::SeqCst) || Instant::now() < next {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                         continue;
                     }
-                    next = Instant::now() + Duration::from_secs(1);
+                    next = Instant::now() + every;
                     let start = Instant::now();
+                    // a connection per scrape: one kept between scrapes
+                    // 15 s apart would meet the server's idle timeout
+                    let mut client = BareClient::connect(addr).await;
                     let (status, body) = client.get("/metrics").await;
                     assert_eq!(status, 200);
                     stats.0.fetch_add(1, Ordering::SeqCst);
@@ -337,9 +375,9 @@ fn periodic_scrapes(mode: &str) {
     let (mut idle, mut busy) = (Vec::new(), Vec::new());
     for _ in 0..WINDOWS {
         scraping.store(false, Ordering::SeqCst);
-        idle.extend(rt.block_on(concurrent_latencies(&server, WINDOW)));
+        idle.extend(rt.block_on(concurrent_latencies(&server, apps, window)));
         scraping.store(true, Ordering::SeqCst);
-        busy.extend(rt.block_on(concurrent_latencies(&server, WINDOW)));
+        busy.extend(rt.block_on(concurrent_latencies(&server, apps, window)));
     }
     stop.store(true, Ordering::SeqCst);
     scraper.join().expect("scraper");
@@ -348,11 +386,15 @@ fn periodic_scrapes(mode: &str) {
     let p99 = |l: &[Duration]| percentile(l, 0.99).as_secs_f64();
     let scrapes = stats.0.load(Ordering::SeqCst);
     println!(
-        "scrape: --per-app-metrics {mode}: {APPS} apps, {CONNECTIONS} connections pinging, {WINDOWS} alternating windows of {} s",
-        WINDOW.as_secs()
+        "scrape: --per-app-metrics {mode}: {apps} apps, {CONNECTIONS} connections pinging, {WINDOWS} alternating windows of {} s",
+        window.as_secs()
     );
     println!("  idle:                     {}", summary(&idle));
-    println!("  /metrics once a second:   {}", summary(&busy));
+    println!(
+        "  /metrics every {} s:       {}",
+        every.as_secs(),
+        summary(&busy)
+    );
     println!(
         "  p99 with scrapes / idle p99: {:.2}x (target <= 2x); {scrapes} scrapes of {:.2} MB, {:.0} ms each",
         p99(&busy) / p99(&idle),
@@ -365,8 +407,9 @@ fn main() {
     common::run_child_if_asked();
     common::print_load("scrape: start");
     if std::env::var_os("HB_BENCH_PERIODIC").is_some() {
-        periodic_scrapes("all");
-        periodic_scrapes("problems");
+        let periodic = Periodic::from_env();
+        periodic_scrapes("all", &periodic);
+        periodic_scrapes("problems", &periodic);
         return;
     }
     ping_latency_under_scrapes();

@@ -30,6 +30,8 @@ const NOTIFY_ENV: &str = "HB_BENCH_NOTIFY";
 const PER_APP_ENV: &str = "HB_BENCH_PER_APP_METRICS";
 /// The server child expects the ids `late-0` to `late-{N-1}` (never dropped).
 const EXPECT_ENV: &str = "HB_BENCH_EXPECT_LATE";
+/// The server child's `--max-apps` (default: the server's).
+const MAX_APPS_ENV: &str = "HB_BENCH_SERVER_MAX_APPS";
 
 /// Call first thing in `main`: when this process is the server child, serve
 /// until stdin closes, then exit.
@@ -74,6 +76,9 @@ pub fn run_child_if_asked() {
         for i in 0..late {
             let spec = heartbeat_sdk::server::Expected::any_host(&format!("late-{i}"));
             builder = builder.expect(spec.expect("an id"));
+        }
+        if let Ok(n) = std::env::var(MAX_APPS_ENV) {
+            builder = builder.max_apps(n.parse().expect("a count"));
         }
         if let Ok(mode) = std::env::var(PER_APP_ENV) {
             builder = builder.per_app_metrics(mode.parse().expect("all, problems or none"));
@@ -166,11 +171,13 @@ impl ServerProcess {
     /// `problems`, `none`).
     /// The ids `late-0` to `late-{late-1}` are expected (kept, CRITICAL
     /// once silent).
-    pub fn start_with_per_app_metrics(mode: &str, late: usize) -> ServerProcess {
+    /// Room for `max_apps`.
+    pub fn start_with_per_app_metrics(mode: &str, late: usize, max_apps: usize) -> ServerProcess {
         let mut command = Command::new(std::env::current_exe().expect("current exe"));
         command
             .env(PER_APP_ENV, mode)
-            .env(EXPECT_ENV, late.to_string());
+            .env(EXPECT_ENV, late.to_string())
+            .env(MAX_APPS_ENV, max_apps.to_string());
         ServerProcess::spawn(command)
     }
 
