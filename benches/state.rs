@@ -6,7 +6,9 @@
 //!   then the commit (`flush`): one transaction, WAL, `synchronous = FULL`;
 //! - `commit update`: the same 100 000 keys again (every app pinged within
 //!   one interval, the steady state of a busy server);
-//! - `restart`: `shutdown`, then `StateStore::open` + `load` of all rows.
+//! - `restart`: `shutdown`, then `StateStore::open` + `load` of all rows;
+//! - `server start`: a server on that file, from `ServerBuilder::start` to
+//!   listening, without and with 10 000 expected ids (issue 21).
 //!
 //! Times are wall-clock medians of the rounds, printed as a table. The
 //! upserts themselves (channel sends, on the request path) are timed too.
@@ -15,7 +17,9 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use heartbeat_sdk::server::{StateStore, StateWriter, StoredApp, DEFAULT_COMMIT_INTERVAL};
+use heartbeat_sdk::server::{
+    Expected, Server, StateStore, StateWriter, StoredApp, DEFAULT_COMMIT_INTERVAL,
+};
 
 const APPS: usize = 100_000;
 const ROUNDS: usize = 5;
@@ -54,6 +58,7 @@ fn main() {
         .build()
         .expect("runtime");
     let (mut send, mut insert, mut update, mut restart) = (vec![], vec![], vec![], vec![]);
+    let (mut start, mut start_expected) = (vec![], vec![]);
     let mut size = 0;
     for round in 0..rounds {
         let dir =
@@ -85,6 +90,9 @@ fn main() {
         restart.push(t.elapsed());
         assert_eq!(loaded.len(), APPS);
         drop(store);
+        for (expected, samples) in [(0, &mut start), (EXPECTED, &mut start_expected)] {
+            samples.push(rt.block_on(server_start(&path, expected)));
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
     println!(
@@ -107,4 +115,38 @@ fn main() {
         "restart: open + load 100k rows",
         median(restart)
     );
+    println!(
+        "  {:<38} {:>10.1?}",
+        "server start, 100k stored",
+        median(start)
+    );
+    println!(
+        "  {:<38} {:>10.1?}",
+        "server start, 100k stored, 10k expected",
+        median(start_expected)
+    );
+}
+
+/// Expected ids at the second start-up (issue 21: start-up was
+/// `O(stored × expected)`, 11–34 s with 2 000): every tenth stored id
+/// from any host, the rest never seen.
+const EXPECTED: usize = 10_000;
+
+/// `Server::builder(...).state(path)` with `expected` expected ids, from
+/// the call to listening (state loaded, ids expected), then shut down.
+async fn server_start(path: &std::path::Path, expected: usize) -> Duration {
+    let t = Instant::now();
+    let mut builder = Server::builder("127.0.0.1:0".parse().expect("address")).state(path);
+    for i in 0..expected {
+        let id = if i < APPS / 10 && i % 2 == 0 {
+            format!("kiosk-{:06}", i * 10)
+        } else {
+            format!("absent-{i:05}")
+        };
+        builder = builder.expect(Expected::any_host(&id).expect("an id"));
+    }
+    let server = builder.start().await.expect("server starts");
+    let took = t.elapsed();
+    server.shutdown().await;
+    took
 }

@@ -30,7 +30,7 @@ pub use events::{Event, EventKind, EventSink, LogSink};
 pub use history::{HistoryEntry, HistorySink, HISTORY_CAP, HISTORY_PER_APP, STRIP_SLOTS};
 pub use registry::{
     AppInfo, AppStatus, Counters, Expected, ExpectedError, HostStatus, Registry, RegistryConfig,
-    RegistryFull, DEFAULT_MAX_APPS, EVENT_BUFFER_CAP,
+    RegistryFull, DEFAULT_MAX_APPS, DEFAULT_MAX_EXPECTED_TIMEOUT, EVENT_BUFFER_CAP,
 };
 pub use service::Reply;
 pub use shared::SharedRegistry;

@@ -512,11 +512,7 @@ impl ServerBuilder {
             shared.add_sink(sink);
         }
         let state = Arc::new(shared);
-        state.with_registry(|registry, _| {
-            for app in self.expected {
-                registry.expect(app);
-            }
-        });
+        state.with_registry(|registry, _| registry.expect_all(self.expected));
         let (stop, stopped) = oneshot::channel();
         let limits = Limits {
             head_timeout: self.head_timeout,

@@ -221,6 +221,12 @@ pub struct ServeArgs {
     /// Expected applications from FILE, one per line; blank lines and lines starting with `#` are skipped. Repeatable.
     #[arg(long, value_name = "FILE")]
     pub expect_file: Vec<std::path::PathBuf>,
+    /// The longest timeout any application may promise, in milliseconds: a longer one is granted as this (the reply says so) [default: no cap, as the reference].
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_timeout: Option<u64>,
+    /// The longest timeout an expected application may promise, in milliseconds, so that no host can silence it for long with one init.
+    #[arg(long, value_name = "MS", default_value_t = 86_400_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_expected_timeout: u64,
     /// Added to every promised timeout to get the granted one [default: 1000].
     #[arg(long, value_name = "MS")]
     pub tolerance_ms: Option<u64>,

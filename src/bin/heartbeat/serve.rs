@@ -65,6 +65,14 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
         }
     };
     server = server.config(config);
+    let from_anywhere = expected.iter().filter(|app| app.host().is_none()).count();
+    if from_anywhere > 0 {
+        tracing::warn!(
+            expected = from_anywhere,
+            "expected applications without a host can be satisfied by a beat from any address; \
+             name them `ID @ IP` where the host is known"
+        );
+    }
     for app in expected {
         server = server.expect(app);
     }
@@ -161,6 +169,8 @@ fn registry_config(args: &ServeArgs) -> Result<RegistryConfig, String> {
         warn_ratio: args.warn.unwrap_or(default.warn_ratio),
         crit_ratio: args.crit.unwrap_or(default.crit_ratio),
         drop_ratio: args.drop.unwrap_or(default.drop_ratio),
+        max_timeout: args.max_timeout.map(Duration::from_millis),
+        max_expected_timeout: Duration::from_millis(args.max_expected_timeout),
         ..default
     };
     let (warn, crit, drop) = (config.warn_ratio, config.crit_ratio, config.drop_ratio);

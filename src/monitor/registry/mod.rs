@@ -73,7 +73,19 @@ pub struct RegistryConfig {
     pub key_by_peer: bool,
     /// Most applications tracked at once; a new one past this is refused.
     pub max_apps: usize,
+    /// The longest timeout an application may promise: a longer one is
+    /// granted as this (plus the tolerance; the reply says so). `None`:
+    /// any (the reference's behaviour).
+    pub max_timeout: Option<Duration>,
+    /// The longest timeout an expected application may promise
+    /// ([`DEFAULT_MAX_EXPECTED_TIMEOUT`], 24 h, unless set): without it,
+    /// one `hb_init` with a timeout of 49 days from any host would keep an
+    /// expected application "OK" for months.
+    pub max_expected_timeout: Duration,
 }
+
+/// [`RegistryConfig::max_expected_timeout`]'s default: 24 hours.
+pub const DEFAULT_MAX_EXPECTED_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 impl Default for RegistryConfig {
     fn default() -> Self {
@@ -84,6 +96,8 @@ impl Default for RegistryConfig {
             drop_ratio: 6.0,
             key_by_peer: true,
             max_apps: DEFAULT_MAX_APPS,
+            max_timeout: None,
+            max_expected_timeout: DEFAULT_MAX_EXPECTED_TIMEOUT,
         }
     }
 }
@@ -301,26 +315,59 @@ impl Registry {
     /// [`EventKind::ExpectedMissing`] at the next call that takes `now`).
     /// Records already tracked that match it stop expiring. Expecting the
     /// same spec twice changes nothing. Costs `O(n)` when records are
-    /// tracked (meant for start-up).
+    /// tracked (meant for start-up); many at once: [`Registry::expect_all`].
     pub fn expect(&mut self, app: Expected) {
-        let key = app
-            .host
-            .map(|ip| self.key_for(&app.id, ip).into_boxed_str());
-        let expected = Arc::make_mut(&mut self.expected);
-        let Err(at) = expected.specs.binary_search_by(|(spec, _)| spec.cmp(&app)) else {
-            return;
-        };
-        match &key {
-            Some(key) => {
-                expected.by_key.insert(key.clone());
+        self.expect_all([app]);
+    }
+
+    /// [`Registry::expect`] for each of `apps`, with one pass over the
+    /// tracked records for all of them: `O(n + e log e)` for `n` records
+    /// and `e` specs (a start-up with 100 000 stored records and 10 000
+    /// expected ids does not pay 10⁹ lookups).
+    ///
+    /// ```
+    /// use heartbeat_sdk::monitor::{Expected, Registry};
+    ///
+    /// let mut registry = Registry::default();
+    /// let specs = ["backup", "projector @ 10.0.0.5"].map(|s| s.parse::<Expected>().unwrap());
+    /// registry.expect_all(specs);
+    /// assert_eq!(registry.missing().len(), 2);
+    /// ```
+    pub fn expect_all(&mut self, apps: impl IntoIterator<Item = Expected>) {
+        let mut fresh: Vec<(Expected, Option<Box<str>>)> = Vec::new();
+        let mut named = std::collections::BTreeSet::new();
+        for app in apps {
+            let known = self
+                .expected
+                .specs
+                .binary_search_by(|(spec, _)| spec.cmp(&app))
+                .is_ok();
+            if known || !named.insert(app.clone()) {
+                continue;
             }
-            None => {
-                expected.by_id.insert(Box::from(app.id.as_str()));
-                self.expected_live.insert(Box::from(app.id.as_str()), 0);
-            }
+            let key = app
+                .host
+                .map(|ip| self.key_for(&app.id, ip).into_boxed_str());
+            fresh.push((app, key));
         }
-        expected.specs.insert(at, (app.clone(), key));
-        self.unannounced.push(app);
+        if fresh.is_empty() {
+            return;
+        }
+        let expected = Arc::make_mut(&mut self.expected);
+        for (app, key) in &fresh {
+            match key {
+                Some(key) => {
+                    expected.by_key.insert(key.clone());
+                }
+                None => {
+                    expected.by_id.insert(Box::from(app.id.as_str()));
+                    self.expected_live.insert(Box::from(app.id.as_str()), 0);
+                }
+            }
+            self.unannounced.push(app.clone());
+        }
+        expected.specs.extend(fresh);
+        expected.specs.sort_by(|(a, _), (b, _)| a.cmp(b));
         // records already tracked: mark them, re-index them (a CRITICAL
         // one leaves the index), and count them again
         let expected = Arc::clone(&self.expected);
@@ -767,6 +814,16 @@ impl Registry {
         self.apps.capacity()
     }
 
+    /// `timeout` within [`RegistryConfig::max_timeout`], and within
+    /// [`RegistryConfig::max_expected_timeout`] when `expected`.
+    fn capped(&self, timeout: Duration, expected: bool) -> Duration {
+        let mut timeout = timeout.min(self.config.max_timeout.unwrap_or(Duration::MAX));
+        if expected {
+            timeout = timeout.min(self.config.max_expected_timeout);
+        }
+        timeout
+    }
+
     fn touch(
         &mut self,
         app: &str,
@@ -776,9 +833,10 @@ impl Registry {
     ) -> Result<Duration, RegistryFull> {
         self.expire(now);
         let now_us = self.offset_us(now);
+        let key = self.key_for(app, peer);
+        let timeout = self.capped(timeout, self.expected.matches(app, &key));
         let granted_ms = whole_ms(timeout).saturating_add(whole_ms(self.config.tolerance));
         let granted = Duration::from_millis(granted_ms);
-        let key = self.key_for(app, peer);
         let existing = self.record(&key);
         let at = self.instant_of(now_us);
         let event = match existing {

@@ -808,3 +808,101 @@ fn a_stale_kept_order_is_caught_and_sorted() {
         "the stale order is dropped"
     );
 }
+
+#[test]
+fn max_timeout_caps_every_grant_and_the_reply_says_so() {
+    let t0 = Instant::now();
+    let mut r = Registry::new(RegistryConfig {
+        max_timeout: Some(d(60_000)),
+        ..RegistryConfig::default()
+    });
+    // granted = capped promise + the 1 s tolerance
+    assert_eq!(
+        r.init("long", LOCAL, d(u64::from(u32::MAX)), t0),
+        Ok(d(61_000))
+    );
+    assert_eq!(r.ping("long", LOCAL, d(3_600_000), t0), Ok(d(61_000)));
+    assert_eq!(r.init("short", LOCAL, d(5_000), t0), Ok(d(6_000)));
+    // the cap is what the record is judged by: WARNING at 3 × 61 s
+    assert!(status_text(&mut r, "long", LOCAL, ms(t0, 183_000)).starts_with("WARNING"));
+    // no cap by default, as the reference
+    let mut r = Registry::default();
+    assert_eq!(
+        r.init("long", LOCAL, d(u64::from(u32::MAX)), t0),
+        Ok(d(u64::from(u32::MAX) + 1_000))
+    );
+}
+
+#[test]
+fn an_expected_app_cannot_be_silenced_for_months_by_one_init() {
+    let t0 = Instant::now();
+    let mut r = expecting(&["backup"]);
+    // one init from any host with the largest timeout: 24 h, not 49.7 days
+    let granted = r.init("backup", OTHER, d(u64::from(u32::MAX)), t0);
+    assert_eq!(granted, Ok(DEFAULT_MAX_EXPECTED_TIMEOUT + d(1_000)));
+    let two_days = ms(t0, 2 * 24 * 3_600_000);
+    assert!(status_text(&mut r, "backup", OTHER, ms(t0, 3 * 86_401_000)).starts_with("WARNING"));
+    assert!(!status_text(&mut r, "backup", OTHER, two_days).starts_with("WARNING"));
+    // an app that is not expected keeps the reference's behaviour
+    assert_eq!(
+        r.init("other", OTHER, d(u64::from(u32::MAX)), t0),
+        Ok(d(u64::from(u32::MAX) + 1_000))
+    );
+    // the cap can be changed, and max_timeout applies to expected apps too
+    let mut r = Registry::new(RegistryConfig {
+        max_expected_timeout: d(10_000),
+        ..RegistryConfig::default()
+    });
+    r.expect("backup @ 1.2.3.4".parse().unwrap());
+    assert_eq!(r.init("backup", OTHER, d(60_000), t0), Ok(d(11_000)));
+    assert_eq!(
+        r.init("backup", LOCAL, d(60_000), t0),
+        Ok(d(61_000)),
+        "another host's backup is not expected"
+    );
+    // expected after the record exists: capped from its next beat
+    let mut r = Registry::default();
+    r.init("late", LOCAL, d(u64::from(u32::MAX)), t0).unwrap();
+    r.expect("late".parse().unwrap());
+    assert_eq!(
+        r.ping("late", LOCAL, d(u64::from(u32::MAX)), t0),
+        Ok(DEFAULT_MAX_EXPECTED_TIMEOUT + d(1_000))
+    );
+}
+
+#[test]
+fn expecting_ten_thousand_ids_over_a_hundred_thousand_records_marks_each_once() {
+    // one pass over the records for all specs (expect_all): the old
+    // per-spec pass was 10^9 lookups here
+    let t0 = Instant::now();
+    let mut r = Registry::default();
+    for i in 0..100_000 {
+        r.init(&format!("kiosk-{i:06}"), LOCAL, d(60_000), t0)
+            .unwrap();
+        if i % 4096 == 0 {
+            r.take_events();
+        }
+    }
+    r.take_events();
+    // every tenth tracked id, plus 1 000 ids that have no record, one twice
+    let mut specs: Vec<Expected> = (0..9_000)
+        .map(|i| format!("kiosk-{:06}", i * 10).parse().unwrap())
+        .collect();
+    specs.extend((0..1_000).map(|i| format!("absent-{i:04}").parse().unwrap()));
+    specs.push("absent-0007".parse().unwrap());
+    r.expect_all(specs);
+    let missing: Vec<String> = r.missing().iter().map(ToString::to_string).collect();
+    assert_eq!(missing.len(), 1_000);
+    assert!(missing.iter().all(|m| m.starts_with("absent-")));
+    let mut snap = r.snapshot(t0);
+    snap.sort();
+    let expected = (0..snap.len()).filter(|&i| snap.is_expected(i)).count();
+    assert_eq!(expected, 9_000);
+    assert!(snap.is_expected(0) && !snap.is_expected(1) && snap.is_expected(10));
+    // the same specs again change nothing
+    r.expect("kiosk-000000".parse().unwrap());
+    assert_eq!(r.missing().len(), 1_000);
+    // the expected ones are never dropped; the rest are
+    assert_eq!(r.expire(ms(t0, 10_000_000)), 91_000);
+    assert_eq!(r.list(ms(t0, 10_000_000)).len(), 9_000);
+}
