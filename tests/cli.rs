@@ -787,6 +787,59 @@ async fn serve_prints_its_address_answers_and_stops_on_sigterm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_caps_promised_timeouts_and_warns_about_expected_ids_without_a_host() {
+    let running = Running::start(heartbeat(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--max-timeout",
+        "60000",
+        "--max-expected-timeout",
+        "5000",
+        "--expect",
+        "backup",
+        "--expect",
+        "projector @ 10.0.0.5",
+    ]));
+    let (line, running) = tokio::task::spawn_blocking(move || (running.line(), running))
+        .await
+        .unwrap();
+    let url = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first line: {line:?}"))
+        .to_owned();
+    // the reply is the granted timeout: the capped promise plus 1 s
+    let long = "4294967295";
+    assert_ok(
+        &run(against(&url, &["ping", long, "--app-id", "any"])).await,
+        "61000\n",
+    );
+    assert_ok(
+        &run(against(&url, &["ping", long, "--app-id", "backup"])).await,
+        "6000\n",
+    );
+    assert_ok(
+        &run(against(&url, &["ping", "2000", "--app-id", "backup"])).await,
+        "3000\n",
+    );
+    running.signal("TERM");
+    let output = tokio::task::spawn_blocking(move || running.finish())
+        .await
+        .unwrap();
+    assert_eq!(output.code, Some(0), "{output:?}");
+    let warnings: Vec<&str> = output
+        .stderr
+        .lines()
+        .filter(|l| l.contains("satisfied by a beat from any address"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{output:?}");
+    assert!(
+        warnings[0].contains("expected=1"),
+        "one bare id of two: {warnings:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_refuses_what_it_cannot_bind() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
