@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::registry::Registry;
 use crate::protocol::notification::Change;
-use crate::protocol::{printable, State};
+use crate::protocol::State;
 
 /// What happened to a record.
 ///
@@ -158,9 +158,17 @@ impl Event {
 }
 
 impl fmt::Display for Event {
-    /// The log line (the key as it is: log it through [`printable`]).
+    /// The log line (the key as it is: log it through
+    /// [`printable`](crate::protocol::printable)).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let k = &self.key;
+        self.write_line(f, &self.key)
+    }
+}
+
+impl Event {
+    /// The log line with `k` written for the key ([`LogSink`] writes a
+    /// bounded one).
+    pub(crate) fn write_line(&self, f: &mut impl fmt::Write, k: &str) -> fmt::Result {
         match self.kind {
             EventKind::Created => write!(f, "Construction of [{k}]"),
             EventKind::Updated => write!(f, "Update of [{k}]"),
@@ -241,28 +249,6 @@ pub trait EventSink: fmt::Debug + Send + Sync {
     /// `/metrics`: the sink's own totals. The default adds nothing.
     fn metrics(&self, out: &mut String) {
         let _ = out;
-    }
-}
-
-/// The log as a sink: updates at debug, everything else at info, every
-/// key through [`printable`] (a peer cannot forge or break a log line).
-/// Every [`SharedRegistry`](super::SharedRegistry) starts with one.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LogSink;
-
-impl EventSink for LogSink {
-    fn deliver(&self, events: &[Event], _: &Registry, _: Instant) {
-        for event in events {
-            if event.kind == EventKind::Updated {
-                tracing::debug!("{}", printable(&event.to_string()));
-            } else {
-                tracing::info!("{}", printable(&event.to_string()));
-            }
-        }
-    }
-
-    fn missed(&self, count: u64, _: &Registry, _: Instant) {
-        tracing::info!("{count} registry events were not logged (too many at once)");
     }
 }
 

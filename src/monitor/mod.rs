@@ -19,6 +19,7 @@
 mod clock;
 mod events;
 pub(crate) mod history;
+pub mod log;
 pub mod metrics;
 pub(crate) mod registry;
 pub(crate) mod render;
@@ -26,8 +27,9 @@ pub(crate) mod service;
 mod shared;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use events::{Event, EventKind, EventSink, LogSink};
+pub use events::{Event, EventKind, EventSink};
 pub use history::{HistoryEntry, HistorySink, HISTORY_CAP, HISTORY_PER_APP, STRIP_SLOTS};
+pub use log::LogSink;
 pub use registry::{
     AppInfo, AppStatus, Counters, Expected, ExpectedError, HostStatus, Registry, RegistryConfig,
     RegistryFull, DEFAULT_MAX_APPS, DEFAULT_MAX_EXPECTED_TIMEOUT, EVENT_BUFFER_CAP,

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use super::clock::{Clock, SystemClock};
-use super::events::{EventSink, LogSink};
+use super::events::EventSink;
 use super::history::HistorySink;
+use super::log::LogSink;
 use super::registry::{Registry, RegistryConfig, EVENT_BUFFER_CAP};
 use super::service::{parse, prepare, Answer, Reply};
 use crate::protocol::printable;
@@ -58,7 +59,7 @@ impl SharedRegistry {
         Self {
             registry: Mutex::new(Registry::new(config)),
             clock,
-            sinks: vec![Arc::new(LogSink), history.clone()],
+            sinks: vec![Arc::new(LogSink::new()), history.clone()],
             history,
             wake: None,
             per_app_metrics: PerAppMetrics::All,
