@@ -12,7 +12,7 @@ use super::registry::Registry;
 use crate::protocol::{printable, split_key};
 
 /// The longest id written whole in a log line, in bytes; a longer one is
-/// written as its first [`ID_PREFIX`] bytes, its length and a short hash
+/// written as its first 48 bytes, its length and a short hash
 /// ([`bounded_key`]).
 pub const MAX_LOGGED_ID: usize = 96;
 /// The bytes of a long id kept in a log line.
