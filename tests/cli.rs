@@ -108,6 +108,19 @@ impl Running {
         }
     }
 
+    /// The URL of `serve`'s first line (`listening on URL`), read off the
+    /// async workers; the process handed back.
+    async fn url(self) -> (String, Running) {
+        let (line, running) = tokio::task::spawn_blocking(move || (self.line(), self))
+            .await
+            .unwrap();
+        let url = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("first line: {line:?}"))
+            .to_owned();
+        (url, running)
+    }
+
     /// The next stdout line, within the deadline.
     fn line(&self) -> String {
         self.lines
@@ -744,14 +757,7 @@ async fn serve_prints_its_address_answers_and_stops_on_sigterm() {
         "--max-apps",
         "1",
     ]));
-    let first = tokio::task::spawn_blocking(move || (running.line(), running))
-        .await
-        .unwrap();
-    let (line, running) = first;
-    let url = line
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("first line: {line:?}"))
-        .to_owned();
+    let (url, running) = running.url().await;
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
 
     assert_ok(
@@ -801,13 +807,7 @@ async fn serve_caps_promised_timeouts_and_warns_about_expected_ids_without_a_hos
         "--expect",
         "projector @ 10.0.0.5",
     ]));
-    let (line, running) = tokio::task::spawn_blocking(move || (running.line(), running))
-        .await
-        .unwrap();
-    let url = line
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("first line: {line:?}"))
-        .to_owned();
+    let (url, running) = running.url().await;
     // the reply is the granted timeout: the capped promise plus 1 s
     let long = "4294967295";
     assert_ok(
@@ -1359,10 +1359,7 @@ async fn serve_logs_no_colour_escapes_into_a_pipe() {
     let mut command = heartbeat(&["serve", "--bind", "127.0.0.1:0"]);
     command.env("RUST_LOG", "debug");
     let running = Running::start(command);
-    let (line, running) = tokio::task::spawn_blocking(move || (running.line(), running))
-        .await
-        .unwrap();
-    let url = line.strip_prefix("listening on ").unwrap().to_owned();
+    let (url, running) = running.url().await;
     assert_ok(
         &run(against(&url, &["ping", "--app-id", "colour"])).await,
         "10000\n",
@@ -1416,13 +1413,7 @@ async fn serve_on_sigint_exits_0_and_commits_its_state() {
     ]));
     #[cfg(target_os = "linux")]
     let _kill = KillOnDrop(vec![running.child.id()]);
-    let (line, running) = tokio::task::spawn_blocking(move || (running.line(), running))
-        .await
-        .unwrap();
-    let url = line
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("first line: {line:?}"))
-        .to_owned();
+    let (url, running) = running.url().await;
     assert_ok(
         &run(against(&url, &["init", "30000", "--app-id", "kept"])).await,
         "31000\n",

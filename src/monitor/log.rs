@@ -97,12 +97,17 @@ impl Budget {
         }
     }
 
+    /// The tokens at `now`: those left plus the refill since, up to a burst.
+    fn tokens_at(&self, now: Instant) -> f64 {
+        let refill =
+            now.saturating_duration_since(self.at).as_secs_f64() * f64::from(LOG_PER_SECOND);
+        (self.tokens + refill).min(f64::from(LOG_BURST))
+    }
+
     /// Refills for the time since the last call; whether a line may go.
     fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at);
+        self.tokens = self.tokens_at(now);
         self.at = self.at.max(now);
-        self.tokens = (self.tokens + elapsed.as_secs_f64() * f64::from(LOG_PER_SECOND))
-            .min(f64::from(LOG_BURST));
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -111,11 +116,9 @@ impl Budget {
         }
     }
 
+    /// Nothing held back and the budget full again: safe to forget.
     fn is_idle(&self, now: Instant) -> bool {
-        self.suppressed == 0
-            && self.tokens
-                + now.saturating_duration_since(self.at).as_secs_f64() * f64::from(LOG_PER_SECOND)
-                >= f64::from(LOG_BURST)
+        self.suppressed == 0 && self.tokens_at(now) >= f64::from(LOG_BURST)
     }
 }
 
@@ -216,13 +219,12 @@ fn fnv1a(bytes: &[u8]) -> u32 {
     })
 }
 
-/// How long a peer over its budget waits for its next line.
-#[cfg(test)]
-const ONE_LINE: Duration = Duration::from_millis(1000 / LOG_PER_SECOND as u64);
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// How long a peer over its budget waits for its next line.
+    const ONE_LINE: Duration = Duration::from_millis(1000 / LOG_PER_SECOND as u64);
 
     fn event(kind: EventKind, key: &str, peer: Option<IpAddr>, at: Instant) -> Event {
         Event {

@@ -512,6 +512,18 @@ impl ServerBuilder {
             shared.add_sink(sink);
         }
         let state = Arc::new(shared);
+        let from_anywhere = self
+            .expected
+            .iter()
+            .filter(|app| app.host().is_none())
+            .count();
+        if from_anywhere > 0 {
+            tracing::warn!(
+                expected = from_anywhere,
+                "expected applications without a host can be satisfied by a beat from any address; \
+                 name them `ID @ IP` where the host is known"
+            );
+        }
         state.with_registry(|registry, _| registry.expect_all(self.expected));
         let (stop, stopped) = oneshot::channel();
         let limits = Limits {

@@ -65,14 +65,6 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
         }
     };
     server = server.config(config);
-    let from_anywhere = expected.iter().filter(|app| app.host().is_none()).count();
-    if from_anywhere > 0 {
-        tracing::warn!(
-            expected = from_anywhere,
-            "expected applications without a host can be satisfied by a beat from any address; \
-             name them `ID @ IP` where the host is known"
-        );
-    }
     for app in expected {
         server = server.expect(app);
     }

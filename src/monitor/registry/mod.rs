@@ -834,7 +834,8 @@ impl Registry {
         self.expire(now);
         let now_us = self.offset_us(now);
         let key = self.key_for(app, peer);
-        let timeout = self.capped(timeout, self.expected.matches(app, &key));
+        let expected = self.expected.matches(app, &key);
+        let timeout = self.capped(timeout, expected);
         let granted_ms = whole_ms(timeout).saturating_add(whole_ms(self.config.tolerance));
         let granted = Duration::from_millis(granted_ms);
         let existing = self.record(&key);
@@ -882,7 +883,6 @@ impl Registry {
                         max_apps: self.config.max_apps,
                     });
                 }
-                let expected = self.expected.matches(app, &key);
                 // the record an expected application was missing
                 let mut was_missing = false;
                 if expected {
