@@ -1,5 +1,7 @@
 //! Where the server is and who we are: `HB_URL`, `HB_HOST`, `HB_PORT`, `APP_ID`.
 
+use std::fmt;
+
 use url::Url;
 
 use crate::error::Error;
@@ -37,12 +39,22 @@ pub const DEFAULT_APP_ID: &str = "rust_heartbeat_client_demo";
 /// assert_eq!(settings.url.as_str(), "http://127.0.0.1:9999/");
 /// assert_eq!(settings.app_id, "kiosk-3");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Settings {
     /// The server's base URL.
     pub url: Url,
     /// This application's id.
     pub app_id: String,
+}
+
+/// The URL without its password: `Debug` output ends up in logs.
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("url", &redacted(self.url.as_str()))
+            .field("app_id", &self.app_id)
+            .finish()
+    }
 }
 
 impl Settings {
@@ -150,7 +162,7 @@ impl Settings {
 pub fn parse_url(input: &str) -> Result<Url, Error> {
     let input = input.trim();
     let invalid = |reason: String| Error::InvalidUrl {
-        url: input.to_owned(),
+        url: redacted(input).into_owned(),
         reason,
     };
     let with_scheme = if input.contains("://") {
@@ -310,4 +322,54 @@ mod tests {
             Err(Error::InvalidAppId { .. })
         ));
     }
+}
+
+/// `url` with the password of its userinfo (`scheme://user:password@host`)
+/// replaced by `***`, for errors and logs; unchanged without one.
+///
+/// ```
+/// use heartbeat_sdk::settings::redacted;
+///
+/// assert_eq!(redacted("https://ops:s3cret@monitor:8888/"), "https://ops:***@monitor:8888/");
+/// assert_eq!(redacted("http://monitor:8888"), "http://monitor:8888");
+/// ```
+pub fn redacted(url: &str) -> std::borrow::Cow<'_, str> {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| after_scheme + i);
+    let Some(at) = url[after_scheme..authority_end].rfind('@') else {
+        return std::borrow::Cow::Borrowed(url);
+    };
+    let userinfo = &url[after_scheme..after_scheme + at];
+    let Some(colon) = userinfo.find(':') else {
+        return std::borrow::Cow::Borrowed(url);
+    };
+    let user_end = after_scheme + colon;
+    std::borrow::Cow::Owned(format!(
+        "{}:***{}",
+        &url[..user_end],
+        &url[after_scheme + at..]
+    ))
+}
+
+/// Takes the userinfo out of `url`: the basic-auth credentials it names
+/// (percent-decoded), if any; `url` is left without them.
+pub(crate) fn take_userinfo(url: &mut Url) -> Option<crate::transport::BasicAuth> {
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let auth = crate::transport::BasicAuth::new(
+        decode(url.username()),
+        decode(url.password().unwrap_or("")),
+    );
+    // an http(s) URL with a host can always lose its userinfo
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    Some(auth)
 }

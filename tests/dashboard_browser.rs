@@ -36,6 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 const PAGE: &str = include_str!("../src/monitor/render/dashboard.html");
+const SCRIPT: &str = include_str!("../src/monitor/render/dashboard.js");
 const GOLDEN_ROWS: &str = include_str!("data/dashboard_rows.html");
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
 const HOSTILE_MARKER: &str = "<img src=x onerror=document.body.setAttribute('data-pwned','1')>";
@@ -359,6 +360,7 @@ async fn start(script: Script) -> TestServer {
                 log.lock().unwrap().push(path.clone());
                 let (status, kind, body) = match path.split('?').next().unwrap_or("") {
                     "/" => ("200 OK", "text/html; charset=utf-8", PAGE.to_owned()),
+                    "/dashboard.js" => ("200 OK", "text/javascript", SCRIPT.to_owned()),
                     "/api/v1/apps" => {
                         let n = api_calls.fetch_add(1, Ordering::SeqCst);
                         match script.bodies.get(n) {

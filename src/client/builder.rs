@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::protocol;
 use crate::retry::RetryPolicy;
 use crate::settings::{parse_url, Settings};
-use crate::transport::{Transport, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT};
+use crate::transport::{BasicAuth, Transport, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT};
 
 use super::{HeartbeatClient, Inner};
 
@@ -44,6 +44,7 @@ pub struct ClientBuilder {
     body_limit: usize,
     max_apps: usize,
     retry: RetryPolicy,
+    basic_auth: Option<BasicAuth>,
 }
 
 /// The transport given to the builder. With a default transport compiled
@@ -100,6 +101,7 @@ impl ClientBuilder {
             connect_timeout: None,
             body_limit: DEFAULT_BODY_LIMIT,
             max_apps: protocol::MAX_APPS,
+            basic_auth: None,
             retry: RetryPolicy::none(),
         }
     }
@@ -197,6 +199,30 @@ impl ClientBuilder {
         self
     }
 
+    /// Send HTTP basic-auth credentials with every request (a server
+    /// started with a web config's `basic_auth_users`). A URL with
+    /// userinfo (`https://user:password@host:8888`) sets them too; this
+    /// wins over it. The password never appears in `Debug` output, errors
+    /// or logs.
+    ///
+    /// ```
+    /// # #[cfg(feature = "mock")] {
+    /// use heartbeat_sdk::HeartbeatClient;
+    /// use heartbeat_sdk::testing::MockTransport;
+    ///
+    /// let client = HeartbeatClient::builder_with_transport(MockTransport::new())
+    ///     .url("https://monitor.example.org:8888")
+    ///     .basic_auth("kiosk", "s3cret")
+    ///     .build()?;
+    /// assert!(!format!("{client:?}").contains("s3cret"));
+    /// # }
+    /// # Ok::<(), heartbeat_sdk::Error>(())
+    /// ```
+    pub fn basic_auth(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.basic_auth = Some(BasicAuth::new(user, password));
+        self
+    }
+
     /// Retry failed calls by `policy` (default [`RetryPolicy::none`]: one
     /// attempt); see [`RetryPolicy`] for what is retried.
     ///
@@ -226,11 +252,15 @@ impl ClientBuilder {
     /// transport cannot be set up (e.g. its TLS backend).
     pub fn build(self) -> Result<HeartbeatClient> {
         let defaults = self.settings;
-        let url: Url = match (self.url, &defaults) {
+        let mut url: Url = match (self.url, &defaults) {
             (Some(url), _) => parse_url(&url)?,
             (None, Some(settings)) => settings.url.clone(),
             (None, None) => Settings::from_vars(|_| None)?.url,
         };
+        // the URL's userinfo becomes the credentials, and leaves the URL
+        // (which errors and logs show)
+        let from_url = crate::settings::take_userinfo(&mut url);
+        let basic_auth = self.basic_auth.or(from_url);
         let app_id = match (self.app_id, defaults) {
             (Some(app_id), _) => app_id,
             (None, Some(settings)) => settings.app_id,
@@ -263,6 +293,7 @@ impl ClientBuilder {
                 body_limit: self.body_limit,
                 max_apps: self.max_apps,
                 retry: self.retry,
+                basic_auth,
             }),
         })
     }

@@ -85,6 +85,10 @@ impl HeartbeatClient {
         let http = HttpRequest::new(request.method, self.inner.base.as_str(), request.target)
             .with_timeout(timeout)
             .with_body_limit(body_limit);
+        let http = match &self.inner.basic_auth {
+            Some(auth) => http.with_basic_auth(auth.clone()),
+            None => http,
+        };
         match request.form {
             Some(form) => http.with_form(form),
             None => http,

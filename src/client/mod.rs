@@ -94,6 +94,7 @@ struct Inner {
     body_limit: usize,
     max_apps: usize,
     retry: RetryPolicy,
+    basic_auth: Option<crate::transport::BasicAuth>,
 }
 
 impl fmt::Debug for HeartbeatClient {
@@ -103,6 +104,7 @@ impl fmt::Debug for HeartbeatClient {
             .field("app_id", &self.inner.app_id)
             .field("transport", &self.inner.transport)
             .field("request_timeout", &self.inner.request_timeout)
+            .field("basic_auth", &self.inner.basic_auth)
             .finish()
     }
 }

@@ -43,6 +43,9 @@ pub enum EventKind {
     ExpectedMissing,
     /// A new record was refused because the registry was full.
     Refused,
+    /// A new record was refused because its host had its share
+    /// ([`RegistryConfig::max_apps_per_host`](super::RegistryConfig::max_apps_per_host)).
+    RefusedHostShare,
     /// The application's run failed with this exit code (`hb_fail`):
     /// CRITICAL until its next init or ping.
     Failed(u8),
@@ -58,23 +61,31 @@ impl EventKind {
             EventKind::Critical | EventKind::ExpectedMissing | EventKind::Failed(_) => {
                 Some(State::Critical)
             }
-            EventKind::Done | EventKind::Expired | EventKind::Refused => None,
+            EventKind::Done
+            | EventKind::Expired
+            | EventKind::Refused
+            | EventKind::RefusedHostShare => None,
         }
     }
 
     /// Whether the event changes the record's state (everything but
-    /// [`EventKind::Updated`] and [`EventKind::Refused`]).
+    /// [`EventKind::Updated`] and the refusals).
     pub fn is_state_change(self) -> bool {
-        !matches!(self, EventKind::Updated | EventKind::Refused)
+        !matches!(
+            self,
+            EventKind::Updated | EventKind::Refused | EventKind::RefusedHostShare
+        )
     }
 
     /// A lower-case name: `created`, `updated`, `warning`, `critical`,
     /// `recovered`, `done`, `expired`, `expected-missing`, `refused`,
-    /// `failed` (for a state change, its [`Change`]'s name).
+    /// `refused-host-share`, `failed` (for a state change, its
+    /// [`Change`]'s name).
     pub fn name(self) -> &'static str {
         match self {
             EventKind::Updated => "updated",
             EventKind::Refused => "refused",
+            EventKind::RefusedHostShare => "refused-host-share",
             kind => kind.change().map_or("unknown", Change::name),
         }
     }
@@ -91,7 +102,7 @@ impl EventKind {
             EventKind::Expired => Change::Expired,
             EventKind::ExpectedMissing => Change::ExpectedMissing,
             EventKind::Failed(_) => Change::Failed,
-            EventKind::Updated | EventKind::Refused => return None,
+            EventKind::Updated | EventKind::Refused | EventKind::RefusedHostShare => return None,
         })
     }
 
@@ -181,6 +192,7 @@ impl Event {
                 write!(f, "Absence of expected application [{k}]: CRITICAL")
             }
             EventKind::Refused => write!(f, "Refusal of [{k}]: registry full"),
+            EventKind::RefusedHostShare => write!(f, "Refusal of [{k}]: host share full"),
             EventKind::Failed(code) => {
                 write!(f, "Failure of [{k}] with exit code {code}: CRITICAL")
             }
@@ -269,6 +281,7 @@ mod tests {
             Expired,
             ExpectedMissing,
             Refused,
+            RefusedHostShare,
         ];
         let names: Vec<_> = all.iter().map(|k| k.name()).collect();
         assert_eq!(
@@ -282,7 +295,8 @@ mod tests {
                 "done",
                 "expired",
                 "expected-missing",
-                "refused"
+                "refused",
+                "refused-host-share"
             ]
         );
         let changes: Vec<_> = all.iter().filter(|k| k.is_state_change()).collect();

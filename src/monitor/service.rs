@@ -178,6 +178,11 @@ pub(crate) fn prepare(
                 Streamed::new(View::Dashboard, registry.snapshot(now)).paged(dashboard_page());
             return Answer::Streamed(page);
         }
+        Command::DashboardScript => Reply {
+            status: 200,
+            body: crate::monitor::render::dashboard::SCRIPT.to_owned(),
+            content_type: crate::monitor::render::dashboard::JAVASCRIPT,
+        },
         Command::Apps(query) => {
             let apps = Streamed::new(View::Apps, registry.snapshot(now));
             return Answer::Streamed(match query {

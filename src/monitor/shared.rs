@@ -14,6 +14,7 @@ use super::log::LogSink;
 use super::registry::{Registry, RegistryConfig, EVENT_BUFFER_CAP};
 use super::service::{parse, prepare, Answer, Reply};
 use crate::protocol::printable;
+use crate::protocol::command::Command;
 
 /// Called when the earliest crossing moved earlier (a new record, a
 /// shorter timeout), so a sweeper sleeping until the old one wakes up.
@@ -106,14 +107,27 @@ impl SharedRegistry {
     /// [`handle`](Self::handle), leaving a whole-registry reply unrendered:
     /// the lock is held only to apply the command and take the snapshot.
     pub(crate) fn answer(&self, target: &str, form_body: Option<&[u8]>, peer: IpAddr) -> Answer {
-        let command = match parse(target, form_body) {
-            Ok(command) => command,
-            Err(reply) => {
-                tracing::info!(%peer, status = reply.status, "request refused: {}", printable(&reply.body));
-                return Answer::Ready(reply);
-            }
-        };
-        if let crate::protocol::command::Command::Events(query) = &command {
+        match Self::parse(target, form_body, peer) {
+            Ok(command) => self.answer_command(command, peer),
+            Err(reply) => Answer::Ready(reply),
+        }
+    }
+
+    /// The first half of [`answer`](Self::answer): the request decoded, or
+    /// the refusal to send (logged).
+    pub(crate) fn parse(
+        target: &str,
+        form_body: Option<&[u8]>,
+        peer: IpAddr,
+    ) -> Result<Command, Reply> {
+        parse(target, form_body).inspect_err(|reply| {
+            tracing::info!(%peer, status = reply.status, "request refused: {}", printable(&reply.body));
+        })
+    }
+
+    /// The second half of [`answer`](Self::answer): `command` applied.
+    pub(crate) fn answer_command(&self, command: Command, peer: IpAddr) -> Answer {
+        if let Command::Events(query) = &command {
             return Answer::Ready(Reply::json(&self.history.query(query)));
         }
         let answer = self.operate(|registry, now| prepare(registry, command, peer, now));

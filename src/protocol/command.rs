@@ -61,6 +61,10 @@ pub enum Command {
     /// refreshes itself from [`Command::Apps`]. The reference answers `/`
     /// with its unknown-command `400`; none of its clients requests it.
     Dashboard,
+    /// `GET /dashboard.js` (exactly that path): the dashboard's script, on
+    /// its own path so that the page's `Content-Security-Policy` allows no
+    /// inline script.
+    DashboardScript,
     /// `GET /api/v1/apps` (exactly that path): the applications, the
     /// counters and the thresholds as JSON (`docs/api-v1.md`): every
     /// application without a query, one page with one
@@ -90,12 +94,39 @@ impl Command {
             Command::Status { .. } => "status",
             Command::Metrics => "metrics",
             Command::Dashboard => "dashboard",
+            Command::DashboardScript => "dashboard.js",
             Command::Apps(_) => "api/v1/apps",
             Command::Events(_) => "api/v1/events",
             Command::Fail { .. } => FAIL,
         }
     }
+
+    /// Whether this is one of the operator's views (`/metrics`, the
+    /// dashboard and its script, `/api/*`), which the reference does not
+    /// have: the ones a `--web-config` with users protects and that carry
+    /// no `Access-Control-Allow-Origin`. The beat commands, `hb_fail`,
+    /// `list` and `status` are the reference's.
+    ///
+    /// ```
+    /// use heartbeat_sdk::protocol::command::parse_command;
+    ///
+    /// assert!(parse_command("/metrics", None).unwrap().is_operator_view());
+    /// assert!(!parse_command("/status", None).unwrap().is_operator_view());
+    /// ```
+    pub fn is_operator_view(&self) -> bool {
+        matches!(
+            self,
+            Command::Metrics
+                | Command::Dashboard
+                | Command::DashboardScript
+                | Command::Apps(_)
+                | Command::Events(_)
+        )
+    }
 }
+
+/// The path of [`Command::DashboardScript`].
+const DASHBOARD_SCRIPT_PATH: &str = "/dashboard.js";
 
 /// The name of the failure extension's command.
 const FAIL: &str = "hb_fail";
@@ -343,6 +374,7 @@ fn parse_command_with(
     // the dashboard and its API: exact paths, not a last segment
     match path {
         "/" => return Ok(Command::Dashboard),
+        DASHBOARD_SCRIPT_PATH => return Ok(Command::DashboardScript),
         super::apps::APPS_PATH => {
             return super::apps::AppsQuery::from_query(query).map(Command::Apps)
         }

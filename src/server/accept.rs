@@ -14,7 +14,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::conns::{AcceptBackoff, Connections, EvictionLog, TrackedBody, TrackedIo};
-use super::respond::respond;
+use super::access::Access;
+use super::respond::{respond, Peers};
+use super::socket::Socket;
 use super::stream::WriteTimeout;
 use crate::monitor::SharedRegistry;
 
@@ -58,6 +60,8 @@ pub(super) struct Limits {
 pub(super) async fn serve(
     listener: TcpListener,
     state: Arc<SharedRegistry>,
+    access: Arc<Access>,
+    #[cfg(feature = "web-config")] tls: Option<super::web_config::TlsAcceptor>,
     limits: Limits,
     mut stopped: oneshot::Receiver<()>,
 ) {
@@ -123,13 +127,14 @@ pub(super) async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let local = stream
+            .local_addr()
+            .map_or(peer, |addr| addr.ip().to_canonical());
+        let peers = Peers { peer, local };
         let registration = connections.register(peer);
         let conn = Arc::clone(registration.conn());
-        let io = WriteTimeout::new(
-            TokioIo::new(TrackedIo::new(stream, Arc::clone(&conn))),
-            write_timeout,
-        );
         let state = state.clone();
+        let access = Arc::clone(&access);
         let streams = Arc::clone(&streams);
         let service = {
             let conn = Arc::clone(&conn);
@@ -137,24 +142,60 @@ pub(super) async fn serve(
                 conn.request_started();
                 let conn = Arc::clone(&conn);
                 let streams = Arc::clone(&streams);
-                let response = respond(state.clone(), streams, peer, head_timeout, request);
+                let response = respond(
+                    state.clone(),
+                    Arc::clone(&access),
+                    streams,
+                    peers,
+                    head_timeout,
+                    request,
+                );
                 async move {
                     let response = response.await?;
                     Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, conn)))
                 }
             })
         };
-        let connection = graceful.watch(builder.serve_connection(io, service));
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        #[cfg(feature = "web-config")]
+        let tls = tls.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                result = connection => if let Err(error) = result {
+            let served = async {
+                #[cfg(feature = "web-config")]
+                let socket = match &tls {
+                    // a stalled handshake is a silent connection: under
+                    // the head timeout, and evicted first when full
+                    Some(tls) => match tokio::time::timeout(head_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => Socket::Tls(Box::new(stream)),
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_elapsed) => {
+                            tracing::debug!(%peer, "TLS handshake not completed in time");
+                            return;
+                        }
+                    },
+                    None => Socket::Plain(stream),
+                };
+                #[cfg(not(feature = "web-config"))]
+                let socket = Socket::Plain(stream);
+                let io = WriteTimeout::new(
+                    TokioIo::new(TrackedIo::new(socket, Arc::clone(&conn))),
+                    write_timeout,
+                );
+                if let Err(error) = watcher.watch(builder.serve_connection(io, service)).await {
                     if error.is_parse() || error.is_parse_too_large() {
                         // hyper answered 400 or 431
                         tracing::info!(%peer, %error, "request refused");
                     } else {
                         tracing::debug!(%peer, %error, "connection ended with an error");
                     }
-                },
+                }
+            };
+            tokio::select! {
+                () = served => {}
                 // dropping the idle connection closes it
                 () = conn.evicted() => {}
             }

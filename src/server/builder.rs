@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Notify, Semaphore};
 
 use super::accept::{serve, sweep, Limits};
+use super::access::{Access, Protect};
 use super::handle::ServerHandle;
 use crate::error::Error;
 use crate::monitor::metrics::PerAppMetrics;
@@ -71,6 +72,10 @@ pub struct ServerBuilder {
     expected: Vec<Expected>,
     sinks: Vec<Arc<dyn EventSink>>,
     per_app_metrics: PerAppMetrics,
+    allowed_hosts: Vec<String>,
+    protect: Protect,
+    #[cfg(feature = "web-config")]
+    web_config: Option<super::web_config::WebConfig>,
     #[cfg(feature = "state")]
     state: Option<std::path::PathBuf>,
     #[cfg(feature = "state")]
@@ -94,6 +99,10 @@ impl ServerBuilder {
             expected: Vec::new(),
             sinks: Vec::new(),
             per_app_metrics: PerAppMetrics::All,
+            allowed_hosts: Vec::new(),
+            protect: Protect::default(),
+            #[cfg(feature = "web-config")]
+            web_config: None,
             #[cfg(feature = "state")]
             state: None,
             #[cfg(feature = "state")]
@@ -131,6 +140,62 @@ impl ServerBuilder {
     /// The largest number of applications tracked; past it new ones get `503`.
     pub fn max_apps(mut self, max_apps: usize) -> ServerBuilder {
         self.config.max_apps = max_apps;
+        self
+    }
+
+    /// The most applications one host may have tracked at once
+    /// ([`RegistryConfig::max_apps_per_host`]): past it, that host's new
+    /// ones get `503` while other hosts still register. Off by default:
+    /// kiosks behind one NAT or proxy all come from one address.
+    ///
+    /// ```
+    /// use heartbeat_sdk::server::Server;
+    ///
+    /// let builder = Server::builder("127.0.0.1:0".parse().unwrap())
+    ///     .max_apps(100_000)
+    ///     .max_apps_per_host(1_000);
+    /// # drop(builder);
+    /// ```
+    pub fn max_apps_per_host(mut self, share: usize) -> ServerBuilder {
+        self.config.max_apps_per_host = Some(share);
+        self
+    }
+
+    /// Answer the operator's views (`/`, `/dashboard.js`, `/api/*`,
+    /// `/metrics`) only for requests whose `Host` is `name` (any port;
+    /// repeat for several) or the address the server was reached at;
+    /// others get `421`. This stops a DNS-rebinding page from reading them
+    /// through an operator's browser. The reference's paths answer any
+    /// `Host`. Without it, any `Host` is served.
+    ///
+    /// ```
+    /// use heartbeat_sdk::server::Server;
+    ///
+    /// let builder = Server::builder("0.0.0.0:8888".parse().unwrap())
+    ///     .allowed_host("monitor.example.org");
+    /// # drop(builder);
+    /// ```
+    pub fn allowed_host(mut self, name: impl Into<String>) -> ServerBuilder {
+        self.allowed_hosts.push(name.into());
+        self
+    }
+
+    /// What the users of a [`web_config`](ServerBuilder::web_config)
+    /// protect (default [`Protect::OperatorViews`]).
+    pub fn protect(mut self, protect: Protect) -> ServerBuilder {
+        self.protect = protect;
+        self
+    }
+
+    /// TLS and basic auth from a web config file in the Prometheus
+    /// exporter-toolkit format ([`WebConfig`](super::WebConfig)): with
+    /// `tls_server_config` the server speaks https only; with
+    /// `basic_auth_users` the operator's views (and, under
+    /// [`Protect::All`], every path) need credentials.
+    #[cfg(feature = "web-config")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "web-config")))]
+    pub fn web_config(mut self, config: super::web_config::WebConfig) -> ServerBuilder {
+        self.web_config = Some(config);
         self
     }
 
@@ -461,6 +526,12 @@ impl ServerBuilder {
     /// The address cannot be bound; with [`state`](ServerBuilder::state),
     /// the state file cannot be used (see there).
     pub async fn start(self) -> io::Result<ServerHandle> {
+        if self.config.max_apps_per_host.is_some() && !self.config.key_by_peer {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a share per host needs records keyed by host (`ID @ IP`)",
+            ));
+        }
         let mut shared = SharedRegistry::new(self.config, self.clock);
         shared.set_per_app_metrics(self.per_app_metrics);
         let wake = Arc::new(Notify::new());
@@ -511,6 +582,18 @@ impl ServerBuilder {
         for sink in self.sinks {
             shared.add_sink(sink);
         }
+        let access = Access::new(&self.allowed_hosts, self.protect);
+        #[cfg(feature = "web-config")]
+        let (access, tls) = match &self.web_config {
+            Some(config) => (
+                access.with_users(config.authenticator()),
+                config.tls_acceptor().map_err(io::Error::other)?,
+            ),
+            None => (access, None),
+        };
+        if !self.allowed_hosts.is_empty() || access.has_users() {
+            shared.add_sink(access.stats.clone());
+        }
         let state = Arc::new(shared);
         let from_anywhere = self
             .expected
@@ -532,7 +615,15 @@ impl ServerBuilder {
             max_connections: self.max_connections,
             max_streamed_replies: self.max_streamed_replies,
         };
-        let task = tokio::spawn(serve(listener, state.clone(), limits, stopped));
+        let task = tokio::spawn(serve(
+            listener,
+            state.clone(),
+            Arc::new(access),
+            #[cfg(feature = "web-config")]
+            tls.clone(),
+            limits,
+            stopped,
+        ));
         tracing::info!(
             %local_addr,
             max_connections = self.max_connections,
@@ -541,6 +632,8 @@ impl ServerBuilder {
         let sweeper = tokio::spawn(sweep(Arc::clone(&state), wake));
         Ok(ServerHandle {
             local_addr,
+            #[cfg(feature = "web-config")]
+            tls,
             state,
             stop: Some(stop),
             task: Some(task),

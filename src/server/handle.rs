@@ -19,6 +19,9 @@ use crate::monitor::SharedRegistry;
 #[derive(Debug)]
 pub struct ServerHandle {
     pub(super) local_addr: SocketAddr,
+    /// The TLS front (`ServerBuilder::web_config` with `tls_server_config`).
+    #[cfg(feature = "web-config")]
+    pub(super) tls: Option<super::web_config::TlsAcceptor>,
     pub(super) state: Arc<SharedRegistry>,
     pub(super) stop: Option<oneshot::Sender<()>>,
     pub(super) task: Option<JoinHandle<()>>,
@@ -38,9 +41,25 @@ impl ServerHandle {
         self.local_addr
     }
 
-    /// `http://ADDR`, for a client's `HB_URL`.
+    /// `http://ADDR` (`https://` with TLS), for a client's `HB_URL`.
     pub fn url(&self) -> String {
+        #[cfg(feature = "web-config")]
+        if self.tls.is_some() {
+            return format!("https://{}", self.local_addr);
+        }
         format!("http://{}", self.local_addr)
+    }
+
+    /// Re-read the TLS certificate and key files now (what `heartbeat
+    /// serve` does on `SIGHUP`; a change on disk is also picked up by
+    /// itself). A file that does not load keeps the certificate in use,
+    /// with a warning. Without TLS, does nothing.
+    #[cfg(feature = "web-config")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "web-config")))]
+    pub fn reload_tls(&self) {
+        if let Some(tls) = &self.tls {
+            tls.reload();
+        }
     }
 
     /// The registry the server answers from.

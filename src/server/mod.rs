@@ -11,12 +11,14 @@
 //! convenience.
 
 mod accept;
+mod access;
 mod builder;
 mod conns;
 mod handle;
 #[cfg(feature = "notify")]
 mod notify;
 mod respond;
+mod socket;
 #[cfg(feature = "state")]
 mod state;
 mod stream;
@@ -25,6 +27,7 @@ pub use crate::monitor::metrics::PerAppMetrics;
 pub use crate::monitor::{
     Clock, Expected, ExpectedError, ManualClock, RegistryConfig, SharedRegistry, SystemClock,
 };
+pub use access::Protect;
 pub use builder::{Server, ServerBuilder, DEFAULT_MAX_CONNECTIONS};
 pub use handle::ServerHandle;
 

@@ -75,6 +75,9 @@ use crate::error::TransportError;
 
 pub use crate::protocol::Method;
 
+mod basic_auth;
+pub use self::basic_auth::BasicAuth;
+
 #[cfg(feature = "reqwest")]
 mod reqwest;
 #[cfg(feature = "reqwest")]
@@ -130,6 +133,7 @@ pub struct HttpRequest {
     form: Option<String>,
     timeout: Duration,
     body_limit: usize,
+    basic_auth: Option<BasicAuth>,
 }
 
 impl HttpRequest {
@@ -156,7 +160,21 @@ impl HttpRequest {
             form: None,
             timeout: DEFAULT_REQUEST_TIMEOUT,
             body_limit: DEFAULT_BODY_LIMIT,
+            basic_auth: None,
         }
+    }
+
+    /// Send `auth` as `Authorization: Basic ...`.
+    #[must_use]
+    pub fn with_basic_auth(mut self, auth: BasicAuth) -> Self {
+        self.basic_auth = Some(auth);
+        self
+    }
+
+    /// The credentials to send, if any: a transport sets the
+    /// `Authorization` header to [`BasicAuth::authorization`].
+    pub fn basic_auth(&self) -> Option<&BasicAuth> {
+        self.basic_auth.as_ref()
     }
 
     /// Send `form` as the body, `application/x-www-form-urlencoded`

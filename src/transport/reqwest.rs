@@ -184,6 +184,10 @@ impl Transport for ReqwestTransport {
                 .body(form.to_owned()),
             None => builder,
         };
+        let builder = match request.basic_auth() {
+            Some(auth) => builder.header(reqwest::header::AUTHORIZATION, auth.authorization()),
+            None => builder,
+        };
         // reqwest takes a per-request timeout directly: it lifts the
         // client's own ceiling to this request's deadline (which the client
         // enforces above every transport anyway).

@@ -215,6 +215,9 @@ impl Transport for SurfTransport {
             // after set_body, which sets text/plain
             outgoing.set_content_type(http_types::mime::FORM);
         }
+        if let Some(auth) = request.basic_auth() {
+            outgoing.insert_header(http_types::headers::AUTHORIZATION, auth.authorization());
+        }
         outgoing.set_ext(RequestTimeout(request.timeout()));
 
         let mut response = self.client.send(outgoing).await.map_err(from_surf)?;

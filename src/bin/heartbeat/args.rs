@@ -215,6 +215,18 @@ pub struct ServeArgs {
     /// Largest number of applications tracked; new ones past it get 503.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_apps: Option<u64>,
+    /// Most applications one host may have tracked at once: its new ones past it get 503 while other hosts still register; expected ones are never refused [default: no share: kiosks behind one NAT or proxy share an address].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_apps_per_host: Option<u64>,
+    /// TLS and basic auth from FILE in the Prometheus exporter-toolkit format (`tls_server_config`, `basic_auth_users`; see the operator guide). A bad file stops serve with exit code 78.
+    #[arg(long, value_name = "FILE")]
+    pub web_config: Option<std::path::PathBuf>,
+    /// What the --web-config users protect: `views` (the dashboard, /api/*, /metrics) or `reference` (every path: the reference clients must then send credentials).
+    #[arg(long, value_name = "WHAT", default_value = "views", value_parser = parse_protect, requires = "web_config")]
+    pub protect: heartbeat_sdk::server::Protect,
+    /// Serve the operator's views (the dashboard, /api/*, /metrics) only to requests for Host NAME (any port) or the address reached; others get 421, which stops DNS rebinding. Repeatable [default: any Host].
+    #[arg(long, value_name = "NAME")]
+    pub allowed_host: Vec<String>,
     /// Expect an application, `ID` (from any host) or `ID @ IP`: never dropped, CRITICAL while it has not reported. Repeatable.
     #[arg(long, value_name = "ID")]
     pub expect: Vec<String>,
@@ -279,6 +291,10 @@ fn parse_since(text: &str) -> Result<std::time::SystemTime, String> {
 }
 
 fn parse_webhook_format(text: &str) -> Result<heartbeat_sdk::server::WebhookFormat, String> {
+    text.parse()
+}
+
+fn parse_protect(text: &str) -> Result<heartbeat_sdk::server::Protect, String> {
     text.parse()
 }
 

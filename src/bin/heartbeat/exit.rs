@@ -22,6 +22,10 @@ pub const CANNOT_LISTEN: u8 = 4;
 /// database, a newer schema, cannot be created or written, in use by
 /// another server); nothing was written to it. sysexits' `EX_CANTCREAT`.
 pub const BAD_STATE: u8 = 73;
+/// `serve --web-config`: the file cannot be read or is not a valid web
+/// config (YAML, a setting, a certificate, a key, a bcrypt hash).
+/// sysexits' `EX_CONFIG`.
+pub const BAD_CONFIG: u8 = 78;
 /// Nothing was sent because this machine could not set things up: the HTTP
 /// client (its TLS backend, say: [`Error::Build`]), the async runtime, the
 /// signal handlers, or a background task that died ([`Error::Task`]).
@@ -47,6 +51,7 @@ Exit codes:
   71   cannot set up locally (HTTP client or TLS, async runtime, signal handlers)
   73   serve --state: the state file cannot be used (not a state database, newer schema, unwritable, in use)
   74   stdout could not be written (disk full, I/O error); a closed pipe is no error
+  78   serve --web-config: the file cannot be read or is invalid (YAML, setting, certificate, key, hash)
   check: 0 OK, 1 WARNING, 2 CRITICAL (also: server unreachable), 3 UNKNOWN (also: stdout unwritable)
   wrap:  CMD's exit code, 128+N if CMD was killed by signal N, 126 cannot run, 127 not found";
 

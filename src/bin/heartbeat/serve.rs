@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use heartbeat_sdk::protocol::printable;
 use heartbeat_sdk::server::{
-    Expected, RegistryConfig, Server, ServerBuilder, StateError, DEFAULT_MAX_CONNECTIONS,
+    Expected, RegistryConfig, Server, ServerBuilder, StateError, WebConfig,
+    DEFAULT_MAX_CONNECTIONS,
 };
 use heartbeat_sdk::{Error, Settings};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use sd_notify::NotifyState;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::args::{Global, ServeArgs};
 use crate::{exit, output, signals};
@@ -71,6 +73,25 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     if let Some(max_apps) = args.max_apps {
         server = server.max_apps(usize::try_from(max_apps).unwrap_or(usize::MAX));
     }
+    if let Some(share) = args.max_apps_per_host {
+        server = server.max_apps_per_host(usize::try_from(share).unwrap_or(usize::MAX));
+    }
+    for name in &args.allowed_host {
+        server = server.allowed_host(name.clone());
+    }
+    if let Some(path) = &args.web_config {
+        match WebConfig::load(path) {
+            Ok(config) => server = server.web_config(config).protect(args.protect),
+            Err(error) => {
+                output::error_line(&format!(
+                    "heartbeat serve: --web-config {}: {}",
+                    printable(&path.display().to_string()),
+                    printable(&error.to_string())
+                ));
+                return exit::BAD_CONFIG;
+            }
+        }
+    }
     let open_files = raise_open_file_limit();
     let max_connections = connection_cap(open_files, DEFAULT_MAX_CONNECTIONS);
     server = server.max_connections(max_connections);
@@ -123,11 +144,44 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     )) {
         tracing::warn!("cannot write the address to stdout: {error}");
     }
-    stop.await;
+    // SIGHUP: re-read the TLS certificate (a change on disk is also
+    // picked up by itself)
+    let mut hangups = hangups(&handle);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            Some(()) = next_hangup(&mut hangups) => {
+                tracing::info!("SIGHUP: re-reading the TLS certificate");
+                handle.reload_tls();
+            }
+        }
+    }
     tracing::info!("signal received: shutting down");
     let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
     handle.shutdown().await;
     exit::OK
+}
+
+/// `SIGHUP`s, with TLS (they re-read the certificate); `None` without
+/// TLS or when the handler cannot be installed (logged).
+fn hangups(handle: &heartbeat_sdk::server::ServerHandle) -> Option<Signal> {
+    if !handle.url().starts_with("https:") {
+        return None;
+    }
+    signal(SignalKind::hangup())
+        .inspect_err(|error| {
+            tracing::warn!("cannot install the SIGHUP handler (certificate reload): {error}");
+        })
+        .ok()
+}
+
+/// The next of `hangups`; never, without them.
+async fn next_hangup(hangups: &mut Option<Signal>) -> Option<()> {
+    match hangups {
+        Some(hangups) => hangups.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The notifications of `--webhook`, `--webhook-format`, `--alertmanager`,

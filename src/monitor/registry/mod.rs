@@ -82,6 +82,14 @@ pub struct RegistryConfig {
     /// one `hb_init` with a timeout of 49 days from any host would keep an
     /// expected application "OK" for months.
     pub max_expected_timeout: Duration,
+    /// Most applications one host (the `IP` of `ID @ IP` records) may
+    /// have tracked at once: a new one past it is refused for that host
+    /// alone, so one flooding host cannot lock the others out of a full
+    /// registry. `None` (the default): no share, only
+    /// [`max_apps`](Self::max_apps). Needs [`key_by_peer`](Self::key_by_peer)
+    /// (a bare-id record has no host); expected applications are never
+    /// refused.
+    pub max_apps_per_host: Option<usize>,
 }
 
 /// [`RegistryConfig::max_expected_timeout`]'s default: 24 hours.
@@ -98,6 +106,7 @@ impl Default for RegistryConfig {
             max_apps: DEFAULT_MAX_APPS,
             max_timeout: None,
             max_expected_timeout: DEFAULT_MAX_EXPECTED_TIMEOUT,
+            max_apps_per_host: None,
         }
     }
 }
@@ -120,6 +129,10 @@ pub struct Counters {
     pub expiries: u64,
     /// `init`/`ping` calls refused because the registry was full.
     pub refused: u64,
+    /// `init`/`ping` calls refused because the caller's host had its
+    /// share ([`RegistryConfig::max_apps_per_host`]).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub refused_host_share: u64,
     /// Events discarded because the event buffer was full.
     pub events_dropped: u64,
 }
@@ -133,26 +146,46 @@ impl From<Counters> for crate::protocol::apps::Totals {
             pings: c.pings,
             dones: c.dones,
             expiries: c.expiries,
-            refusals: c.refused,
+            refusals: c.refused + c.refused_host_share,
             fails: c.fails,
         }
     }
 }
 
-/// A new application was refused because `max_apps` are already tracked.
+/// A new application was refused: `max_apps` are already tracked, or its
+/// host already has its share ([`RegistryConfig::max_apps_per_host`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegistryFull {
     /// The configured maximum.
     pub max_apps: usize,
+    /// `Some(share)` when the refusal is the host's: it already has
+    /// `share` applications tracked (the registry itself may have room).
+    pub host_share: Option<usize>,
+}
+
+impl RegistryFull {
+    /// The registry holds `max_apps` applications.
+    pub(crate) fn full(max_apps: usize) -> Self {
+        RegistryFull {
+            max_apps,
+            host_share: None,
+        }
+    }
 }
 
 impl fmt::Display for RegistryFull {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "registry full: already tracking the maximum of {} applications",
-            self.max_apps
-        )
+        match self.host_share {
+            Some(share) => write!(
+                f,
+                "host share full: this host already has the maximum of {share} applications"
+            ),
+            None => write!(
+                f,
+                "registry full: already tracking the maximum of {} applications",
+                self.max_apps
+            ),
+        }
     }
 }
 
@@ -269,6 +302,9 @@ pub struct Registry {
     /// key order can be reused by the next one ([`KeyOrder`]).
     layout: u64,
     key_order: Arc<KeyOrder>,
+    /// How many records each host has, kept only under
+    /// [`RegistryConfig::max_apps_per_host`].
+    per_host: HashMap<Box<str>, usize>,
     #[cfg(test)]
     last_sweep_examined: usize,
 }
@@ -300,6 +336,7 @@ impl Registry {
             unannounced: Vec::new(),
             layout: 0,
             key_order: Arc::default(),
+            per_host: HashMap::new(),
             #[cfg(test)]
             last_sweep_examined: 0,
         }
@@ -385,6 +422,10 @@ impl Registry {
                 continue;
             };
             self.unindex(&key, &record);
+            if !record.expected {
+                // out of its host's share, as expected ones are
+                self.host_removed(&key);
+            }
             let record = Record {
                 expected: true,
                 ..record
@@ -460,6 +501,9 @@ impl Registry {
             return false;
         };
         self.layout += 1;
+        if !record.expected {
+            self.host_removed(&key);
+        }
         self.unindex(&key, &record);
         let at = now;
         self.push_event(Event {
@@ -691,6 +735,7 @@ impl Registry {
                 None => {
                     self.apps.remove(&key);
                     self.layout += 1;
+                    self.host_removed(&key);
                     self.counters.expiries += 1;
                     dropped = true;
                 }
@@ -869,19 +914,23 @@ impl Registry {
             }
             None => {
                 let key: Arc<str> = Arc::from(key);
-                if self.apps.len() >= self.config.max_apps {
-                    self.counters.refused += 1;
+                if let Err(refusal) = self.room_for(&key, expected) {
+                    let kind = if refusal.host_share.is_some() {
+                        self.counters.refused_host_share += 1;
+                        EventKind::RefusedHostShare
+                    } else {
+                        self.counters.refused += 1;
+                        EventKind::Refused
+                    };
                     self.push_event(Event {
-                        kind: EventKind::Refused,
+                        kind,
                         key,
                         previous: None,
                         at,
                         granted: None,
                         peer: Some(peer),
                     });
-                    return Err(RegistryFull {
-                        max_apps: self.config.max_apps,
-                    });
+                    return Err(refusal);
                 }
                 // the record an expected application was missing
                 let mut was_missing = false;
@@ -904,6 +953,9 @@ impl Registry {
                 self.index(&key, &fresh);
                 self.apps.insert(Arc::clone(&key), fresh);
                 self.layout += 1;
+                if !expected {
+                    self.host_added(&key);
+                }
                 Event {
                     kind: EventKind::Created,
                     key,
@@ -927,6 +979,62 @@ impl Registry {
     }
 
     /// Gives memory back once the map is mostly empty (amortised `O(1)`).
+    /// Whether a new record under `key` fits: [`RegistryConfig::max_apps`]
+    /// in all and [`RegistryConfig::max_apps_per_host`] for its host.
+    /// Expected applications always fit.
+    fn room_for(&self, key: &str, expected: bool) -> Result<(), RegistryFull> {
+        if expected {
+            return Ok(());
+        }
+        if self.apps.len() >= self.config.max_apps {
+            return Err(RegistryFull::full(self.config.max_apps));
+        }
+        if let (Some(share), Some(host)) = (self.config.max_apps_per_host, self.host_of(key)) {
+            if self.per_host.get(host).is_some_and(|&count| count >= share) {
+                return Err(RegistryFull {
+                    max_apps: self.config.max_apps,
+                    host_share: Some(share),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The host part of `key` when records are keyed by peer and hosts
+    /// are counted ([`RegistryConfig::max_apps_per_host`]).
+    fn host_of<'k>(&self, key: &'k str) -> Option<&'k str> {
+        if self.config.max_apps_per_host.is_some() && self.config.key_by_peer {
+            split_key(key).1
+        } else {
+            None
+        }
+    }
+
+    /// Counts a new record under `key` in its host's share (an expected
+    /// application's is not: the operator asked for it).
+    fn host_added(&mut self, key: &str) {
+        if let Some(host) = self.host_of(key) {
+            match self.per_host.get_mut(host) {
+                Some(count) => *count += 1,
+                None => {
+                    self.per_host.insert(host.into(), 1);
+                }
+            }
+        }
+    }
+
+    /// Takes a removed record under `key` out of its host's share.
+    fn host_removed(&mut self, key: &str) {
+        if let Some(host) = self.host_of(key) {
+            if let Some(count) = self.per_host.get_mut(host) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    self.per_host.remove(host);
+                }
+            }
+        }
+    }
+
     fn maybe_shrink(&mut self) {
         if self.apps.capacity() > 1024 && self.apps.len() * 4 < self.apps.capacity() {
             self.apps.shrink_to(self.apps.len() * 2);
@@ -1061,12 +1169,16 @@ impl Registry {
                 (key, old.expected)
             }
             None if self.apps.len() >= self.config.max_apps => {
-                return Err(RegistryFull {
-                    max_apps: self.config.max_apps,
-                })
+                return Err(RegistryFull::full(self.config.max_apps))
             }
             None => {
                 let expected = self.expected.matches_key(key);
+                // a stored record is put back even past its host's share
+                // (the share may have been lowered since): counted, so
+                // that the host's new ones are refused until it is under
+                if !expected {
+                    self.host_added(key);
+                }
                 if expected {
                     if let Some(count) = self.expected_live.get_mut(self.id_of(key)) {
                         *count += 1;

@@ -284,11 +284,11 @@ fn max_apps_refuses_new_but_not_existing() {
     r.init("b", LOCAL, d(100_000), t0).unwrap();
     assert_eq!(
         r.init("c", LOCAL, d(0), t0),
-        Err(RegistryFull { max_apps: 2 })
+        Err(RegistryFull::full(2))
     );
     assert_eq!(
         r.ping("c", LOCAL, d(0), t0),
-        Err(RegistryFull { max_apps: 2 })
+        Err(RegistryFull::full(2))
     );
     assert_eq!(r.ping("a", LOCAL, d(0), t0), Ok(d(1000)));
     assert_eq!(r.counters().refused, 2);
@@ -458,7 +458,7 @@ fn restore_tracks_refreshes_and_respects_the_cap() {
     assert_eq!(list_text(&mut r, t0), "a @ 10.0.0.1\nb\n");
     assert_eq!(
         r.restore("c", d(1000), t0),
-        Err(RegistryFull { max_apps: 2 })
+        Err(RegistryFull::full(2))
     );
     // refreshing a known key is not a new record, cap or not
     r.restore("b", d(4000), ms(t0, 5000)).unwrap();
@@ -725,7 +725,7 @@ fn a_failure_without_a_record_registers_it_first_within_the_limit() {
     assert_eq!(events[1].previous, Some(State::Ok));
     assert_eq!(
         r.fail("other", LOCAL, 1, t0),
-        Err(RegistryFull { max_apps: 1 })
+        Err(RegistryFull::full(1))
     );
     // done removes a failed record like any other
     assert!(r.done("cron", LOCAL, t0));
@@ -905,4 +905,94 @@ fn expecting_ten_thousand_ids_over_a_hundred_thousand_records_marks_each_once() 
     // the expected ones are never dropped; the rest are
     assert_eq!(r.expire(ms(t0, 10_000_000)), 91_000);
     assert_eq!(r.list(ms(t0, 10_000_000)).len(), 9_000);
+}
+
+#[test]
+fn a_host_past_its_share_is_refused_while_others_still_register() {
+    let t0 = Instant::now();
+    let mut r = Registry::new(RegistryConfig {
+        max_apps: 10,
+        max_apps_per_host: Some(3),
+        ..RegistryConfig::default()
+    });
+    r.expect("spare @ 127.0.0.1".parse().unwrap());
+    for i in 0..3 {
+        r.init(&format!("flood-{i}"), LOCAL, d(60_000), t0).unwrap();
+    }
+    let refused = r.init("flood-3", LOCAL, d(60_000), t0);
+    assert_eq!(
+        refused,
+        Err(RegistryFull {
+            max_apps: 10,
+            host_share: Some(3)
+        })
+    );
+    assert_eq!(
+        refused.unwrap_err().to_string(),
+        "host share full: this host already has the maximum of 3 applications"
+    );
+    // a known one still beats, another host still registers
+    assert_eq!(r.ping("flood-0", LOCAL, d(60_000), t0), Ok(d(61_000)));
+    assert_eq!(r.init("kiosk", OTHER, d(0), t0), Ok(d(1000)));
+    // an expected application is never refused
+    assert_eq!(r.init("spare", LOCAL, d(0), t0), Ok(d(1000)));
+    assert_eq!(r.counters().refused_host_share, 1);
+    assert_eq!(r.counters().refused, 0);
+    let kinds: Vec<_> = r.take_events().iter().map(|e| e.kind).collect();
+    assert!(kinds.contains(&EventKind::RefusedHostShare), "{kinds:?}");
+    // a done frees the share; an expiry too
+    assert!(r.done("flood-1", LOCAL, t0));
+    assert_eq!(r.init("flood-3", LOCAL, d(0), t0), Ok(d(1000)));
+    assert!(r.init("flood-4", LOCAL, d(0), t0).is_err());
+    // flood-3 (1 s) expires at 6 s: room for one more
+    let later = ms(t0, 6_000);
+    assert_eq!(r.init("flood-4", LOCAL, d(60_000), later), Ok(d(61_000)));
+    assert!(r.init("flood-5", LOCAL, d(0), later).is_err());
+}
+
+#[test]
+fn without_a_share_one_host_may_fill_the_registry() {
+    let t0 = Instant::now();
+    let mut r = Registry::new(RegistryConfig {
+        max_apps: 5,
+        ..RegistryConfig::default()
+    });
+    for i in 0..5 {
+        r.init(&format!("a-{i}"), LOCAL, d(0), t0).unwrap();
+    }
+    assert_eq!(r.init("b", OTHER, d(0), t0), Err(RegistryFull::full(5)));
+    assert!(r.per_host.is_empty(), "hosts are counted only under a share");
+}
+
+#[test]
+fn restored_records_count_in_their_hosts_share() {
+    let t0 = Instant::now();
+    let mut r = Registry::new(RegistryConfig {
+        max_apps_per_host: Some(2),
+        ..RegistryConfig::default()
+    });
+    for key in ["a @ 127.0.0.1", "b @ 127.0.0.1", "c @ 127.0.0.1"] {
+        r.restore(key, d(60_000), t0).unwrap();
+    }
+    assert!(r.init("d", LOCAL, d(0), t0).is_err(), "3 restored, share 2");
+    assert_eq!(r.init("d", OTHER, d(0), t0), Ok(d(1000)));
+    assert!(r.done("a", LOCAL, t0) && r.done("b", LOCAL, t0));
+    assert_eq!(r.init("d", LOCAL, d(0), t0), Ok(d(1000)));
+}
+
+#[test]
+fn a_record_that_becomes_expected_leaves_its_hosts_share() {
+    let t0 = Instant::now();
+    let mut r = Registry::new(RegistryConfig {
+        max_apps_per_host: Some(2),
+        ..RegistryConfig::default()
+    });
+    r.init("a", LOCAL, d(0), t0).unwrap();
+    r.init("b", LOCAL, d(0), t0).unwrap();
+    assert!(r.init("c", LOCAL, d(0), t0).is_err());
+    r.expect("a @ 127.0.0.1".parse().unwrap());
+    assert_eq!(r.init("c", LOCAL, d(0), t0), Ok(d(1000)));
+    // its done does not free a slot it no longer holds
+    assert!(r.done("a", LOCAL, t0));
+    assert!(r.init("d", LOCAL, d(0), t0).is_err());
 }

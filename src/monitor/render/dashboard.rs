@@ -63,6 +63,13 @@ use crate::protocol::whole_ms;
 /// The page, with its `<!--SUMMARY-->` and `<!--ROWS-->` placeholders.
 pub(crate) const TEMPLATE: &str = include_str!("dashboard.html");
 
+/// The page's script, served on its own path (`/dashboard.js`) so that the
+/// page's `Content-Security-Policy` needs no inline script.
+pub(crate) const SCRIPT: &str = include_str!("dashboard.js");
+
+/// The script's content type.
+pub(crate) const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+
 /// HTML-escapes `&`, `<`, `>`, `"` and `'`: safe in text and in quoted attributes.
 pub(crate) fn escape(text: &str) -> Cow<'_, str> {
     if !text.contains(['&', '<', '>', '"', '\'']) {

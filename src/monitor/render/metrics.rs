@@ -303,12 +303,17 @@ fn write_scalars(snapshot: &Snapshot, out: &mut Vec<u8>) {
         "Records dropped for being overdue.",
         counters.expiries,
     );
-    scalar(
-        "heartbeat_refused_total",
-        "counter",
-        "New applications refused because the registry was full.",
-        counters.refused,
+    header(
+        out,
+        REFUSED,
+        "New applications refused: the registry was full (registry_full), or the caller's host had its share (host_share).",
     );
+    for (reason, n) in [
+        ("registry_full", counters.refused),
+        ("host_share", counters.refused_host_share),
+    ] {
+        let _ = writeln!(out, "{REFUSED}{{reason=\"{reason}\"}} {n}");
+    }
     let mut by_state = [0_u64; 4];
     for i in 0..snapshot.len() {
         by_state[usize::from(snapshot.app(i).state.exit_code().min(2))] += 1;
@@ -329,6 +334,7 @@ fn write_scalars(snapshot: &Snapshot, out: &mut Vec<u8>) {
 
 /// The family of counts per state, in every mode.
 const BY_STATE: &str = "heartbeat_apps_by_state";
+const REFUSED: &str = "heartbeat_refused_total";
 
 fn header(out: &mut Vec<u8>, name: &str, help: &str) {
     let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n");
