@@ -328,12 +328,11 @@ impl WebConfig {
     /// `base_dir`.
     pub fn from_yaml(text: &str, base_dir: &Path) -> Result<WebConfig, WebConfigError> {
         // an empty file (or only comments) is a null document: no settings
-        let raw: Option<RawConfig> = yaml_serde::from_str(text).map_err(|error| {
-            WebConfigError::Yaml {
+        let raw: Option<RawConfig> =
+            yaml_serde::from_str(text).map_err(|error| WebConfigError::Yaml {
                 line: error.location().map(|at| at.line()),
                 message: error.to_string().replace(['\n', '\r'], " "),
-            }
-        })?;
+            })?;
         let raw = raw.unwrap_or_default();
         if raw.rate_limit.is_some() {
             return Err(WebConfigError::Unsupported {
@@ -410,7 +409,11 @@ fn path_setting(value: Option<String>, base_dir: &Path) -> Option<PathBuf> {
 
 fn parse_tls(raw: RawTls, base_dir: &Path) -> Result<Option<TlsSettings>, WebConfigError> {
     let unsupported = [
-        (raw.cert.is_some(), "tls_server_config.cert", "; use cert_file"),
+        (
+            raw.cert.is_some(),
+            "tls_server_config.cert",
+            "; use cert_file",
+        ),
         (raw.key.is_some(), "tls_server_config.key", "; use key_file"),
         (
             raw.client_ca.is_some(),

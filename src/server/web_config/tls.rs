@@ -184,7 +184,10 @@ impl ReloadingCert {
     }
 
     fn stamp(&self) -> Stamp {
-        Some((FileStamp::of(&self.cert_file)?, FileStamp::of(&self.key_file)?))
+        Some((
+            FileStamp::of(&self.cert_file)?,
+            FileStamp::of(&self.key_file)?,
+        ))
     }
 
     fn install(&self, key: Arc<CertifiedKey>) {
@@ -312,7 +315,8 @@ fn pem_error(what: &'static str, path: &Path, error: pem::Error) -> WebConfigErr
 /// The client CAs of `client_ca_file`.
 fn client_roots(path: &Path) -> Result<RootCertStore, WebConfigError> {
     let mut roots = RootCertStore::empty();
-    let (added, _ignored) = roots.add_parsable_certificates(read_certificates("client_ca_file", path)?);
+    let (added, _ignored) =
+        roots.add_parsable_certificates(read_certificates("client_ca_file", path)?);
     if added == 0 {
         return Err(WebConfigError::Certificate {
             what: "client_ca_file",
@@ -337,28 +341,35 @@ fn client_verifier(
         let Some((path, roots)) = roots else {
             return Err(super::invalid(
                 "tls_server_config",
-                format!("client_auth_type {} needs client_ca_file", settings.client_auth),
+                format!(
+                    "client_auth_type {} needs client_ca_file",
+                    settings.client_auth
+                ),
             ));
         };
-        let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+        let builder =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
         let builder = if optional {
             builder.allow_unauthenticated()
         } else {
             builder
         };
-        builder.build().map_err(|error| WebConfigError::Certificate {
-            what: "client_ca_file",
-            path: path.to_owned(),
-            reason: error.to_string(),
-        })
+        builder
+            .build()
+            .map_err(|error| WebConfigError::Certificate {
+                what: "client_ca_file",
+                path: path.to_owned(),
+                reason: error.to_string(),
+            })
     };
-    let any = |mandatory: bool, roots: Option<(&Path, RootCertStore)>| -> Arc<dyn ClientCertVerifier> {
-        Arc::new(AnyClientCert {
-            mandatory,
-            hints: roots.map(|(_, roots)| roots.subjects()).unwrap_or_default(),
-            algorithms: provider.signature_verification_algorithms,
-        })
-    };
+    let any =
+        |mandatory: bool, roots: Option<(&Path, RootCertStore)>| -> Arc<dyn ClientCertVerifier> {
+            Arc::new(AnyClientCert {
+                mandatory,
+                hints: roots.map(|(_, roots)| roots.subjects()).unwrap_or_default(),
+                algorithms: provider.signature_verification_algorithms,
+            })
+        };
     Ok(match settings.client_auth {
         ClientAuth::NoClientCert => WebPkiClientVerifier::no_client_auth(),
         ClientAuth::RequestClientCert => any(false, roots),
