@@ -22,6 +22,8 @@ mod socket;
 #[cfg(feature = "state")]
 mod state;
 mod stream;
+#[cfg(feature = "web-config")]
+mod web_config;
 
 pub use crate::monitor::metrics::PerAppMetrics;
 pub use crate::monitor::{
@@ -43,3 +45,6 @@ pub use state::{
     OutboxEntry, StateError, StateSink, StateStats, StateStore, StateWriter, StoredApp,
     DEFAULT_COMMIT_INTERVAL, DEFAULT_HISTORY_RETENTION, MIN_COMMIT_INTERVAL, SCHEMA_VERSION,
 };
+#[cfg(feature = "web-config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "web-config")))]
+pub use web_config::{ClientAuth, TlsSettings, TlsVersion, WebConfig, WebConfigError};
