@@ -212,6 +212,56 @@ pub fn names_a_server(var: impl Fn(&str) -> Option<String>) -> bool {
         .any(|name| var(name).is_some_and(|value| !value.trim().is_empty()))
 }
 
+/// `url` with the password of its userinfo (`scheme://user:password@host`)
+/// replaced by `***`, for errors and logs; unchanged without one.
+///
+/// ```
+/// use heartbeat_sdk::settings::redacted;
+///
+/// assert_eq!(redacted("https://ops:s3cret@monitor:8888/"), "https://ops:***@monitor:8888/");
+/// assert_eq!(redacted("http://monitor:8888"), "http://monitor:8888");
+/// ```
+pub fn redacted(url: &str) -> std::borrow::Cow<'_, str> {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| after_scheme + i);
+    let Some(at) = url[after_scheme..authority_end].rfind('@') else {
+        return std::borrow::Cow::Borrowed(url);
+    };
+    let userinfo = &url[after_scheme..after_scheme + at];
+    let Some(colon) = userinfo.find(':') else {
+        return std::borrow::Cow::Borrowed(url);
+    };
+    let user_end = after_scheme + colon;
+    std::borrow::Cow::Owned(format!(
+        "{}:***{}",
+        &url[..user_end],
+        &url[after_scheme + at..]
+    ))
+}
+
+/// Takes the userinfo out of `url`: the basic-auth credentials it names
+/// (percent-decoded), if any; `url` is left without them.
+pub(crate) fn take_userinfo(url: &mut Url) -> Option<crate::transport::BasicAuth> {
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let auth = crate::transport::BasicAuth::new(
+        decode(url.username()),
+        decode(url.password().unwrap_or("")),
+    );
+    // an http(s) URL with a host can always lose its userinfo
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    Some(auth)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,54 +372,4 @@ mod tests {
             Err(Error::InvalidAppId { .. })
         ));
     }
-}
-
-/// `url` with the password of its userinfo (`scheme://user:password@host`)
-/// replaced by `***`, for errors and logs; unchanged without one.
-///
-/// ```
-/// use heartbeat_sdk::settings::redacted;
-///
-/// assert_eq!(redacted("https://ops:s3cret@monitor:8888/"), "https://ops:***@monitor:8888/");
-/// assert_eq!(redacted("http://monitor:8888"), "http://monitor:8888");
-/// ```
-pub fn redacted(url: &str) -> std::borrow::Cow<'_, str> {
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    let authority_end = url[after_scheme..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| after_scheme + i);
-    let Some(at) = url[after_scheme..authority_end].rfind('@') else {
-        return std::borrow::Cow::Borrowed(url);
-    };
-    let userinfo = &url[after_scheme..after_scheme + at];
-    let Some(colon) = userinfo.find(':') else {
-        return std::borrow::Cow::Borrowed(url);
-    };
-    let user_end = after_scheme + colon;
-    std::borrow::Cow::Owned(format!(
-        "{}:***{}",
-        &url[..user_end],
-        &url[after_scheme + at..]
-    ))
-}
-
-/// Takes the userinfo out of `url`: the basic-auth credentials it names
-/// (percent-decoded), if any; `url` is left without them.
-pub(crate) fn take_userinfo(url: &mut Url) -> Option<crate::transport::BasicAuth> {
-    if url.username().is_empty() && url.password().is_none() {
-        return None;
-    }
-    let decode = |text: &str| {
-        percent_encoding::percent_decode_str(text)
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    let auth = crate::transport::BasicAuth::new(
-        decode(url.username()),
-        decode(url.password().unwrap_or("")),
-    );
-    // an http(s) URL with a host can always lose its userinfo
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    Some(auth)
 }

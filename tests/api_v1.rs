@@ -188,7 +188,8 @@ async fn a_small_registry_is_answered_exactly_with_its_headers() {
     assert_eq!(reply.header("content-type"), Some("application/json"));
     assert_eq!(reply.header("cache-control"), Some("no-store"));
     assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
-    assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
+    // same-origin: a page from elsewhere cannot read it (issue 21)
+    assert_eq!(reply.header("access-control-allow-origin"), None);
     assert_eq!(
         reply.header("content-length"),
         Some(reply.body.len().to_string().as_str()),
@@ -292,7 +293,7 @@ async fn hostile_ids_are_json_strings_and_html_text() {
         Some("text/html; charset=utf-8")
     );
     assert_eq!(page.header("cache-control"), Some("no-store"));
-    assert_eq!(page.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(page.header("access-control-allow-origin"), None);
     let html = page.text();
     assert!(!html.contains("<img"), "{html}");
     assert!(!html.contains("' onmouseover"), "{html}");

@@ -40,6 +40,9 @@ fn heartbeat(args: &[&str]) -> Command {
         "HB_HOST",
         "HB_PORT",
         "APP_ID",
+        "HB_USER",
+        "HB_PASSWORD",
+        "HB_CA_FILE",
         "RUST_LOG",
         "HB_SEND_INIT",
         "HB_SEND_PING",
@@ -1549,4 +1552,104 @@ async fn wrap_promises_twice_its_interval_and_cmd_sees_the_hb_variables() {
         }
     }
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_a_web_config_protects_its_views_and_the_cli_sends_credentials() {
+    const PASSWORD: &str = "s3cret-for-the-cli";
+    let dir = temp_path("web-config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).display().to_string();
+    // a bad file stops serve at start: one line, its own exit code
+    for (name, yaml) in [
+        ("broken.yml", "basic_auth_users: ["),
+        (
+            "unsupported.yml",
+            "tls_server_config:\n  cipher_suites: [TLS_AES_128_GCM_SHA256]\n",
+        ),
+        (
+            "bad-hash.yml",
+            "basic_auth_users:\n  operator: not-a-bcrypt-hash\n",
+        ),
+    ] {
+        std::fs::write(dir.join(name), yaml).unwrap();
+        let output = run(heartbeat(&[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--web-config",
+            &path(name),
+        ]))
+        .await;
+        assert_failed(&output, 78, "heartbeat serve: --web-config ");
+        assert!(!output.stderr.contains("not-a-bcrypt-hash"), "{output:?}");
+    }
+    let output = run(heartbeat(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--web-config",
+        &path("missing.yml"),
+    ]))
+    .await;
+    assert_failed(&output, 78, "heartbeat serve: --web-config ");
+
+    let hash = bcrypt::hash(PASSWORD, 4).unwrap();
+    std::fs::write(
+        dir.join("web.yml"),
+        format!("basic_auth_users:\n  operator: '{hash}'\n"),
+    )
+    .unwrap();
+    let running = Running::start(heartbeat(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--web-config",
+        &path("web.yml"),
+    ]));
+    let (url, running) = running.url().await;
+    // the reference's paths stay open
+    assert_ok(
+        &run(against(&url, &["ping", "2000", "--app-id", "kiosk"])).await,
+        "3000\n",
+    );
+    // the JSON API does not
+    // without credentials `check --all` cannot see the missing apps: it
+    // says so, UNKNOWN, rather than OK
+    let denied = run(against(&url, &["check", "--all"])).await;
+    assert_eq!(denied.code, Some(3), "{denied:?}");
+    assert!(
+        denied
+            .stdout
+            .starts_with("UNKNOWN - the server refused /api/v1/apps (HTTP 401)"),
+        "{denied:?}"
+    );
+    let mut command = against(&url, &["--user", "operator", "check", "--all"]);
+    command.env("HB_PASSWORD", PASSWORD);
+    let allowed = run(command).await;
+    assert_eq!(allowed.code, Some(0), "{allowed:?}");
+    assert!(allowed.stdout.starts_with("OK"), "{allowed:?}");
+    let mut command = against(&url, &["--user", "operator", "check", "--all", "--json"]);
+    command.env("HB_PASSWORD", "wrong");
+    let wrong = run(command).await;
+    assert_eq!(wrong.code, Some(3), "{wrong:?}");
+    assert!(wrong.stdout.contains(r#""state":"unknown""#), "{wrong:?}");
+    // `list` reads the reference's /list: open
+    let list = run(against(&url, &["list", "--json"])).await;
+    assert_eq!(list.code, Some(0), "{list:?}");
+    // a user without a password is a usage error, said before any request
+    let output = run(against(
+        &url,
+        &["--user", "operator", "ping", "--app-id", "kiosk"],
+    ))
+    .await;
+    assert_failed(&output, 2, "heartbeat ping: ");
+    assert!(output.stderr.contains("HB_PASSWORD"), "{output:?}");
+    running.signal("TERM");
+    let output = tokio::task::spawn_blocking(move || running.finish())
+        .await
+        .unwrap();
+    assert_eq!(output.code, Some(0), "{output:?}");
+    assert!(!output.stderr.contains(PASSWORD), "{output:?}");
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -60,9 +60,10 @@ heartbeat_fails_total 0
 # HELP heartbeat_expiries_total Records dropped for being overdue.
 # TYPE heartbeat_expiries_total counter
 heartbeat_expiries_total 0
-# HELP heartbeat_refused_total New applications refused because the registry was full.
+# HELP heartbeat_refused_total New applications refused: the registry was full (registry_full), or the caller's host had its share (host_share).
 # TYPE heartbeat_refused_total counter
-heartbeat_refused_total 0
+heartbeat_refused_total{reason="registry_full"} 0
+heartbeat_refused_total{reason="host_share"} 0
 # HELP heartbeat_apps_by_state Applications per state: ok, warning, critical (tracked), missing (expected, not tracked).
 # TYPE heartbeat_apps_by_state gauge
 heartbeat_apps_by_state{state="ok"} 1

@@ -10,113 +10,13 @@
 #![cfg(all(feature = "server", feature = "reqwest"))]
 
 use std::net::IpAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use heartbeat_sdk::server::{Expected, ManualClock, PerAppMetrics, Server};
 
-struct Prometheus {
-    url: String,
-    child: Child,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A Prometheus scraping `target` every second, or `None` (a skip) where it
-/// is not installed and `HB_REQUIRE_TOOLS` is not set.
-fn prometheus(target: std::net::SocketAddr) -> Option<Prometheus> {
-    if Command::new("prometheus")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("HB_REQUIRE_TOOLS").is_none(),
-            "HB_REQUIRE_TOOLS is set but prometheus was not found"
-        );
-        println!("prometheus not found: skipped");
-        return None;
-    }
-    let dir = std::env::temp_dir().join(format!(
-        "hb-prom-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(dir.join("data")).unwrap();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  \
-             - job_name: heartbeat\n    static_configs:\n      - targets: ['{target}']\n"
-        ),
-    )
-    .unwrap();
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus starts");
-    Some(Prometheus {
-        url: format!("http://127.0.0.1:{port}"),
-        child,
-        dir,
-    })
-}
-
-/// The result of an instant query, once `ready` accepts it (polled until a
-/// deadline: each new scrape can change the answer).
-async fn query_until(
-    prom: &Prometheus,
-    query: &str,
-    ready: impl Fn(&[serde_json::Value]) -> bool,
-) -> Vec<serde_json::Value> {
-    let url = format!("{}/api/v1/query", prom.url);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let client = reqwest::Client::new();
-    loop {
-        let reply = client.get(&url).query(&[("query", query)]).send().await;
-        if let Ok(reply) = reply {
-            let text = reply.text().await.unwrap_or_default();
-            if let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text) {
-                let result = doc["data"]["result"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default();
-                if ready(&result) {
-                    return result;
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus never answered {query} as expected"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+#[path = "support/prometheus.rs"]
+mod prometheus;
+use prometheus::{prometheus, query_until};
 
 fn app_labels(result: &[serde_json::Value]) -> Vec<String> {
     let mut apps: Vec<String> = result
@@ -141,7 +41,10 @@ async fn prometheus_sees_only_the_problems_and_an_alert_resolves_on_recovery() {
         .start()
         .await
         .unwrap();
-    let Some(prom) = prometheus(server.local_addr()) else {
+    let Some(prom) = prometheus(&format!(
+        "  - job_name: heartbeat\n    static_configs:\n      - targets: ['{}']\n",
+        server.local_addr()
+    )) else {
         return;
     };
     let local: IpAddr = "127.0.0.1".parse().unwrap();

@@ -113,10 +113,11 @@ fn server_counters() {
     counters.fails = 5;
     counters.expiries = 1;
     counters.refused = 3;
+    counters.refused_host_share = 6;
     counters.events_dropped = 4;
     round_trip(
         &counters,
-        r#"{"inits":7,"pings":1234,"dones":2,"fails":5,"expiries":1,"refused":3,"events_dropped":4}"#,
+        r#"{"inits":7,"pings":1234,"dones":2,"fails":5,"expiries":1,"refused":3,"refused_host_share":6,"events_dropped":4}"#,
     );
 }
 

@@ -13,8 +13,8 @@ use super::history::HistorySink;
 use super::log::LogSink;
 use super::registry::{Registry, RegistryConfig, EVENT_BUFFER_CAP};
 use super::service::{parse, prepare, Answer, Reply};
-use crate::protocol::printable;
 use crate::protocol::command::Command;
+use crate::protocol::printable;
 
 /// Called when the earliest crossing moved earlier (a new record, a
 /// shorter timeout), so a sweeper sleeping until the old one wakes up.

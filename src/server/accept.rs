@@ -13,8 +13,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::conns::{AcceptBackoff, Connections, EvictionLog, TrackedBody, TrackedIo};
 use super::access::Access;
+use super::conns::{AcceptBackoff, Connections, EvictionLog, TrackedBody, TrackedIo};
 use super::respond::{respond, Peers};
 use super::socket::Socket;
 use super::stream::WriteTimeout;
@@ -61,7 +61,7 @@ pub(super) async fn serve(
     listener: TcpListener,
     state: Arc<SharedRegistry>,
     access: Arc<Access>,
-    #[cfg(feature = "web-config")] tls: Option<super::web_config::TlsAcceptor>,
+    #[cfg(feature = "web-config")] tls: Option<super::web_config::TlsAcceptorHandle>,
     limits: Limits,
     mut stopped: oneshot::Receiver<()>,
 ) {
@@ -166,7 +166,8 @@ pub(super) async fn serve(
                 let socket = match &tls {
                     // a stalled handshake is a silent connection: under
                     // the head timeout, and evicted first when full
-                    Some(tls) => match tokio::time::timeout(head_timeout, tls.accept(stream)).await {
+                    Some(tls) => match tokio::time::timeout(head_timeout, tls.accept(stream)).await
+                    {
                         Ok(Ok(stream)) => Socket::Tls(Box::new(stream)),
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "TLS handshake failed");

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "web-config")]
+use super::web_config::AuthCheck;
 use crate::monitor::{Event, EventSink, Registry};
 use crate::protocol::command::Command;
 
@@ -80,6 +82,8 @@ pub(super) struct Access {
     protect: Protect,
     #[cfg(feature = "web-config")]
     users: Option<Arc<super::web_config::Authenticator>>,
+    /// `http_server_config.headers`: added to every reply.
+    pub(super) headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
     pub(super) stats: Arc<AccessStats>,
 }
 
@@ -95,9 +99,11 @@ impl Access {
         }
     }
 
+    /// The users and headers of a web config file.
     #[cfg(feature = "web-config")]
-    pub(super) fn with_users(mut self, users: Option<super::web_config::Authenticator>) -> Access {
-        self.users = users.map(Arc::new);
+    pub(super) fn with_web_config(mut self, config: &super::web_config::WebConfig) -> Access {
+        self.users = config.authenticator().map(Arc::new);
+        self.headers = config.headers().to_vec();
         self
     }
 
@@ -120,7 +126,8 @@ impl Access {
         }
         let protected = operator_view || self.protect == Protect::All;
         if protected && !self.authorized(authorization).await {
-            self.stats.failed(peer, authorization.is_some(), Instant::now());
+            self.stats
+                .failed(peer, authorization.is_some(), Instant::now());
             return Err(Refusal::Unauthorized);
         }
         Ok(())
@@ -133,7 +140,10 @@ impl Access {
         if self.allowed_hosts.is_empty() {
             return true;
         }
-        let Some(name) = host.and_then(|h| std::str::from_utf8(h).ok()).map(host_name) else {
+        let Some(name) = host
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .map(host_name)
+        else {
             return false;
         };
         let name = name.to_ascii_lowercase();
@@ -146,7 +156,12 @@ impl Access {
     #[cfg(feature = "web-config")]
     async fn authorized(&self, authorization: Option<&[u8]>) -> bool {
         match &self.users {
-            Some(users) => users.authorize(authorization).await,
+            Some(users) => match users.check(authorization) {
+                AuthCheck::Allowed => true,
+                AuthCheck::Denied => false,
+                // bcrypt: off the async workers, a few at a time
+                AuthCheck::NeedsVerify(pending) => users.verify(pending).await,
+            },
             None => true,
         }
     }
@@ -215,7 +230,10 @@ impl AccessStats {
                 return;
             }
             let unlogged = burst.unlogged;
-            *burst = Burst { last: now, unlogged: 0 };
+            *burst = Burst {
+                last: now,
+                unlogged: 0,
+            };
             tracing::warn!(%peer, unlogged_before = unlogged, "request refused: wrong credentials; further failures from this peer until it is quiet for 60 s are counted, not logged");
             return;
         }
@@ -225,7 +243,13 @@ impl AccessStats {
                 bursts.clear();
             }
         }
-        bursts.insert(peer, Burst { last: now, unlogged: 0 });
+        bursts.insert(
+            peer,
+            Burst {
+                last: now,
+                unlogged: 0,
+            },
+        );
         tracing::warn!(%peer, "request refused: wrong credentials; further failures from this peer until it is quiet for 60 s are counted, not logged");
     }
 
@@ -293,7 +317,10 @@ mod tests {
         assert!(!allowed("evil.example"));
         assert!(!allowed("monitor.example.evil.example"));
         assert!(!allowed("10.0.0.2"));
-        assert!(!access.host_allowed(None, LOCAL), "no Host: not known to be ours");
+        assert!(
+            !access.host_allowed(None, LOCAL),
+            "no Host: not known to be ours"
+        );
         assert!(!access.host_allowed(Some(b"\xff"), LOCAL));
         let open = Access::new(&[], Protect::default());
         assert!(open.host_allowed(Some(b"evil.example"), LOCAL));
@@ -312,15 +339,29 @@ mod tests {
                     .await
             }
         };
-        for view in ["/", "/dashboard.js", "/metrics", "/api/v1/apps", "/api/v1/events?app=x"] {
+        for view in [
+            "/",
+            "/dashboard.js",
+            "/metrics",
+            "/api/v1/apps",
+            "/api/v1/events?app=x",
+        ] {
             assert_eq!(check(view).await, Err(Refusal::ForeignHost), "{view}");
         }
-        for reference in ["/hb_ping?1000&appid=x", "/list", "/status", "/hb_fail?1&appid=x"] {
+        for reference in [
+            "/hb_ping?1000&appid=x",
+            "/list",
+            "/status",
+            "/hb_fail?1&appid=x",
+        ] {
             assert_eq!(check(reference).await, Ok(()), "{reference}");
         }
         let mut metrics = String::new();
         access.stats.metrics(&mut metrics);
-        assert!(metrics.contains("heartbeat_foreign_host_refusals_total 5\n"), "{metrics}");
+        assert!(
+            metrics.contains("heartbeat_foreign_host_refusals_total 5\n"),
+            "{metrics}"
+        );
     }
 
     #[test]
@@ -331,14 +372,22 @@ mod tests {
         stats.failed(a, true, start);
         stats.failed(a, true, start + Duration::from_secs(30));
         stats.failed(a, true, start + Duration::from_secs(89));
-        assert_eq!(stats.unlogged(a), Some(2), "one burst: only the first logged");
+        assert_eq!(
+            stats.unlogged(a),
+            Some(2),
+            "one burst: only the first logged"
+        );
         stats.failed(b, true, start);
         assert_eq!(stats.unlogged(b), Some(0));
         // quiet for the gap: a new burst, logged again
         stats.failed(a, true, start + Duration::from_secs(150));
         assert_eq!(stats.unlogged(a), Some(0));
         stats.failed(a, false, start);
-        assert_eq!(stats.unlogged(a), Some(0), "a missing header is not a guess");
+        assert_eq!(
+            stats.unlogged(a),
+            Some(0),
+            "a missing header is not a guess"
+        );
         let mut metrics = String::new();
         stats.metrics(&mut metrics);
         assert!(metrics.contains("heartbeat_auth_failures_total{reason=\"missing\"} 1\n"));

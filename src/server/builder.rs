@@ -586,7 +586,7 @@ impl ServerBuilder {
         #[cfg(feature = "web-config")]
         let (access, tls) = match &self.web_config {
             Some(config) => (
-                access.with_users(config.authenticator()),
+                access.with_web_config(config),
                 config.tls_acceptor().map_err(io::Error::other)?,
             ),
             None => (access, None),

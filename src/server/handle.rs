@@ -21,7 +21,7 @@ pub struct ServerHandle {
     pub(super) local_addr: SocketAddr,
     /// The TLS front (`ServerBuilder::web_config` with `tls_server_config`).
     #[cfg(feature = "web-config")]
-    pub(super) tls: Option<super::web_config::TlsAcceptor>,
+    pub(super) tls: Option<super::web_config::TlsAcceptorHandle>,
     pub(super) state: Arc<SharedRegistry>,
     pub(super) stop: Option<oneshot::Sender<()>>,
     pub(super) task: Option<JoinHandle<()>>,
@@ -58,7 +58,9 @@ impl ServerHandle {
     #[cfg_attr(docsrs, doc(cfg(feature = "web-config")))]
     pub fn reload_tls(&self) {
         if let Some(tls) = &self.tls {
-            tls.reload();
+            if let Err(error) = tls.reload() {
+                tracing::warn!("TLS certificate not reloaded, the one in use stays: {error}");
+            }
         }
     }
 

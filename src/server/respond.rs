@@ -141,6 +141,7 @@ pub(super) async fn respond(
         if operator_view {
             same_origin(&mut response);
         }
+        add_headers(&mut response, &access);
         return Ok(response);
     }
     let answer = match command {
@@ -163,7 +164,15 @@ pub(super) async fn respond(
     if operator_view {
         same_origin(&mut response);
     }
+    add_headers(&mut response, &access);
     Ok(response)
+}
+
+/// The web config's `http_server_config.headers`, over the reply's own.
+fn add_headers(response: &mut Response<ReplyBody>, access: &Access) {
+    for (name, value) in &access.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
 }
 
 /// A whole-registry reply, rendered as it is written, under the cap on
@@ -191,10 +200,9 @@ async fn streamed_response(
     // sorting the snapshot (100 000 keys: tens of ms) and rendering
     // the first chunk block: not on an async worker, where they
     // would stall every connection it serves
-    let body = tokio::task::spawn_blocking(move || {
-        ReplyBody::stream(streamed.chunks(CHUNK), permit)
-    })
-    .await;
+    let body =
+        tokio::task::spawn_blocking(move || ReplyBody::stream(streamed.chunks(CHUNK), permit))
+            .await;
     let Ok(body) = body else {
         return reply(Reply::error(500, "the reply could not be rendered"));
     };

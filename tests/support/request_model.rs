@@ -507,7 +507,9 @@ impl Model {
             // the generators never send hb_fail
             ("heartbeat_fails_total", 0),
             ("heartbeat_expiries_total", t.expiries),
-            ("heartbeat_refused_total", t.refused),
+            ("heartbeat_refused_total:registry_full", t.refused),
+            // the generators set no share per host
+            ("heartbeat_refused_total:host_share", 0),
         ] {
             let got = scalar(name)?;
             if got != want.to_string() {
@@ -734,6 +736,11 @@ pub fn parse_exposition(text: &str) -> Result<BTreeMap<SampleKey, String>, Strin
                 let (state, rest) = label(rest, "state")?;
                 let value = rest.strip_prefix("} ").ok_or_else(|| format!("{line:?}"))?;
                 ((format!("{name}:{state}"), None), value)
+            }
+            Some((name, rest)) if name == "heartbeat_refused_total" => {
+                let (reason, rest) = label(rest, "reason")?;
+                let value = rest.strip_prefix("} ").ok_or_else(|| format!("{line:?}"))?;
+                ((format!("{name}:{reason}"), None), value)
             }
             Some((name, rest)) => {
                 let (app, rest) = label(rest, "app")?;

@@ -34,6 +34,12 @@ pub struct Global {
     /// Application id sent by init, ping, done and wrap [default, only when neither is given: rust_heartbeat_client_demo]; an empty or blank id is refused.
     #[arg(long, global = true, env = "APP_ID", value_name = "ID")]
     pub app_id: Option<String>,
+    /// User for HTTP basic auth (a server whose --web-config has users); the password is read from HB_PASSWORD, never from the command line. A URL's userinfo (https://user:password@host) works too.
+    #[arg(long, global = true, env = "HB_USER", value_name = "USER")]
+    pub user: Option<String>,
+    /// Trust the CA certificates in FILE (PEM) for an https:// server, beside the system's roots.
+    #[arg(long, global = true, env = "HB_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// HTTP transport, among those compiled in.
     #[arg(long, global = true, value_enum, default_value_t = TransportKind::Reqwest)]
     pub transport: TransportKind,

@@ -68,7 +68,16 @@ pub async fn run_all(global: &Global, as_json: bool, deadline: std::time::Durati
         Ok::<_, heartbeat_sdk::Error>((checks, api_apps(&client).await))
     };
     let (checks, api) = match tokio::time::timeout(deadline, gathered).await {
-        Ok(Ok(gathered)) => gathered,
+        Ok(Ok((checks, Ok(api)))) => (checks, api),
+        // the server has the API but will not show it: what it hides may
+        // be missing apps, so the check cannot say OK
+        Ok(Ok((_, Err(status)))) => {
+            let line = format!(
+                "UNKNOWN - the server refused {APPS_PATH} (HTTP {status}): give credentials \
+                 with --user / HB_USER and HB_PASSWORD"
+            );
+            return unknown(&line, as_json);
+        }
         Ok(Err(error)) => return unreachable(&error, as_json.then_some(())),
         Err(_) => return out_of_time(deadline, as_json),
     };
@@ -88,6 +97,11 @@ fn out_of_time(deadline: std::time::Duration, as_json: bool) -> u8 {
         "UNKNOWN - check --all did not finish within its deadline of {} ms",
         deadline.as_millis()
     );
+    unknown(&line, as_json)
+}
+
+/// `check --all` cannot tell: UNKNOWN (3) with `line`, as a line or JSON.
+fn unknown(line: &str, as_json: bool) -> u8 {
     let text = if as_json {
         format!(
             "{}\n",
@@ -135,15 +149,22 @@ fn unreachable(error: &heartbeat_sdk::Error, json: Option<()>) -> u8 {
 /// nowhere) or it failed otherwise, or its reply is not a version-1
 /// document (both said on stderr: the check then cannot see missing
 /// applications).
-async fn api_apps(client: &HeartbeatClient) -> Option<Vec<AppRecord>> {
+///
+/// `Err(status)` when the server refused it for want of credentials (401,
+/// 403): it has the API, so the check cannot do without it.
+async fn api_apps(client: &HeartbeatClient) -> Result<Option<Vec<AppRecord>>, u16> {
     let unusable = |reason: &str| {
         output::error_line(&format!(
             "heartbeat check: {APPS_PATH} unusable, missing applications not checked: {}",
             printable(reason)
         ));
     };
-    match client.apps(ErrorPolicy::Raise).await {
+    Ok(match client.apps(ErrorPolicy::Raise).await {
         Ok(apps) => Some(apps.apps),
+        Err(heartbeat_sdk::Error::Status {
+            status: status @ (401 | 403),
+            ..
+        }) => return Err(status),
         Err(heartbeat_sdk::Error::Unsupported { status, .. }) if status != 200 => None,
         Err(heartbeat_sdk::Error::Unsupported { .. }) => {
             unusable("not a version 1 document");
@@ -157,7 +178,7 @@ async fn api_apps(client: &HeartbeatClient) -> Option<Vec<AppRecord>> {
             unusable(&one_line(&error));
             None
         }
-    }
+    })
 }
 
 /// The host check of `checks` (in `/list` order), completed by the JSON

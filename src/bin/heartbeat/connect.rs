@@ -46,22 +46,67 @@ fn build(global: &Global, settings: Settings) -> Result<HeartbeatClient, Error> 
         reason: "cannot set up the HTTP transport".to_owned(),
         source: Some(Box::new(source)),
     };
+    let ca = global.ca_file.as_deref().map(read_ca_file).transpose()?;
     let builder = match global.transport {
-        TransportKind::Reqwest => HeartbeatClient::builder_with_transport(
-            heartbeat_sdk::transport::ReqwestTransport::builder()
+        TransportKind::Reqwest => {
+            let mut transport = heartbeat_sdk::transport::ReqwestTransport::builder()
                 .connect_timeout(connect)
-                .timeout(total)
-                .build()
-                .map_err(built)?,
-        ),
+                .timeout(total);
+            if let Some(pem) = &ca {
+                transport = transport
+                    .add_root_certificate(pem)
+                    .map_err(|source| Error::Build {
+                        reason: "--ca-file: not a PEM certificate".to_owned(),
+                        source: Some(Box::new(source)),
+                    })?;
+            }
+            HeartbeatClient::builder_with_transport(transport.build().map_err(built)?)
+        }
         #[cfg(feature = "surf")]
-        TransportKind::Surf => HeartbeatClient::builder_with_transport(
-            heartbeat_sdk::transport::SurfTransport::builder()
-                .connect_timeout(connect)
-                .timeout(total)
-                .build()
-                .map_err(built)?,
+        TransportKind::Surf => {
+            if ca.is_some() {
+                return Err(Error::Config {
+                    reason: "--ca-file needs --transport reqwest (surf uses curl's CA store)"
+                        .to_owned(),
+                });
+            }
+            HeartbeatClient::builder_with_transport(
+                heartbeat_sdk::transport::SurfTransport::builder()
+                    .connect_timeout(connect)
+                    .timeout(total)
+                    .build()
+                    .map_err(built)?,
+            )
+        }
+    };
+    let mut builder = builder.settings(settings).request_timeout(total);
+    if let Some(user) = &global.user {
+        let Ok(password) = std::env::var("HB_PASSWORD") else {
+            return Err(Error::Config {
+                reason: "--user / HB_USER needs the password in HB_PASSWORD".to_owned(),
+            });
+        };
+        builder = builder.basic_auth(user.clone(), password);
+    }
+    builder.build()
+}
+
+/// The PEM text of `--ca-file`, at most 1 MiB.
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    const MAX_CA_FILE: u64 = 1 << 20;
+    let unusable = |reason: String| Error::Config {
+        reason: format!(
+            "--ca-file {}: {reason}",
+            heartbeat_sdk::protocol::printable(&path.display().to_string())
         ),
     };
-    builder.settings(settings).request_timeout(total).build()
+    let mut pem = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_CA_FILE + 1).read_to_end(&mut pem))
+        .map_err(|e| unusable(e.to_string()))?;
+    if pem.len() as u64 > MAX_CA_FILE {
+        return Err(unusable(format!("larger than {MAX_CA_FILE} bytes")));
+    }
+    Ok(pem)
 }

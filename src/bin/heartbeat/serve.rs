@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use heartbeat_sdk::protocol::printable;
 use heartbeat_sdk::server::{
-    Expected, RegistryConfig, Server, ServerBuilder, StateError, WebConfig,
-    DEFAULT_MAX_CONNECTIONS,
+    Expected, RegistryConfig, Server, ServerBuilder, StateError, WebConfig, DEFAULT_MAX_CONNECTIONS,
 };
 use heartbeat_sdk::{Error, Settings};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};

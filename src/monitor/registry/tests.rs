@@ -282,14 +282,8 @@ fn max_apps_refuses_new_but_not_existing() {
     });
     r.init("a", LOCAL, d(0), t0).unwrap();
     r.init("b", LOCAL, d(100_000), t0).unwrap();
-    assert_eq!(
-        r.init("c", LOCAL, d(0), t0),
-        Err(RegistryFull::full(2))
-    );
-    assert_eq!(
-        r.ping("c", LOCAL, d(0), t0),
-        Err(RegistryFull::full(2))
-    );
+    assert_eq!(r.init("c", LOCAL, d(0), t0), Err(RegistryFull::full(2)));
+    assert_eq!(r.ping("c", LOCAL, d(0), t0), Err(RegistryFull::full(2)));
     assert_eq!(r.ping("a", LOCAL, d(0), t0), Ok(d(1000)));
     assert_eq!(r.counters().refused, 2);
     assert_eq!(r.counters().pings, 1);
@@ -456,10 +450,7 @@ fn restore_tracks_refreshes_and_respects_the_cap() {
     r.restore("a @ 10.0.0.1", d(2000), t0).unwrap();
     r.restore("b", d(1000), t0).unwrap();
     assert_eq!(list_text(&mut r, t0), "a @ 10.0.0.1\nb\n");
-    assert_eq!(
-        r.restore("c", d(1000), t0),
-        Err(RegistryFull::full(2))
-    );
+    assert_eq!(r.restore("c", d(1000), t0), Err(RegistryFull::full(2)));
     // refreshing a known key is not a new record, cap or not
     r.restore("b", d(4000), ms(t0, 5000)).unwrap();
     assert_eq!(r.len(), 2);
@@ -723,10 +714,7 @@ fn a_failure_without_a_record_registers_it_first_within_the_limit() {
     assert_eq!(events[0].kind, EventKind::Created);
     assert_eq!(events[1].kind, EventKind::Failed(1));
     assert_eq!(events[1].previous, Some(State::Ok));
-    assert_eq!(
-        r.fail("other", LOCAL, 1, t0),
-        Err(RegistryFull::full(1))
-    );
+    assert_eq!(r.fail("other", LOCAL, 1, t0), Err(RegistryFull::full(1)));
     // done removes a failed record like any other
     assert!(r.done("cron", LOCAL, t0));
     let done = r.take_events();
@@ -961,7 +949,10 @@ fn without_a_share_one_host_may_fill_the_registry() {
         r.init(&format!("a-{i}"), LOCAL, d(0), t0).unwrap();
     }
     assert_eq!(r.init("b", OTHER, d(0), t0), Err(RegistryFull::full(5)));
-    assert!(r.per_host.is_empty(), "hosts are counted only under a share");
+    assert!(
+        r.per_host.is_empty(),
+        "hosts are counted only under a share"
+    );
 }
 
 #[test]

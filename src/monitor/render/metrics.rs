@@ -303,10 +303,9 @@ fn write_scalars(snapshot: &Snapshot, out: &mut Vec<u8>) {
         "Records dropped for being overdue.",
         counters.expiries,
     );
-    header(
+    let _ = write!(
         out,
-        REFUSED,
-        "New applications refused: the registry was full (registry_full), or the caller's host had its share (host_share).",
+        "# HELP {REFUSED} New applications refused: the registry was full (registry_full), or the caller's host had its share (host_share).\n# TYPE {REFUSED} counter\n"
     );
     for (reason, n) in [
         ("registry_full", counters.refused),

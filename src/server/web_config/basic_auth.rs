@@ -23,10 +23,6 @@ use tokio::sync::Semaphore;
 
 use super::{invalid, WebConfigError};
 
-/// The realm of the `WWW-Authenticate` challenge.
-pub(crate) const REALM: &str = "heartbeat";
-/// The `WWW-Authenticate` header of a 401 reply.
-pub(crate) const WWW_AUTHENTICATE: &str = "Basic realm=\"heartbeat\"";
 /// bcrypt verifications running at once, at most (each takes a core).
 pub(crate) const MAX_CONCURRENT_VERIFICATIONS: usize = 2;
 

@@ -23,11 +23,6 @@
 //! `client_allowed_sans`, `rate_limit`) are refused with "X is not
 //! supported"; any other key is refused as unknown. An empty file means no
 //! TLS and no authentication, as in exporter-toolkit.
-// The TLS acceptor and the authenticator are crate-private and the
-// server's accept loop does not use them yet: until it does, they would
-// all be dead code.
-#![allow(dead_code, unused_imports)]
-
 mod basic_auth;
 mod tls;
 
@@ -41,7 +36,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-pub(crate) use basic_auth::{AuthCheck, Authenticator, Pending, Users, REALM, WWW_AUTHENTICATE};
+pub(crate) use basic_auth::{AuthCheck, Authenticator, Users};
 pub(crate) use tls::TlsAcceptorHandle;
 
 /// A checked web configuration file: TLS settings (if any), basic
