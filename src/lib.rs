@@ -48,7 +48,8 @@
 //! | `serde` | no | `Serialize`/`Deserialize` for `State`, `Status`, `monitor::Counters` and the JSON API's records (`protocol::apps`), and `HeartbeatClient::apps` |
 //! | `blocking` | no | `blocking::HeartbeatClient`, a synchronous client usable in and out of tokio |
 //! | `state` | no | durable server state (`server::ServerBuilder::state`): SQLite through rusqlite, bundled |
-//! | `cli` | no | the `heartbeat` binary (Unix only: it uses Unix signals and `nix`); includes `state` (`serve --state`) |
+//! | `web-config` | no | `server::WebConfig`: TLS (rustls) and basic auth (bcrypt) from an exporter-toolkit web config file |
+//! | `cli` | no | the `heartbeat` binary (Unix only: it uses Unix signals and `nix`); includes `state` (`serve --state`), `notify` and `web-config` |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

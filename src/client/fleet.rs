@@ -348,7 +348,8 @@ impl HeartbeatClient {
             parse(&body).map_err(|e| Error::Parse {
                 url,
                 reason: e.reason().to_owned(),
-                body: String::from_utf8_lossy(&body).into_owned(),
+                // an excerpt, as everywhere: a whole listing is megabytes
+                body: protocol::excerpt(&body),
             })
         };
         result

@@ -207,13 +207,15 @@ impl Transport for ReqwestTransport {
         let status = response.status().as_u16();
         let limit = request.body_limit();
         // stop at the cap rather than buffer a huge body first
-        if response
-            .content_length()
-            .is_some_and(|len| len > limit as u64)
-        {
+        let announced = response.content_length();
+        if announced.is_some_and(|len| len > limit as u64) {
             return Err(TransportError::body_too_large(limit));
         }
-        let mut body = Vec::new();
+        // the announced length at once: growing by doubling would hold up
+        // to twice a big body (a promise not kept costs address space, not
+        // memory: pages never written are never resident)
+        let mut body =
+            Vec::with_capacity(announced.map_or(0, |len| usize::try_from(len).unwrap_or(limit)));
         while let Some(chunk) = response.chunk().await.map_err(convert)? {
             push_capped(&mut body, &chunk, limit)?;
         }
