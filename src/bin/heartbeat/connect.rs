@@ -53,12 +53,7 @@ fn build(global: &Global, settings: Settings) -> Result<HeartbeatClient, Error> 
                 .connect_timeout(connect)
                 .timeout(total);
             if let Some(pem) = &ca {
-                transport = transport
-                    .add_root_certificate(pem)
-                    .map_err(|source| Error::Build {
-                        reason: "--ca-file: not a PEM certificate".to_owned(),
-                        source: Some(Box::new(source)),
-                    })?;
+                transport = with_ca(transport, pem)?;
             }
             HeartbeatClient::builder_with_transport(transport.build().map_err(built)?)
         }
@@ -89,6 +84,32 @@ fn build(global: &Global, settings: Settings) -> Result<HeartbeatClient, Error> 
         builder = builder.basic_auth(user.clone(), password);
     }
     builder.build()
+}
+
+/// `transport` trusting the certificates of `pem` (`--ca-file`).
+#[cfg(any(feature = "rustls", feature = "native-tls"))]
+fn with_ca(
+    transport: heartbeat_sdk::transport::ReqwestTransportBuilder,
+    pem: &[u8],
+) -> Result<heartbeat_sdk::transport::ReqwestTransportBuilder, Error> {
+    transport
+        .add_root_certificate(pem)
+        .map_err(|source| Error::Build {
+            reason: "--ca-file: not a PEM certificate".to_owned(),
+            source: Some(Box::new(source)),
+        })
+}
+
+/// Without a TLS backend there is no https:// to trust a CA for.
+#[cfg(not(any(feature = "rustls", feature = "native-tls")))]
+fn with_ca(
+    _transport: heartbeat_sdk::transport::ReqwestTransportBuilder,
+    _pem: &[u8],
+) -> Result<heartbeat_sdk::transport::ReqwestTransportBuilder, Error> {
+    Err(Error::Config {
+        reason: "--ca-file needs a TLS backend (build with feature rustls or native-tls)"
+            .to_owned(),
+    })
 }
 
 /// The PEM text of `--ca-file`, at most 1 MiB.
