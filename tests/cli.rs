@@ -1571,6 +1571,11 @@ async fn serve_with_a_web_config_protects_its_views_and_the_cli_sends_credential
             "bad-hash.yml",
             "basic_auth_users:\n  operator: not-a-bcrypt-hash\n",
         ),
+        // found when the TLS front is built, after the file parsed
+        (
+            "no-cert.yml",
+            "tls_server_config:\n  cert_file: none.crt\n  key_file: none.key\n",
+        ),
     ] {
         std::fs::write(dir.join(name), yaml).unwrap();
         let output = run(heartbeat(&[

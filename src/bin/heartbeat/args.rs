@@ -221,7 +221,7 @@ pub struct ServeArgs {
     /// Largest number of applications tracked; new ones past it get 503.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_apps: Option<u64>,
-    /// Most applications one host may have tracked at once: its new ones past it get 503 while other hosts still register; expected ones are never refused [default: no share: kiosks behind one NAT or proxy share an address].
+    /// Most applications one host may have tracked at once: its new ones past it get 503 while other hosts still register; expected ones are not held to it (they count in --max-apps) [default: no share: kiosks behind one NAT or proxy share an address].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_apps_per_host: Option<u64>,
     /// TLS and basic auth from FILE in the Prometheus exporter-toolkit format (`tls_server_config`, `basic_auth_users`; see the operator guide). A bad file stops serve with exit code 78.

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use heartbeat_sdk::protocol::printable;
 use heartbeat_sdk::server::{
-    Expected, RegistryConfig, Server, ServerBuilder, StateError, WebConfig, DEFAULT_MAX_CONNECTIONS,
+    Expected, RegistryConfig, Server, ServerBuilder, StateError, WebConfig, WebConfigError,
+    DEFAULT_MAX_CONNECTIONS,
 };
 use heartbeat_sdk::{Error, Settings};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -81,14 +82,7 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     if let Some(path) = &args.web_config {
         match WebConfig::load(path) {
             Ok(config) => server = server.web_config(config).protect(args.protect),
-            Err(error) => {
-                output::error_line(&format!(
-                    "heartbeat serve: --web-config {}: {}",
-                    printable(&path.display().to_string()),
-                    printable(&error.to_string())
-                ));
-                return exit::BAD_CONFIG;
-            }
+            Err(error) => return bad_web_config(path, &error),
         }
     }
     let open_files = raise_open_file_limit();
@@ -116,6 +110,17 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
                     printable(&state.to_string())
                 ));
                 return exit::BAD_STATE;
+            }
+            if let Some(config) = error
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<WebConfigError>())
+            {
+                // the certificate or key files: the web config's fault
+                let path = args
+                    .web_config
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(""));
+                return bad_web_config(path, config);
             }
             output::error_line(&format!("heartbeat serve: cannot listen: {error}"));
             return exit::CANNOT_LISTEN;
@@ -160,6 +165,17 @@ pub async fn run(global: &Global, args: &ServeArgs) -> u8 {
     let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
     handle.shutdown().await;
     exit::OK
+}
+
+/// The one line (and exit code 78) for a web config file that cannot be
+/// used: read, parsed, or its certificate and key loaded.
+fn bad_web_config(path: &std::path::Path, error: &WebConfigError) -> u8 {
+    output::error_line(&format!(
+        "heartbeat serve: --web-config {}: {}",
+        printable(&path.display().to_string()),
+        printable(&error.to_string())
+    ));
+    exit::BAD_CONFIG
 }
 
 /// `SIGHUP`s, with TLS (they re-read the certificate); `None` without

@@ -87,8 +87,8 @@ pub struct RegistryConfig {
     /// alone, so one flooding host cannot lock the others out of a full
     /// registry. `None` (the default): no share, only
     /// [`max_apps`](Self::max_apps). Needs [`key_by_peer`](Self::key_by_peer)
-    /// (a bare-id record has no host); expected applications are never
-    /// refused.
+    /// (a bare-id record has no host); expected applications are not
+    /// held to it (they still count in `max_apps`).
     pub max_apps_per_host: Option<usize>,
 }
 
@@ -981,13 +981,16 @@ impl Registry {
     /// Gives memory back once the map is mostly empty (amortised `O(1)`).
     /// Whether a new record under `key` fits: [`RegistryConfig::max_apps`]
     /// in all and [`RegistryConfig::max_apps_per_host`] for its host.
-    /// Expected applications always fit.
+    /// Expected applications are held to the first only.
     fn room_for(&self, key: &str, expected: bool) -> Result<(), RegistryFull> {
-        if expected {
-            return Ok(());
-        }
+        // an expected app counts in `max_apps` like any other: a bare
+        // expected id from any address makes a record that is never
+        // dropped, so exempting it would let anyone fill the registry
         if self.apps.len() >= self.config.max_apps {
             return Err(RegistryFull::full(self.config.max_apps));
+        }
+        if expected {
+            return Ok(());
         }
         if let (Some(share), Some(host)) = (self.config.max_apps_per_host, self.host_of(key)) {
             if self.per_host.get(host).is_some_and(|&count| count >= share) {

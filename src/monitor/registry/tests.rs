@@ -987,3 +987,21 @@ fn a_record_that_becomes_expected_leaves_its_hosts_share() {
     assert!(r.done("a", LOCAL, t0));
     assert!(r.init("d", LOCAL, d(0), t0).is_err());
 }
+
+#[test]
+fn expected_ids_from_many_hosts_cannot_fill_the_registry() {
+    // attack F1: a bare expected id beaten from ever new addresses makes
+    // records that are never dropped; they still count in max_apps
+    let t0 = Instant::now();
+    let mut r = Registry::new(RegistryConfig {
+        max_apps: 5,
+        max_apps_per_host: Some(1),
+        ..RegistryConfig::default()
+    });
+    r.expect("exp1".parse().unwrap());
+    for i in 2..60u8 {
+        let _ = r.init("exp1", IpAddr::from([127, 0, 0, i]), d(0), t0);
+    }
+    assert_eq!(r.len(), 5);
+    assert_eq!(r.counters().refused, 53);
+}
